@@ -1,0 +1,98 @@
+"""Run the whole portal in the foreground: gunicorn (web), a Celery worker and Celery beat.
+
+Ctrl-C (SIGINT) or SIGTERM stops all three; if one of them dies, the others are
+stopped too and the command exits non-zero, so a supervisor (systemd, a
+container runtime) sees the failure instead of a half-working portal.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from portal.env import env_int, env_str
+
+STOP_TIMEOUT = 20
+
+
+class Command(BaseCommand):
+    help = "Start web server, Celery worker and Celery beat together; Ctrl-C stops them all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=env_str("PORTAL_HOST") or "127.0.0.1")
+        parser.add_argument("--port", type=int, default=env_int("PORTAL_PORT", 8000))
+        parser.add_argument("--web-workers", type=int, default=env_int("WEB_CONCURRENCY", 2))
+        parser.add_argument("--worker-concurrency", type=int, default=env_int("CELERY_CONCURRENCY", 2))
+
+    def handle(self, *args, host, port, web_workers, worker_concurrency, **options):
+        python = sys.executable
+        commands = {
+            "web": [python, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"{host}:{port}",
+                    "--workers", str(web_workers), "--timeout", "120", "--graceful-timeout", "10",
+                    "--access-logfile", "-"],
+            "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO",
+                       "--concurrency", str(worker_concurrency), "--hostname", "worker@%h"],
+            # No pidfile: a stale one left by a crash would stop the next start.
+            "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO", "--pidfile="],
+        }
+        stopping = False
+
+        def request_stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+        processes = {}
+        for name, command in commands.items():
+            # A session of its own: the terminal's Ctrl-C reaches only this supervisor,
+            # which then stops each child in order instead of all of them at once.
+            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True)
+            self.stdout.write(f"started {name} (pid {processes[name].pid})", ending="\n")
+        self.stdout.write(f"Portal listening on http://{host}:{port}/ — press Ctrl-C to stop.")
+        self.stdout.flush()
+
+        failed = None
+        while not stopping and failed is None:
+            time.sleep(0.3)
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    failed = name
+                    break
+
+        if failed:
+            self.stderr.write(f"{failed} exited with code {processes[failed].returncode}; stopping the others.")
+        else:
+            self.stdout.write("Stopping web, worker and beat…")
+        self._stop_all(processes)
+        self.stdout.write("Stopped.")
+        if failed:
+            sys.exit(1)
+
+    def _stop_all(self, processes):
+        for process in processes.values():
+            if process.poll() is None:
+                self._signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} did not stop within {STOP_TIMEOUT}s; killing it.")
+                self._signal_group(process, signal.SIGKILL)
+                process.wait()
+        # Children of children (gunicorn and celery pool workers) share the group.
+        for process in processes.values():
+            self._signal_group(process, signal.SIGKILL)
+
+    @staticmethod
+    def _signal_group(process, signum):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,61 @@
+import pytest
+
+from portal.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_malformed_json_gets_a_400_that_says_so_and_writes_nothing(api, admin, django_user_model):
+    users_before = django_user_model.objects.count()
+    response = api.as_user(admin).generic("POST", "/api/v1/users/", '{"username": "x", "role": ', content_type="application/json")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == 400 and body["code"] == "parse_error"
+    assert "JSON parse error" in body["detail"]
+    assert django_user_model.objects.count() == users_before
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_validation_error_names_each_field_in_one_readable_sentence(api, admin):
+    response = api.as_user(admin).post("/api/v1/users/", {"role": "superhero"}, format="json")
+    body = response.json()
+    assert response.status_code == 400 and body["code"] == "invalid"
+    assert body["errors"]["username"] == ["This field is required."]
+    assert '"superhero" is not a valid choice.' in body["errors"]["role"][0]
+    assert "username: This field is required." in body["detail"] and "role: " in body["detail"]
+
+
+def test_an_unknown_api_url_gets_a_json_404(api, admin):
+    response = api.as_user(admin).get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json() == {"status": 404, "code": "not_found", "detail": "No API endpoint or object at this URL."}
+
+
+def test_an_unknown_object_gets_a_json_404(api, admin):
+    response = api.as_user(admin).get("/api/v1/audit-events/999999/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_a_wrong_method_gets_a_json_405(api, admin):
+    response = api.as_user(admin).delete("/api/v1/me/")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_the_session_api_refuses_a_write_without_the_csrf_token(admin):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(admin)
+    response = client.post("/api/v1/users/", {"username": "x", "role": "viewer"}, format="json")
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["detail"]
+
+
+def test_the_openapi_schema_describes_the_api(api, viewer):
+    response = api.as_user(viewer).get("/api/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"/api/v1/tokens/", "/api/v1/tokens/{id}/revoke/", "/api/v1/audit-events/", "/api/v1/users/", "/api/v1/me/"} <= set(paths)
+    assert "requestBody" in paths["/api/v1/tokens/"]["post"]
