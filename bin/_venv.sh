@@ -27,5 +27,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
     echo "$wanted" > "$stamp"
 fi
-PATH="$PWD/$VENV/bin:$PATH"
+PATH="$(cd "$VENV" && pwd)/bin:$PATH"
 export PATH

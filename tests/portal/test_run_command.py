@@ -1,0 +1,157 @@
+"""The README's run command, end to end: bin/run starts web, worker and beat; Ctrl-C stops them."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.portal.helpers import ROOT, clean_env
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
+
+
+def get_or_none(url, **kwargs):
+    try:
+        return requests.get(url, timeout=3, **kwargs)
+    except requests.ConnectionError:
+        return None
+
+
+def alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (its parent just has not reaped it).
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def sign_in(base, username, password) -> requests.Session:
+    session = requests.Session()
+    session.get(f"{base}/login/", timeout=5)
+    response = session.post(f"{base}/login/", data={"username": username, "password": password,
+                            "csrfmiddlewaretoken": session.cookies["csrftoken"]}, headers={"Referer": f"{base}/login/"}, timeout=10)
+    assert response.url == f"{base}/", f"sign-in failed: {response.status_code}"
+    return session
+
+
+def start_portal(tmp_path, **env):
+    port = free_port()
+    # Appending: the child and this test share the file's offset when reading it back.
+    log = open(tmp_path / "run.log", "a+")
+    process = subprocess.Popen(
+        ["sh", str(ROOT / "bin" / "run"), "--port", str(port), "--web-workers", "1", "--worker-concurrency", "1"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=clean_env(tmp_path / "var", VENV=sys.prefix, PORTAL_HEARTBEAT_SECONDS=2, **env),
+    )
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def output(log) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def scenario(tmp_path, expect_generated_password, **env):
+    process, base, log = start_portal(tmp_path, **env)
+    try:
+        wait_for(lambda: get_or_none(f"{base}/healthz"), 120, lambda: f"the portal on {base}\n{output(log)}")
+        text = output(log)
+        pids = {name: int(pid) for name, pid in re.findall(r"started (\w+) \(pid (\d+)\)", text)}
+        assert set(pids) == {"web", "worker", "beat"}
+
+        if expect_generated_password:
+            password = re.search(r"password: (\S+)", text).group(1)
+        else:
+            password = env["PORTAL_ADMIN_PASSWORD"]
+            assert password not in text
+        assert get_or_none(f"{base}/login/").status_code == 200
+        session = sign_in(base, "admin", password)
+
+        # Beat schedules the heartbeat, the worker runs it, the web shows it.
+        wait_for(lambda: "worker last seen" in session.get(f"{base}/", timeout=5).text, 60, lambda: f"a worker heartbeat\n{output(log)}")
+        ready = session.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        # Static files are served by the portal itself (whitenoise), not a CDN.
+        css = re.search(r'href="(/static/portal/portal\.[0-9a-f]+\.css)"', session.get(f"{base}/", timeout=5).text).group(1)
+        assert session.get(f"{base}{css}", timeout=5).status_code == 200
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=40) == 0, output(log)
+        wait_for(lambda: not any(alive(pid) for pid in pids.values()), 10, "web, worker and beat to exit")
+        assert get_or_none(f"{base}/healthz") is None
+        return password
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+def test_the_run_command_starts_a_working_portal_on_a_bare_machine(tmp_path):
+    password = scenario(tmp_path, expect_generated_password=True)
+    # The generated password is printed once and stored only as a hash.
+    assert password.encode() not in (tmp_path / "var" / "portal.sqlite3").read_bytes()
+
+
+def test_a_second_start_keeps_the_admin_and_prints_no_password(tmp_path):
+    scenario(tmp_path, expect_generated_password=False, PORTAL_ADMIN_PASSWORD="a-chosen-admin-passphrase")
+    process, base, log = start_portal(tmp_path)
+    try:
+        wait_for(lambda: get_or_none(f"{base}/healthz"), 120, "the second start")
+        assert "An admin account exists" in output(log) and "password:" not in output(log)
+        sign_in(base, "admin", "a-chosen-admin-passphrase")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=40)
+        log.close()
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs DATABASE_URL (set by .ci/run)")
+def test_the_run_command_uses_postgresql_and_redis_when_configured(tmp_path):
+    # The same command, pointed at the services: a fresh database of its own.
+    import psycopg
+
+    from django.conf import settings
+
+    name = f"portal_run_{os.getpid()}"
+    db = settings.DATABASES["default"]
+    admin_url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        scenario(
+            tmp_path, expect_generated_password=False, PORTAL_ADMIN_PASSWORD="a-chosen-admin-passphrase",
+            DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}",
+            CELERY_BROKER_URL=os.environ["CELERY_BROKER_URL"], REDIS_URL=os.environ["REDIS_URL"],
+        )
+        assert not (tmp_path / "var" / "portal.sqlite3").exists()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
