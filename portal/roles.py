@@ -53,6 +53,7 @@ class HasRole(permissions.BasePermission):
         if not user or not user.is_authenticated:
             return False
         safe = request.method in permissions.SAFE_METHODS
+        # @action(write_role=...) sets the attribute on the view instance for that action only.
         required = getattr(view, "read_role", Role.VIEWER) if safe else getattr(view, "write_role", Role.OPERATOR)
         if not has_role(user, required):
             role = user_role(user)

@@ -214,4 +214,14 @@ LOGGING = {
 PORTAL_HEARTBEAT_SECONDS = env_int("PORTAL_HEARTBEAT_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "portal.tasks.heartbeat", "schedule": float(PORTAL_HEARTBEAT_SECONDS)},
+    "mirror-prune-packages": {"task": "mirror.tasks.prune_packages", "schedule": 6 * 3600.0},
 }
+
+# --- Mirror -------------------------------------------------------------------
+MIRROR_RETRY_ATTEMPTS = env_int("MIRROR_RETRY_ATTEMPTS", 5)
+MIRROR_RETRY_BACKOFF = float(env_str("MIRROR_RETRY_BACKOFF") or 2.0)  # seconds, doubled per failure
+# A running sync whose heartbeat is older than this lost its worker and may be taken over.
+MIRROR_STALE_RUN_SECONDS = env_int("MIRROR_STALE_RUN_SECONDS", 600)
+# Behind nginx: package downloads answered with X-Accel-Redirect to this internal location
+# (which maps to PORTAL_STORE_ROOT), so nginx sends the bytes. Empty: the portal sends them.
+MIRROR_X_ACCEL_PREFIX = (env_str("MIRROR_X_ACCEL_PREFIX") or "").rstrip("/")

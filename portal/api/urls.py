@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from portal.api import views
@@ -8,4 +8,4 @@ router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
 router.register("tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("users", views.UserViewSet, basename="user")
 
-urlpatterns = [path("me/", views.MeView.as_view(), name="me"), *router.urls]
+urlpatterns = [path("me/", views.MeView.as_view(), name="me"), *router.urls, path("", include("mirror.api.urls"))]

@@ -1,0 +1,98 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from mirror.choices import Arch, Channel, Platform
+from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
+
+
+class ModelCleanMixin:
+    """Run the model's clean() so that API and UI refuse the same settings with the same words."""
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        instance = self.instance or self.Meta.model()
+        for name, value in attrs.items():
+            setattr(instance, name, value)
+        try:
+            instance.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        for name in attrs:
+            attrs[name] = getattr(instance, name)
+        return attrs
+
+
+class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    class Meta:
+        model = Upstream
+        fields = ["id", "name", "kind", "base_url", "linux_link_id", "mac_link_id", "proxy_url", "verify_tls", "ca_bundle", "timeout"]
+        extra_kwargs = {"proxy_url": {"help_text": "Credentials in it are kept but never shown again.", "write_only": False}}
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if "@" in data.get("proxy_url", ""):
+            scheme, rest = data["proxy_url"].split("://", 1)
+            data["proxy_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return data
+
+
+class PublicationSerializer(serializers.ModelSerializer):
+    current = serializers.CharField(source="current.definition_version")
+    current_engine = serializers.CharField(source="current.engine_version")
+    previous = serializers.CharField(source="previous.definition_version", default=None)
+
+    class Meta:
+        model = Publication
+        fields = ["platform", "channel", "arch", "current", "current_engine", "previous", "published_at"]
+
+
+class MirrorSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    platforms = serializers.ListField(child=serializers.ChoiceField(choices=Platform.choices), allow_empty=False)
+    channels = serializers.ListField(child=serializers.ChoiceField(choices=Channel.choices), allow_empty=False)
+    archs = serializers.ListField(child=serializers.ChoiceField(choices=Arch.choices), allow_empty=False)
+    publications = PublicationSerializer(many=True, read_only=True)
+    urls = serializers.SerializerMethodField(help_text="offlineDefinitionUpdateUrl per platform/channel.")
+
+    class Meta:
+        model = Mirror
+        fields = ["id", "name", "slug", "upstream", "platforms", "channels", "archs", "keep_previous", "enabled", "sync_interval_minutes",
+                  "retention", "publish_root", "public_base_url", "created", "urls", "publications"]
+        read_only_fields = ["created"]
+
+    def get_urls(self, mirror) -> dict:
+        return {f"{p}/{c}": mirror.definition_url(p, c) for p in mirror.platforms for c in mirror.channels}
+
+
+class SyncRunSerializer(serializers.ModelSerializer):
+    mirror = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = SyncRun
+        fields = ["id", "mirror", "trigger", "requested_by", "state", "created", "started_at", "finished_at", "current_target",
+                  "bytes_done", "bytes_expected", "results", "error", "log"]
+        read_only_fields = fields
+
+
+class SignaturePackageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SignaturePackage
+        fields = ["id", "platform", "channel", "arch", "engine_version", "definition_version", "signatures_date", "size", "sha256",
+                  "source", "source_url", "downloaded_at"]
+        read_only_fields = fields
+
+
+class PackageImportSerializer(serializers.Serializer):
+    mirror = serializers.SlugRelatedField(slug_field="slug", queryset=Mirror.objects.all())
+    platform = serializers.ChoiceField(choices=Platform.choices)
+    channel = serializers.ChoiceField(choices=Channel.choices)
+    arch = serializers.ChoiceField(choices=Arch.choices)
+    file = serializers.FileField(help_text="updates.zip")
+    engine_version = serializers.CharField(required=False, allow_blank=True, default="")
+    definition_version = serializers.CharField(required=False, allow_blank=True, default="")
+    manifest = serializers.FileField(required=False, help_text="manifest.json written by Microsoft's script, instead of the two versions.")
+
+    def validate(self, attrs):
+        if not attrs.get("manifest") and not (attrs["engine_version"] and attrs["definition_version"]):
+            raise serializers.ValidationError({"definition_version": ["Give engine_version and definition_version, or a manifest.json."]})
+        return attrs

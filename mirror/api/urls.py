@@ -1,0 +1,11 @@
+from rest_framework.routers import SimpleRouter
+
+from mirror.api import views
+
+router = SimpleRouter()
+router.register("upstreams", views.UpstreamViewSet, basename="upstream")
+router.register("mirrors", views.MirrorViewSet, basename="mirror")
+router.register("sync-runs", views.SyncRunViewSet, basename="syncrun")
+router.register("packages", views.SignaturePackageViewSet, basename="package")
+
+urlpatterns = router.urls

@@ -1,0 +1,325 @@
+"""Mirror workflows: sync, publish, import, prune, schedule. Views, API, tasks and commands call these."""
+
+import json
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from mirror import publish as tree
+from mirror.choices import ACTIVE_SYNC_STATES, PackageSource, SyncState, SyncTrigger, TargetOutcome
+from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
+from mirror.store import PackageError, human_size, ingest, sha256_of, tmp_dir, verify_zip
+from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url, check_versions, parse_manifest_json
+from portal.services import record_event
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5  # seconds between progress writes: visible, without a write per chunk
+
+
+def target_name(target) -> str:
+    return "/".join(target)
+
+
+# --- Triggering ---------------------------------------------------------------------------
+
+
+def is_stale(run: SyncRun) -> bool:
+    last_sign_of_life = run.heartbeat_at or run.created
+    return timezone.now() - last_sign_of_life > timedelta(seconds=settings.MIRROR_STALE_RUN_SECONDS)
+
+
+def request_sync(mirror: Mirror, trigger: str = SyncTrigger.MANUAL, actor=None, request=None) -> tuple[SyncRun, bool]:
+    """Queue a sync of ``mirror``, or return the one already queued or running. Returns (run, created)."""
+    from mirror import tasks
+
+    try:
+        with transaction.atomic():
+            # The row lock queues simultaneous triggers; the partial unique index
+            # (one_active_sync_per_mirror) is the guarantee where there are no row locks (SQLite).
+            Mirror.objects.select_for_update().filter(pk=mirror.pk).first()
+            active = SyncRun.objects.filter(mirror=mirror, state__in=ACTIVE_SYNC_STATES).first()
+            if active is not None:
+                if not is_stale(active):
+                    return active, False
+                finish_run(active, SyncState.FAILED, "the worker running this sync stopped (no progress for "
+                           f"{settings.MIRROR_STALE_RUN_SECONDS} s); a new sync was started")
+            run = SyncRun.objects.create(mirror=mirror, trigger=trigger, requested_by=actor if actor and actor.is_authenticated else None)
+            record_event(actor, "mirror.sync", mirror, {"run": run.pk, "trigger": trigger}, request)
+            # Enqueued only once the row is committed, so the worker always finds it.
+            transaction.on_commit(lambda: tasks.sync_mirror.delay(run.pk))
+        return run, True
+    except IntegrityError:
+        return SyncRun.objects.get(mirror=mirror, state__in=ACTIVE_SYNC_STATES), False
+
+
+def claim_run(run_id: int) -> SyncRun | None:
+    """Take a queued run for this worker; a duplicate delivery finds nothing to take."""
+    now = timezone.now()
+    claimed = SyncRun.objects.filter(pk=run_id, state=SyncState.QUEUED).update(state=SyncState.RUNNING, started_at=now, heartbeat_at=now)
+    if not claimed:
+        # Redelivered after its worker died (acks_late): take over only a run that stopped beating.
+        cutoff = now - timedelta(seconds=settings.MIRROR_STALE_RUN_SECONDS)
+        claimed = SyncRun.objects.filter(pk=run_id, state=SyncState.RUNNING, heartbeat_at__lt=cutoff).update(heartbeat_at=now)
+    return SyncRun.objects.select_related("mirror__upstream").get(pk=run_id) if claimed else None
+
+
+def finish_run(run: SyncRun, state: str, error: str = "") -> None:
+    run.state = state
+    run.error = error
+    run.finished_at = timezone.now()
+    run.current_target = ""
+    run.save(update_fields=["state", "error", "finished_at", "current_target", "results", "log", "bytes_done"])
+
+
+def _log(run: SyncRun, line: str) -> None:
+    run.log.append(f"{timezone.now():%H:%M:%S} {line}")
+    log.info("sync %s of %s: %s", run.pk, run.mirror.slug, line)
+
+
+# --- Running ------------------------------------------------------------------------------
+
+
+def run_sync(run_id: int) -> SyncRun | None:
+    """The body of the sync task: every target of the mirror, one failure never stopping the others."""
+    run = claim_run(run_id)
+    if run is None:
+        return None
+    mirror = run.mirror
+    session = make_session(mirror.upstream)
+    _log(run, f"sync of {len(mirror.targets())} target(s) from {mirror.upstream.name}")
+    run.save(update_fields=["log"])
+    try:
+        for target in mirror.targets():
+            run.current_target = target_name(target)
+            SyncRun.objects.filter(pk=run.pk).update(current_target=run.current_target, heartbeat_at=timezone.now())
+            result = sync_target(run, mirror, session, target)
+            run.results.append(result)
+            _log(run, describe_result(result))
+            run.save(update_fields=["results", "log", "bytes_done"])
+    except Exception as exc:  # a bug must still end the run with a readable state, not leave it running
+        log.exception("sync %s crashed", run.pk)
+        finish_run(run, SyncState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        raise
+    failures = [r for r in run.results if r["outcome"] == TargetOutcome.FAILED]
+    if not failures:
+        state = SyncState.SUCCEEDED
+    elif len(failures) == len(run.results):
+        state = SyncState.FAILED
+    else:
+        state = SyncState.PARTIAL
+    error = "; ".join(f"{r['target']}: {r['error']}" for r in failures)
+    finish_run(run, state, error)
+    return run
+
+
+def describe_result(result: dict) -> str:
+    name = result["target"]
+    if result["outcome"] == TargetOutcome.FAILED:
+        return f"{name}: failed: {result['error']}"
+    if result["outcome"] == TargetOutcome.UNCHANGED:
+        return f"{name}: unchanged at {result['definition']}"
+    resumed = f", resumed at {human_size(result['resumed_from'])}" if result.get("resumed_from") else ""
+    return f"{name}: new {result['definition']} (engine {result['engine']}, was {result['previous'] or 'none'}), {human_size(result['bytes'])} in {result['duration']:.1f} s{resumed}"
+
+
+def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
+    started = time.monotonic()
+    platform, channel, arch = target
+    result = {"target": target_name(target), "outcome": TargetOutcome.FAILED, "engine": "", "definition": "",
+              "previous": "", "bytes": 0, "duration": 0.0, "error": ""}
+    publication = Publication.objects.select_related("current").filter(mirror=mirror, platform=platform, channel=channel, arch=arch).first()
+    if publication:
+        result["previous"] = publication.current.definition_version
+    try:
+        remote = fetch_version(session, mirror.upstream, target)
+        result.update(engine=remote.engine, definition=remote.definition)
+        if publication and (publication.current.engine_version, publication.current.definition_version) == (remote.engine, remote.definition):
+            result.update(outcome=TargetOutcome.UNCHANGED, duration=time.monotonic() - started)
+            return result
+        package = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch, engine_version=remote.engine,
+                                                  definition_version=remote.definition).first()
+        if package is None or not package.path.exists():
+            package, fetched = _download_package(run, mirror, session, target, remote)
+            result["bytes"] = fetched.size - fetched.resumed_from
+            result["resumed_from"] = fetched.resumed_from
+        publish(mirror, package)
+        result.update(outcome=TargetOutcome.NEW)
+    except (UpstreamError, PackageError) as exc:
+        result["error"] = str(exc)
+    except OSError as exc:
+        result["error"] = f"cannot write the store or the published tree: {exc}"
+    result["duration"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _download_package(run, mirror, session, target, remote):
+    platform, channel, arch = target
+    dest = tmp_dir() / f"{platform}-{channel}-{arch}-{remote.engine}-{remote.definition}.part"
+    base_done = run.bytes_done
+    last_write = [0.0]
+
+    def progress(size, expected):
+        now = time.monotonic()
+        if now - last_write[0] >= PROGRESS_INTERVAL:
+            last_write[0] = now
+            run.bytes_done = base_done + size
+            SyncRun.objects.filter(pk=run.pk).update(bytes_done=run.bytes_done, bytes_expected=base_done + (expected or 0), heartbeat_at=timezone.now())
+
+    try:
+        fetched = download(session, package_url(mirror.upstream, target), dest, mirror.upstream.timeout, progress)
+        verify_zip(dest)
+    except PackageError:
+        # Bad content must not be resumed from: start clean next time.
+        dest.unlink(missing_ok=True)
+        dest.with_suffix(".json").unlink(missing_ok=True)
+        raise
+    except UpstreamError as exc:
+        if "than announced" in str(exc):
+            dest.unlink(missing_ok=True)
+        raise
+    run.bytes_done = base_done + fetched.size - fetched.resumed_from
+    ingest(dest, fetched.sha256)
+    dest.with_suffix(".json").unlink(missing_ok=True)
+    package, _ = SignaturePackage.objects.get_or_create(
+        platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition,
+        defaults={"signatures_date": remote.date, "size": fetched.size, "sha256": fetched.sha256, "source_url": fetched.url},
+    )
+    return package, fetched
+
+
+def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
+    """Make ``package`` the mirror's current one for its target; the one it replaces becomes n-1."""
+    platform, channel, arch = package.target
+    # The row lock serialises two publishers of one target (a sync and an import).
+    with transaction.atomic():
+        publication = Publication.objects.select_for_update().filter(mirror=mirror, platform=platform, channel=channel, arch=arch).first()
+        if publication and publication.current_id == package.pk:
+            return publication
+        previous = publication.current if publication else None
+        if not mirror.keep_previous:
+            previous = None
+        # Disk first: if the swap fails, the database still describes what is served.
+        tree.publish_target(mirror.publish_path, package.target, package, previous)
+        if publication is None:
+            publication = Publication(mirror=mirror, platform=platform, channel=channel, arch=arch)
+        publication.current, publication.previous, publication.published_at = package, previous, timezone.now()
+        publication.save()
+    tree.collect_garbage(mirror.publish_path)
+    return publication
+
+
+# --- Import (air-gapped sites) ------------------------------------------------------------
+
+
+def import_package(mirror: Mirror, target, upload: Path, engine: str = "", definition: str = "", manifest_text: str = "", actor=None, request=None) -> SignaturePackage:
+    """Store and publish an updates.zip carried in by hand, through the same checks as a download.
+
+    Versions come from ``engine``/``definition`` or from a manifest.json written by Microsoft's script.
+    """
+    if manifest_text:
+        remote = parse_manifest_json(manifest_text)
+        engine, definition = remote.engine, remote.definition
+    try:
+        remote = check_versions(engine, definition)
+    except UpstreamError as exc:
+        raise PackageError(str(exc).replace("upstream manifest's", "given")) from None
+    verify_zip(upload)
+    sha256 = sha256_of(upload)
+    size = upload.stat().st_size
+    platform, channel, arch = target
+    existing = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition).first()
+    if existing and existing.sha256 != sha256:
+        raise PackageError(f"{target_name(target)} {remote.definition} (engine {remote.engine}) is already stored with different content (sha256 {existing.sha256[:12]}…)")
+    ingest(upload, sha256)
+    package = existing or SignaturePackage.objects.create(
+        platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition,
+        size=size, sha256=sha256, source=PackageSource.IMPORT, source_url="upload",
+    )
+    publish(mirror, package)
+    record_event(actor, "package.import", package, {"mirror": mirror.slug, "sha256": sha256, "size": size}, request)
+    return package
+
+
+# --- Retention ----------------------------------------------------------------------------
+
+
+def referenced_package_ids() -> set[int]:
+    """Packages that something serves or may serve again: never pruned."""
+    ids = set()
+    for current, previous in Publication.objects.values_list("current_id", "previous_id"):
+        ids.update(filter(None, (current, previous)))
+    return ids
+
+
+def prune_packages(actor=None) -> dict:
+    """Keep the newest N packages per target (N: the largest retention of the mirrors holding it)."""
+    keep_ids = referenced_package_ids()
+    retention = Mirror.objects.aggregate(n=Max("retention"))["n"] or 5
+    removed, freed = [], 0
+    targets = SignaturePackage.objects.values_list("platform", "channel", "arch").distinct()
+    for platform, channel, arch in targets:
+        packages = list(SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch).order_by("-downloaded_at", "-id"))
+        for package in packages[retention:]:
+            if package.pk in keep_ids:
+                continue
+            path = package.path
+            sha256 = package.sha256
+            package.delete()
+            if not SignaturePackage.objects.filter(sha256=sha256).exists() and path.exists():
+                freed += path.stat().st_size
+                path.unlink()
+            removed.append(str(package))
+    for mirror in Mirror.objects.all():
+        tree.collect_garbage(mirror.publish_path)
+    summary = {"removed": len(removed), "bytes_freed": freed, "packages": removed}
+    if removed:
+        record_event(actor, "package.prune", None, {"removed": len(removed), "bytes_freed": freed})
+    return summary
+
+
+# --- Schedules ----------------------------------------------------------------------------
+
+
+def schedule_name(mirror: Mirror) -> str:
+    return f"mirror-sync:{mirror.pk}"
+
+
+def update_schedule(mirror: Mirror) -> None:
+    """Keep the mirror's django-celery-beat entry in step with its interval (changed at run time, no restart)."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    if not mirror.enabled or not mirror.sync_interval_minutes:
+        PeriodicTask.objects.filter(name=schedule_name(mirror)).delete()
+        return
+    interval, _ = IntervalSchedule.objects.get_or_create(every=mirror.sync_interval_minutes, period=IntervalSchedule.MINUTES)
+    PeriodicTask.objects.update_or_create(
+        name=schedule_name(mirror),
+        defaults={"task": "mirror.tasks.scheduled_sync", "interval": interval, "args": json.dumps([mirror.pk]), "enabled": True},
+    )
+
+
+def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None = None) -> Mirror:
+    created = mirror.pk is None
+    with transaction.atomic():
+        mirror.save()
+        update_schedule(mirror)
+        record_event(actor, "mirror.create" if created else "mirror.update", mirror, changes or {}, request)
+    mirror.publish_path.mkdir(parents=True, exist_ok=True)
+    return mirror
+
+
+def delete_mirror(mirror: Mirror, actor=None, request=None) -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    with transaction.atomic():
+        PeriodicTask.objects.filter(name=schedule_name(mirror)).delete()
+        record_event(actor, "mirror.delete", mirror, {"slug": mirror.slug}, request)
+        mirror.delete()
+

@@ -1,0 +1,87 @@
+"""The package store: immutable blobs named by their sha256, written by atomic rename.
+
+Layout under PORTAL_STORE_ROOT:
+    blobs/sha256/ab/cd/<sha256>   the package files, read-only, never modified
+    tmp/                          downloads in progress (same filesystem, so rename is atomic)
+    published/<mirror>/           default publish roots (see mirror.publish)
+"""
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+
+
+class PackageError(Exception):
+    """A package that must not be stored or served; the message says why, for a person."""
+
+
+def blob_path(sha256: str) -> Path:
+    return settings.PORTAL_STORE_ROOT / "blobs" / "sha256" / sha256[:2] / sha256[2:4] / sha256
+
+
+def tmp_dir() -> Path:
+    path = settings.PORTAL_STORE_ROOT / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_of(path: Path, chunk: int = 1024 * 1024) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"
+
+
+def verify_zip(path: Path) -> None:
+    """Refuse what is not a complete, intact zip: endpoints would fail to load it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not archive.namelist():
+                raise PackageError("the package is an empty zip file")
+            bad = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        with open(path, "rb") as handle:
+            head = handle.read(64).lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html")):
+            raise PackageError("the file is an HTML page, not a zip") from None
+        raise PackageError(f"the file is not a valid zip ({exc})") from None
+    except (OSError, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
+        raise PackageError(f"the zip cannot be read: {exc}") from None
+    if bad is not None:
+        raise PackageError(f"the package is corrupt: member {bad} fails its CRC check")
+
+
+def ingest(tmp_file: Path, sha256: str) -> Path:
+    """Move a verified temporary file into the store under its sha256 (no-op when already there)."""
+    final = blob_path(sha256)
+    if final.exists():
+        tmp_file.unlink(missing_ok=True)
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Flushed before the rename: after a crash the name never points at missing data.
+    with open(tmp_file, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp_file, 0o444)
+    os.replace(tmp_file, final)
+    fsync_dir(final.parent)
+    return final

@@ -1,0 +1,272 @@
+"""Talking to an upstream: Microsoft's fwlink endpoint (DESIGN §2.1) or another mirror's tree (§2.2).
+
+Every failure becomes an ``UpstreamError`` whose message a person can act on.
+Transient failures (connection errors, 5xx, 429) are retried with exponential
+backoff and jitter, honouring Retry-After; an interrupted download resumes with
+Range + If-Range from what it already has.
+"""
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import requests
+from django.conf import settings
+
+from mirror.choices import Channel, UpstreamKind
+from mirror.store import human_size
+
+USER_AGENT = "mde-offline-portal/1"
+# Read size: what arrived before a connection reset is written to the partial file
+# chunk by chunk, so a resume loses at most one chunk.
+CHUNK = 64 * 1024
+TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 300
+
+
+class UpstreamError(Exception):
+    """The upstream failed in a way that a person can read and act on."""
+
+
+@dataclass(frozen=True)
+class RemoteVersion:
+    engine: str
+    definition: str
+    date: str = ""
+
+
+@dataclass
+class Download:
+    path: Path
+    sha256: str
+    size: int
+    url: str
+    resumed_from: int = 0
+
+
+def target_path(target) -> str:
+    platform, channel, arch = target
+    return f"{platform}/{channel}/arch_{arch}"
+
+
+def fwlink_url(upstream, target, info: bool = False) -> str:
+    platform, channel, arch = target
+    query = {"linkid": upstream.link_id(platform)}
+    if arch != "x86_64":
+        query["arch"] = arch
+    if channel == Channel.PREVIEW:
+        query.update(engRing="3", sigRing="1")
+    if info:
+        query["action"] = "info"
+    base = upstream.base_url
+    return f"{base}{'&' if '?' in base else '?'}{urlencode(query)}"
+
+
+def manifest_url(upstream, target) -> str:
+    if upstream.kind == UpstreamKind.MIRROR:
+        return f"{upstream.base_url.rstrip('/')}/{target_path(target)}/manifest.json"
+    return fwlink_url(upstream, target, info=True)
+
+
+def package_url(upstream, target) -> str:
+    if upstream.kind == UpstreamKind.MIRROR:
+        return f"{upstream.base_url.rstrip('/')}/{target_path(target)}/updates.zip"
+    return fwlink_url(upstream, target)
+
+
+_ENGINE_RE = re.compile(r"<\s*(?:[\w.-]+:)?engine\b[^>]*>\s*([^<\s]+)\s*<", re.I)
+_SIGNATURES_RE = re.compile(r"<\s*(?:[\w.-]+:)?signatures\b([^>]*)>\s*([^<\s]+)\s*<", re.I)
+_DATE_RE = re.compile(r"""date\s*=\s*["']([^"']*)["']""", re.I)
+_VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
+
+
+def parse_manifest_xml(text: str) -> RemoteVersion:
+    """Read engine and definition versions from Microsoft's ``action=info`` XML, tolerantly.
+
+    Regular expressions rather than an XML parser: the answer has been seen with
+    stray whitespace, namespaces and attributes, and all we need are two values.
+    """
+    engine = _ENGINE_RE.search(text)
+    signatures = _SIGNATURES_RE.search(text)
+    if not engine and not signatures:
+        raise UpstreamError(f"the upstream manifest has neither <engine> nor <signatures> ({describe_body(text)})")
+    if not engine or not signatures:
+        missing = "<engine>" if not engine else "<signatures>"
+        raise UpstreamError(f"the upstream manifest has no {missing} version")
+    return check_versions(engine.group(1), signatures.group(2), (_DATE_RE.search(signatures.group(1)) or [None, ""])[1])
+
+
+def parse_manifest_json(text: str) -> RemoteVersion:
+    try:
+        data = json.loads(text)
+        return check_versions(str(data["EngineVersion"]), str(data["DefinitionVersion"]))
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamError(f"the upstream manifest.json has no EngineVersion and DefinitionVersion ({describe_body(text)})") from None
+
+
+def check_versions(engine: str, definition: str, date: str = "") -> RemoteVersion:
+    for name, value in (("engine", engine), ("definition", definition)):
+        if not _VERSION_RE.match(value):
+            raise UpstreamError(f"the upstream manifest's {name} version {value[:40]!r} is not a version number")
+    return RemoteVersion(engine, definition, date)
+
+
+def describe_body(text: str) -> str:
+    snippet = " ".join(text.split())[:60]
+    return f"got {snippet!r}" if snippet else "got an empty answer"
+
+
+def describe_response(response) -> str:
+    kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+    size = response.headers.get("Content-Length")
+    return f"{response.status_code}, {kind}" + (f", {human_size(int(size))}" if size and size.isdigit() else "")
+
+
+def make_session(upstream) -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.trust_env = False  # the proxy is the upstream's setting, not the worker's environment
+    if upstream.proxy_url:
+        session.proxies = {"http": upstream.proxy_url, "https": upstream.proxy_url}
+    session.verify = upstream.ca_bundle or upstream.verify_tls
+    return session
+
+
+class Retrier:
+    """Exponential backoff with full jitter; 429/503 wait what Retry-After says."""
+
+    def __init__(self, attempts=None, base=None):
+        self.attempts = attempts or settings.MIRROR_RETRY_ATTEMPTS
+        self.base = settings.MIRROR_RETRY_BACKOFF if base is None else base
+        self.failures = 0
+
+    def wait(self, retry_after: str | None = None) -> bool:
+        """Sleep before the next attempt; False when attempts are exhausted."""
+        self.failures += 1
+        if self.failures >= self.attempts:
+            return False
+        delay = random.uniform(0, self.base * 2 ** (self.failures - 1))
+        if retry_after and retry_after.strip().isdigit():
+            delay = min(int(retry_after), MAX_RETRY_AFTER)
+        time.sleep(delay)
+        return True
+
+
+def _status_error(response, what: str) -> UpstreamError:
+    return UpstreamError(f"upstream returned HTTP {response.status_code} for the {what} ({describe_response(response)})")
+
+
+def fetch_version(session, upstream, target) -> RemoteVersion:
+    url = manifest_url(upstream, target)
+    retrier = Retrier()
+    while True:
+        try:
+            response = session.get(url, timeout=(10, upstream.timeout))
+        except requests.RequestException as exc:
+            if retrier.wait():
+                continue
+            raise UpstreamError(f"cannot reach the upstream for the manifest: {short_error(exc)}") from None
+        if response.status_code in TRANSIENT_STATUS and retrier.wait(response.headers.get("Retry-After")):
+            continue
+        if response.status_code != 200:
+            raise _status_error(response, "manifest")
+        if upstream.kind == UpstreamKind.MIRROR:
+            return parse_manifest_json(response.text)
+        return parse_manifest_xml(response.text)
+
+
+def short_error(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        return "the upstream stopped sending data (timed out)"
+    if "reset by peer" in text or "aborted" in text.lower():
+        return "the connection was reset"
+    if "IncompleteRead" in text or "Connection broken" in text:
+        return "the connection closed before the whole body arrived"
+    return re.sub(r"<[^>]+>", "", text)[:200]
+
+
+class ResumableFile:
+    """A download in progress under tmp/, with what is needed to resume it: the validator it came with."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.meta_path = path.with_suffix(".json")
+
+    def load(self) -> tuple[int, str | None]:
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            return self.path.stat().st_size, meta.get("validator")
+        except (OSError, ValueError):
+            return 0, None
+
+    def save_validator(self, validator: str | None) -> None:
+        self.meta_path.write_text(json.dumps({"validator": validator}))
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+
+
+def download(session, url: str, dest: Path, timeout: int, progress=None) -> Download:
+    """Stream ``url`` into ``dest`` (resuming what is already there), hashing as it goes.
+
+    ``progress(bytes_so_far, bytes_expected)`` is called as data arrives.
+    """
+    partial = ResumableFile(dest)
+    retrier = Retrier()
+    resumed_from = 0
+    while True:
+        have, validator = partial.load()
+        headers = {}
+        if have and validator:
+            # If-Range: the server sends the rest only if the file is still the one we began.
+            headers = {"Range": f"bytes={have}-", "If-Range": validator}
+        try:
+            with session.get(url, headers=headers, stream=True, timeout=(10, timeout)) as response:
+                if response.status_code in TRANSIENT_STATUS:
+                    if retrier.wait(response.headers.get("Retry-After")):
+                        continue
+                    raise _status_error(response, "package")
+                if response.status_code not in (200, 206):
+                    raise _status_error(response, "package")
+                content_type = response.headers.get("Content-Type", "").lower()
+                if "text/html" in content_type:
+                    raise UpstreamError(f"upstream returned an HTML page instead of a zip ({describe_response(response)})")
+                appending = response.status_code == 206 and have > 0
+                if appending:
+                    resumed_from = resumed_from or have
+                else:
+                    have = 0
+                length = response.headers.get("Content-Length")
+                expected = (have + int(length)) if length and length.isdigit() else None
+                digest = hashlib.sha256()
+                if appending:
+                    with open(dest, "rb") as existing:
+                        while block := existing.read(16 * CHUNK):
+                            digest.update(block)
+                partial.save_validator(response.headers.get("ETag") or response.headers.get("Last-Modified"))
+                size = have
+                with open(dest, "ab" if appending else "wb") as out:
+                    for block in response.iter_content(CHUNK):
+                        out.write(block)
+                        digest.update(block)
+                        size += len(block)
+                        if progress:
+                            progress(size, expected)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if expected is not None and size != expected:
+                    raise UpstreamError(f"the package download is {'longer' if size > expected else 'shorter'} than announced: got {size} of {expected} bytes")
+                return Download(dest, digest.hexdigest(), size, response.url, resumed_from)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            if retrier.wait():
+                continue
+            got = dest.stat().st_size if dest.exists() else 0
+            raise UpstreamError(f"the package download failed after {retrier.attempts} attempts ({got} bytes received): {short_error(exc)}") from None

@@ -1,0 +1,231 @@
+import hashlib
+import json
+import os
+
+import pytest
+
+from mirror import services
+from mirror.choices import SyncState, SyncTrigger
+from mirror.models import Publication, SignaturePackage, SyncRun
+from mirror.upstream import UpstreamError, parse_manifest_xml
+
+pytestmark = pytest.mark.django_db
+
+
+def sync(mirror):
+    run, created = services.request_sync(mirror, SyncTrigger.MANUAL)
+    assert created
+    return services.run_sync(run.pk)
+
+
+def tree_snapshot(root):
+    """Every published path and the sha256 of what it serves."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and ".packages" not in path.relative_to(root).parts:
+            files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def test_a_new_version_is_downloaded_verified_and_published(make_mirror, standin):
+    mirror = make_mirror()
+    run = sync(mirror)
+    assert run.state == SyncState.SUCCEEDED, run.error
+    expected = standin.current("linux", "production", "x86_64")
+    package = SignaturePackage.objects.get()
+    assert (package.sha256, package.size, package.definition_version) == (expected["sha256"], expected["size"], "1.407.417.0")
+    assert package.engine_version == expected["engine"]
+    target = mirror.publish_path / "linux" / "production" / "arch_x86_64"
+    assert hashlib.sha256((target / "updates.zip").read_bytes()).hexdigest() == expected["sha256"]
+    assert json.loads((target / "manifest.json").read_text()) == {"EngineVersion": expected["engine"], "DefinitionVersion": "1.407.417.0"}
+    assert run.results[0]["outcome"] == "new" and run.results[0]["bytes"] == expected["size"]
+    assert not (mirror.publish_path / "linux" / "production_back").exists()
+
+
+def test_the_next_version_moves_the_previous_one_to_back(make_mirror, standin):
+    mirror = make_mirror()
+    sync(mirror)
+    first = standin.current("linux", "production", "x86_64")
+    standin.release()
+    assert sync(mirror).state == SyncState.SUCCEEDED
+    second = standin.current("linux", "production", "x86_64")
+    root = mirror.publish_path / "linux"
+    assert hashlib.sha256((root / "production/arch_x86_64/updates.zip").read_bytes()).hexdigest() == second["sha256"]
+    assert hashlib.sha256((root / "production_back/arch_x86_64/updates.zip").read_bytes()).hexdigest() == first["sha256"]
+    assert json.loads((root / "production_back/arch_x86_64/manifest.json").read_text())["DefinitionVersion"] == "1.407.417.0"
+    assert json.loads((root / "production/arch_x86_64/manifest.json").read_text())["DefinitionVersion"] == "1.407.418.0"
+    publication = Publication.objects.get()
+    assert (publication.current.definition_version, publication.previous.definition_version) == ("1.407.418.0", "1.407.417.0")
+
+
+def test_an_unchanged_upstream_downloads_nothing_and_creates_no_package(make_mirror, standin):
+    mirror = make_mirror()
+    sync(mirror)
+    standin.clear_requests()
+    run = sync(mirror)
+    assert run.state == SyncState.SUCCEEDED
+    assert run.results[0]["outcome"] == "unchanged"
+    assert SignaturePackage.objects.count() == 1
+    assert [r["query"].get("action") for r in standin.requests] == ["info"]
+
+
+def test_every_target_of_the_mirror_is_synced_with_the_right_query(make_mirror, standin):
+    mirror = make_mirror(platforms=("linux", "mac"), channels=("production", "preview"), archs=("x86_64", "arm64"))
+    run = sync(mirror)
+    assert run.state == SyncState.SUCCEEDED, run.error
+    assert len(run.results) == 8 and SignaturePackage.objects.count() == 8
+    queries = [r["query"] for r in standin.requests if r["query"].get("action") == "info"]
+    assert {"linkid": "2120136", "arch": "arm64", "engRing": "3", "sigRing": "1", "action": "info"} in queries
+    assert {"linkid": "2144709", "action": "info"} in queries
+    assert (mirror.publish_path / "mac" / "preview" / "arch_arm64" / "updates.zip").is_file()
+
+
+FAULTS = [
+    ("404", "manifest", "HTTP 404 for the manifest"),
+    ("500", "manifest", "HTTP 500 for the manifest"),
+    ("garbage", "manifest", "neither <engine> nor <signatures>"),
+    ("404", "package", "HTTP 404 for the package"),
+    ("html", "package", "an HTML page instead of a zip (200, text/html"),
+    ("corrupt", "package", "member mpavbase.vdm fails its CRC check"),
+    ("truncated", "package", "failed after 3 attempts"),
+    ("reset", "package", "the connection was reset"),
+    ("429", "package", "HTTP 429 for the package"),
+    ("503", "manifest", "HTTP 503 for the manifest"),
+]
+
+
+@pytest.mark.parametrize("mode,scope,reason", FAULTS)
+def test_each_fault_fails_the_target_readably_and_leaves_the_publication_untouched(make_mirror, standin, mode, scope, reason):
+    mirror = make_mirror()
+    sync(mirror)
+    before = tree_snapshot(mirror.publish_path)
+    standin.release()
+    standin.set_fault(mode, scope=scope, retry_after=0)
+    run = sync(mirror)
+    assert run.state == SyncState.FAILED
+    assert reason in run.results[0]["error"], run.results[0]["error"]
+    assert reason in run.error
+    assert tree_snapshot(mirror.publish_path) == before
+    assert SignaturePackage.objects.count() == 1
+    # Nothing corrupt is left in the store to be resumed from.
+    if mode in ("corrupt", "html"):
+        assert not list((services.tmp_dir()).glob("*.part"))
+
+
+def test_one_failing_target_does_not_stop_the_others(make_mirror, standin):
+    mirror = make_mirror(archs=("x86_64", "arm64"))
+    standin.set_fault("404", scope="manifest", count=1)
+    run = sync(mirror)
+    assert run.state == SyncState.PARTIAL
+    assert [r["outcome"] for r in run.results] == ["failed", "new"]
+    assert run.error.startswith("linux/production/x86_64: upstream returned HTTP 404")
+
+
+def test_transient_errors_are_retried(make_mirror, standin):
+    mirror = make_mirror()
+    standin.set_fault("503", scope="package", count=1, retry_after=0)
+    standin.set_fault("500", scope="manifest", count=1)
+    run = sync(mirror)
+    assert run.state == SyncState.SUCCEEDED, run.error
+
+
+def test_an_interrupted_download_resumes_and_fetches_only_the_remainder(make_mirror, standin):
+    mirror = make_mirror()
+    standin.set_fault("reset", scope="package", count=1)
+    run = sync(mirror)
+    assert run.state == SyncState.SUCCEEDED, run.error
+    downloads = [r for r in standin.requests if r["path"].startswith("/files/") and r["method"] == "GET"]
+    assert len(downloads) == 2
+    assert downloads[1]["headers"]["Range"].startswith("bytes=")
+    resumed_at = int(downloads[1]["headers"]["Range"][6:-1])
+    size = standin.current("linux", "production", "x86_64")["size"]
+    assert 0 < resumed_at < size
+    assert downloads[1]["headers"]["If-Range"]
+    assert downloads[1]["bytes_sent"] == size - resumed_at
+    assert run.results[0]["resumed_from"] == resumed_at
+    assert SignaturePackage.objects.get().sha256 == standin.current("linux", "production", "x86_64")["sha256"]
+
+
+def test_a_partial_download_left_by_a_dead_run_is_resumed_by_the_next(make_mirror, standin):
+    mirror = make_mirror()
+    standin.set_fault("reset", scope="package")  # every attempt is cut: the run fails with a partial file
+    assert sync(mirror).state == SyncState.FAILED
+    partial = list(services.tmp_dir().glob("*.part"))
+    assert len(partial) == 1 and partial[0].stat().st_size > 0
+    standin.clear_faults()
+    standin.clear_requests()
+    run = sync(mirror)
+    assert run.state == SyncState.SUCCEEDED
+    download = next(r for r in standin.requests if r["path"].startswith("/files/") and r["method"] == "GET")
+    assert "Range" in download["headers"]
+    assert not list(services.tmp_dir().glob("*.part"))
+
+
+def test_two_triggers_give_one_run(make_mirror):
+    mirror = make_mirror()
+    first, created = services.request_sync(mirror, SyncTrigger.API)
+    second, created_again = services.request_sync(mirror, SyncTrigger.MANUAL)
+    assert created and not created_again
+    assert first.pk == second.pk
+    assert SyncRun.objects.count() == 1
+
+
+def test_a_task_delivered_twice_runs_once(make_mirror, standin):
+    mirror = make_mirror()
+    run, _ = services.request_sync(mirror)
+    assert services.run_sync(run.pk).state == SyncState.SUCCEEDED
+    standin.clear_requests()
+    assert services.run_sync(run.pk) is None
+    assert standin.requests == []
+
+
+def test_a_run_whose_worker_died_is_replaced_by_the_next_trigger(make_mirror, settings):
+    mirror = make_mirror()
+    stuck, _ = services.request_sync(mirror)
+    SyncRun.objects.filter(pk=stuck.pk).update(state=SyncState.RUNNING)
+    settings.MIRROR_STALE_RUN_SECONDS = 0
+    fresh, created = services.request_sync(mirror)
+    assert created and fresh.pk != stuck.pk
+    stuck.refresh_from_db()
+    assert stuck.state == SyncState.FAILED and "stopped" in stuck.error
+
+
+def test_the_store_keeps_each_file_once_by_sha256_read_only(make_mirror, standin, store):
+    mirror = make_mirror()
+    sync(mirror)
+    package = SignaturePackage.objects.get()
+    assert package.path == store / "blobs" / "sha256" / package.sha256[:2] / package.sha256[2:4] / package.sha256
+    assert oct(package.path.stat().st_mode & 0o777) == "0o444"
+    other = make_mirror("second")
+    sync(other)
+    assert SignaturePackage.objects.count() == 1
+    assert sum(1 for p in (store / "blobs").rglob("*") if p.is_file()) == 1
+
+
+def test_the_published_links_are_relative_so_the_tree_can_be_mounted_elsewhere(make_mirror):
+    mirror = make_mirror()
+    sync(mirror)
+    link = mirror.publish_path / "linux" / "production" / "arch_x86_64"
+    assert link.is_symlink() and not os.readlink(link).startswith("/")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('<versions><engine>1.1.2</engine><signatures date="d">1.407.417.0</signatures></versions>', ("1.1.2", "1.407.417.0", "d")),
+    ('<?xml version="1.0"?>\n<x:versions xmlns:x="u">\n  <x:engine> 1.1.24010.10 </x:engine>\n  <x:signatures date="2024-03-14">1.407.417.0</x:signatures></x:versions>', None),
+])
+def test_the_manifest_is_parsed_tolerantly(text, expected):
+    version = parse_manifest_xml(text)
+    if expected:
+        assert (version.engine, version.definition, version.date) == expected
+    else:
+        assert (version.engine, version.definition) == ("1.1.24010.10", "1.407.417.0")
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("<html>Sorry</html>", "neither <engine> nor <signatures>"),
+    ("<engine>1.1.2</engine>", "no <signatures>"),
+    ("<engine>1.1.2</engine><signatures>latest</signatures>", "is not a version number"),
+])
+def test_a_manifest_without_versions_is_refused(text, reason):
+    with pytest.raises(UpstreamError, match=reason):
+        parse_manifest_xml(text)
