@@ -20,10 +20,10 @@ def sync(mirror):
 
 def tree_snapshot(root):
     """Every published path and the sha256 of what it serves."""
-    files = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and ".packages" not in path.relative_to(root).parts:
-            files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    # Explicit pattern: the arch_* entries are symlinks, which rglob does not descend into.
+    files = {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+             for path in sorted(root.glob("*/*/arch_*/*")) if path.is_file()}
+    assert files, f"nothing published under {root}"
     return files
 
 
@@ -229,3 +229,29 @@ def test_the_manifest_is_parsed_tolerantly(text, expected):
 def test_a_manifest_without_versions_is_refused(text, reason):
     with pytest.raises(UpstreamError, match=reason):
         parse_manifest_xml(text)
+
+
+def test_pruning_keeps_the_newest_n_and_every_published_package(make_mirror, standin):
+    mirror = make_mirror(retention=2)
+    for _ in range(4):
+        sync(mirror)
+        standin.release()
+    assert SignaturePackage.objects.count() == 4
+    oldest = SignaturePackage.objects.order_by("downloaded_at", "id").first()
+    summary = services.prune_packages()
+    remaining = set(SignaturePackage.objects.values_list("definition_version", flat=True))
+    # Newest two kept (one of them current, one n-1); the two oldest removed with their files.
+    assert remaining == {"1.407.419.0", "1.407.420.0"}
+    assert summary["removed"] == 2 and summary["bytes_freed"] > 0
+    assert not oldest.path.exists()
+    assert set(tree_snapshot(mirror.publish_path)) == {f"linux/{c}/arch_x86_64/{f}" for c in ("production", "production_back") for f in ("updates.zip", "manifest.json")}
+    assert len(list((mirror.publish_path / ".packages").iterdir())) == 2
+
+
+def test_pruning_never_removes_a_published_package_even_past_retention(make_mirror, standin):
+    mirror = make_mirror(retention=1)
+    sync(mirror)
+    standin.release()
+    sync(mirror)
+    services.prune_packages()
+    assert SignaturePackage.objects.count() == 2  # current and n-1 are both published
