@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""Benchmark: the portal's mirror sync vs ``curl -o`` for the same package over loopback.
+
+Prints figures only; it never asserts a timing. Everything runs against an in-process
+StandinUpstream (mirror/standin.py) and a throw-away portal (SQLite and the embedded
+defaults under a temporary PORTAL_VAR_DIR), so no real database, broker, cache or store
+is touched.
+
+    .venv/bin/python bench/sync.py                       # 200M package, 3 repeats
+    .venv/bin/python bench/sync.py --size 1G --repeat 5
+    .venv/bin/python bench/sync.py --rss-sizes 64M,256M,1G
+
+For each repeat the stand-in releases a new definition version (its package is built
+before any clock starts), then:
+
+  * reference: ``curl -sS -L -o FILE <base_url>?linkid=2144709`` (the fwlink 302 is followed);
+  * portal: ``manage.py sync_mirror <slug> --now`` in a child process: manifest fetch,
+    download with inline sha256 and fsync, zip CRC test of every member (a second read of
+    the file), store ingest and publish. Its peak RSS comes from os.wait4() on that child.
+
+Sync throughput is reported twice: over the child's wall time (what the brief asks for; it
+includes Python/Django start-up) and over the SyncRun's own started_at..finished_at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mirror.standin import LINUX_LINK_ID, StandinUpstream, parse_size  # noqa: E402
+
+TARGET = ("linux", "production", "x86_64")
+SLUG = "bench"
+MB = 1_000_000  # figures use decimal MB (10^6 bytes)
+# Variables that could point a child at a real deployment; removed from its environment.
+SCRUBBED = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "PORTAL_STORE_ROOT", "SECRET_KEY",
+            "DJANGO_SETTINGS_MODULE", "PORTAL_VAR_DIR", "DEBUG")
+
+CONFIGURE = r"""
+import json, sys
+import django
+django.setup()
+from mirror.models import Mirror, Upstream
+args = json.loads(sys.argv[1])
+upstream, _ = Upstream.objects.update_or_create(name="standin", defaults={"base_url": args["base_url"]})
+upstream.full_clean()
+mirror, _ = Mirror.objects.update_or_create(slug=args["slug"], defaults=dict(
+    name="bench", upstream=upstream, platforms=["linux"], channels=["production"], archs=["x86_64"],
+    sync_interval_minutes=0))
+mirror.full_clean()
+print(json.dumps({"publish_path": str(mirror.publish_path)}))
+"""
+
+INSPECT = r"""
+import json, sys
+import django
+django.setup()
+from mirror.models import Publication, SyncRun
+slug = sys.argv[1]
+run = SyncRun.objects.filter(mirror__slug=slug).order_by("-id").first()
+pub = Publication.objects.select_related("current").filter(mirror__slug=slug).first()
+print(json.dumps({
+    "run": run and {"id": run.pk, "state": run.state, "duration": run.duration, "error": run.error,
+                    "results": run.results},
+    "current": pub and {"definition": pub.current.definition_version, "sha256": pub.current.sha256,
+                        "size": pub.current.size},
+}))
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+def fmt_size(n: int) -> str:
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n}B"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_measured(cmd, env, out_path: Path, timeout: float, cwd=ROOT) -> tuple[int, float, int]:
+    """Run cmd; (exit code, wall seconds, peak RSS in bytes of that child, from wait4)."""
+    with open(out_path, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # wait4 gives this one child's rusage (ru_maxrss is its own high-water mark),
+        # unlike RUSAGE_CHILDREN, whose maxrss is a maximum over every child ever reaped.
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return proc.returncode, elapsed, usage.ru_maxrss * 1024  # Linux: KiB
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+class Portal:
+    """A throw-away portal: its own PORTAL_VAR_DIR, SQLite and store, driven through child processes."""
+
+    def __init__(self, work: Path, python: str):
+        self.var_dir = work / "var"
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.python = python
+        env = {k: v for k, v in os.environ.items()
+               if k not in SCRUBBED and not (k.endswith("_FILE") and k[:-5] in SCRUBBED)}
+        env.update(PORTAL_VAR_DIR=str(self.var_dir), DJANGO_SETTINGS_MODULE="portal.settings", DEBUG="false")
+        self.env = env
+        self.publish_path: Path | None = None
+        self.syncs = 0
+
+    def _call(self, args, name: str, timeout: float = 300) -> str:
+        out = self.logs / f"{name}.log"
+        code, _, _ = run_measured([self.python, *args], self.env, out, timeout)
+        if code != 0:
+            raise BenchError(f"{' '.join(args[:3])} exited {code}:\n{tail(out)}")
+        return out.read_text()
+
+    def migrate(self) -> None:
+        self._call(["manage.py", "migrate", "--noinput"], "migrate")
+
+    def configure(self, base_url: str) -> None:
+        text = self._call(["-c", CONFIGURE, json.dumps({"base_url": base_url, "slug": SLUG})], "configure")
+        self.publish_path = Path(json.loads(text.strip().splitlines()[-1])["publish_path"])
+
+    def inspect(self) -> dict:
+        text = self._call(["-c", INSPECT, SLUG], f"inspect-{self.syncs}")
+        return json.loads(text.strip().splitlines()[-1])
+
+    def sync(self, expected: dict, timeout: float) -> dict:
+        """One ``sync_mirror --now``; checks it published exactly `expected`; returns the figures."""
+        self.syncs += 1
+        out = self.logs / f"sync-{self.syncs}.log"
+        code, wall, rss = run_measured([self.python, "manage.py", "sync_mirror", SLUG, "--now"], self.env, out, timeout)
+        if code != 0:
+            raise BenchError(f"sync_mirror {SLUG} --now exited {code}; its output:\n{tail(out, 30)}")
+        info = self.inspect()
+        run, current = info["run"], info["current"]
+        if not run or run["state"] != "succeeded":
+            raise BenchError(f"sync run ended {run and run['state']}: {run and run['error']}\n{tail(out, 30)}")
+        if not current or current["definition"] != expected["definition"]:
+            raise BenchError(f"published {current and current['definition']}, expected {expected['definition']}")
+        published = self.publish_path / TARGET[0] / TARGET[1] / f"arch_{TARGET[2]}" / "updates.zip"
+        if not published.is_file():
+            raise BenchError(f"{published} does not exist after the sync")
+        actual = sha256_file(published)
+        if actual != expected["sha256"]:
+            raise BenchError(f"published file sha256 {actual} != stand-in's {expected['sha256']}")
+        outcome = [r["outcome"] for r in run["results"]]
+        if outcome != ["new"]:
+            raise BenchError(f"expected one new package, got outcomes {outcome}")
+        return {"wall": wall, "run": run["duration"], "rss": rss}
+
+
+def curl_once(url: str, dest: Path, expected_size: int, logs: Path) -> tuple[float, int]:
+    log = logs / "curl.log"
+    cmd = ["curl", "-sS", "-L", "-o", str(dest), "-w", "%{http_code} %{size_download}\n", url]
+    code, elapsed, rss = run_measured(cmd, os.environ, log, 600)
+    if code != 0:
+        raise BenchError(f"curl exited {code}:\n{tail(log)}")
+    status, size = log.read_text().split()[-2:]
+    dest.unlink(missing_ok=True)
+    if status != "200" or int(size) != expected_size:
+        raise BenchError(f"curl got HTTP {status}, {size} bytes; expected 200, {expected_size} bytes")
+    return elapsed, rss
+
+
+def prepare_release(standin: StandinUpstream) -> dict:
+    """Release a new version and build its package now, so no timed step pays for the build."""
+    standin.release(*TARGET)
+    return standin.current(*TARGET)
+
+
+def settle() -> None:
+    """Flush dirty pages (untimed) so a timed step doesn't pay for the previous step's writeback."""
+    os.sync()
+
+
+def sync_timeout(size: int) -> float:
+    return 120 + size / (5 * MB)  # generous: only there so a hung child can't hang the bench
+
+
+def bench_main(standin, portal, size, repeat, work) -> None:
+    url = f"{standin.base_url}?linkid={LINUX_LINK_ID}"
+    curl_dir = work / "curl"
+    curl_dir.mkdir(exist_ok=True)
+    curls, syncs = [], []
+    print(f"package {fmt_size(size)} = {size} bytes, target {'/'.join(TARGET)}, {repeat} repeat(s), upstream {standin.base_url}")
+    for i in range(1, repeat + 1):
+        t0 = time.perf_counter()
+        pkg = prepare_release(standin)
+        built = time.perf_counter() - t0
+        settle()
+        c_time, c_rss = curl_once(url, curl_dir / "updates.zip", pkg["size"], portal.logs)
+        settle()
+        s = portal.sync(pkg, sync_timeout(size))
+        curls.append(pkg["size"] / c_time / MB)
+        syncs.append(s | {"mbps": pkg["size"] / s["wall"] / MB, "run_mbps": pkg["size"] / s["run"] / MB})
+        print(f"  #{i} {pkg['definition']} (built in {built:.1f} s, untimed): curl {c_time:6.2f} s {curls[-1]:7.1f} MB/s"
+              f" | sync {s['wall']:6.2f} s {syncs[-1]['mbps']:7.1f} MB/s (run {s['run']:.2f} s {syncs[-1]['run_mbps']:.1f} MB/s),"
+              f" peak RSS {s['rss'] / MB:.0f} MB", flush=True)
+
+    def best_median(values):
+        return max(values), statistics.median(values)
+
+    c_best, c_med = best_median(curls)
+    s_best, s_med = best_median([s["mbps"] for s in syncs])
+    r_best, r_med = best_median([s["run_mbps"] for s in syncs])
+    rss = max(s["rss"] for s in syncs)
+    print()
+    print("sync = manage.py sync_mirror --now: process start-up (Python + Django), manifest fetch, download")
+    print("       with inline sha256 + fsync, zip CRC test of every member (re-reads the file), store ingest, publish.")
+    print("run  = the same sync's own SyncRun started_at..finished_at (no interpreter start-up).")
+    print(f"MB = 10^6 bytes; curl writes without fsync or hashing; os.sync() (untimed) before each step. {repeat} repeat(s); best = fastest.")
+    print()
+    rows = [
+        ("size", fmt_size(size), ""),
+        ("curl MB/s", f"{c_best:.1f}", f"{c_med:.1f}"),
+        ("sync MB/s", f"{s_best:.1f}", f"{s_med:.1f}"),
+        ("sync (run only) MB/s", f"{r_best:.1f}", f"{r_med:.1f}"),
+        ("ratio sync/curl", f"{s_best / c_best:.2f}", f"{s_med / c_med:.2f}"),
+        ("ratio run/curl", f"{r_best / c_best:.2f}", f"{r_med / c_med:.2f}"),
+        ("sync peak RSS MB (max)", f"{rss / MB:.0f}", ""),
+    ]
+    print(f"  {'':24} {'best':>10} {'median':>10}")
+    for name, best, median in rows:
+        print(f"  {name:24} {best:>10} {median:>10}")
+    print()
+    print(f"RATIO sync/curl = {s_med / c_med:.2f}  peak RSS = {rss / MB:.0f} MB"
+          f"  (median; size {fmt_size(size)}, best ratio {s_best / c_best:.2f})")
+
+
+def bench_rss(standin, portal, sizes) -> None:
+    print()
+    print("peak RSS of one sync_mirror --now per package size:")
+    print(f"  {'size':>6} {'sync s':>8} {'MB/s':>8} {'peak RSS MB':>12}")
+    for size in sizes:
+        # The stand-in builds packages at its package_size; changing it here makes the next
+        # release that size while versions keep increasing (a new stand-in would restart
+        # at the initial version, which the portal already has stored).
+        standin.package_size = size
+        pkg = prepare_release(standin)
+        settle()
+        s = portal.sync(pkg, sync_timeout(size))
+        print(f"  {fmt_size(size):>6} {s['wall']:8.2f} {pkg['size'] / s['wall'] / MB:8.1f} {s['rss'] / MB:12.0f}", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", default="200M", help="package size, e.g. 64M, 200M, 1G (default 200M)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed repeats; best and median are reported (default 3)")
+    parser.add_argument("--rss-sizes", help="also run one sync per size and print its peak RSS, e.g. 64M,256M,1G")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    args = parser.parse_args(argv)
+    try:
+        size = parse_size(args.size)
+        rss_sizes = [parse_size(s) for s in args.rss_sizes.split(",") if s.strip()] if args.rss_sizes else []
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if not shutil.which("curl"):
+        print("error: curl is not installed", file=sys.stderr)
+        return 1
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    python = str(venv_python) if venv_python.exists() else sys.executable
+
+    work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    standin = StandinUpstream(work / "standin", package_size=size)
+    try:
+        standin.start()
+        portal = Portal(work, python)
+        t0 = time.perf_counter()
+        portal.migrate()
+        portal.configure(standin.base_url)
+        print(f"portal ready in {time.perf_counter() - t0:.1f} s (PORTAL_VAR_DIR={portal.var_dir})")
+        bench_main(standin, portal, size, args.repeat, work)
+        if rss_sizes:
+            bench_rss(standin, portal, rss_sizes)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        standin.stop()
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
