@@ -180,10 +180,6 @@ def _download_package(run, mirror, session, target, remote):
         dest.unlink(missing_ok=True)
         dest.with_suffix(".json").unlink(missing_ok=True)
         raise
-    except UpstreamError as exc:
-        if "than announced" in str(exc):
-            dest.unlink(missing_ok=True)
-        raise
     run.bytes_done = base_done + fetched.size - fetched.resumed_from
     ingest(dest, fetched.sha256)
     dest.with_suffix(".json").unlink(missing_ok=True)

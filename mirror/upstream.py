@@ -263,6 +263,8 @@ def download(session, url: str, dest: Path, timeout: int, progress=None) -> Down
                     out.flush()
                     os.fsync(out.fileno())
                 if expected is not None and size != expected:
+                    # Not a cut-off transfer to resume: the bytes themselves are wrong.
+                    partial.discard()
                     raise UpstreamError(f"the package download is {'longer' if size > expected else 'shorter'} than announced: got {size} of {expected} bytes")
                 return Download(dest, digest.hexdigest(), size, response.url, resumed_from)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
