@@ -174,7 +174,7 @@ def _download_package(run, mirror, session, target, remote):
 
     try:
         fetched = download(session, package_url(mirror.upstream, target), dest, mirror.upstream.timeout, progress)
-        verify_zip(dest)
+        verify_zip(dest, fetched.zip_check)
     except PackageError:
         # Bad content must not be resumed from: start clean next time.
         dest.unlink(missing_ok=True)

@@ -52,13 +52,21 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
-def verify_zip(path: Path) -> None:
-    """Refuse what is not a complete, intact zip: endpoints would fail to load it."""
+def verify_zip(path: Path, streamed=None) -> None:
+    """Refuse what is not a complete, intact zip: endpoints would fail to load it.
+
+    ``streamed`` is the ZipStreamVerifier that watched the download go by: when it checked
+    every member the central directory lists, with the CRCs the directory gives, the file is
+    not read a second time.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            if not archive.namelist():
+            members = archive.infolist()
+            if not members:
                 raise PackageError("the package is an empty zip file")
-            bad = archive.testzip()
+            # Anything the stream could not vouch for (a failure included) is read again:
+            # testzip is the authority, the stream check only saves the second read.
+            bad = None if streamed is not None and streamed.covers(members) else archive.testzip()
     except zipfile.BadZipFile as exc:
         with open(path, "rb") as handle:
             head = handle.read(64).lstrip().lower()
