@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,13 +94,20 @@ from mirror.choices import SyncTrigger
 from mirror.models import Mirror
 mirror = Mirror.objects.get(slug=sys.argv[1])
 print(json.dumps({"ready": True}), flush=True)
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 for line in sys.stdin:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu()
     run, _ = services.request_sync(mirror, SyncTrigger.CLI)
     services.run_sync(run.pk)
     wall = time.perf_counter() - started
-    print(json.dumps({"wall": wall, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
+    print(json.dumps({"wall": wall, "cpu": cpu() - cpu_started,
+                      "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
 """
+
+
+LAST_CPU = [0.0]
 
 
 class BenchError(Exception):
@@ -120,8 +129,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cpu_self() -> float:
+    """CPU seconds of this process, every thread: the in-process stand-in server's share."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_measured(cmd, env, out_path: Path, timeout: float, cwd=ROOT) -> tuple[int, float, int]:
-    """Run cmd; (exit code, wall seconds, peak RSS in bytes of that child, from wait4)."""
+    """Run cmd; (exit code, wall seconds, peak RSS in bytes of that child, from wait4).
+
+    The child's CPU seconds (user + system, from the same wait4) are left in LAST_CPU."""
     with open(out_path, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -135,6 +152,7 @@ def run_measured(cmd, env, out_path: Path, timeout: float, cwd=ROOT) -> tuple[in
             killer.cancel()
         elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return proc.returncode, elapsed, usage.ru_maxrss * 1024  # Linux: KiB
 
 
@@ -258,6 +276,18 @@ def checked_curl_once(url: str, dest: Path, logs: Path) -> float:
     return elapsed
 
 
+def checks_cpu(path: Path) -> float:
+    """Seconds of sha256 + CRC-32 over the package on one core (reads untimed): the sync's fixed cost."""
+    digest, crc, spent = hashlib.sha256(), 0, 0.0
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            started = time.perf_counter()
+            digest.update(block)
+            crc = zlib.crc32(block, crc)
+            spent += time.perf_counter() - started
+    return spent
+
+
 def prepare_release(standin: StandinUpstream) -> dict:
     """Release a new version and build its package now, so no timed step pays for the build."""
     standin.release(*TARGET)
@@ -278,21 +308,28 @@ def bench_main(standin, portal, size, repeat, work) -> None:
     curl_dir = work / "curl"
     curl_dir.mkdir(exist_ok=True)
     curls, checked, warms, colds = [], [], [], []
+    cpu = {"curl": [], "curl server": [], "warm": [], "warm server": []}
     print(f"package {fmt_size(size)} = {size} bytes, target {'/'.join(TARGET)}, {repeat} repeat(s), upstream {standin.base_url}")
     portal.start_warm()
     for i in range(1, repeat + 1):
         # Each sync needs a version the portal doesn't have yet: one release per sync.
         pkg = prepare_release(standin)
         settle()
+        server_cpu = cpu_self()
         c_time, _ = curl_once(url, curl_dir / "updates.zip", pkg["size"], portal.logs)
+        cpu["curl"].append(LAST_CPU[0])
+        cpu["curl server"].append(cpu_self() - server_cpu)
         settle()
         k_time = checked_curl_once(url, curl_dir / "updates.zip", portal.logs)
         settle()
+        server_cpu = cpu_self()
         w = portal.warm_sync(pkg)
+        cpu["warm server"].append(cpu_self() - server_cpu)
+        cpu["warm"].append(w["cpu"])
         pkg = prepare_release(standin)
         settle()
         c = portal.sync(pkg, sync_timeout(size))
-        mb = pkg["size"] / MB
+        mb = pkg_mb = pkg["size"] / MB
         curls.append(mb / c_time)
         checked.append(mb / k_time)
         warms.append(mb / w["wall"])
@@ -332,6 +369,14 @@ def bench_main(standin, portal, size, repeat, work) -> None:
     print(f"  {'':24} {'best':>10} {'median':>10}")
     for name, best, median in rows:
         print(f"  {name:24} {best:>10} {median:>10}")
+    print()
+    med = {key: statistics.median(values) for key, values in cpu.items()}
+    print("CPU seconds per download (median, user + system; the server is the stand-in in this process):")
+    print(f"  curl         {med['curl']:.3f} + server {med['curl server']:.3f} = {med['curl'] + med['curl server']:.3f}")
+    print(f"  warm worker  {med['warm']:.3f} + server {med['warm server']:.3f} = {med['warm'] + med['warm server']:.3f}")
+    checks = checks_cpu(Path(pkg["path"]))
+    print(f"  of which the checks curl does not do, sha256 + CRC-32 of {fmt_size(size)} on one core: {checks:.3f} s"
+          f" ({os.cpu_count()} cores here, one of them busy serving)")
     print()
     print(f"RATIO warm worker/curl = {w_med / c_med:.2f}  (median; size {fmt_size(size)}; sync_mirror --now/curl {s_med / c_med:.2f};"
           f" warm worker/curl+sha256sum+sync {w_med / k_med:.2f})")
