@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class FleetConfig(AppConfig):
     name = "fleet"
     verbose_name = "Fleet"
+
+    def ready(self):
+        from fleet import services
+        from mirror import services as mirror_services
+        from mirror.signals import package_published
+
+        package_published.connect(services.on_package_published, dispatch_uid="fleet.rollout")
+        if services.referenced_package_ids not in mirror_services.REFERENCE_SOURCES:
+            mirror_services.REFERENCE_SOURCES.append(services.referenced_package_ids)

@@ -14,6 +14,7 @@ from django.utils import timezone
 from mirror import publish as tree
 from mirror.choices import ACTIVE_SYNC_STATES, PackageSource, SyncState, SyncTrigger, TargetOutcome
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
+from mirror.signals import package_published
 from mirror.store import PackageError, human_size, ingest, sha256_of, tmp_dir, verify_zip
 from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url, check_versions, parse_manifest_json
 from portal.services import record_event
@@ -208,6 +209,7 @@ def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
         publication.current, publication.previous, publication.published_at = package, previous, timezone.now()
         publication.save()
     tree.collect_garbage(mirror.publish_path)
+    package_published.send(sender=Mirror, mirror=mirror, package=package)
     return publication
 
 
@@ -246,11 +248,18 @@ def import_package(mirror: Mirror, target, upload: Path, engine: str = "", defin
 # --- Retention ----------------------------------------------------------------------------
 
 
+# Other apps add what they serve (fleet: the packages approved for rings), so that
+# retention never removes a package someone serves or may roll back to.
+REFERENCE_SOURCES = []
+
+
 def referenced_package_ids() -> set[int]:
     """Packages that something serves or may serve again: never pruned."""
     ids = set()
     for current, previous in Publication.objects.values_list("current_id", "previous_id"):
         ids.update(filter(None, (current, previous)))
+    for source in REFERENCE_SOURCES:
+        ids.update(source())
     return ids
 
 

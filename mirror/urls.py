@@ -13,13 +13,13 @@ def one_of(values) -> str:
 
 
 # Only the names of the layout match, so any other path is the portal's ordinary 404.
-PUBLISHED_FILE = (
-    r"^(?P<slug>[-a-zA-Z0-9_]+)"
-    rf"/(?P<platform>{one_of(Platform.values)})"
+LAYOUT_TAIL = (
+    rf"(?P<platform>{one_of(Platform.values)})"
     rf"/(?P<channel>(?:{one_of(Channel.values)})(?:{views.BACK})?)"
     rf"/arch_(?P<arch>{one_of(Arch.values)})"
     r"/(?P<filename>updates\.zip|manifest\.json)\Z"
 )
+PUBLISHED_FILE = r"^(?P<slug>[-a-zA-Z0-9_]+)/" + LAYOUT_TAIL
 
 urlpatterns = [
     re_path(PUBLISHED_FILE, views.published_file, name="published_file"),

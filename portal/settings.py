@@ -218,6 +218,8 @@ PORTAL_HEARTBEAT_SECONDS = env_int("PORTAL_HEARTBEAT_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "portal.tasks.heartbeat", "schedule": float(PORTAL_HEARTBEAT_SECONDS)},
     "mirror-prune-packages": {"task": "mirror.tasks.prune_packages", "schedule": 6 * 3600.0},
+    # Ring delays expire and health gates open as endpoints report: re-check every few minutes.
+    "fleet-evaluate-rollouts": {"task": "fleet.tasks.evaluate_rollouts", "schedule": float(env_int("FLEET_ROLLOUT_CHECK_SECONDS", 300))},
 }
 
 # --- Mirror -------------------------------------------------------------------

@@ -16,6 +16,7 @@ urlpatterns = [
     path("users/<int:pk>/", views.UserUpdateView.as_view(), name="user_update"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("mirror/groups/", include("fleet.serving_urls")),
     path("mirror/", include("mirror.urls")),
     path("api/v1/", include("portal.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

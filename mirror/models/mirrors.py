@@ -67,6 +67,8 @@ class Mirror(models.Model):
 
     def clean(self):
         errors = {}
+        if self.slug == "groups":
+            errors["slug"] = "'groups' is reserved: /mirror/groups/ serves the rings' trees."
         for field, valid in (("platforms", Platform.values), ("channels", Channel.values), ("archs", Arch.values)):
             value = getattr(self, field)
             if not isinstance(value, list) or not value:

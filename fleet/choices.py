@@ -1,0 +1,32 @@
+from django.db import models
+
+
+class RolloutMode(models.TextChoices):
+    """How a group (ring) receives new signature versions."""
+
+    LATEST = "latest", "Latest: every newly verified package at once"
+    MANUAL = "manual", "Manual: only what an operator approves"
+    AFTER = "after", "After another ring, a delay and its health gate"
+
+
+class EnforcementLevel(models.TextChoices):
+    """antivirusEngine.enforcementLevel; only real_time runs automatic updates."""
+
+    REAL_TIME = "real_time", "Real time"
+    ON_DEMAND = "on_demand", "On demand"
+    PASSIVE = "passive", "Passive"
+
+
+class ApprovalAction(models.TextChoices):
+    APPROVE = "approve", "Approved"
+    PROMOTE = "promote", "Promoted from the previous ring"
+    ROLLBACK = "rollback", "Rolled back"
+    AUTO = "auto", "Approved by the rollout rule"
+
+
+class GateState(models.TextChoices):
+    """Where a group's automatic rollout stands for one target."""
+
+    CURRENT = "current", "Up to date with its source"
+    WAITING = "waiting", "A newer version is waiting"
+    MANUAL = "manual", "Manual approvals only"

@@ -1,0 +1,205 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from fleet.choices import ApprovalAction, EnforcementLevel, GateState, RolloutMode
+from mirror.choices import Arch, Channel, Platform
+
+MIN_INTERVAL, MAX_INTERVAL, DEFAULT_INTERVAL = 60, 86400, 28800
+RESERVED_SLUGS = {"new"}
+
+
+class EndpointGroup(models.Model):
+    """A ring: endpoints that share a policy (DESIGN §2.3), a mirror URL of their own and the approved packages it serves."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+    description = models.TextField(blank=True)
+    mirror = models.ForeignKey("mirror.Mirror", on_delete=models.PROTECT, related_name="groups")
+    platforms = models.JSONField(default=list, help_text="Platforms of the group's endpoints; each must be synced by the mirror.")
+    channel = models.CharField(max_length=12, choices=Channel.choices, default=Channel.PRODUCTION)
+    ring_order = models.PositiveIntegerField(default=10, help_text="Rings roll out in increasing order: pilot 10, broad 20…")
+    staleness_hours = models.PositiveIntegerField(default=48, validators=[MinValueValidator(1)],
+                                                  help_text="Definitions older than this, or no report for this long, are stale.")
+
+    # How new versions arrive.
+    rollout = models.CharField(max_length=8, choices=RolloutMode.choices, default=RolloutMode.MANUAL)
+    source_group = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="followers",
+                                     help_text="For 'after': the ring whose approvals this one follows.")
+    delay_hours = models.PositiveIntegerField(default=24, help_text="For 'after': hours a version must have been approved in the source ring.")
+    gate_percent = models.PositiveIntegerField(default=90, validators=[MinValueValidator(0), MaxValueValidator(100)],
+                                               help_text="For 'after': share of the source ring's reporting endpoints that must run the version.")
+
+    # The managed configuration (DESIGN §2.3).
+    automatic_updates = models.BooleanField(default=True, help_text="cloudService.automaticDefinitionUpdateEnabled")
+    update_interval = models.PositiveIntegerField(default=DEFAULT_INTERVAL,
+                                                  validators=[MinValueValidator(MIN_INTERVAL), MaxValueValidator(MAX_INTERVAL)],
+                                                  help_text="cloudService.definitionUpdatesInterval, seconds (60–86400).")
+    offline_update = models.BooleanField(default=True, help_text="antivirusEngine.offlineDefinitionUpdate")
+    fallback_to_cloud = models.BooleanField(default=False, help_text="antivirusEngine.offlineDefinitionUpdateFallbackToCloud")
+    verify_signature = models.BooleanField(default=True, help_text="features.offlineDefinitionUpdateVerifySig")
+    enforcement_level = models.CharField(max_length=10, choices=EnforcementLevel.choices, blank=True,
+                                         help_text="antivirusEngine.enforcementLevel; empty: not managed.")
+
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["ring_order", "name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        if self.slug in RESERVED_SLUGS:
+            errors["slug"] = f"'{self.slug}' is reserved; choose another."
+        if not isinstance(self.platforms, list) or not self.platforms:
+            errors["platforms"] = f"Choose at least one of {', '.join(Platform.values)}."
+        elif unknown := [p for p in self.platforms if p not in Platform.values]:
+            errors["platforms"] = f"Unknown platform {', '.join(map(str, unknown))}; choose from {', '.join(Platform.values)}."
+        else:
+            self.platforms = [p for p in Platform.values if p in self.platforms]
+        if self.mirror_id and "platforms" not in errors:
+            missing = [p for p in self.platforms if p not in self.mirror.platforms]
+            if missing:
+                errors["platforms"] = f"Mirror {self.mirror.slug} does not sync {', '.join(missing)}; it syncs {', '.join(self.mirror.platforms)}."
+            if self.channel not in self.mirror.channels:
+                errors["channel"] = f"Mirror {self.mirror.slug} does not sync the {self.channel} channel; it syncs {', '.join(self.mirror.channels)}."
+        if not MIN_INTERVAL <= (self.update_interval or 0) <= MAX_INTERVAL:
+            errors["update_interval"] = f"Give a number of seconds between {MIN_INTERVAL} and {MAX_INTERVAL} (default {DEFAULT_INTERVAL}, 8 hours)."
+        if self.rollout == RolloutMode.AFTER:
+            if self.source_group_id is None:
+                errors["source_group"] = "Choose the ring this one follows."
+            elif self.pk and self.source_group_id == self.pk:
+                errors["source_group"] = "A ring cannot follow itself."
+            elif self.pk and self._follows(self.source_group):
+                errors["source_group"] = f"{self.source_group} already follows {self} (directly or through other rings): that would be a loop."
+            elif self.source_group.mirror_id != self.mirror_id or self.source_group.channel != self.channel:
+                errors["source_group"] = "The source ring must use the same mirror and channel."
+        if errors:
+            raise ValidationError(errors)
+
+    def _follows(self, group) -> bool:
+        seen = set()
+        while group is not None and group.pk not in seen:
+            if group.source_group_id == self.pk:
+                return True
+            seen.add(group.pk)
+            group = group.source_group
+        return False
+
+    def targets(self) -> list[tuple[str, str, str]]:
+        """(platform, channel, arch) served by the group: its platforms, its channel, the mirror's archs."""
+        return [(p, self.channel, a) for p in self.platforms for a in self.mirror.archs]
+
+    def serves(self, target) -> bool:
+        return tuple(target) in self.targets()
+
+    @property
+    def tree_path(self):
+        """The group's on-disk tree (DESIGN §2.2 layout), beside the mirror's own."""
+        return self.mirror.publish_path / "groups" / self.slug
+
+    def definition_url(self, platform: str) -> str:
+        """offlineDefinitionUpdateUrl for this group's endpoints (ends in '/', no arch_)."""
+        if self.mirror.public_base_url:
+            # The mirror's tree is served by another HTTP server: the group tree sits inside it.
+            return f"{self.mirror.base_url}groups/{self.slug}/{platform}/{self.channel}/"
+        return f"{settings.PORTAL_BASE_URL}/mirror/groups/{self.slug}/{platform}/{self.channel}/"
+
+    @property
+    def policy(self) -> dict:
+        return {name: getattr(self, name) for name in POLICY_FIELDS}
+
+
+POLICY_FIELDS = ("automatic_updates", "update_interval", "offline_update", "fallback_to_cloud", "verify_signature", "enforcement_level")
+
+
+class GroupTarget(models.Model):
+    """What a group serves for one target: the approved package, the one approved before it (n-1), and the rollout gate."""
+
+    group = models.ForeignKey(EndpointGroup, on_delete=models.CASCADE, related_name="approvals")
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    channel = models.CharField(max_length=12, choices=Channel.choices)
+    arch = models.CharField(max_length=8, choices=Arch.choices)
+    current = models.ForeignKey("mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    previous = models.ForeignKey("mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # The rollout rule's last verdict, written by fleet.services.evaluate_group.
+    gate_state = models.CharField(max_length=8, choices=GateState.choices, default=GateState.MANUAL)
+    gate_reason = models.CharField(max_length=500, blank=True)
+    candidate = models.ForeignKey("mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["group__ring_order", "group__name", "platform", "channel", "arch"]
+        constraints = [models.UniqueConstraint(fields=["group", "platform", "channel", "arch"], name="one_approval_per_group_target")]
+
+    def __str__(self):
+        return f"{self.group.slug}/{self.platform}/{self.channel}/arch_{self.arch}"
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        return (self.platform, self.channel, self.arch)
+
+
+class ApprovalEvent(models.Model):
+    """One change of a group's approved package: the history behind GroupTarget (append-only)."""
+
+    group = models.ForeignKey(EndpointGroup, on_delete=models.CASCADE, related_name="approval_events")
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    channel = models.CharField(max_length=12, choices=Channel.choices)
+    arch = models.CharField(max_length=8, choices=Arch.choices)
+    action = models.CharField(max_length=8, choices=ApprovalAction.choices)
+    # Versions are copied as text: the history stays readable after a package is pruned.
+    package = models.ForeignKey("mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    definition_version = models.CharField(max_length=32)
+    engine_version = models.CharField(max_length=32)
+    replaced = models.ForeignKey("mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    replaced_version = models.CharField(max_length=32, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_label = models.CharField(max_length=150, default="system")
+    reason = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["group", "platform", "channel", "arch", "-created"], name="approval_event_target")]
+
+    def __str__(self):
+        return f"{self.group.slug}/{self.platform}/{self.channel}/arch_{self.arch}: {self.action} {self.definition_version}"
+
+
+class Endpoint(models.Model):
+    """One machine and its latest known state, denormalised so that dashboards and gates never scan reports.
+
+    The fleet issue fills these from enrollment and health reports; the ring gate reads them.
+    """
+
+    machine_id = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    group = models.ForeignKey(EndpointGroup, on_delete=models.PROTECT, related_name="endpoints")
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    arch = models.CharField(max_length=8, choices=Arch.choices, default=Arch.X86_64)
+    definitions_version = models.CharField(max_length=32, blank=True)
+    definitions_updated_at = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_update_failure_at = models.DateTimeField(null=True, blank=True, help_text="When it last reported a definitions update failure.")
+    decommissioned_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["hostname", "machine_id"]
+        indexes = [models.Index(fields=["group", "platform", "arch", "definitions_version"], name="endpoint_gate")]
+
+    def __str__(self):
+        return self.hostname or self.machine_id
+
+    def is_reporting(self, hours: int) -> bool:
+        return self.decommissioned_at is None and self.last_seen is not None and self.last_seen >= timezone.now() - timedelta(hours=hours)
