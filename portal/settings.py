@@ -5,6 +5,8 @@ Celery broker under ``var/``, a local-memory cache, and a secret key generated
 on first start. Production sets DATABASE_URL, CELERY_BROKER_URL and REDIS_URL.
 """
 
+import os
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -93,8 +95,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not memory, for the test database: tests that start real workers and
-    # processes must see the same database as the test itself.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
+    # processes must see the same database as the test itself. One per test process, so
+    # that two test runs on one machine never share (and delete) each other's.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"portal-test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and locks ----------------------------------------------------------
