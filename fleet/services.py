@@ -305,7 +305,10 @@ def on_package_published(sender, mirror, package, **kwargs) -> None:
     """A mirror has a new package: 'latest' rings of that mirror take it now (and their followers follow)."""
     for group in EndpointGroup.objects.select_related("mirror").filter(mirror=mirror, rollout=RolloutMode.LATEST):
         if group.serves(package.target):
-            evaluate_group(group)
+            try:
+                evaluate_group(group)
+            except Exception:  # the mirror's publication stands; the periodic evaluation retries the ring
+                log.exception("rolling %s out to group %s failed", package, group.slug)
 
 
 # --- Groups ------------------------------------------------------------------------------------
