@@ -76,7 +76,7 @@ def _locked_row(group: EndpointGroup, target) -> GroupTarget:
     except IntegrityError:
         pass  # created at the same moment by another process
     # The row lock serialises approval changes of one group target (UI, API, rollout rule).
-    return (GroupTarget.objects.select_for_update().select_related("current", "previous")
+    return (GroupTarget.objects.select_for_update(of=("self",)).select_related("current", "previous")
             .get(group=group, platform=platform, channel=channel, arch=arch))
 
 
