@@ -7,6 +7,7 @@ One generator for the UI download, the API and the endpoint agent: Linux gets
 
 import hashlib
 import json
+import math
 import plistlib
 import uuid
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ def _switch_value(value):
 
 
 def _interval(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
         raise TypeError(f"expected a whole number of seconds ({MIN_INTERVAL}–{MAX_INTERVAL}, default {DEFAULT_INTERVAL})")
     if not MIN_INTERVAL <= value <= MAX_INTERVAL:
         raise TypeError(f"{int(value)} is outside {MIN_INTERVAL}–{MAX_INTERVAL} seconds")

@@ -72,15 +72,16 @@ class EndpointGroup(models.Model):
                 errors["channel"] = f"Mirror {self.mirror.slug} does not sync the {self.channel} channel; it syncs {', '.join(self.mirror.channels)}."
         if not MIN_INTERVAL <= (self.update_interval or 0) <= MAX_INTERVAL:
             errors["update_interval"] = f"Give a number of seconds between {MIN_INTERVAL} and {MAX_INTERVAL} (default {DEFAULT_INTERVAL}, 8 hours)."
-        if self.rollout == RolloutMode.AFTER:
-            if self.source_group_id is None:
-                errors["source_group"] = "Choose the ring this one follows."
-            elif self.pk and self.source_group_id == self.pk:
-                errors["source_group"] = "A ring cannot follow itself."
-            elif self.pk and self._follows(self.source_group):
-                errors["source_group"] = f"{self.source_group} already follows {self} (directly or through other rings): that would be a loop."
-            elif self.source_group.mirror_id != self.mirror_id or self.source_group.channel != self.channel:
-                errors["source_group"] = "The source ring must use the same mirror and channel."
+        if self.rollout != RolloutMode.AFTER:
+            self.source_group = None  # only 'after' follows a ring; a stale link would block deleting that ring
+        elif self.source_group_id is None:
+            errors["source_group"] = "Choose the ring this one follows."
+        elif self.pk and self.source_group_id == self.pk:
+            errors["source_group"] = "A ring cannot follow itself."
+        elif self.pk and self._follows(self.source_group):
+            errors["source_group"] = f"{self.source_group} already follows {self} (directly or through other rings): that would be a loop."
+        elif self.source_group.mirror_id != self.mirror_id or self.source_group.channel != self.channel:
+            errors["source_group"] = "The source ring must use the same mirror and channel."
         if errors:
             raise ValidationError(errors)
 

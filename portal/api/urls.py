@@ -8,4 +8,5 @@ router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
 router.register("tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("users", views.UserViewSet, basename="user")
 
-urlpatterns = [path("me/", views.MeView.as_view(), name="me"), *router.urls, path("", include("mirror.api.urls"))]
+urlpatterns = [path("me/", views.MeView.as_view(), name="me"), *router.urls, path("", include("mirror.api.urls")),
+               path("", include("fleet.api.urls"))]

@@ -139,6 +139,8 @@ def test_the_seed_sample_imports_with_a_warning_about_its_misspelling(mirror, ma
 @pytest.mark.parametrize("text, path, words", [
     ('{"cloudService": {"definitionUpdatesInterval": "1202"}}', "cloudService.definitionUpdatesInterval", 'got the string "1202"'),
     ('{"cloudService": {"definitionUpdatesInterval": 30}}', "cloudService.definitionUpdatesInterval", "30 is outside 60–86400"),
+    ('{"cloudService": {"definitionUpdatesInterval": 1e400}}', "cloudService.definitionUpdatesInterval", "expected a whole number of seconds"),
+    ('{"cloudService": {"definitionUpdatesInterval": NaN}}', "cloudService.definitionUpdatesInterval", "expected a whole number of seconds"),
     ('{"cloudService": {"automaticDefinitionUpdateEnabled": "yes"}}', "cloudService.automaticDefinitionUpdateEnabled", "expected true or false"),
     ('{"antivirusEngine": {"offlineDefinitionUpdate": true}}', "antivirusEngine.offlineDefinitionUpdate", 'expected "enabled" or "disabled", got true'),
     ('{"antivirusEngine": {"offlineDefintionUpdateFallbackToCloud": "false"}}', "antivirusEngine.offlineDefinitionUpdateFallbackToCloud", "expected true or false"),

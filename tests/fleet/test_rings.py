@@ -415,6 +415,18 @@ def test_dropping_a_platform_drops_its_approvals_and_files(mirror, make_group, m
     assert (group.tree_path / "linux/production/arch_x86_64/updates.zip").is_file()
 
 
+def test_a_ring_that_stops_following_frees_its_source_for_deletion(mirror, make_group, admin):
+    pilot = make_group("pilot", 10)
+    broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot)
+    broad.rollout = RolloutMode.MANUAL
+    broad.full_clean()
+    services.save_group(broad, admin)
+    broad.refresh_from_db()
+    assert broad.source_group is None
+    services.delete_group(pilot, admin)
+    assert not EndpointGroup.objects.filter(slug="pilot").exists()
+
+
 def test_groups_with_endpoints_or_followers_cannot_be_deleted(mirror, make_group, make_endpoints, operator):
     pilot = make_group("pilot", 10)
     make_group("broad", 20, RolloutMode.AFTER, source_group=pilot)

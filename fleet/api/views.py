@@ -1,0 +1,219 @@
+"""The rings over the API: groups, their approvals, promotion, rollback, and the managed configuration.
+
+Every change goes through fleet.services, like the UI; a refusal there (ApprovalError)
+becomes the API's one error body with the status the service chose.
+"""
+
+from django.db import models
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, viewsets
+from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from fleet import services
+from fleet.api.serializers import (
+    ApiErrorSerializer,
+    ApprovalEventSerializer,
+    ApproveSerializer,
+    ConfigImportFileSerializer,
+    ConfigImportResultSerializer,
+    ConfigImportSerializer,
+    ConfigImportTextSerializer,
+    GroupSerializer,
+    PromoteResultSerializer,
+    TargetActionSerializer,
+    TargetStatusSerializer,
+)
+from fleet.config import ConfigImportError, config_file
+from fleet.filtersets import ApprovalEventFilterSet, EndpointGroupFilterSet
+from fleet.models import ApprovalEvent, EndpointGroup
+from mirror.api.views import AuditedModelViewSet
+from mirror.choices import Platform
+from mirror.serving import send_bytes
+from portal.choices import Role
+
+ERROR = ApiErrorSerializer
+REFUSED = {400: OpenApiResponse(ERROR, description="Invalid input, or a package the group does not serve."),
+           403: OpenApiResponse(ERROR, description="The caller's role does not allow it."),
+           409: OpenApiResponse(ERROR, description="The group changed meanwhile (expected_current), or there is nothing to do it with.")}
+
+
+class ApprovalRefused(exceptions.ValidationError):
+    """A services.ApprovalError in the API's error body: ``errors`` {field: [message]}, the service's status."""
+
+    def __init__(self, exc: services.ApprovalError):
+        super().__init__({exc.field: [str(exc)]})
+        self.status_code = exc.status
+
+
+class IgnoreAccept(BaseContentNegotiation):
+    """A download answers with its own content type whatever the client's Accept (curl -H 'Accept: …' must not get a 406)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+def _plain(value):
+    """A validated value as audit details can hold it (related groups and mirrors by slug)."""
+    if isinstance(value, models.Model):
+        return getattr(value, "slug", value.pk)
+    return value
+
+
+def _status_entry(group, target) -> dict:
+    return next(entry for entry in services.group_status(group) if (entry["platform"], entry["channel"], entry["arch"]) == tuple(target))
+
+
+def _expected(data):
+    return data["expected_current"] if "expected_current" in data else services.UNSET
+
+
+class GroupViewSet(AuditedModelViewSet):
+    """Endpoint groups (rings): each has its policy, its rollout rule and a mirror URL serving only what it approved.
+
+    Admins create, change and delete groups; operators approve, promote and roll back; viewers read.
+    """
+
+    queryset = EndpointGroup.objects.select_related("mirror", "source_group")
+    serializer_class = GroupSerializer
+    filterset_class = EndpointGroupFilterSet
+    ordering_fields = ["ring_order", "name"]
+    audit_name = "group"
+
+    def handle_exception(self, exc):
+        if isinstance(exc, services.ApprovalError):
+            exc = ApprovalRefused(exc)
+        response = super().handle_exception(exc)
+        if isinstance(exc, ApprovalRefused) and response.status_code == 409 and isinstance(response.data, dict):
+            response.data["code"] = "conflict"
+        return response
+
+    # --- CRUD, through fleet.services (trees, dropped targets, rollout, audit) ---
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        serializer.instance = services.save_group(EndpointGroup(**data), self.request.user, self.request,
+                                                  {name: _plain(value) for name, value in data.items()})
+
+    def perform_update(self, serializer):
+        group = serializer.instance
+        before = EndpointGroup.objects.get(pk=group.pk)
+        for name, value in serializer.validated_data.items():
+            setattr(group, name, value)
+        changes = {name: _plain(value) for name, value in serializer.validated_data.items()
+                   if _plain(getattr(before, name)) != _plain(value)}
+        serializer.instance = services.save_group(group, self.request.user, self.request, changes)
+
+    def perform_destroy(self, instance):
+        services.delete_group(instance, self.request.user, self.request)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(ERROR, description="Rings follow it or endpoints are in it.")})
+    def destroy(self, request, *args, **kwargs):
+        return super().destroy(request, *args, **kwargs)
+
+    # --- What the group serves, and changing it ---
+
+    @extend_schema(responses=TargetStatusSerializer(many=True))
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def status(self, request, pk=None):
+        """Per target (platform, channel, arch): the package served, n-1, and where the rollout rule stands."""
+        return Response(TargetStatusSerializer(services.group_status(self.get_object()), many=True).data)
+
+    @extend_schema(request=ApproveSerializer, responses={200: TargetStatusSerializer, **REFUSED})
+    @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
+    def approve(self, request, pk=None):
+        """Serve a package to the group for its target; the one it replaces becomes n-1."""
+        group = self.get_object()
+        form = ApproveSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        package = form.validated_data["package"]
+        row = services.approve_package(group, package, request.user, request, expected_current=_expected(form.validated_data))
+        return Response(TargetStatusSerializer(_status_entry(group, row.target)).data)
+
+    @extend_schema(request=TargetActionSerializer, responses={200: PromoteResultSerializer, **REFUSED})
+    @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
+    def promote(self, request, pk=None):
+        """Approve in the next ring (same mirror and channel, next ring_order) what this ring serves for the target.
+
+        expected_current is what you saw approved in the next ring.
+        """
+        group = self.get_object()
+        form = TargetActionSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        row = services.promote(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
+        following = EndpointGroup.objects.select_related("mirror").get(pk=row.group_id)
+        return Response(PromoteResultSerializer({"group": following.slug, **_status_entry(following, row.target)}).data)
+
+    @extend_schema(request=TargetActionSerializer, responses={200: TargetStatusSerializer, **REFUSED})
+    @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
+    def rollback(self, request, pk=None):
+        """Serve again the package approved before the current one (n-1)."""
+        group = self.get_object()
+        form = TargetActionSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        row = services.rollback(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
+        return Response(TargetStatusSerializer(_status_entry(group, row.target)).data)
+
+    # --- The managed configuration (DESIGN §2.3) ---
+
+    @extend_schema(
+        parameters=[OpenApiParameter("platform", str, enum=Platform.values, required=True,
+                                     description="linux: mdatp_managed.json; mac: a configuration profile (.mobileconfig).")],
+        responses={
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="mdatp_managed.json (platform=linux)."),
+            (200, "application/x-apple-aspen-config"): OpenApiResponse(OpenApiTypes.BINARY, description="Configuration profile (platform=mac)."),
+            304: OpenApiResponse(description="Not modified (If-None-Match matched the ETag)."),
+            400: OpenApiResponse(ERROR, description="Missing or unknown platform, or one the group has no endpoints of."),
+        },
+    )
+    @action(detail=True, methods=["get"], url_path="managed-config", filter_backends=[], pagination_class=None,
+            content_negotiation_class=IgnoreAccept)
+    def managed_config(self, request, pk=None):
+        """The managed configuration the group's endpoints install, with ETag (a matching If-None-Match gets a 304)."""
+        group = self.get_object()
+        platform = request.query_params.get("platform", "")
+        if not platform:
+            raise exceptions.ValidationError({"platform": [f"Give ?platform= one of {', '.join(group.platforms)}."]})
+        try:
+            config = config_file(group, platform)
+        except ValueError as exc:
+            raise exceptions.ValidationError({"platform": [str(exc)]}) from None
+        response = send_bytes(request, config.body, content_type=config.content_type, etag=config.etag, last_modified=group.updated)
+        response["Content-Disposition"] = f'attachment; filename="{config.filename}"'
+        return response
+
+    @extend_schema(
+        request={"application/json": ConfigImportTextSerializer, "multipart/form-data": ConfigImportFileSerializer},
+        responses={200: ConfigImportResultSerializer,
+                   400: OpenApiResponse(ERROR, description="errors keyed by the JSON path at fault, e.g. cloudService.definitionUpdatesInterval."),
+                   403: OpenApiResponse(ERROR, description="Admins only.")},
+    )
+    @action(detail=True, methods=["post"], url_path="import-config", parser_classes=[JSONParser, MultiPartParser, FormParser],
+            filter_backends=[])
+    def import_config(self, request, pk=None):
+        """Take the policy of an existing mdatp_managed.json into the group (its URL is always the group's own)."""
+        group = self.get_object()
+        form = ConfigImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            warnings = services.import_policy(group, form.validated_data["content"], request.user, request)
+        except ConfigImportError as exc:
+            raise exceptions.ValidationError({path: [message] for path, message in exc.errors.items()}) from None
+        return Response({"warnings": warnings, "group": GroupSerializer(group, context=self.get_serializer_context()).data})
+
+
+class ApprovalEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """The history of every group's approved packages: approvals, promotions, rollbacks, rollout-rule approvals."""
+
+    queryset = ApprovalEvent.objects.select_related("group")
+    serializer_class = ApprovalEventSerializer
+    filterset_class = ApprovalEventFilterSet
+    ordering_fields = ["created"]
