@@ -1,0 +1,403 @@
+"""Turn one parsed ``mdatp health`` report into findings an admin can act on (DESIGN §2.5).
+
+Each troubleshooting rule of the source document is one function below and yields at most
+one ``Finding``; ``diagnose`` runs them all against what the endpoint's group expects.
+Pure Python: the caller builds the ``Expectation`` from the group's policy and the history
+from the endpoint's stored reports, and maps findings onto its models.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+from fleet.health import Health
+
+__all__ = ["MIN_APP_VERSION", "Expectation", "Finding", "HistoryPoint", "diagnose", "parse_version", "same_url"]
+
+# The first agent versions that support offline security intelligence updates.
+MIN_APP_VERSION = {"linux": "101.24022.0001", "mac": "101.25012.0003"}
+PLATFORM_NAMES = {"linux": "Linux", "mac": "macOS"}
+SEVERITIES = ("critical", "warning", "info")
+ENABLED = "enabled"
+UP_TO_DATE = "up_to_date"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the endpoint's group wants, and the moment the report is judged at."""
+
+    group_url: str
+    wants_offline_update: bool
+    wants_verify_sig: bool
+    wants_automatic_updates: bool
+    platform: str  # "linux" or "mac"
+    staleness_hours: int
+    now: datetime
+
+    def __post_init__(self):
+        if self.platform not in MIN_APP_VERSION:
+            raise ValueError(f"unknown platform {self.platform!r}; use {' or '.join(MIN_APP_VERSION)}")
+        if isinstance(self.staleness_hours, bool) or not isinstance(self.staleness_hours, int) or self.staleness_hours < 1:
+            raise ValueError(f"staleness_hours must be a whole number of hours ≥ 1, got {self.staleness_hours!r}")
+        if self.now.tzinfo is None:  # a naive "now" is read as UTC, like the reports' dates
+            object.__setattr__(self, "now", self.now.replace(tzinfo=timezone.utc))
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """The facts of one earlier report that the known-issue rule needs."""
+
+    received_at: datetime
+    offline_update: str | None
+    fail_reason: str
+    update_source_uri: str | None
+    offline_url_configured: str | None
+
+    @classmethod
+    def from_health(cls, health: Health, received_at: datetime) -> HistoryPoint:
+        return cls(received_at, health.offline_update, health.fail_reason, health.update_source_uri,
+                   health.offline_url_configured)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnostic: what is wrong, in plain words with the values seen, and how to fix it."""
+
+    code: str
+    severity: str  # "critical", "warning" or "info"
+    title: str
+    explanation: str
+    fix: str
+    values: dict = field(default_factory=dict)  # the reported values the finding is based on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- Helpers ----------------------------------------------------------------------------------
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """``"101.24022.0001"`` → ``(101, 24022, 1)``; None when it is not a dotted number."""
+    if not isinstance(text, str):
+        return None
+    parts = []
+    for part in text.strip().split("."):
+        match = re.match(r"\d+", part)
+        if not match:
+            return None
+        parts.append(int(match.group()))
+    return tuple(parts) or None
+
+
+def _version_less(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    width = max(len(a), len(b))
+    return a + (0,) * (width - len(a)) < b + (0,) * (width - len(b))
+
+
+def _normal_url(url: str | None) -> str:
+    """Scheme and host lower-cased, default port dropped, one trailing slash: how URLs are compared."""
+    if not url or not url.strip():
+        return ""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip().rstrip("/") + "/"
+    host = (parts.hostname or "").lower()
+    if port and (parts.scheme.lower(), port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    path = parts.path.rstrip("/") + "/"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme.lower()}://{host}{path}{query}"
+
+
+def same_url(a: str | None, b: str | None) -> bool:
+    return bool(_normal_url(a)) and _normal_url(a) == _normal_url(b)
+
+
+def _from_mirror(source: str | None, configured: str | None) -> bool:
+    """Whether the update source is the configured mirror (its folder, or a file below it)."""
+    source_n, configured_n = _normal_url(source), _normal_url(configured)
+    return bool(source_n) and bool(configured_n) and (source_n == configured_n or source_n.startswith(configured_n))
+
+
+def _is_microsoft_cloud(url: str | None) -> bool:
+    host = (urlsplit(url).hostname or "").lower() if url else ""
+    return host == "microsoft.com" or host.endswith(".microsoft.com") or host.endswith(".windowsupdate.com")
+
+
+def _q(value) -> str:
+    """A reported value as the agent prints it, for explanations."""
+    if value is None:
+        return "(not reported)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"'
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    if hours < 1:
+        return f"{int(delta.total_seconds() // 60)} minutes"
+    if hours < 48:
+        return f"{hours:.0f} hours"
+    return f"{hours / 24:.0f} days"
+
+
+def _config_where(platform: str) -> str:
+    if platform == "mac":
+        return "the group's configuration profile (preference domain com.microsoft.wdav)"
+    return "the group's managed configuration (/etc/opt/microsoft/mdatp/managed/mdatp_managed.json)"
+
+
+def _mirror_probe(url: str | None) -> str:
+    if not url or not url.strip():
+        return "a request to the group's mirror URL"
+    return f"`curl -sSI {url.strip().rstrip('/')}/arch_x86_64/manifest.json` (arch_arm64 on ARM)"
+
+
+CHECK = "mdatp health --details definitions"
+
+
+# --- Rules (one finding each) -----------------------------------------------------------------
+
+def _update_failed(h: Health, e: Expectation, history):
+    if not h.fail_reason:
+        return None
+    mirror = h.offline_url_configured or e.group_url
+    return Finding(
+        "update_failed", "critical", "The last signature update failed",
+        f"The agent reports definitions_update_fail_reason {_q(h.fail_reason)}. It still runs definitions "
+        f"{h.definitions_version or '(version not reported)'} (definitions_status {_q(h.definitions_status)}).",
+        "1. Check the endpoint reaches the mirror: `mdatp connectivity test` and "
+        f"{_mirror_probe(mirror)}.\n"
+        "2. Retry the update: `mdatp definitions update`.\n"
+        f"3. Check `{CHECK}`: definitions_update_fail_reason must be empty.",
+        {"definitions_update_fail_reason": h.fail_reason, "definitions_version": h.definitions_version},
+    )
+
+
+def _offline_update_disabled(h: Health, e: Expectation, history):
+    if not e.wants_offline_update or (h.offline_update or "").lower() == ENABLED:
+        return None
+    if h.offline_update is None:
+        seen = ("The report does not include offline_definition_update (the agent may predate the feature, "
+                "or the report is partial)")
+    else:
+        seen = f"offline_definition_update is {_q(h.offline_update)}"
+    return Finding(
+        "offline_update_disabled", "critical", "Offline signature updates are not enabled",
+        f"{seen}, but the group's policy enables offline updates: the endpoint does not fetch signatures from "
+        "the mirror.",
+        f"Install {_config_where(e.platform)}, which sets antivirusEngine.offlineDefinitionUpdate = \"enabled\" "
+        f"and antivirusEngine.offlineDefinitionUpdateUrl = {e.group_url}. Then check `{CHECK}`: "
+        "offline_definition_update must read \"enabled\" [managed].",
+        {"offline_definition_update": h.offline_update},
+    )
+
+
+def _verify_sig(h: Health, e: Expectation, history):
+    if not e.wants_verify_sig or (h.verify_sig or "").lower() == ENABLED:
+        return None
+    if h.verify_sig is None or h.verify_sig.upper() == "DEPRECATED":
+        newer = h.extra.get("engine_signature_verification")
+        said = ("prints \"DEPRECATED\" for offline_definition_update_verify_sig"
+                if h.verify_sig else "does not include offline_definition_update_verify_sig in its report")
+        return Finding(
+            "verify_sig_not_reported", "info", "Signature verification is not reported by this agent version",
+            f"This agent (app {h.app_version or 'version not reported'}) {said}: the setting is no longer reported "
+            "there, so the report cannot show whether packages are verified. This is not a misconfiguration."
+            + (f" The agent reports engine_signature_verification {_q(newer)} instead." if newer is not None else ""),
+            "Nothing to change on the endpoint. Keep features.offlineDefinitionUpdateVerifySig = \"enabled\" in "
+            f"{_config_where(e.platform)}.",
+            {"offline_definition_update_verify_sig": h.verify_sig, "engine_signature_verification": newer},
+        )
+    return Finding(
+        "verify_sig_disabled", "warning", "Offline packages are loaded without signature verification",
+        f"offline_definition_update_verify_sig is {_q(h.verify_sig)}, but the group's policy wants \"enabled\": "
+        "the endpoint would load a package from the mirror without checking Microsoft's signature.",
+        f"Set features.offlineDefinitionUpdateVerifySig = \"enabled\" in {_config_where(e.platform)} and install it; "
+        f"then check `{CHECK}`: offline_definition_update_verify_sig must read \"enabled\".",
+        {"offline_definition_update_verify_sig": h.verify_sig},
+    )
+
+
+def _not_updated_from_mirror(h: Health, e: Expectation, history):
+    configured = h.offline_url_configured
+    offline_on = e.wants_offline_update or (h.offline_update or "").lower() == ENABLED
+    if not configured or not offline_on or _from_mirror(h.update_source_uri, configured):
+        return None
+    source = h.update_source_uri
+    if not source:
+        seen = (f"definitions_update_source_uri is empty: the endpoint has never updated from the mirror "
+                f"{configured} it is configured with.")
+    elif _is_microsoft_cloud(source):
+        why = ("offline_definition_update_fallback_to_cloud is true, so a failure at the mirror is hidden"
+               if h.fallback_to_cloud else
+               "either the mirror failed and the agent fell back, or the last update predates the offline configuration")
+        seen = (f"The last update came from {source} (Microsoft's cloud), not from the configured mirror "
+                f"{configured}: {why}.")
+    else:
+        seen = f"The last update came from {source}, not from the configured mirror {configured}."
+    fix = (f"1. Check the endpoint reaches the mirror: `mdatp connectivity test` and {_mirror_probe(configured)}.\n"
+           "2. Update now: `mdatp definitions update`.\n"
+           f"3. Check `{CHECK}`: definitions_update_source_uri must equal offline_definition_url_configured, and "
+           "definitions_update_fail_reason must be empty.")
+    if h.fallback_to_cloud:
+        fix += ("\nWhile antivirusEngine.offlineDefinitionUpdateFallbackToCloud is true, cloud updates hide mirror "
+                "failures; set it to false in the managed configuration if the endpoint must use the mirror only.")
+    return Finding(
+        "not_updated_from_mirror", "warning", "Signatures did not come from the mirror", seen, fix,
+        {"definitions_update_source_uri": source, "offline_definition_url_configured": configured,
+         "offline_definition_update_fallback_to_cloud": h.fallback_to_cloud},
+    )
+
+
+def _url_drift(h: Health, e: Expectation, history):
+    configured = h.offline_url_configured
+    if not e.group_url or (not configured and not e.wants_offline_update) or same_url(configured, e.group_url):
+        return None
+    if not configured:
+        seen = f"The endpoint reports no offline_definition_url_configured; its group serves {e.group_url}."
+    else:
+        managed = "offline_definition_url_configured" in h.managed_keys
+        seen = (f"offline_definition_url_configured is {configured}, but the group serves {e.group_url}: the endpoint "
+                "does not have the group's managed configuration (an old file, another group's, or a local setting"
+                + ("" if managed else "; the URL is not even [managed]") + ").")
+    return Finding(
+        "url_drift", "warning", "The endpoint does not use its group's mirror URL", seen,
+        f"Install {_config_where(e.platform)} (antivirusEngine.offlineDefinitionUpdateUrl = {e.group_url}); then "
+        "`mdatp health --field offline_definition_url_configured` must print that URL with [managed].",
+        {"offline_definition_url_configured": configured, "group_url": e.group_url},
+    )
+
+
+def _stale(h: Health, e: Expectation, history):
+    reasons, age = [], None
+    if h.definitions_updated_at is not None:
+        age = e.now - h.definitions_updated_at
+    elif h.definitions_updated_minutes_ago is not None:
+        age = timedelta(minutes=h.definitions_updated_minutes_ago)
+    too_old = age is not None and age > timedelta(hours=e.staleness_hours)
+    if h.definitions_status is not None and h.definitions_status != UP_TO_DATE:
+        reasons.append(f"definitions_status is {_q(h.definitions_status)}, not \"up_to_date\"")
+    if too_old:
+        when = f" (on {h.definitions_updated_at:%Y-%m-%d %H:%M} UTC)" if h.definitions_updated_at else ""
+        reasons.append(f"definitions {h.definitions_version or '(version not reported)'} were updated "
+                       f"{_age(age)} ago{when}, more than the group's {e.staleness_hours} h threshold")
+    if not reasons:
+        return None
+    return Finding(
+        "stale", "critical" if too_old else "warning", "Signatures are stale",
+        "; ".join(reasons) + ".",
+        "Update now: `mdatp definitions update`, then check `" + CHECK + "`. If it does not get newer, see "
+        "definitions_update_fail_reason and check that the group's approved package is published on the mirror.",
+        {"definitions_status": h.definitions_status, "definitions_version": h.definitions_version,
+         "definitions_updated_at": h.definitions_updated_at.isoformat() if h.definitions_updated_at else None,
+         "age_hours": round(age.total_seconds() / 3600, 1) if age is not None else None},
+    )
+
+
+def _not_real_time(h: Health, e: Expectation, history):
+    if not e.wants_automatic_updates:
+        return None
+    level_off = h.enforcement_level is not None and h.enforcement_level != "real_time"
+    if h.automatic_updates is not False and not level_off:
+        return None
+    reasons = []
+    if level_off:
+        reasons.append(f"the antivirus enforcement level is {h.enforcement_level} (real_time_protection_enabled "
+                       f"{_q(h.real_time_protection)}, passive_mode_enabled {_q(h.passive_mode)})")
+    if h.automatic_updates is False:
+        reasons.append("automatic_definition_update_enabled is false")
+    return Finding(
+        "not_real_time", "warning", "Automatic offline updates do not run on this endpoint",
+        f"Automatic offline updates run only when the enforcement level is real_time and automatic definition "
+        f"updates are enabled, but {' and '.join(reasons)}. Until then only a manual `mdatp definitions update` "
+        "updates the signatures.",
+        f"Set antivirusEngine.enforcementLevel = \"real_time\" and cloudService.automaticDefinitionUpdateEnabled = true "
+        f"in {_config_where(e.platform)}; or, if the endpoint must stay "
+        f"{h.enforcement_level or 'as it is'}, schedule `mdatp definitions update` (cron on Linux, launchd on macOS).",
+        {"enforcement_level": h.enforcement_level, "automatic_definition_update_enabled": h.automatic_updates},
+    )
+
+
+def _agent_too_old(h: Health, e: Expectation, history):
+    version, minimum = parse_version(h.app_version), MIN_APP_VERSION[e.platform]
+    if version is None or not _version_less(version, parse_version(minimum)):
+        return None
+    if e.platform == "mac":
+        fix = "Update Microsoft Defender with Microsoft AutoUpdate (`msupdate --install --apps WDAV00`) or your MDM."
+    else:
+        fix = ("Upgrade the mdatp package: `sudo apt-get install --only-upgrade mdatp`, `sudo dnf upgrade mdatp` "
+               "or `sudo zypper update mdatp`.")
+    return Finding(
+        "agent_too_old", "critical", "The Defender agent is too old for offline updates",
+        f"app_version is {h.app_version}; offline security intelligence updates need {minimum} or later on "
+        f"{PLATFORM_NAMES[e.platform]}.",
+        fix + " Then check `mdatp version`.",
+        {"app_version": h.app_version, "minimum": minimum},
+    )
+
+
+def _reenable_known_issue(h: Health, e: Expectation, history):
+    # Known issue of the source document: enable the feature, disable it to update from the cloud,
+    # enable it again, and offline updates can keep failing until the agent is restarted.
+    failing = bool(h.fail_reason) or (bool(h.offline_url_configured)
+                                      and not _from_mirror(h.update_source_uri, h.offline_url_configured))
+    if (h.offline_update or "").lower() != ENABLED or not failing:
+        return None
+    points = sorted(history, key=lambda p: p.received_at) + [HistoryPoint.from_health(h, e.now)]
+    stage, moments = 0, []  # looking for: enabled (0), then not enabled (1), then enabled again (2)
+    for point in points:
+        if not point.offline_update:
+            continue  # that report did not say
+        enabled = point.offline_update.lower() == ENABLED
+        if enabled == (stage != 1):
+            moments.append(point.received_at)
+            stage += 1
+            if stage == 3:
+                break
+    if stage < 3:
+        return None
+    first, disabled, again = moments
+    what = (f"definitions_update_fail_reason {_q(h.fail_reason)}" if h.fail_reason else
+            f"the last update came from {h.update_source_uri or '(nowhere)'} instead of {h.offline_url_configured}")
+    if e.platform == "mac":
+        restart = "Restart the Defender daemon (or reboot the Mac)"
+    else:
+        restart = "Restart the agent: `sudo systemctl restart mdatp`"
+    return Finding(
+        "reenable_known_issue", "critical", "Known issue: offline updates fail after the feature was re-enabled",
+        f"offline_definition_update was enabled (seen {first:%Y-%m-%d %H:%M}), disabled (seen {disabled:%Y-%m-%d %H:%M}) "
+        f"and enabled again (seen {again:%Y-%m-%d %H:%M}); now {what}. This is a known issue of the agent: after "
+        "re-enabling the feature, offline updates can keep failing.",
+        f"1. {restart}.\n"
+        "2. Update: `mdatp definitions update`.\n"
+        f"3. Check `{CHECK}`: definitions_update_source_uri must equal offline_definition_url_configured, and that URL "
+        f"must be the group's ({e.group_url}).",
+        {"enabled_at": first.isoformat(), "disabled_at": disabled.isoformat(), "reenabled_at": again.isoformat(),
+         "definitions_update_fail_reason": h.fail_reason, "definitions_update_source_uri": h.update_source_uri},
+    )
+
+
+RULES = (
+    _update_failed,
+    _reenable_known_issue,
+    _offline_update_disabled,
+    _verify_sig,
+    _not_updated_from_mirror,
+    _url_drift,
+    _stale,
+    _not_real_time,
+    _agent_too_old,
+)
+
+
+def diagnose(health: Health, expected: Expectation, history: list[HistoryPoint] = ()) -> list[Finding]:
+    """Every rule that fires, one finding each, most severe first (rule order within a severity)."""
+    findings = [f for rule in RULES if (f := rule(health, expected, list(history))) is not None]
+    return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))

@@ -1,0 +1,440 @@
+"""Parse what ``mdatp health`` prints into typed facts (DESIGN §2.4).
+
+Both forms an endpoint can send are accepted:
+
+* text — ``mdatp health`` or ``mdatp health --details definitions``: ``key : value`` lines,
+  values quoted or not, sometimes followed by a scope tag (``true [managed]``, and
+  ``false[managed]`` with no space, as the product prints it);
+* JSON — ``mdatp health --output json``: the same facts under camelCase names, settings as
+  ``{"value": ..., "scope": "managed"}`` objects and enums as ``{"$type": "upToDate"}``.
+
+Everything is mapped onto the snake_case names of the text form. Keys and values this
+module does not know (newer agents add some and change others, e.g. ``"DEPRECATED"`` for
+``offline_definition_update_verify_sig``) are kept, never rejected: unknown keys land in
+``Health.extra``, and a known key whose value cannot be typed keeps its raw value there too.
+
+Pure Python on purpose: the caller maps a ``Health`` onto the fleet's models.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone, tzinfo
+from typing import Any
+
+__all__ = ["DEFINITIONS_KEYS", "Health", "HealthParseError", "canonical_key", "parse_health", "parse_mdatp_datetime"]
+
+
+class HealthParseError(ValueError):
+    """A report that cannot be read; ``message`` names the line (text) or the field (JSON) at fault."""
+
+    def __init__(self, message: str, line: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# What `mdatp health --details definitions` prints; a report must carry at least one of them.
+DEFINITIONS_KEYS = (
+    "automatic_definition_update_enabled",
+    "definitions_updated",
+    "definitions_updated_minutes_ago",
+    "definitions_version",
+    "definitions_status",
+    "definitions_update_source_uri",
+    "definitions_update_fail_reason",
+    "offline_definition_url_configured",
+    "offline_definition_update",
+    "offline_definition_update_verify_sig",
+    "offline_definition_update_fallback_to_cloud",
+)
+
+# canonical key -> (Health attribute, kind). Every other key goes to Health.extra.
+TYPED_KEYS = {
+    "definitions_version": ("definitions_version", "str"),
+    "definitions_status": ("definitions_status", "enum"),
+    "definitions_updated": ("definitions_updated_at", "datetime"),
+    "definitions_updated_minutes_ago": ("definitions_updated_minutes_ago", "int"),
+    "definitions_update_source_uri": ("update_source_uri", "str"),
+    "definitions_update_fail_reason": ("fail_reason", "str"),
+    "offline_definition_url_configured": ("offline_url_configured", "str"),
+    "offline_definition_update": ("offline_update", "switch"),
+    "offline_definition_update_verify_sig": ("verify_sig", "switch"),
+    "offline_definition_update_fallback_to_cloud": ("fallback_to_cloud", "bool"),
+    "automatic_definition_update_enabled": ("automatic_updates", "bool"),
+    "real_time_protection_enabled": ("real_time_protection", "bool"),
+    "passive_mode_enabled": ("passive_mode", "bool"),
+    "engine_version": ("engine_version", "str"),
+    "app_version": ("app_version", "str"),
+    "healthy": ("healthy", "bool"),
+    "health_issues": ("health_issues", "list"),
+    "machine_guid": ("machine_guid", "str"),
+}
+
+# Names older agents used (`mdatp --health` printed camelCase text and `versionEngine`).
+KEY_ALIASES = {
+    "version_engine": "engine_version",
+    "offline_definition_update_url": "offline_definition_url_configured",
+}
+
+# Lines an operator's copy-paste or the agent itself may put before the first key.
+KNOWN_BANNERS = (
+    re.compile(r"^\S*[$#>]\s*(sudo\s+)?(\S*/)?mdatp\b.*$"),  # the echoed prompt: user@vm:~$ mdatp health ...
+    re.compile(r"^ATTENTION: .*$"),  # e.g. "ATTENTION: No license found. Contact your administrator for help."
+)
+
+# Greedy value, stripped afterwards: a lazy value before trailing blanks is quadratic on long blank runs.
+_LINE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)[ \t]*:(?P<value>.*)$")
+# `"enabled" [managed]`, `true [managed]` and, as the product prints booleans, `false[managed]`.
+_SCOPE_TAG = re.compile(r"^(?P<value>.*?\S)[ \t]*\[(?P<scope>[A-Za-z_]+)\]$")
+_INT = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+# "Mar 14, 2024 at 12:13:17 PM" (also without " at ", without seconds, or on a 24-hour clock)
+_MDATP_DATE = re.compile(
+    r"^(?P<mon>[A-Za-z]{3})[a-z]*\.? +(?P<day>\d{1,2}),? +(?P<year>\d{4})(?: +at)? +"
+    r"(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?(?: *(?P<ampm>[AaPp][Mm]))?$"
+)
+
+
+@dataclass
+class Health:
+    """The facts of one ``mdatp health`` report, typed; ``None`` where the report did not say."""
+
+    form: str  # "text" or "json"
+    definitions_version: str | None = None
+    definitions_status: str | None = None
+    definitions_updated_at: datetime | None = None  # aware, UTC
+    definitions_updated_minutes_ago: int | None = None
+    update_source_uri: str | None = None
+    fail_reason: str = ""
+    offline_url_configured: str | None = None
+    offline_update: str | None = None  # as reported: "enabled", "disabled", ...
+    verify_sig: str | None = None  # as reported: "enabled", "disabled", "DEPRECATED", ...
+    fallback_to_cloud: bool | None = None
+    automatic_updates: bool | None = None
+    real_time_protection: bool | None = None
+    passive_mode: bool | None = None
+    enforcement_level: str | None = None  # derived: "passive", "real_time", "on_demand"
+    engine_version: str | None = None
+    app_version: str | None = None
+    healthy: bool | None = None
+    health_issues: list[str] = field(default_factory=list)
+    machine_guid: str | None = None
+    managed_keys: list[str] = field(default_factory=list)  # canonical keys that carried a [managed] scope
+    scopes: dict[str, str] = field(default_factory=dict)  # canonical key -> any scope seen ("managed", ...)
+    extra: dict[str, Any] = field(default_factory=dict)  # every other key -> its value, as reported
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the datetime as ISO 8601, everything else as is."""
+        data = asdict(self)
+        if self.definitions_updated_at is not None:
+            data["definitions_updated_at"] = self.definitions_updated_at.isoformat()
+        return data
+
+
+def canonical_key(name: str) -> str:
+    """The snake_case text name for a key of either form: ``definitionsUpdateSourceUri`` → ``definitions_update_source_uri``."""
+    snake = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", snake)
+    snake = re.sub(r"[\s.\-]+", "_", snake).lower()
+    return KEY_ALIASES.get(snake, snake)
+
+
+def parse_mdatp_datetime(value: Any, tz: tzinfo = timezone.utc) -> datetime | None:
+    """An aware UTC datetime from what mdatp prints for a date, or None when it is not one.
+
+    Accepts the text form ("Mar 14, 2024 at 12:13:17 PM", read in ``tz`` since the agent
+    prints local time), ISO 8601, and epoch seconds or milliseconds (the JSON form prints
+    ``"definitionsUpdated": "1710418397000"``).
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _NUMBER.match(value.strip())):
+        try:
+            number = float(value)
+            if not number > 0:  # also NaN
+                return None
+            if number > 1e11:  # milliseconds: 1e11 seconds is the year 5138
+                number /= 1000
+            return datetime.fromtimestamp(number, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if match := _MDATP_DATE.match(text):
+        month = _MONTHS.get(match["mon"].lower())
+        hour, ampm = int(match["h"]), (match["ampm"] or "").lower()
+        if month is None or (ampm and not 1 <= hour <= 12):
+            return None
+        if ampm:
+            hour = hour % 12 + (12 if ampm == "pm" else 0)
+        try:
+            local = datetime(int(match["year"]), month, int(match["day"]), hour, int(match["m"]), int(match["s"] or 0), tzinfo=tz)
+            return local.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            return None
+    try:
+        parsed = datetime.fromisoformat(text)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)).astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        return None
+
+
+# --- Entry point ----------------------------------------------------------------------------------
+
+def parse_health(body: str | bytes, *, text_tz: tzinfo = timezone.utc) -> Health:
+    """A ``Health`` from the body of ``mdatp health`` (text or ``--output json``).
+
+    Raises ``HealthParseError`` for an empty body, a body that is neither form, a JSON
+    document that is not an object, a malformed line, conflicting duplicate keys, or a
+    report with none of the definitions keys. Size limits are the caller's job.
+    ``text_tz`` is the zone the text form's dates are read in (the agent prints local time).
+    """
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            body = bytes(body).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise HealthParseError(f"the report is not UTF-8 text (invalid byte at offset {exc.start})") from None
+    elif not isinstance(body, str):
+        raise HealthParseError(f"the report must be text or bytes, got {type(body).__name__}")
+    body = body.lstrip("\ufeff")
+    if not body.strip():
+        raise HealthParseError("empty health report: expected the output of 'mdatp health'")
+    if body.lstrip()[:1] in ("{", "["):
+        pairs, form = _json_pairs(body), "json"
+    else:
+        pairs, form = _text_pairs(body), "text"
+    return _build(pairs, form, text_tz)
+
+
+class _Pair:
+    """One reported key with its decoded value, scope, and where it came from (for errors)."""
+
+    __slots__ = ("key", "value", "scope", "line", "field", "members")
+
+    def __init__(self, key, value, scope=None, line=None, field=None, members=None):
+        self.key, self.value, self.scope, self.line, self.field = key, value, scope, line, field
+        self.members = members or {}
+
+    def where(self) -> str:
+        return f"line {self.line}" if self.line is not None else f"field {self.field!r}"
+
+    def error(self, message: str) -> HealthParseError:
+        return HealthParseError(f"{self.where()}: {message}", line=self.line, field=self.field)
+
+
+# --- Text form ------------------------------------------------------------------------------------
+
+def _shown(line: str, limit: int = 60) -> str:
+    return repr(line if len(line) <= limit else line[:limit] + "…")
+
+
+def _text_value(raw: str) -> Any:
+    """Decode one value as mdatp prints it: "quoted", true/false, a number, a [list], or bare text (dates)."""
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        try:
+            decoded = json.loads(raw)
+            if isinstance(decoded, str):
+                return decoded
+        except ValueError:
+            pass
+        return raw[1:-1]
+    if raw in ("true", "false"):
+        return raw == "true"
+    if _INT.match(raw) and len(raw) < 20:  # longer digit runs are ids, not counts: kept as text
+        return int(raw)
+    if raw.startswith("[") and raw.endswith("]"):
+        try:
+            decoded = json.loads(raw)
+            if isinstance(decoded, list):
+                return decoded
+        except ValueError:
+            pass
+        inner = raw[1:-1].strip()
+        return [item.strip().strip('"') for item in inner.split(",")] if inner else []
+    return raw
+
+
+def _text_pairs(body: str) -> list[_Pair]:
+    pairs: list[_Pair] = []
+    for number, line in enumerate(body.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if "\x00" in stripped:
+            raise HealthParseError(f"line {number}: contains a NUL byte", line=number)
+        if not pairs and any(banner.match(stripped) for banner in KNOWN_BANNERS):
+            continue  # only before the first key: a banner in the middle is a malformed report
+        match = _LINE.match(stripped)
+        if not match:
+            raise HealthParseError(f"line {number}: expected 'key : value', got {_shown(stripped)}", line=number)
+        raw = match["value"].strip()
+        scope = None
+        if tag := _SCOPE_TAG.match(raw):
+            raw, scope = tag["value"], tag["scope"].lower()
+        pairs.append(_Pair(canonical_key(match["key"]), _text_value(raw), scope, line=number))
+    if not pairs:
+        raise HealthParseError("not an mdatp health report: no 'key : value' line", line=1)
+    return pairs
+
+
+# --- JSON form ------------------------------------------------------------------------------------
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {_shown(value, 40)}"
+    return f"the number {value}"
+
+
+def _camel_enum(value: str) -> str:
+    # JSON enums are camelCase ("upToDate"); the text form prints them snake_case ("up_to_date").
+    return canonical_key(value) if re.fullmatch(r"[a-z]+(?:[A-Z][a-z0-9]*)+", value) else value
+
+
+def _json_pairs(body: str) -> list[_Pair]:
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise HealthParseError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", line=exc.lineno) from None
+    except ValueError as exc:  # e.g. a number too long to convert
+        raise HealthParseError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise HealthParseError("invalid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise HealthParseError(f"the JSON report must be an object of fields, got {_describe(data)}")
+    pairs = []
+    for name, value in data.items():
+        if not name.strip():
+            raise HealthParseError("field '': a field with an empty name", field=name)
+        scope, members = None, {}
+        if isinstance(value, dict) and ("value" in value or "$type" in value):
+            inner = dict(value)
+            if "$type" in inner:
+                enum = inner.pop("$type")
+                if not isinstance(enum, str):
+                    raise HealthParseError(f"field {name!r}: expected \"$type\" to be a string, got {_describe(enum)}", field=name)
+                value = _camel_enum(enum)
+            else:
+                value = inner.pop("value")
+            if "scope" in inner:
+                scope = inner.pop("scope")
+                if not isinstance(scope, str):
+                    raise HealthParseError(f"field {name!r}: expected \"scope\" to be a string, got {_describe(scope)}", field=name)
+                scope = scope.lower()
+            members = inner  # anything else the agent added to the object: kept
+        key = canonical_key(name)
+        if key in TYPED_KEYS:
+            kind = TYPED_KEYS[key][1]
+            if isinstance(value, dict) or (isinstance(value, list) and kind != "list"):
+                raise HealthParseError(f"field {name!r}: expected a single value, got {_describe(value)}", field=name)
+            if kind == "list" and isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+                raise HealthParseError(f"field {name!r}: expected a list of strings, got a nested list or object", field=name)
+        pairs.append(_Pair(key, value, scope, field=name, members=members))
+    return pairs
+
+
+# --- Typing ---------------------------------------------------------------------------------------
+
+_SENTINEL = object()
+
+
+def _convert(kind: str, value: Any, tz: tzinfo) -> Any:
+    """The typed value, or _SENTINEL when the value is not of the expected kind (it is then kept raw)."""
+    if kind in ("str", "enum"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # an unquoted number where text was expected (e.g. a bare id)
+        if isinstance(value, str):
+            return _camel_enum(value) if kind == "enum" else value
+        return _SENTINEL
+    if kind == "switch":
+        if isinstance(value, bool):  # a JSON form may carry the switch as a boolean
+            return "enabled" if value else "disabled"
+        return value if isinstance(value, str) else _SENTINEL
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        return _SENTINEL
+    if kind == "int":
+        if isinstance(value, bool):
+            return _SENTINEL
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _INT.match(value.strip()) and len(value.strip()) < 20:
+            return int(value.strip())
+        return _SENTINEL
+    if kind == "datetime":
+        parsed = parse_mdatp_datetime(value, tz)
+        return _SENTINEL if parsed is None else parsed
+    if kind == "list":
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        if isinstance(value, str):
+            return [value] if value else []
+        return _SENTINEL
+    raise AssertionError(kind)
+
+
+def _enforcement_level(passive: bool | None, real_time: bool | None) -> str | None:
+    if passive is True:
+        return "passive"
+    if real_time is True:
+        return "real_time"
+    if real_time is False:
+        return "on_demand"
+    return None
+
+
+def _build(pairs: list[_Pair], form: str, tz: tzinfo) -> Health:
+    seen: dict[str, _Pair] = {}
+    for pair in pairs:
+        first = seen.get(pair.key)
+        if first is not None:
+            if first.value != pair.value:
+                raise pair.error(f"{pair.key} reported twice with different values (first at {first.where()})")
+            continue
+        seen[pair.key] = pair
+    if not any(key in seen for key in DEFINITIONS_KEYS):
+        raise HealthParseError(
+            "no definitions keys in the report: expected at least one of " + ", ".join(DEFINITIONS_KEYS)
+            + " (run 'mdatp health' or 'mdatp health --details definitions')"
+        )
+    health = Health(form=form)
+    for key, pair in seen.items():
+        if pair.scope:
+            health.scopes[key] = pair.scope
+        for member, value in pair.members.items():
+            health.extra[f"{key}.{member}"] = value
+        if key not in TYPED_KEYS:
+            health.extra[key] = pair.value
+            continue
+        if pair.value is None:  # JSON null: not reported
+            continue
+        attr, kind = TYPED_KEYS[key]
+        typed = _convert(kind, pair.value, tz)
+        if typed is _SENTINEL:
+            health.extra[key] = pair.value  # an unexpected value is kept and shown, never rejected
+        else:
+            setattr(health, attr, typed)
+    health.managed_keys = sorted(k for k, s in health.scopes.items() if s == "managed")
+    health.enforcement_level = _enforcement_level(health.passive_mode, health.real_time_protection)
+    return health
