@@ -14,6 +14,7 @@ urlpatterns = [
     path("tokens/<int:pk>/revoke/", views.ApiTokenRevokeView.as_view(), name="apitoken_revoke"),
     path("users/", views.UserListView.as_view(), name="user_list"),
     path("users/<int:pk>/", views.UserUpdateView.as_view(), name="user_update"),
+    path("groups/", include("fleet.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("mirror/groups/", include("fleet.serving_urls")),
