@@ -135,19 +135,28 @@ def approve_package(group: EndpointGroup, package: SignaturePackage, actor=None,
     return row
 
 
-def promote(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET) -> GroupTarget:
-    """Approve in the next ring what this ring serves for ``target``."""
+def promote(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET) -> GroupTarget:
+    """Approve in the next ring what this ring serves for ``target``.
+
+    ``expected_current``: what the person saw approved in the next ring; ``expected_package``:
+    the package they saw being promoted. Either changed meanwhile: refused, nothing done.
+    """
     target = tuple(target)
     if not group.serves(target):
         raise ApprovalError(f"group {group.slug} does not serve {target_name(target)}", "platform")
     following = next_ring(group, target)
     if following is None:
         raise ApprovalError(f"no ring after {group.slug} serves {target_name(target)} from mirror {group.mirror.slug}", status=409)
-    row = GroupTarget.objects.select_related("current").filter(group=group, platform=target[0], channel=target[1], arch=target[2]).first()
-    if row is None or row.current is None:
-        raise ApprovalError(f"nothing is approved in {group.slug} for {target_name(target)} to promote", status=409)
-    return approve_package(following, row.current, actor, request, action=ApprovalAction.PROMOTE,
-                           expected_current=expected_current, reason=f"promoted from {group.slug}")
+    with transaction.atomic():
+        # The source row stays locked until the next ring's approval is written: what was confirmed is what moves.
+        row = _locked_row(group, target)
+        if row.current is None:
+            raise ApprovalError(f"nothing is approved in {group.slug} for {target_name(target)} to promote", status=409)
+        if expected_package is not UNSET and row.current_id != expected_package:
+            raise ApprovalError(f"{group.slug} {target_name(target)} changed meanwhile: it now serves {row.current.definition_version}; "
+                                "reload and confirm again", status=409)
+        return approve_package(following, row.current, actor, request, action=ApprovalAction.PROMOTE,
+                               expected_current=expected_current, reason=f"promoted from {group.slug}")
 
 
 def next_ring(group: EndpointGroup, target) -> EndpointGroup | None:
@@ -381,7 +390,8 @@ def group_status(group: EndpointGroup) -> list[dict]:
 def packages_for(group: EndpointGroup, target) -> "list[SignaturePackage]":
     """Packages an operator may approve for the group's target, newest first."""
     platform, channel, arch = target
-    return list(SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch).order_by("-downloaded_at", "-id"))
+    packages = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch)
+    return sorted(packages, key=lambda p: (version_key(p.definition_version), version_key(p.engine_version), p.pk), reverse=True)
 
 
 def import_policy(group: EndpointGroup, text: str, actor=None, request=None) -> list[str]:

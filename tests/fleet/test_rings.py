@@ -495,3 +495,20 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
         services.evaluate_rollouts()
         assert served_version(client, "broad") == second["definition"]
         assert served_version(client, "broad", back=True) == first["definition"]
+
+
+def test_promote_refuses_when_the_source_ring_changed_after_the_confirmation(mirror, make_group, make_package, operator):
+    pilot, broad = make_group("pilot", 10), make_group("broad", 20)
+    a, b = make_package(), make_package()
+    services.approve_package(pilot, a, operator)
+    services.approve_package(pilot, b, operator)  # after the operator confirmed promoting `a`
+    with pytest.raises(services.ApprovalError, match="changed meanwhile") as refused:
+        services.promote(pilot, TARGET, operator, expected_package=a.pk)
+    assert refused.value.status == 409
+    assert not GroupTarget.objects.filter(group=broad, current__isnull=False).exists()
+
+
+def test_packages_to_approve_are_listed_by_version_not_by_arrival(mirror, make_group, make_package):
+    group = make_group("pilot")
+    newer, older = make_package(definition="1.407.10.0"), make_package(definition="1.407.9.0")
+    assert [p.pk for p in services.packages_for(group, TARGET)] == [newer.pk, older.pk]
