@@ -30,3 +30,15 @@ class GateState(models.TextChoices):
     CURRENT = "current", "Up to date with its source"
     WAITING = "waiting", "A newer version is waiting"
     MANUAL = "manual", "Manual approvals only"
+
+
+class Compliance(models.TextChoices):
+    """An endpoint's state against its group, worst first when several apply (see fleet.reports)."""
+
+    FAILING = "failing", "Failing (the last update failed)"
+    MISCONFIGURED = "misconfigured", "Misconfigured (settings differ from the group's)"
+    STALE = "stale", "Stale"
+    BEHIND = "behind", "Behind the approved version"
+    UP_TO_DATE = "up_to_date", "Up to date"
+    SILENT = "silent", "Silent (no recent report)"
+    NEW = "new", "Enrolled, no report yet"

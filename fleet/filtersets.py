@@ -1,7 +1,8 @@
 import django_filters
+from django.db.models import Q
 
-from fleet.choices import ApprovalAction, RolloutMode
-from fleet.models import ApprovalEvent, EndpointGroup
+from fleet.choices import ApprovalAction, Compliance, RolloutMode
+from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret
 from mirror.choices import Arch, Channel, Platform
 
 
@@ -25,3 +26,34 @@ class ApprovalEventFilterSet(django_filters.FilterSet):
     class Meta:
         model = ApprovalEvent
         fields = ["group", "platform", "channel", "arch", "action"]
+
+
+class EndpointFilterSet(django_filters.FilterSet):
+    """Shared by the API and the endpoint list in the UI; every filter uses an indexed column or a bounded LIKE."""
+
+    group = django_filters.CharFilter(field_name="group__slug", label="Group slug")
+    compliance = django_filters.ChoiceFilter(choices=Compliance.choices)
+    platform = django_filters.ChoiceFilter(choices=Platform.choices)
+    arch = django_filters.ChoiceFilter(choices=Arch.choices)
+    version = django_filters.CharFilter(field_name="definitions_version", label="Definitions version")
+    finding = django_filters.CharFilter(method="filter_finding", label="Finding code (e.g. update_failed)")
+    q = django_filters.CharFilter(method="filter_q", label="Hostname or machine id contains")
+    decommissioned = django_filters.BooleanFilter(field_name="decommissioned_at", lookup_expr="isnull", exclude=True)
+
+    class Meta:
+        model = Endpoint
+        fields = ["group", "compliance", "platform", "arch", "version", "finding", "q", "decommissioned"]
+
+    def filter_finding(self, queryset, name, value):
+        return queryset.filter(finding_codes__contains=f",{value.strip()},")
+
+    def filter_q(self, queryset, name, value):
+        return queryset.filter(Q(hostname__icontains=value) | Q(machine_id__icontains=value))
+
+
+class EnrollmentSecretFilterSet(django_filters.FilterSet):
+    group = django_filters.CharFilter(field_name="group__slug", label="Group slug")
+
+    class Meta:
+        model = EnrollmentSecret
+        fields = ["group"]

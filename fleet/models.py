@@ -6,7 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from fleet.choices import ApprovalAction, EnforcementLevel, GateState, RolloutMode
+from fleet.choices import ApprovalAction, Compliance, EnforcementLevel, GateState, RolloutMode
 from mirror.choices import Arch, Channel, Platform
 
 MIN_INTERVAL, MAX_INTERVAL, DEFAULT_INTERVAL = 60, 86400, 28800
@@ -177,30 +177,119 @@ class ApprovalEvent(models.Model):
         return f"{self.group.slug}/{self.platform}/{self.channel}/arch_{self.arch}: {self.action} {self.definition_version}"
 
 
+class EnrollmentSecret(models.Model):
+    """A shared secret that lets machines join one group (POST /api/v1/enroll): shown once, stored hashed."""
+
+    PREFIX = "mde_enr_"
+
+    group = models.ForeignKey(EndpointGroup, on_delete=models.CASCADE, related_name="enrollment_secrets")
+    name = models.CharField(max_length=100)
+    hint = models.CharField(max_length=16)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    enrollments = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self):
+        return f"{self.group.slug}: {self.name} ({self.hint}…)"
+
+    @property
+    def usable(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
 class Endpoint(models.Model):
     """One machine and its latest known state, denormalised so that dashboards and gates never scan reports.
 
-    The fleet issue fills these from enrollment and health reports; the ring gate reads them.
+    Enrollment gives it a token (stored hashed); each health report overwrites the state
+    fields in the same transaction that stores the report (fleet.reports).
     """
+
+    TOKEN_PREFIX = "mde_ep_"
 
     machine_id = models.CharField(max_length=64, unique=True)
     hostname = models.CharField(max_length=255, blank=True)
     group = models.ForeignKey(EndpointGroup, on_delete=models.PROTECT, related_name="endpoints")
     platform = models.CharField(max_length=8, choices=Platform.choices)
     arch = models.CharField(max_length=8, choices=Arch.choices, default=Arch.X86_64)
-    definitions_version = models.CharField(max_length=32, blank=True)
-    definitions_updated_at = models.DateTimeField(null=True, blank=True)
-    last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
-    last_update_failure_at = models.DateTimeField(null=True, blank=True, help_text="When it last reported a definitions update failure.")
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    token_hint = models.CharField(max_length=16, blank=True)
+    enrolled_at = models.DateTimeField(null=True, blank=True)
     decommissioned_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
+    # From the last report.
+    last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
+    app_version = models.CharField(max_length=32, blank=True)
+    engine_version = models.CharField(max_length=32, blank=True)
+    definitions_version = models.CharField(max_length=32, blank=True)
+    definitions_status = models.CharField(max_length=32, blank=True)
+    definitions_updated_at = models.DateTimeField(null=True, blank=True)
+    update_source_uri = models.CharField(max_length=500, blank=True)
+    offline_url_configured = models.CharField(max_length=500, blank=True)
+    fail_reason = models.CharField(max_length=500, blank=True)
+    offline_update = models.CharField(max_length=16, blank=True)
+    verify_sig = models.CharField(max_length=16, blank=True)
+    fallback_to_cloud = models.BooleanField(null=True, blank=True)
+    automatic_updates = models.BooleanField(null=True, blank=True)
+    enforcement_level = models.CharField(max_length=16, blank=True)
+    healthy = models.BooleanField(null=True, blank=True)
+    last_update_failure_at = models.DateTimeField(null=True, blank=True, help_text="When it last reported a definitions update failure.")
+    # Judged against the group when the report arrived (and by the silence check).
+    compliance = models.CharField(max_length=16, choices=Compliance.choices, default=Compliance.NEW, db_index=True)
+    findings = models.JSONField(default=list, blank=True)
+    finding_codes = models.CharField(max_length=300, blank=True, help_text="',code,code,' for filtering without scanning findings.")
+    # Recent reports' facts the known-issue rule needs (newest last), so it never reads the report table.
+    recent = models.JSONField(default=list, blank=True)
+    reports_received = models.PositiveIntegerField(default=0)
+
     class Meta:
         ordering = ["hostname", "machine_id"]
-        indexes = [models.Index(fields=["group", "platform", "arch", "definitions_version"], name="endpoint_gate")]
+        indexes = [
+            models.Index(fields=["group", "platform", "arch", "definitions_version"], name="endpoint_gate"),
+            models.Index(fields=["group", "compliance"], name="endpoint_group_compliance"),
+        ]
 
     def __str__(self):
         return self.hostname or self.machine_id
 
     def is_reporting(self, hours: int) -> bool:
         return self.decommissioned_at is None and self.last_seen is not None and self.last_seen >= timezone.now() - timedelta(hours=hours)
+
+
+class HealthReport(models.Model):
+    """One report as received (raw body kept) and as parsed. Pruned after the retention; the endpoint keeps its state."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="reports")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    form = models.CharField(max_length=4)
+    raw = models.TextField()
+    parsed = models.JSONField()
+    definitions_version = models.CharField(max_length=32, blank=True)
+    compliance = models.CharField(max_length=16, choices=Compliance.choices)
+    finding_codes = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["endpoint", "-received_at"], name="report_endpoint_time")]
+
+    def __str__(self):
+        return f"{self.endpoint} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ComplianceSnapshot(models.Model):
+    """Per-group counts of endpoints in each compliance state at one moment, for trend charts."""
+
+    group = models.ForeignKey(EndpointGroup, on_delete=models.CASCADE, related_name="snapshots")
+    taken_at = models.DateTimeField(default=timezone.now, db_index=True)
+    counts = models.JSONField(default=dict)
+    total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-taken_at", "group"]

@@ -223,7 +223,16 @@ CELERY_BEAT_SCHEDULE = {
     "mirror-prune-packages": {"task": "mirror.tasks.prune_packages", "schedule": 6 * 3600.0},
     # Ring delays expire and health gates open as endpoints report: re-check every few minutes.
     "fleet-evaluate-rollouts": {"task": "fleet.tasks.evaluate_rollouts", "schedule": float(env_int("FLEET_ROLLOUT_CHECK_SECONDS", 300))},
+    "fleet-mark-silent": {"task": "fleet.tasks.mark_silent", "schedule": 300.0},
+    "fleet-snapshot-compliance": {"task": "fleet.tasks.snapshot_compliance", "schedule": float(env_int("FLEET_SNAPSHOT_SECONDS", 3600))},
+    "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": 6 * 3600.0},
 }
+
+# --- Fleet --------------------------------------------------------------------
+FLEET_REPORT_MAX_BYTES = env_int("FLEET_REPORT_MAX_BYTES", 64 * 1024)  # a full `mdatp health` is a few kB
+FLEET_REPORT_BURST = env_int("FLEET_REPORT_BURST", 10)  # reports per endpoint per minute; more is a 429
+FLEET_SILENT_INTERVALS = env_int("FLEET_SILENT_INTERVALS", 3)  # silent after this many update intervals without a report
+FLEET_REPORT_RETENTION_DAYS = env_int("FLEET_REPORT_RETENTION_DAYS", 30)
 
 # --- Mirror -------------------------------------------------------------------
 MIRROR_RETRY_ATTEMPTS = env_int("MIRROR_RETRY_ATTEMPTS", 5)

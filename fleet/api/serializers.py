@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from fleet.choices import ApprovalAction, GateState
-from fleet.models import ApprovalEvent, EndpointGroup
+from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, HealthReport
 from mirror.api.serializers import ModelCleanMixin
 from mirror.choices import Arch, Channel, Platform
 from mirror.models import Mirror, SignaturePackage
@@ -127,3 +127,43 @@ class ApiErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="One readable sentence.")
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
                                    help_text="Field (or JSON path of an imported file) -> messages.")
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    group = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Endpoint
+        fields = ["id", "machine_id", "hostname", "group", "platform", "arch", "enrolled_at", "decommissioned_at", "last_seen",
+                  "app_version", "engine_version", "definitions_version", "definitions_status", "definitions_updated_at",
+                  "update_source_uri", "offline_url_configured", "fail_reason", "offline_update", "verify_sig", "fallback_to_cloud",
+                  "automatic_updates", "enforcement_level", "healthy", "compliance", "findings", "reports_received"]
+        read_only_fields = fields
+
+
+class EndpointMoveSerializer(serializers.Serializer):
+    group = serializers.SlugRelatedField(slug_field="slug", queryset=EndpointGroup.objects.select_related("mirror"))
+
+
+class HealthReportSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = HealthReport
+        fields = ["id", "received_at", "form", "definitions_version", "compliance", "finding_codes", "parsed", "raw"]
+        read_only_fields = fields
+
+
+class EnrollmentSecretSerializer(serializers.ModelSerializer):
+    group = serializers.SlugRelatedField(slug_field="slug", queryset=EndpointGroup.objects.all())
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = EnrollmentSecret
+        fields = ["id", "group", "name", "hint", "created", "created_by", "expires_at", "revoked_at", "last_used_at", "enrollments"]
+        read_only_fields = ["hint", "created", "created_by", "revoked_at", "last_used_at", "enrollments"]
+
+
+class EnrollmentSecretCreatedSerializer(EnrollmentSecretSerializer):
+    secret = serializers.CharField(read_only=True, help_text="Shown once: only its hash is stored.")
+
+    class Meta(EnrollmentSecretSerializer.Meta):
+        fields = [*EnrollmentSecretSerializer.Meta.fields, "secret"]

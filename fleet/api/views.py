@@ -7,13 +7,13 @@ becomes the API's one error body with the status the service chose.
 from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, viewsets
+from rest_framework import exceptions, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from fleet import services
+from fleet import reports, services
 from fleet.api.serializers import (
     ApiErrorSerializer,
     ApprovalEventSerializer,
@@ -22,14 +22,19 @@ from fleet.api.serializers import (
     ConfigImportResultSerializer,
     ConfigImportSerializer,
     ConfigImportTextSerializer,
+    EndpointMoveSerializer,
+    EndpointSerializer,
+    EnrollmentSecretCreatedSerializer,
+    EnrollmentSecretSerializer,
+    HealthReportSerializer,
     GroupSerializer,
     PromoteResultSerializer,
     TargetActionSerializer,
     TargetStatusSerializer,
 )
 from fleet.config import ConfigImportError, config_file
-from fleet.filtersets import ApprovalEventFilterSet, EndpointGroupFilterSet
-from fleet.models import ApprovalEvent, EndpointGroup
+from fleet.filtersets import ApprovalEventFilterSet, EndpointFilterSet, EndpointGroupFilterSet, EnrollmentSecretFilterSet
+from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret
 from mirror.api.views import AuditedModelViewSet
 from mirror.choices import Platform
 from mirror.serving import send_bytes
@@ -217,3 +222,79 @@ class ApprovalEventViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ApprovalEventSerializer
     filterset_class = ApprovalEventFilterSet
     ordering_fields = ["created"]
+
+
+def _refused(exc: reports.Refused):
+    """A reports.Refused as the API's error body (operators' calls)."""
+    error = exceptions.ValidationError({exc.field: [str(exc)]})
+    error.status_code = exc.status
+    return error
+
+
+class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
+    """Enrolled machines with their latest state, compliance and findings. Operators move and decommission them."""
+
+    queryset = Endpoint.objects.select_related("group")
+    serializer_class = EndpointSerializer
+    filterset_class = EndpointFilterSet
+    ordering_fields = ["hostname", "last_seen", "definitions_version", "compliance"]
+    write_role = Role.OPERATOR
+
+    @extend_schema(request=EndpointMoveSerializer, responses={200: EndpointSerializer, 400: ERROR, 403: ERROR})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def move(self, request, pk=None):
+        """Move the endpoint to another group (it gets that group's URL with its next config)."""
+        endpoint = self.get_object()
+        form = EndpointMoveSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            reports.move_endpoint(endpoint, form.validated_data["group"], request.user, request)
+        except reports.Refused as exc:
+            raise _refused(exc) from None
+        return Response(EndpointSerializer(endpoint).data)
+
+    @extend_schema(request=None, responses={200: EndpointSerializer, 403: ERROR})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def decommission(self, request, pk=None):
+        """Retire the endpoint: its token stops working at once (re-enrolling brings it back)."""
+        endpoint = reports.decommission_endpoint(self.get_object(), request.user, request)
+        return Response(EndpointSerializer(endpoint).data)
+
+    @extend_schema(responses={200: HealthReportSerializer(many=True)})
+    @action(detail=True, methods=["get"], filter_backends=[], serializer_class=HealthReportSerializer)
+    def reports(self, request, pk=None):
+        """The endpoint's stored reports, newest first (raw and parsed)."""
+        endpoint = self.get_object()
+        page = self.paginate_queryset(endpoint.reports.all())
+        return self.get_paginated_response(HealthReportSerializer(page, many=True).data)
+
+
+class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Secrets that let machines join a group: the secret is shown once, at creation or rotation."""
+
+    queryset = EnrollmentSecret.objects.select_related("group", "created_by")
+    serializer_class = EnrollmentSecretSerializer
+    filterset_class = EnrollmentSecretFilterSet
+    write_role = Role.OPERATOR
+
+    @extend_schema(responses={201: EnrollmentSecretCreatedSerializer, 400: ERROR, 403: ERROR})
+    def create(self, request, *args, **kwargs):
+        form = EnrollmentSecretSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        secret, plaintext = reports.create_enrollment_secret(data["group"], data["name"], request.user, request, data.get("expires_at"))
+        return Response({**EnrollmentSecretSerializer(secret).data, "secret": plaintext}, status=201)
+
+    @extend_schema(request=None, responses={200: EnrollmentSecretSerializer, 403: ERROR})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def revoke(self, request, pk=None):
+        secret = self.get_object()
+        reports.revoke_enrollment_secret(secret, request.user, request)
+        return Response(EnrollmentSecretSerializer(secret).data)
+
+    @extend_schema(request=None, responses={201: EnrollmentSecretCreatedSerializer, 403: ERROR})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def rotate(self, request, pk=None):
+        """Revoke this secret and return its replacement (shown once)."""
+        new, plaintext = reports.rotate_enrollment_secret(self.get_object(), request.user, request)
+        return Response({**EnrollmentSecretSerializer(new).data, "secret": plaintext}, status=201)

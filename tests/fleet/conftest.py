@@ -73,3 +73,16 @@ def make_endpoints():
         ])
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters are keyed by endpoint id, and ids repeat from test to test."""
+    from django.core.cache import cache
+
+    from fleet import reports
+
+    cache.clear()
+    reports._APPROVED.clear()
+    yield
+    cache.clear()

@@ -1,0 +1,142 @@
+"""What endpoints call: enrollment, health reports, and their group's managed configuration.
+
+Endpoints authenticate with their own token (``Authorization: Bearer mde_ep_…``), which
+grants exactly these: posting their own reports and reading their own group's config.
+Every refusal is the API's one error body; a 401 never says whether the endpoint exists.
+"""
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from fleet import reports
+from fleet.api.serializers import ApiErrorSerializer as ErrorSerializer
+from fleet.config import config_file
+from mirror.serving import send_bytes
+from portal.api.errors import error_body
+
+UNAUTHORIZED = "missing, invalid or revoked endpoint token"
+CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 413: "too_large", 429: "throttled"}
+
+
+def refusal(exc: reports.Refused) -> Response:
+    errors = {exc.field: [str(exc)]} if exc.status == 400 else None
+    response = Response(error_body(exc.status, CODES.get(exc.status, "error"), str(exc), errors), status=exc.status)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="endpoint"'
+    return response
+
+
+class RawBody(BaseParser):
+    """Reports are read from request.body as sent (text or JSON); this only lets any content type in."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return None
+
+
+class EnrollSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="An enrollment secret of the group (mde_enr_…).")
+    machine_id = serializers.CharField(max_length=64, help_text="`mdatp health --field machine_guid`")
+    hostname = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    platform = serializers.CharField(help_text="linux or mac")
+    arch = serializers.CharField(required=False, allow_blank=True, default="x86_64", help_text="x86_64 or arm64")
+    app_version = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+
+
+EnrolledSerializer = inline_serializer("Enrolled", {
+    "endpoint": serializers.IntegerField(),
+    "token": serializers.CharField(help_text="Shown once: keep it in a root-only file."),
+    "group": serializers.CharField(),
+    "definition_url": serializers.CharField(help_text="The group's offlineDefinitionUpdateUrl for this platform."),
+    "report_url": serializers.CharField(),
+    "config_url": serializers.CharField(),
+})
+ReportAcceptedSerializer = inline_serializer("ReportAccepted", {
+    "report": serializers.IntegerField(),
+    "compliance": serializers.CharField(),
+    "findings": serializers.ListField(child=serializers.CharField()),
+})
+
+
+def _too_big(request) -> bool:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > settings.FLEET_REPORT_MAX_BYTES
+    except ValueError:
+        return False
+
+
+class EnrollView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=EnrollSerializer, responses={201: EnrolledSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+                   tags=["endpoints (agent)"], auth=[])
+    def post(self, request):
+        """Join a group with one of its enrollment secrets; returns this machine's token (shown once)."""
+        if _too_big(request):
+            return refusal(reports.Refused("the enrollment request is too large", 413))
+        form = EnrollSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            endpoint, token = reports.enroll(data["secret"], data["machine_id"], data["hostname"], data["platform"], data["arch"],
+                                             data["app_version"], request)
+        except reports.Refused as exc:
+            return refusal(exc)
+        base = request.build_absolute_uri("/api/v1/")
+        return Response({"endpoint": endpoint.pk, "token": token, "group": endpoint.group.slug,
+                         "definition_url": endpoint.group.definition_url(endpoint.platform),
+                         "report_url": base + "reports", "config_url": base + "endpoint/managed-config"}, status=201)
+
+
+class ReportView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    parser_classes = [RawBody]
+
+    @extend_schema(
+        request={"text/plain": OpenApiTypes.STR, "application/json": OpenApiTypes.OBJECT},
+        responses={201: ReportAcceptedSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 413: ErrorSerializer,
+                   429: ErrorSerializer},
+        tags=["endpoints (agent)"], auth=[],
+        description="The body is the output of `mdatp health` (text, or `--output json`). A 201 means the report is committed.",
+    )
+    def post(self, request):
+        """Post this endpoint's health report (its token in `Authorization: Bearer`)."""
+        endpoint = reports.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
+        try:
+            if endpoint is None:
+                raise reports.Refused(UNAUTHORIZED, 401)
+            if _too_big(request):
+                raise reports.Refused(f"the report is larger than {settings.FLEET_REPORT_MAX_BYTES} bytes", 413)
+            reports.check_rate(endpoint)
+            accepted = reports.ingest_report(endpoint, request.body)
+        except reports.Refused as exc:
+            return refusal(exc)
+        return Response({"report": accepted.report.pk, "compliance": accepted.compliance,
+                         "findings": [f.code for f in accepted.findings]}, status=201)
+
+
+class EndpointConfigView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "application/x-apple-aspen-config"): OpenApiTypes.BINARY,
+                              304: OpenApiResponse(description="Not modified (If-None-Match)"), 401: ErrorSerializer},
+                   tags=["endpoints (agent)"], auth=[])
+    def get(self, request):
+        """This endpoint's group's managed configuration for its platform, with an ETag."""
+        endpoint = reports.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
+        if endpoint is None:
+            return refusal(reports.Refused(UNAUTHORIZED, 401))
+        file = config_file(endpoint.group, endpoint.platform)
+        response = send_bytes(request._request, file.body, content_type=file.content_type, etag=file.etag, last_modified=endpoint.group.updated)
+        response["Cache-Control"] = "private, no-cache"
+        return response
