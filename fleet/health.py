@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone, tzinfo
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["DEFINITIONS_KEYS", "Health", "HealthParseError", "canonical_key", "parse_health", "parse_mdatp_datetime"]
@@ -132,13 +133,20 @@ class Health:
     extra: dict[str, Any] = field(default_factory=dict)  # every other key -> its value, as reported
 
     def to_dict(self) -> dict:
-        """JSON-ready: the datetime as ISO 8601, everything else as is."""
-        data = asdict(self)
+        """JSON-ready: the datetime as ISO 8601, everything else as is (containers copied one level deep).
+
+        Not dataclasses.asdict: its recursive deep copy was a fifth of a report's ingest time.
+        """
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in data.items():
+            if isinstance(value, (list, dict)):
+                data[name] = value.copy()
         if self.definitions_updated_at is not None:
             data["definitions_updated_at"] = self.definitions_updated_at.isoformat()
         return data
 
 
+@lru_cache(maxsize=1024)  # the same few dozen keys in every report: computed once per process
 def canonical_key(name: str) -> str:
     """The snake_case text name for a key of either form: ``definitionsUpdateSourceUri`` → ``definitions_update_source_uri``."""
     snake = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Benchmark: health-report ingestion at fleet scale, PostgreSQL + gunicorn, load from wrk.
+
+Prints figures only; nothing is asserted.
+
+    .venv/bin/python bench/ingest.py                          # 100,000 endpoints, 20 s, 32 connections
+    .venv/bin/python bench/ingest.py --duration 60 --connections 64 --web-workers 4
+
+What it does:
+
+  1. creates a throw-away PostgreSQL database (``--database-url``, dropped at the end) and a
+     throw-away PORTAL_VAR_DIR, migrates, and enrolls ``--endpoints`` endpoints in bulk
+     (one group; each endpoint gets its own token, stored hashed as enrollment stores it);
+  2. starts gunicorn exactly as ``manage.py serve`` starts it (sync workers, access log);
+     the cache is Redis (``--redis-url``) as in production, for the per-endpoint rate limit;
+  3. drives ``POST /api/v1/reports`` with wrk from a separate process over loopback: each
+     request carries the next endpoint's token and the text of ``mdatp health`` (from the
+     stand-in agent/testing/mdatp), so every report is parsed, judged and committed;
+  4. counts HealthReport rows before and after and compares with the 2xx wrk saw: a 201
+     means the report is committed, so the two must be equal.
+
+Needs: PostgreSQL reachable at --database-url (the server, any database name: it is created),
+Redis at --redis-url, and wrk (Debian: apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._common import portal_env, portal_python  # noqa: E402
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise BenchError(f"{url} did not answer within {timeout} s")
+
+SEED = r"""
+import hashlib, json, sys, time
+import django
+django.setup()
+from django.db import connection
+from fleet.models import Endpoint, EndpointGroup
+from mirror.models import Mirror, Upstream
+count, tokens_path = int(sys.argv[1]), sys.argv[2]
+upstream = Upstream.objects.create(name="microsoft")
+mirror = Mirror.objects.create(name="main", slug="main", upstream=upstream, platforms=["linux"], channels=["production"],
+                               archs=["x86_64"], sync_interval_minutes=0)
+group = EndpointGroup.objects.create(name="Broad", slug="broad", mirror=mirror, platforms=["linux"])
+started = time.perf_counter()
+with open(tokens_path, "w") as out:
+    batch = []
+    for i in range(count):
+        token = f"mde_ep_bench{i:010d}{hashlib.sha256(str(i).encode()).hexdigest()[:24]}"
+        out.write(token + "\n")
+        batch.append(Endpoint(machine_id=f"bench-{i:07d}", hostname=f"host-{i:07d}", group=group, platform="linux",
+                              token_hash=hashlib.sha256(token.encode()).hexdigest(), token_hint=token[:12]))
+        if len(batch) == 5000:
+            Endpoint.objects.bulk_create(batch)
+            batch = []
+    Endpoint.objects.bulk_create(batch)
+with connection.cursor() as cursor:
+    cursor.execute("ANALYZE")
+print(json.dumps({"seconds": time.perf_counter() - started, "url": group.definition_url("linux")}))
+"""
+
+COUNT = r"""
+import django, json
+django.setup()
+from fleet.models import HealthReport, Endpoint
+print(json.dumps({"reports": HealthReport.objects.count(), "reported": Endpoint.objects.filter(last_seen__isnull=False).count()}))
+"""
+
+WRK_SCRIPT = r"""
+-- Each request: the next endpoint's token, the same mdatp health text. Threads start at
+-- different offsets so no endpoint reports twice in a row (the rate limit is per endpoint).
+local tokens = {}
+for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+local body = f:read("*a")
+f:close()
+local threads = {}
+local thread_id = 0
+
+function setup(thread)
+  thread:set("offset", thread_id * math.floor(#tokens / 64))
+  thread_id = thread_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  i = offset
+  ok, bad, statuses = 0, 0, {}
+end
+
+function request()
+  i = i + 1
+  local token = tokens[(i % #tokens) + 1]
+  return wrk.format("POST", "/api/v1/reports", {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "text/plain",
+                                                ["Host"] = "localhost"}, body)
+end
+
+function response(status, headers, body)
+  if status >= 200 and status < 300 then ok = ok + 1 else bad = bad + 1; statuses[status] = (statuses[status] or 0) + 1 end
+end
+
+function done(summary, latency, requests)
+  local total_ok, total_bad, by_status = 0, 0, {}
+  for _, t in ipairs(threads) do
+    total_ok = total_ok + t:get("ok")
+    total_bad = total_bad + t:get("bad")
+    for code, n in pairs(t:get("statuses")) do by_status[tostring(code)] = (by_status[tostring(code)] or 0) + n end
+  end
+  local parts = {}
+  for code, n in pairs(by_status) do parts[#parts + 1] = string.format('"%s": %d', code, n) end
+  io.write(string.format('BENCH_RESULT {"ok": %d, "bad": %d, "statuses": {%s}, "duration_us": %d, "p50_us": %d, "p90_us": %d, ' ..
+    '"p99_us": %d, "max_us": %d, "socket_errors": %d}\n',
+    total_ok, total_bad, table.concat(parts, ", "), summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def admin_sql(url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def run_django(python, code, env, *args, timeout=1800) -> dict:
+    done = subprocess.run([python, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise BenchError(f"child exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_ingest"),
+                        help="PostgreSQL URL; its database is created and dropped by the bench")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="cache (rate limit), as in production; '' for none")
+    parser.add_argument("--endpoints", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=20, help="seconds of load")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn workers (manage.py serve --web-workers)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory and database")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("error: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 1
+    python = portal_python()
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    db_name = urlsplit(args.database_url).path.lstrip("/") or "portal_bench_ingest"
+    env = portal_env(work / "var")
+    env.update(DATABASE_URL=args.database_url, DEBUG="false", FLEET_REPORT_BURST="100", ALLOWED_HOSTS="localhost,127.0.0.1")
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    gunicorn = None
+    try:
+        admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{db_name}"')
+        admin_sql(args.database_url, f'CREATE DATABASE "{db_name}"')
+        if args.redis_url:
+            import redis
+
+            redis.Redis.from_url(args.redis_url).flushdb()
+        subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+        tokens = work / "tokens.txt"
+        seeded = run_django(python, SEED, env, str(args.endpoints), str(tokens))
+        print(f"enrolled {args.endpoints:,} endpoints in {seeded['seconds']:.1f} s (bulk, untimed below)")
+        body = subprocess.run([str(ROOT / "agent" / "testing" / "mdatp"), "health"], capture_output=True, check=True, env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": seeded["url"],
+            "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": seeded["url"]}).stdout
+        (work / "body.txt").write_bytes(body)
+        (work / "report.lua").write_text(WRK_SCRIPT)
+        before = run_django(python, COUNT, env)
+
+        port = free_port()
+        log = open(work / "gunicorn.log", "wb")
+        # The same command line as portal/management/commands/serve.py uses for "web".
+        gunicorn = subprocess.Popen([python, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                                     "--workers", str(args.web_workers), "--timeout", "120", "--graceful-timeout", "10",
+                                     "--access-logfile", str(work / "access.log")],
+                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_http(f"http://127.0.0.1:{port}/healthz", 60)
+        # Warm every worker (imports, connections) before the clock starts.
+        subprocess.run(["wrk", "-t1", "-c8", "-d2s", "-s", str(work / "report.lua"), f"http://127.0.0.1:{port}"],
+                       env={**os.environ, "BENCH_TOKENS": str(tokens), "BENCH_BODY": str(work / "body.txt")}, capture_output=True, check=True)
+        warm = run_django(python, COUNT, env)
+
+        print(f"load: wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s, gunicorn {args.web_workers} sync workers, "
+              f"{os.cpu_count()} cores shared by wrk, gunicorn, PostgreSQL and Redis; report body {len(body)} bytes (mdatp health text)")
+        done = subprocess.run(["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "--timeout", "10s",
+                               "-s", str(work / "report.lua"), f"http://127.0.0.1:{port}"],
+                              env={**os.environ, "BENCH_TOKENS": str(tokens), "BENCH_BODY": str(work / "body.txt")},
+                              capture_output=True, text=True, timeout=args.duration + 120)
+        line = next((line for line in done.stdout.splitlines() if line.startswith("BENCH_RESULT ")), None)
+        if done.returncode != 0 or line is None:
+            raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        result = json.loads(line.removeprefix("BENCH_RESULT "))
+        after = run_django(python, COUNT, env)
+        seconds = result["duration_us"] / 1e6
+        stored = after["reports"] - warm["reports"]
+        print()
+        print(f"  accepted (2xx)        {result['ok']:>10,}")
+        print(f"  refused (non-2xx)     {result['bad']:>10,}  {result['statuses'] or ''}")
+        print(f"  socket errors         {result['socket_errors']:>10,}")
+        print(f"  reports/s (2xx)       {result['ok'] / seconds:>10,.0f}")
+        print(f"  latency p50 / p90 / p99 / max   {result['p50_us'] / 1000:.1f} / {result['p90_us'] / 1000:.1f} / "
+              f"{result['p99_us'] / 1000:.1f} / {result['max_us'] / 1000:.1f} ms")
+        print(f"  report rows before / after      {warm['reports']:,} / {after['reports']:,} (+{stored:,});"
+              f" endpoints that have reported: {after['reported']:,} of {args.endpoints:,}")
+        print(f"  2xx == new rows: {'yes' if stored == result['ok'] else 'NO'} (a 201 means committed)")
+        print()
+        print(f"RESULT reports/s = {result['ok'] / seconds:.0f}  p99 = {result['p99_us'] / 1000:.1f} ms  lost = {result['ok'] - stored}")
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if gunicorn is not None and gunicorn.poll() is None:
+            gunicorn.send_signal(signal.SIGTERM)
+            gunicorn.wait(30)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+            try:
+                time.sleep(0.5)
+                admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            except Exception as exc:  # noqa: BLE001 - report, don't hide the figures
+                print(f"warning: could not drop {db_name}: {exc}", file=sys.stderr)
+        else:
+            print(f"kept {work} and database {db_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
