@@ -140,6 +140,8 @@ class GroupDetailView(RoleRequiredMixin, TemplateView):
             downloads=[(p, config_file(group, p).filename) for p in group.platforms],
             events=group.approval_events.all()[:20],
             import_form=import_form,
+            # "Install the agent": the public URL endpoints reach, as in the group's mirror URLs.
+            portal_url=settings.PORTAL_BASE_URL,
             **kwargs,
         )
 

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from fleet import reports
 from fleet.api.serializers import ApiErrorSerializer as ErrorSerializer
 from fleet.config import config_file
+from fleet.models import EndpointGroup
 from mirror.serving import send_bytes
 from portal.api.errors import error_body
 
@@ -136,7 +137,9 @@ class EndpointConfigView(APIView):
         endpoint = reports.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
         if endpoint is None:
             return refusal(reports.Refused(UNAUTHORIZED, 401))
-        file = config_file(endpoint.group, endpoint.platform)
-        response = send_bytes(request._request, file.body, content_type=file.content_type, etag=file.etag, last_modified=endpoint.group.updated)
+        # Fresh, not the report path's cached group: a policy change must show at the next fetch.
+        group = EndpointGroup.objects.select_related("mirror").get(pk=endpoint.group_id)
+        file = config_file(group, endpoint.platform)
+        response = send_bytes(request._request, file.body, content_type=file.content_type, etag=file.etag, last_modified=group.updated)
         response["Cache-Control"] = "private, no-cache"
         return response

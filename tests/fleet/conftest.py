@@ -84,5 +84,6 @@ def _fresh_cache():
 
     cache.clear()
     reports._APPROVED.clear()
+    reports._GROUPS.clear()
     yield
     cache.clear()

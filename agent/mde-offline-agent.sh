@@ -1,0 +1,425 @@
+#!/bin/sh
+# mde-offline-agent: tells the offline update portal how Microsoft Defender for Endpoint is
+# doing on this machine, and (optionally) installs the managed configuration of its group.
+#
+# Usage: mde-offline-agent [--once | --enroll-only | --help]
+#   --once         (the default) enroll if this machine has no token yet, post one health
+#                  report (`mdatp health --output json`, or the text form when that fails),
+#                  then, with INSTALL_CONFIG=yes, fetch the group's managed configuration
+#   --enroll-only  enroll if this machine has no token yet, nothing else
+#   --help         this text
+#
+# Needs only sh, curl, mdatp and standard utilities (mktemp, mv, chmod, sed, tr, cmp, date).
+# Runs as root (the token file and the managed configuration are root's). Log lines go to
+# stderr, each prefixed with a UTC timestamp; nothing is printed on stdout but --help.
+#
+# Configuration: KEY=value lines in /etc/mde-offline-agent/agent.conf (another file with
+# MDE_AGENT_CONF=/path); '#' starts a comment line; values may be quoted; the file is read,
+# never executed. An environment variable of the same name wins over the file.
+#   PORTAL_URL           the portal, e.g. https://portal.example.org (required)
+#   ENROLL_SECRET_FILE   a root-only file holding the group's enrollment secret (mde_enr_...);
+#                        read only to enroll  [/etc/mde-offline-agent/enroll-secret]
+#   STATE_DIR            the token (mode 600) and what the agent remembers (mode 700)
+#                        [/var/lib/mde-offline-agent]
+#   INSTALL_CONFIG       yes: keep the group's managed configuration installed  [no]
+#   MANAGED_CONFIG_PATH  where Linux's mdatp reads it
+#                        [/etc/opt/microsoft/mdatp/managed/mdatp_managed.json]
+#   CURL_OPTS            more curl options, split on spaces, e.g. --cacert /etc/ssl/portal.pem
+#   MDATP                the mdatp command  [mdatp]
+#   PLATFORM, ARCH       normally detected (uname -s: linux or mac; uname -m: x86_64 or arm64)
+#
+# Exit codes:
+#   0  done (an unchanged managed configuration is not an error)
+#   1  internal error: the state directory or a temporary file cannot be written
+#   2  usage or configuration error (no PORTAL_URL, unreadable secret file, unknown key...)
+#   3  mdatp failed (daemon down?): no machine id or no health output
+#   4  the portal cannot be reached (DNS, TLS, timeout): curl's error is logged
+#   5  enrollment refused (a wrong, expired or revoked secret; a platform the group lacks)
+#   6  the token was refused (401: endpoint decommissioned or re-enrolled elsewhere): the
+#      token is deleted and the next run enrolls again with the secret
+#   7  the report was refused (400, 403, 413, 429, 5xx): the portal's reason is logged
+#   8  the managed configuration could not be fetched or installed
+# With several failures in one run the first one's code is returned.
+
+set -u
+set -f # CURL_OPTS is split on spaces, never globbed
+
+PROG=mde-offline-agent
+KEYS="PORTAL_URL ENROLL_SECRET_FILE STATE_DIR INSTALL_CONFIG MANAGED_CONFIG_PATH CURL_OPTS MDATP PLATFORM ARCH"
+RESULT=0
+WORK=""
+
+log() {
+    printf '%s %s: %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$PROG" "$*" >&2
+}
+
+die() { # die CODE MESSAGE
+    code=$1
+    shift
+    log "error: $*"
+    exit "$code"
+}
+
+fail() { # fail CODE MESSAGE: log it, remember the first failure's code and carry on
+    [ "$RESULT" -ne 0 ] || RESULT=$1
+    shift
+    log "error: $*"
+}
+
+usage() {
+    sed -n '2,/^$/{s/^# \{0,1\}//;p;}' "$0"
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    [ -z "$WORK" ] || rm -rf "$WORK"
+}
+
+# --- Small helpers -----------------------------------------------------------------------
+
+trim() { # trim TEXT: without leading and trailing white space (CR included)
+    t=$1
+    t=${t#"${t%%[![:space:]]*}"}
+    t=${t%"${t##*[![:space:]]}"}
+    printf '%s' "$t"
+}
+
+first_line() { # first_line FILE: its first non-blank line, at most 300 characters
+    sed -n '/[^[:space:]]/{s/^[[:space:]]*//;s/[[:space:]]*$//;p;q;}' "$1" 2>/dev/null | cut -c1-300
+}
+
+first_char() { # first_char FILE: its first non-blank character
+    sed -n '/[^[:space:]]/{s/^[[:space:]]*\(.\).*/\1/;p;q;}' "$1" 2>/dev/null
+}
+
+json_string() { # json_string TEXT: a JSON string literal (control characters dropped)
+    printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
+}
+
+json_field() { # json_field KEY FILE: a string or number member of the portal's one-line JSON answer
+    tr -d '\n\r' < "$2" |
+        sed -n -E 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*("(([^"\\]|\\.)*)"|(-?[0-9][0-9.]*)).*/\2\4/p' |
+        sed -e 's/\\"/"/g' -e 's/\\\//\//g' -e 's/\\[nrt]/ /g' -e 's/\\\\/\\/g'
+}
+
+json_list() { # json_list KEY FILE: a list of strings as "a, b"
+    tr -d '\n\r' < "$2" |
+        sed -n -E 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*\[([^]]*)\].*/\1/p' |
+        sed -e 's/"//g' -e 's/,/, /g'
+}
+
+detail_of() { # detail_of FILE: the portal's reason in an error answer (or the start of whatever came)
+    d=$(json_field detail "$1")
+    [ -n "$d" ] || d=$(first_line "$1")
+    printf '%s' "${d:-no explanation in the answer}"
+}
+
+mdatp_field() { # mdatp_field NAME: one value of `mdatp health --field NAME`, bare
+    out=$("$MDATP" health --field "$1" 2>"$WORK/mdatp.err") || return 1
+    value=$(printf '%s\n' "$out" | sed -n '/[^[:space:]]/{s/\[managed\]//;s/^[[:space:]]*//;s/[[:space:]]*$//;s/^"//;s/"$//;p;q;}')
+    [ -n "$value" ] || return 1
+    printf '%s' "$value"
+}
+
+write_file() { # write_file PATH MODE TEXT: atomically (a temporary file next to it, chmod, mv)
+    tmp=$(mktemp "$(dirname "$1")/.$(basename "$1").XXXXXX") || return 1
+    if printf '%s\n' "$3" > "$tmp" && chmod "$2" "$tmp" && mv -f "$tmp" "$1"; then
+        return 0
+    fi
+    rm -f "$tmp"
+    return 1
+}
+
+install_file() { # install_file SOURCE TARGET MODE: atomically, through a temporary file in TARGET's directory
+    dir=$(dirname "$2")
+    (umask 022 && mkdir -p "$dir") || return 1
+    tmp=$(mktemp "$dir/.$(basename "$2").XXXXXX") || return 1
+    if cat "$1" > "$tmp" && chmod "$3" "$tmp" && mv -f "$tmp" "$2"; then
+        return 0
+    fi
+    rm -f "$tmp"
+    return 1
+}
+
+# http URL OUT [DATA_FILE CONTENT_TYPE [IF_NONE_MATCH]]: a GET, or a POST of DATA_FILE; prints the HTTP status ("000" and
+# a non-zero status when curl fails; its message is in $WORK/curl.err). The answer's body goes to
+# OUT, its headers to OUT.headers. The token goes to curl through its configuration on stdin,
+# so it never shows in the process list.
+http() {
+    h_url=$1 h_out=$2 h_data=${3-} h_type=${4-} h_etag=${5-}
+    set -- -sS --connect-timeout 20 --max-time 120 -o "$h_out" -D "$h_out.headers" -w '%{http_code}' \
+        -H "User-Agent: $PROG/1" -H "Accept: application/json, */*"
+    if [ -n "$h_data" ]; then # curl posts when given data
+        set -- "$@" -H "Content-Type: $h_type" --data-binary "@$h_data"
+    fi
+    [ -z "$h_etag" ] || set -- "$@" -H "If-None-Match: $h_etag"
+    h_auth=""
+    [ -z "${TOKEN-}" ] || h_auth="header = \"Authorization: Bearer $TOKEN\""
+    # shellcheck disable=SC2086 # CURL_OPTS is a list of options
+    printf '%s\n' "$h_auth" | curl -K - "$@" $CURL_OPTS "$h_url" 2>"$WORK/curl.err"
+}
+
+unreachable() { # unreachable WHAT: the line for a curl failure
+    printf 'the portal cannot be reached for %s: %s' "$1" "$(first_line "$WORK/curl.err")"
+}
+
+# --- Configuration ---------------------------------------------------------------------------
+
+read_conf() {
+    file=$1
+    [ -e "$file" ] || return 0
+    [ -r "$file" ] || die 2 "cannot read the configuration $file"
+    n=0
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        line=$(trim "$line")
+        case $line in '' | '#'*) continue ;; esac
+        case $line in *=*) ;; *) die 2 "$file line $n: expected KEY=value, got: $line" ;; esac
+        key=$(trim "${line%%=*}")
+        value=$(trim "${line#*=}")
+        case $value in
+            \"*\")
+                value=${value#\"}
+                value=${value%\"}
+                ;;
+            \'*\')
+                value=${value#\'}
+                value=${value%\'}
+                ;;
+        esac
+        case " $KEYS " in
+            *" $key "*) eval "conf_$key=\$value" ;;
+            *) die 2 "$file line $n: unknown key $key (known: $KEYS)" ;;
+        esac
+    done < "$file"
+}
+
+configure() {
+    for key in $KEYS; do unset "conf_$key"; done
+    read_conf "${MDE_AGENT_CONF:-/etc/mde-offline-agent/agent.conf}"
+    for key in $KEYS; do
+        eval "value=\${$key:-\${conf_$key:-}}"
+        eval "$key=\$value"
+    done
+    ENROLL_SECRET_FILE=${ENROLL_SECRET_FILE:-/etc/mde-offline-agent/enroll-secret}
+    STATE_DIR=${STATE_DIR:-/var/lib/mde-offline-agent}
+    MANAGED_CONFIG_PATH=${MANAGED_CONFIG_PATH:-/etc/opt/microsoft/mdatp/managed/mdatp_managed.json}
+    MDATP=${MDATP:-mdatp}
+
+    while :; do
+        case $PORTAL_URL in */) PORTAL_URL=${PORTAL_URL%/} ;; *) break ;; esac
+    done
+    case $PORTAL_URL in
+        http://?* | https://?*) ;;
+        '') die 2 "PORTAL_URL is not set (in ${MDE_AGENT_CONF:-/etc/mde-offline-agent/agent.conf} or the environment)" ;;
+        *) die 2 "PORTAL_URL must be an http(s) URL such as https://portal.example.org, not $PORTAL_URL" ;;
+    esac
+    case $INSTALL_CONFIG in
+        [Yy][Ee][Ss] | [Tt][Rr][Uu][Ee] | 1 | [Oo][Nn]) INSTALL_CONFIG=yes ;;
+        '' | [Nn][Oo] | [Ff][Aa][Ll][Ss][Ee] | 0 | [Oo][Ff][Ff]) INSTALL_CONFIG=no ;;
+        *) die 2 "INSTALL_CONFIG must be yes or no, not $INSTALL_CONFIG" ;;
+    esac
+    case ${PLATFORM:-$(uname -s)} in
+        Linux | linux) PLATFORM=linux ;;
+        Darwin | mac | macos | macOS) PLATFORM=mac ;;
+        *) die 2 "unsupported system ${PLATFORM:-$(uname -s)}: Defender offline updates are for Linux and macOS" ;;
+    esac
+    case ${ARCH:-$(uname -m)} in
+        x86_64 | amd64 | x64) ARCH=x86_64 ;;
+        aarch64 | arm64) ARCH=arm64 ;;
+        *) die 2 "unsupported architecture ${ARCH:-$(uname -m)} (x86_64 or arm64)" ;;
+    esac
+    command -v curl > /dev/null 2>&1 || die 2 "curl is not installed"
+
+    TOKEN_FILE=$STATE_DIR/token
+    ETAG_FILE=$STATE_DIR/managed-config.etag
+    API=$PORTAL_URL/api/v1
+}
+
+prepare_state() {
+    umask 077
+    if ! { mkdir -p "$STATE_DIR" && chmod 700 "$STATE_DIR"; }; then
+        die 1 "cannot create the state directory $STATE_DIR (run as root?)"
+    fi
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$PROG.XXXXXX") || die 1 "cannot create a temporary directory in ${TMPDIR:-/tmp}"
+}
+
+# --- Enrollment --------------------------------------------------------------------------------
+
+load_token() {
+    TOKEN=""
+    [ -f "$TOKEN_FILE" ] || return 1
+    TOKEN=$(sed -n '1{s/[[:space:]]//g;p;}' "$TOKEN_FILE")
+    case $TOKEN in
+        mde_ep_?*) return 0 ;;
+    esac
+    log "ignoring $TOKEN_FILE: it holds no endpoint token; enrolling again"
+    TOKEN=""
+    return 1
+}
+
+enroll() {
+    [ -r "$ENROLL_SECRET_FILE" ] || die 2 "cannot read the enrollment secret file $ENROLL_SECRET_FILE (ENROLL_SECRET_FILE): put the group's secret in it, mode 600"
+    if [ -n "$(find "$ENROLL_SECRET_FILE" -prune -perm -004 2>/dev/null)" ]; then
+        log "warning: $ENROLL_SECRET_FILE can be read by every user: chmod 600 it"
+    fi
+    secret=$(first_line "$ENROLL_SECRET_FILE")
+    [ -n "$secret" ] || die 2 "the enrollment secret file $ENROLL_SECRET_FILE is empty"
+    machine_id=$(mdatp_field machine_guid) ||
+        die 3 "cannot read the machine id: \`$MDATP health --field machine_guid\` failed: $(first_line "$WORK/mdatp.err")"
+    app_version=$("$MDATP" version 2>/dev/null | sed -n 's/^[[:space:]]*Product version:[[:space:]]*//p' | sed -n '1{s/[[:space:]]*$//;p;}')
+    [ -n "$app_version" ] || app_version=$(mdatp_field app_version) || app_version=""
+    hostname=$(uname -n)
+    printf '{"secret":%s,"machine_id":%s,"hostname":%s,"platform":%s,"arch":%s,"app_version":%s}\n' \
+        "$(json_string "$secret")" "$(json_string "$machine_id")" "$(json_string "$hostname")" \
+        "$(json_string "$PLATFORM")" "$(json_string "$ARCH")" "$(json_string "$app_version")" > "$WORK/enroll.json" ||
+        die 1 "cannot write $WORK/enroll.json"
+    TOKEN=""
+    status=$(http "$API/enroll" "$WORK/enroll.out" "$WORK/enroll.json" application/json) || die 4 "$(unreachable enrollment)"
+    rm -f "$WORK/enroll.json"
+    [ "$status" = 201 ] || die 5 "enrollment refused (HTTP $status): $(detail_of "$WORK/enroll.out")"
+    token=$(json_field token "$WORK/enroll.out")
+    case $token in
+        mde_ep_?*) ;;
+        *) die 5 "the portal's answer to the enrollment holds no token: $(first_line "$WORK/enroll.out")" ;;
+    esac
+    write_file "$TOKEN_FILE" 600 "$token" || die 1 "cannot write the token to $TOKEN_FILE"
+    write_file "$STATE_DIR/enrollment" 600 "endpoint=$(json_field endpoint "$WORK/enroll.out")
+group=$(json_field group "$WORK/enroll.out")
+machine_id=$machine_id
+portal=$PORTAL_URL
+definition_url=$(json_field definition_url "$WORK/enroll.out")" || log "warning: cannot write $STATE_DIR/enrollment"
+    TOKEN=$token
+    log "enrolled as endpoint $(json_field endpoint "$WORK/enroll.out") in group $(json_field group "$WORK/enroll.out") (machine $machine_id, $PLATFORM/$ARCH); token kept in $TOKEN_FILE"
+}
+
+token_refused() { # token_refused WHAT: a 401; the token is of no use any more
+    rm -f "$TOKEN_FILE"
+    die 6 "the portal refused this machine's token for $1 (HTTP 401: $(detail_of "$2")): the endpoint was decommissioned or enrolled again elsewhere; $TOKEN_FILE was deleted and the next run enrolls again with $ENROLL_SECRET_FILE"
+}
+
+# --- Health report -----------------------------------------------------------------------------
+
+post_report() {
+    if "$MDATP" health --output json > "$WORK/health" 2>"$WORK/mdatp.err" && [ "$(first_char "$WORK/health")" = "{" ]; then
+        form=json
+        type=application/json
+    else
+        why=$(first_line "$WORK/mdatp.err")
+        log "\`$MDATP health --output json\` failed (${why:-no JSON printed}): sending the text form"
+        if "$MDATP" health > "$WORK/health" 2>"$WORK/mdatp.err" && [ -n "$(first_line "$WORK/health")" ]; then
+            form=text
+            type="text/plain; charset=utf-8"
+        else
+            fail 3 "\`$MDATP health\` failed, no report sent: $(first_line "$WORK/mdatp.err")"
+            return 1
+        fi
+    fi
+    if ! status=$(http "$API/reports" "$WORK/report.out" "$WORK/health" "$type"); then
+        fail 4 "$(unreachable "the health report")"
+        return 1
+    fi
+    case $status in
+        2??)
+            findings=$(json_list findings "$WORK/report.out")
+            log "report $(json_field report "$WORK/report.out") accepted (HTTP $status, $form form): compliance $(json_field compliance "$WORK/report.out")${findings:+; findings: $findings}"
+            ;;
+        401) token_refused "the health report" "$WORK/report.out" ;;
+        *) fail 7 "report refused (HTTP $status): $(detail_of "$WORK/report.out")" ;;
+    esac
+}
+
+# --- Managed configuration -------------------------------------------------------------------------
+
+update_config() {
+    if [ "$PLATFORM" = mac ]; then
+        target=$STATE_DIR/managed-config.mobileconfig
+    else
+        target=$MANAGED_CONFIG_PATH
+    fi
+    etag=""
+    if [ -f "$target" ] && [ -f "$ETAG_FILE" ]; then
+        etag=$(sed -n 1p "$ETAG_FILE")
+    fi
+    if ! status=$(http "$API/endpoint/managed-config" "$WORK/config.out" "" "" "$etag"); then
+        fail 4 "$(unreachable "the managed configuration")"
+        return 1
+    fi
+    case $status in
+        304)
+            log "managed configuration unchanged (HTTP 304 Not Modified): $target left as it is"
+            return 0
+            ;;
+        200) ;;
+        401) token_refused "the managed configuration" "$WORK/config.out" ;;
+        *)
+            fail 8 "managed configuration not fetched (HTTP $status): $(detail_of "$WORK/config.out")"
+            return 1
+            ;;
+    esac
+    new_etag=$(tr -d '\r' < "$WORK/config.out.headers" | sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*//p' | sed -n '$p' | tr -cd 'A-Za-z0-9"/._:+=-')
+    if [ "$PLATFORM" = linux ] && [ "$(first_char "$WORK/config.out")" != "{" ]; then
+        fail 8 "the managed configuration from the portal is not JSON; $target left as it is: $(first_line "$WORK/config.out")"
+        return 1
+    fi
+    if [ -f "$target" ] && cmp -s "$WORK/config.out" "$target"; then
+        log "managed configuration unchanged (HTTP 200, same content): $target left as it is"
+    elif install_file "$WORK/config.out" "$target" 644; then
+        if [ "$PLATFORM" = mac ]; then
+            log "managed configuration profile saved to $target: install it through your MDM, or open it and approve it in System Settings > Profiles (the agent does not install profiles)"
+        else
+            log "managed configuration installed at $target (HTTP 200, ETag $new_etag); mdatp picks it up by itself"
+        fi
+    else
+        fail 8 "cannot install the managed configuration at $target (run as root? a read-only /etc under systemd's ProtectSystem=?)"
+        return 1
+    fi
+    if [ -n "$new_etag" ]; then
+        write_file "$ETAG_FILE" 600 "$new_etag" || log "warning: cannot write $ETAG_FILE: the next run fetches the configuration again"
+    else
+        rm -f "$ETAG_FILE"
+    fi
+}
+
+# --- Main -----------------------------------------------------------------------------------------------
+
+MODE=once
+while [ $# -gt 0 ]; do
+    case $1 in
+        --once) MODE=once ;;
+        --enroll-only) MODE=enroll ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            usage >&2
+            die 2 "unknown argument: $1"
+            ;;
+    esac
+    shift
+done
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+configure
+prepare_state
+
+if load_token; then
+    [ "$MODE" != enroll ] || log "already enrolled (token in $TOKEN_FILE); delete it to enroll again"
+else
+    enroll
+fi
+[ "$MODE" = once ] || exit 0
+
+post_report
+if [ "$INSTALL_CONFIG" = yes ]; then
+    if [ "$RESULT" -eq 4 ]; then
+        log "managed configuration not checked: the portal cannot be reached"
+    else
+        update_config
+    fi
+fi
+exit "$RESULT"
