@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -42,14 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import (LAST_CPU, MB, BenchError, fmt_size, portal_env, portal_python,  # noqa: E402
+                     run_measured, tail)
+
 from mirror.standin import LINUX_LINK_ID, StandinUpstream, parse_size  # noqa: E402
 
 TARGET = ("linux", "production", "x86_64")
 SLUG = "bench"
-MB = 1_000_000  # figures use decimal MB (10^6 bytes)
-# Variables that could point a child at a real deployment; removed from its environment.
-SCRUBBED = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "PORTAL_STORE_ROOT", "SECRET_KEY",
-            "DJANGO_SETTINGS_MODULE", "PORTAL_VAR_DIR", "DEBUG")
 
 CONFIGURE = r"""
 import json, sys
@@ -107,20 +105,6 @@ for line in sys.stdin:
 """
 
 
-LAST_CPU = [0.0]
-
-
-class BenchError(Exception):
-    pass
-
-
-def fmt_size(n: int) -> str:
-    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if n >= factor and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return f"{n}B"
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -135,35 +119,6 @@ def cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_measured(cmd, env, out_path: Path, timeout: float, cwd=ROOT) -> tuple[int, float, int]:
-    """Run cmd; (exit code, wall seconds, peak RSS in bytes of that child, from wait4).
-
-    The child's CPU seconds (user + system, from the same wait4) are left in LAST_CPU."""
-    with open(out_path, "wb") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        # wait4 gives this one child's rusage (ru_maxrss is its own high-water mark),
-        # unlike RUSAGE_CHILDREN, whose maxrss is a maximum over every child ever reaped.
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
-    return proc.returncode, elapsed, usage.ru_maxrss * 1024  # Linux: KiB
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join("    " + line for line in text[-lines:])
-
-
 class Portal:
     """A throw-away portal: its own PORTAL_VAR_DIR, SQLite and store, driven through child processes."""
 
@@ -172,10 +127,7 @@ class Portal:
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.python = python
-        env = {k: v for k, v in os.environ.items()
-               if k not in SCRUBBED and not (k.endswith("_FILE") and k[:-5] in SCRUBBED)}
-        env.update(PORTAL_VAR_DIR=str(self.var_dir), DJANGO_SETTINGS_MODULE="portal.settings", DEBUG="false")
-        self.env = env
+        self.env = portal_env(self.var_dir)
         self.publish_path: Path | None = None
         self.syncs = 0
 
@@ -414,8 +366,7 @@ def main(argv=None) -> int:
     if not shutil.which("curl"):
         print("error: curl is not installed", file=sys.stderr)
         return 1
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    python = str(venv_python) if venv_python.exists() else sys.executable
+    python = portal_python()
 
     work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     standin = StandinUpstream(work / "standin", package_size=size)

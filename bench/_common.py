@@ -1,0 +1,72 @@
+"""Helpers shared by the benchmarks in bench/: the throw-away portal's environment and measured children."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MB = 1_000_000  # figures use decimal MB (10^6 bytes)
+# Variables that could point a child at a real deployment; removed from its environment.
+SCRUBBED = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "PORTAL_STORE_ROOT", "SECRET_KEY",
+            "DJANGO_SETTINGS_MODULE", "PORTAL_VAR_DIR", "DEBUG")
+
+# CPU seconds (user + system) of the child that run_measured reaped last.
+LAST_CPU = [0.0]
+
+
+class BenchError(Exception):
+    pass
+
+
+def fmt_size(n: int) -> str:
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n}B"
+
+
+def portal_env(var_dir: Path) -> dict:
+    """os.environ without anything that could reach a real deployment, pointed at a throw-away var dir."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in SCRUBBED and not (k.endswith("_FILE") and k[:-5] in SCRUBBED)}
+    env.update(PORTAL_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="portal.settings", DEBUG="false")
+    return env
+
+
+def portal_python() -> str:
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    return str(venv_python) if venv_python.exists() else sys.executable
+
+
+def run_measured(cmd, env, out_path: Path, timeout: float, cwd=ROOT) -> tuple[int, float, int]:
+    """Run cmd; (exit code, wall seconds, peak RSS in bytes of that child, from wait4).
+
+    The child's CPU seconds (user + system, from the same wait4) are left in LAST_CPU."""
+    with open(out_path, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # wait4 gives this one child's rusage (ru_maxrss is its own high-water mark),
+        # unlike RUSAGE_CHILDREN, whose maxrss is a maximum over every child ever reaped.
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
+    return proc.returncode, elapsed, usage.ru_maxrss * 1024  # Linux: KiB
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
