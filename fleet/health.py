@@ -248,6 +248,8 @@ def _shown(line: str, limit: int = 60) -> str:
 def _text_value(raw: str) -> Any:
     """Decode one value as mdatp prints it: "quoted", true/false, a number, a [list], or bare text (dates)."""
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        if "\\" not in raw and '"' not in raw[1:-1]:
+            return raw[1:-1]  # the common case needs no JSON decoding
         try:
             decoded = json.loads(raw)
             if isinstance(decoded, str):
@@ -286,7 +288,7 @@ def _text_pairs(body: str) -> list[_Pair]:
             raise HealthParseError(f"line {number}: expected 'key : value', got {_shown(stripped)}", line=number)
         raw = match["value"].strip()
         scope = None
-        if tag := _SCOPE_TAG.match(raw):
+        if raw.endswith("]") and (tag := _SCOPE_TAG.match(raw)):
             raw, scope = tag["value"], tag["scope"].lower()
         pairs.append(_Pair(canonical_key(match["key"]), _text_value(raw), scope, line=number))
     if not pairs:

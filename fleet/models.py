@@ -225,7 +225,9 @@ class Endpoint(models.Model):
     created = models.DateTimeField(default=timezone.now)
 
     # From the last report.
-    last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Not indexed on purpose, like the other report-written columns: a report then changes no
+    # indexed value, so PostgreSQL updates the row in place (HOT) without touching any index.
+    last_seen = models.DateTimeField(null=True, blank=True)
     app_version = models.CharField(max_length=32, blank=True)
     engine_version = models.CharField(max_length=32, blank=True)
     definitions_version = models.CharField(max_length=32, blank=True)
@@ -242,10 +244,11 @@ class Endpoint(models.Model):
     healthy = models.BooleanField(null=True, blank=True)
     last_update_failure_at = models.DateTimeField(null=True, blank=True, help_text="When it last reported a definitions update failure.")
     # Judged against the group when the report arrived (and by the silence check).
-    compliance = models.CharField(max_length=16, choices=Compliance.choices, default=Compliance.NEW, db_index=True)
+    compliance = models.CharField(max_length=16, choices=Compliance.choices, default=Compliance.NEW)
     findings = models.JSONField(default=list, blank=True)
     finding_codes = models.CharField(max_length=300, blank=True, help_text="',code,code,' for filtering without scanning findings.")
-    # Recent reports' facts the known-issue rule needs (newest last), so it never reads the report table.
+    # The reported offline_definition_update values as they changed: [[ISO time, value], …], oldest first.
+    # All the known-issue rule needs from history, so it never reads the report table.
     recent = models.JSONField(default=list, blank=True)
     reports_received = models.PositiveIntegerField(default=0)
 
@@ -264,13 +267,14 @@ class Endpoint(models.Model):
 
 
 class HealthReport(models.Model):
-    """One report as received (raw body kept) and as parsed. Pruned after the retention; the endpoint keeps its state."""
+    """One report as received. The raw body is the record; ``parsed`` re-reads it (fleet.health), and the
+    judged facts are on the endpoint. Pruned after the retention; the endpoint keeps its state."""
 
-    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="reports")
+    # Indexed by (endpoint, -received_at) below; a second index on endpoint alone would only cost inserts.
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="reports", db_index=False)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     form = models.CharField(max_length=4)
     raw = models.TextField()
-    parsed = models.JSONField()
     definitions_version = models.CharField(max_length=32, blank=True)
     compliance = models.CharField(max_length=16, choices=Compliance.choices)
     finding_codes = models.CharField(max_length=300, blank=True)
@@ -281,6 +285,15 @@ class HealthReport(models.Model):
 
     def __str__(self):
         return f"{self.endpoint} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def parsed(self) -> dict:
+        from fleet.health import HealthParseError, parse_health
+
+        try:
+            return parse_health(self.raw).to_dict()
+        except HealthParseError as exc:  # stored before a parser change: show why, never fail the page
+            return {"error": str(exc)}
 
 
 class ComplianceSnapshot(models.Model):

@@ -31,7 +31,7 @@ from portal.services import record_event
 
 log = logging.getLogger(__name__)
 MACHINE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
-RECENT_KEPT = 10  # reports' facts kept on the endpoint for the known-issue rule
+RECENT_KEPT = 6  # offline_definition_update changes kept on the endpoint for the known-issue rule
 MISCONFIGURED_CODES = {"offline_update_disabled", "verify_sig_disabled", "url_drift", "settings_drift"}
 
 
@@ -274,13 +274,13 @@ def _guid(value) -> str:
 
 
 def _history(endpoint: Endpoint) -> list[HistoryPoint]:
+    """The endpoint's offline_definition_update changes as history points (all the known-issue rule reads)."""
     points = []
     for item in endpoint.recent or []:
         try:
-            points.append(HistoryPoint(datetime.fromisoformat(item["t"]), item.get("offline_update"), item.get("fail_reason", ""),
-                                       item.get("source"), item.get("configured")))
-        except (KeyError, TypeError, ValueError):
-            continue  # an entry from an older format: the rule just sees less history
+            points.append(HistoryPoint(datetime.fromisoformat(item[0]), item[1], "", None, None))
+        except (IndexError, KeyError, TypeError, ValueError):
+            continue  # an entry of another format: the rule just sees less history
     return points
 
 
@@ -310,10 +310,7 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None) -> Accepted:
         findings.append(drift)
     compliance = judge(endpoint, health, findings)
     codes = "," + ",".join(f.code for f in findings) + "," if findings else ""
-    recent = [*(endpoint.recent or [])[-(RECENT_KEPT - 1):], {
-        "t": now.isoformat(), "offline_update": health.offline_update, "fail_reason": health.fail_reason,
-        "source": health.update_source_uri, "configured": health.offline_url_configured,
-    }]
+    recent = list(endpoint.recent or [])
     state = dict(
         last_seen=now, definitions_version=(health.definitions_version or "")[:32], definitions_status=(health.definitions_status or "")[:32],
         definitions_updated_at=health.definitions_updated_at or (now - timedelta(minutes=health.definitions_updated_minutes_ago)
@@ -322,8 +319,11 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None) -> Accepted:
         fail_reason=health.fail_reason[:500], offline_update=(health.offline_update or "")[:16], verify_sig=(health.verify_sig or "")[:16],
         fallback_to_cloud=health.fallback_to_cloud, automatic_updates=health.automatic_updates,
         enforcement_level=(health.enforcement_level or "")[:16], healthy=health.healthy, compliance=compliance,
-        findings=[f.to_dict() for f in findings], finding_codes=codes[:300], recent=recent,
+        findings=[f.to_dict() for f in findings], finding_codes=codes[:300],
     )
+    if health.offline_update and (not recent or recent[-1][1] != health.offline_update):
+        # Written only when the value changes, so most reports leave this column alone.
+        state["recent"] = [*recent[-(RECENT_KEPT - 1):], [now.isoformat(), health.offline_update]]
     if health.app_version:
         state["app_version"] = health.app_version[:32]
     if health.engine_version:
@@ -331,8 +331,7 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None) -> Accepted:
     if health.fail_reason:
         state["last_update_failure_at"] = now
     report = HealthReport(endpoint=endpoint, received_at=now, form=health.form, raw=body.decode("utf-8", "replace"),
-                          parsed=health.to_dict(), definitions_version=state["definitions_version"],
-                          compliance=compliance, finding_codes=state["finding_codes"])
+                          definitions_version=state["definitions_version"], compliance=compliance, finding_codes=state["finding_codes"])
     report.pk = _store(report, endpoint.pk, state)
     for name, value in state.items():
         setattr(endpoint, name, value)
@@ -347,7 +346,7 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None) -> Accepted:
 _ENDPOINT_COLUMNS = ("id", "machine_id", "group_id", "platform", "arch", "recent", "token_hash")
 _SELECT_ENDPOINT = (f"SELECT {', '.join(_ENDPOINT_COLUMNS)} FROM {Endpoint._meta.db_table} "
                     "WHERE token_hash = %s AND decommissioned_at IS NULL")
-_REPORT_FIELDS = ("endpoint_id", "received_at", "form", "raw", "parsed", "definitions_version", "compliance", "finding_codes")
+_REPORT_FIELDS = ("endpoint_id", "received_at", "form", "raw", "definitions_version", "compliance", "finding_codes")
 _GROUPS: dict = {}
 GROUP_TTL = 5.0  # seconds a policy change takes to reach report judging in every web process
 
@@ -365,18 +364,23 @@ def _json_out(value):
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+@lru_cache(maxsize=128)
+def _kind(model, name: str) -> str:
+    return model._meta.get_field(name).get_internal_type()
+
+
 def _param(model, name: str, value):
     """A value as the database driver takes it for that column (datetimes, JSON)."""
-    field = model._meta.get_field(name)
-    if field.get_internal_type() == "JSONField":
+    kind = _kind(model, name)
+    if kind == "JSONField":
         return json.dumps(value)
-    if field.get_internal_type() == "DateTimeField":
+    if kind == "DateTimeField":
         return connection.ops.adapt_datetimefield_value(value)
     return value
 
 
 def _placeholder(model, name: str) -> str:
-    json_field = model._meta.get_field(name).get_internal_type() == "JSONField"
+    json_field = _kind(model, name) == "JSONField"
     return "%s::jsonb" if json_field and connection.vendor == "postgresql" else "%s"
 
 

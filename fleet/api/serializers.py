@@ -146,6 +146,8 @@ class EndpointMoveSerializer(serializers.Serializer):
 
 
 class HealthReportSerializer(serializers.ModelSerializer):
+    parsed = serializers.DictField(read_only=True, help_text="The raw body read again by the current parser.")
+
     class Meta:
         model = HealthReport
         fields = ["id", "received_at", "form", "definitions_version", "compliance", "finding_codes", "parsed", "raw"]
