@@ -391,3 +391,15 @@ def test_the_stand_in_mdatp_output_is_accepted_in_both_forms(agent, enrolled, pi
         response = post_report(agent, token, output, content_type)
         assert response.status_code == 201, response.content
     assert HealthReport.objects.count() == 2
+
+
+def test_the_enable_disable_reenable_pattern_is_found_from_the_endpoints_own_history(agent, enrolled, pilot):
+    endpoint, token = enrolled
+    for switch in ('"enabled" [managed]', '"enabled" [managed]', '"disabled"', '"enabled" [managed]'):
+        failing = '"Network error"' if switch.startswith('"enabled"') and endpoint.reports_received >= 3 else '""'
+        response = post_report(agent, token, health_text(pilot, offline_definition_update=switch, definitions_update_fail_reason=failing))
+        assert response.status_code == 201
+        endpoint.refresh_from_db()
+    assert "reenable_known_issue" in response.json()["findings"]
+    # Only the changes are kept: enabled, disabled, enabled.
+    assert [value for _, value in endpoint.recent] == ["enabled", "disabled", "enabled"]
