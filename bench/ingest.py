@@ -223,7 +223,6 @@ def main(argv=None) -> int:
             "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": seeded["url"]}).stdout
         (work / "body.txt").write_bytes(body)
         (work / "report.lua").write_text(WRK_SCRIPT)
-        before = run_django(python, COUNT, env)
 
         port = free_port()
         log = open(work / "gunicorn.log", "wb")

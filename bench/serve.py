@@ -657,7 +657,7 @@ def report(args, size, dl, rps, cores, wrk, threads) -> None:
     print("  (CPU/GB ratio: CPU seconds per GB of curl + servers with nginx static over those with the mode; every run keeps")
     print("  both cores busy, so on a quiet machine the MB/s ratio comes out close to it; other load moves it much less.)")
     print()
-    print(f"CPU seconds per GB sent (median): the curl clients (wait4) and the servers (/proc: nginx master + workers, gunicorn")
+    print("CPU seconds per GB sent (median): the curl clients (wait4) and the servers (/proc: nginx master + workers, gunicorn")
     print("master + workers; user + system). On loopback the kernel's TCP work lands on whichever side runs it, so compare")
     print(f"totals. Cores busy (of {cores}) = CPU seconds / wall seconds: 'these' = curl + servers, 'others' = the rest of the")
     print("machine (/proc/stat): Celery worker and beat of the portal, the bench itself, anything else running here.")

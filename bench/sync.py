@@ -281,7 +281,7 @@ def bench_main(standin, portal, size, repeat, work) -> None:
         pkg = prepare_release(standin)
         settle()
         c = portal.sync(pkg, sync_timeout(size))
-        mb = pkg_mb = pkg["size"] / MB
+        mb = pkg["size"] / MB
         curls.append(mb / c_time)
         checked.append(mb / k_time)
         warms.append(mb / w["wall"])

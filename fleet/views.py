@@ -1,6 +1,5 @@
 """Each group's own mirror URL (DESIGN §3, "Rings work through URLs") and the admin pages for groups."""
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from fleet.forms import ApproveForm, ConfirmForm, EndpointGroupForm, ImportPolic
 from fleet.models import Endpoint, EndpointGroup, GroupTarget
 from mirror.choices import Platform
 from mirror.models import Mirror, SignaturePackage
-from mirror.serving import not_found, send_bytes, send_file
+from mirror.serving import not_found, send_package_file
 from mirror.views import BACK
 from portal.choices import Role
 from portal.roles import RoleRequiredMixin, has_role
@@ -49,13 +48,7 @@ def group_file(request, slug, platform, channel, arch, filename):
         what = "no previous version (n-1)" if channel.endswith(BACK) else "no version"
         return not_found(f"{what} is approved for {platform}/{base_channel}/arch_{arch} in group {slug}")
     # The URL's content changes when the approval does, even back to an older package.
-    last_modified = row.approved_at
-    if filename == "manifest.json":
-        data = json.dumps(package.manifest()).encode()
-        return send_bytes(request, data, content_type="application/json", etag=hashlib.sha256(data).hexdigest(), last_modified=last_modified)
-    path = package.path
-    return send_file(request, path, content_type="application/zip", etag=package.sha256, last_modified=last_modified,
-                     accel_path=path.relative_to(settings.PORTAL_STORE_ROOT).as_posix())
+    return send_package_file(request, package, filename, row.approved_at)
 
 
 # --- The admin pages for groups ------------------------------------------------------------------

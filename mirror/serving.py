@@ -220,3 +220,18 @@ class _FileSlice:
 
     def close(self):
         self.handle.close()
+
+
+def send_package_file(request, package, filename: str, last_modified: datetime) -> HttpResponse:
+    """``updates.zip`` or ``manifest.json`` of a package, as every tree of the layout serves them (mirrors and rings)."""
+    import hashlib
+    import json
+
+    if filename == "manifest.json":
+        data = json.dumps(package.manifest()).encode()
+        return send_bytes(request, data, content_type="application/json", etag=hashlib.sha256(data).hexdigest(), last_modified=last_modified)
+    if filename == "updates.zip":
+        path = package.path
+        return send_file(request, path, content_type="application/zip", etag=package.sha256, last_modified=last_modified,
+                         accel_path=path.relative_to(settings.PORTAL_STORE_ROOT).as_posix())
+    return not_found(f"no file named {filename} in the layout")

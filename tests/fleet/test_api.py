@@ -216,7 +216,7 @@ def test_a_package_for_another_target_is_refused_on_package_and_nothing_changes(
     body = response.json()
     assert body["status"] == 400 and body["code"] == "invalid"
     assert list(body["errors"]) == ["package"]
-    assert f"is for mac/production/arch_x86_64; group pilot serves linux/production/arch_x86_64" in body["errors"]["package"][0]
+    assert "is for mac/production/arch_x86_64; group pilot serves linux/production/arch_x86_64" in body["errors"]["package"][0]
     assert body["detail"] == f"package: {body['errors']['package'][0]}"
     assert approval_state() == before
 

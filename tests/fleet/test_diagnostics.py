@@ -7,6 +7,7 @@ import pytest
 
 from fleet.diagnostics import MIN_APP_VERSION, Expectation, Finding, HistoryPoint, diagnose, parse_version
 from fleet.health import parse_health
+from tests.fleet.samples import SEED_SAMPLE
 
 MIRROR = "http://portal.lan:8000/mirror/groups/pilot/linux/production/"
 NOW = datetime(2024, 3, 14, 14, 0, tzinfo=timezone.utc)
@@ -32,21 +33,6 @@ HEALTHY = {
     "offline_definition_update_verify_sig": '"enabled"',
     "offline_definition_update_fallback_to_cloud": "false[managed]",
 }
-
-SEED_SAMPLE = """\
-user@vm:~$ mdatp health --details definitions
-automatic_definition_update_enabled         : true [managed]
-definitions_updated                         : Mar 14, 2024 at 12:13:17 PM
-definitions_updated_minutes_ago             : 2
-definitions_version                         : "1.407.417.0"
-definitions_status                          : "up_to_date"
-definitions_update_source_uri               : "https://go.microsoft.com/fwlink/?linkid=2144709"
-definitions_update_fail_reason              : ""
-offline_definition_url_configured           : "http://172.XX.XXX.XX:8000/linux/production/" [managed]
-offline_definition_update                   : "enabled" [managed]
-offline_definition_update_verify_sig        : "enabled"
-offline_definition_update_fallback_to_cloud : false[managed]
-"""
 
 
 def report(**changes):

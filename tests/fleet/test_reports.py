@@ -3,7 +3,6 @@
 import json
 import subprocess
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -13,24 +12,10 @@ from fleet import reports, services
 from fleet.choices import Compliance, RolloutMode
 from fleet.models import ComplianceSnapshot, Endpoint, EnrollmentSecret, HealthReport
 from portal.models import AuditEvent
+from tests.fleet.samples import MDATP, SEED_SAMPLE
 
-MDATP = Path(__file__).resolve().parents[2] / "agent" / "testing" / "mdatp"
 GUID_A = "0b8c5a4e-7d21-4c3f-8e9a-6f1d2c3b4a59"
 GUID_B = "9f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
-
-SEED_SAMPLE = """\
-automatic_definition_update_enabled         : true [managed]
-definitions_updated                         : Mar 14, 2024 at 12:13:17 PM
-definitions_updated_minutes_ago             : 2
-definitions_version                         : "1.407.417.0"
-definitions_status                          : "up_to_date"
-definitions_update_source_uri               : "https://go.microsoft.com/fwlink/?linkid=2144709"
-definitions_update_fail_reason              : ""
-offline_definition_url_configured           : "http://172.XX.XXX.XX:8000/linux/production/" [managed]
-offline_definition_update                   : "enabled" [managed]
-offline_definition_update_verify_sig        : "enabled"
-offline_definition_update_fallback_to_cloud : false[managed]
-"""
 
 
 def health_text(group, version="1.407.417.0", **overrides) -> str:
