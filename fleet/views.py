@@ -33,18 +33,19 @@ from portal.roles import RoleRequiredMixin, has_role
 @require_http_methods(["GET", "HEAD"])
 def group_file(request, slug, platform, channel, arch, filename):
     """/mirror/groups/<slug>/<platform>/<channel>[_back]/arch_<arch>/(updates.zip|manifest.json)"""
-    group = EndpointGroup.objects.filter(slug=slug).first()
-    if group is None:
-        return not_found(f"no group named {slug}")
     base_channel = channel.removesuffix(BACK)
-    if not group.serves((platform, base_channel, arch)):
-        return not_found(f"group {slug} does not serve {platform}/{base_channel}/arch_{arch}")
-    row = (GroupTarget.objects.select_related("current", "previous")
-           .filter(group=group, platform=platform, channel=base_channel, arch=arch).first())
+    # One query on the way that matters (endpoints fetching and revalidating); the 404s may take more.
+    row = (GroupTarget.objects.select_related("group__mirror", "current", "previous").order_by()
+           .filter(group__slug=slug, platform=platform, channel=base_channel, arch=arch).first())
     package = None
-    if row is not None:
+    if row is not None and row.group.serves((platform, base_channel, arch)):
         package = row.previous if channel.endswith(BACK) else row.current
     if package is None:
+        group = EndpointGroup.objects.select_related("mirror").filter(slug=slug).first()
+        if group is None:
+            return not_found(f"no group named {slug}")
+        if not group.serves((platform, base_channel, arch)):
+            return not_found(f"group {slug} does not serve {platform}/{base_channel}/arch_{arch}")
         what = "no previous version (n-1)" if channel.endswith(BACK) else "no version"
         return not_found(f"{what} is approved for {platform}/{base_channel}/arch_{arch} in group {slug}")
     # The URL's content changes when the approval does, even back to an older package.

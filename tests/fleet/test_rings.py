@@ -512,3 +512,13 @@ def test_packages_to_approve_are_listed_by_version_not_by_arrival(mirror, make_g
     group = make_group("pilot")
     newer, older = make_package(definition="1.407.10.0"), make_package(definition="1.407.9.0")
     assert [p.pk for p in services.packages_for(group, TARGET)] == [newer.pk, older.pk]
+
+
+def test_serving_a_group_file_takes_one_query(mirror, make_group, make_package, operator, client, django_assert_num_queries):
+    group = make_group("pilot")
+    package = make_package()
+    services.approve_package(group, package, operator)
+    with django_assert_num_queries(1):
+        assert client.get(MANIFEST_URL.format(slug="pilot"), HTTP_IF_NONE_MATCH='"nope"').status_code == 200
+    with django_assert_num_queries(1):
+        assert client.get(ZIP_URL.format(slug="pilot"), HTTP_IF_NONE_MATCH=f'"{package.sha256}"').status_code == 304
