@@ -85,7 +85,8 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Connections are kept like PostgreSQL's: opening one (and its PRAGMAs) per request was
+    # most of the CPU of a 304 answered by the portal (bench/serve.py).
     # Web, worker and beat write to the same file: WAL lets readers go on while one
     # writes, IMMEDIATE takes the write lock up front so two writers queue instead of
     # failing with "database is locked" half-way through a transaction.
