@@ -77,7 +77,10 @@ class Command(BaseCommand):
     def _stop_all(self, processes):
         for process in processes.values():
             if process.poll() is None:
-                self._signal_group(process, signal.SIGTERM)
+                # The main process only: gunicorn's master and Celery's worker stop their own
+                # children gracefully. Signalling the whole group made Celery's pool children die
+                # under it, and the worker then hung until killed (20 s on every stop).
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         for name, process in processes.items():
             try:
