@@ -6,6 +6,8 @@ from portal import health, views
 from portal.api.errors import api_not_found, api_server_error
 
 urlpatterns = [
+    # First: every endpoint posts here every few hours, so its URL is matched before all others.
+    path("api/v1/", include("fleet.api.agent_urls")),
     path("", views.DashboardView.as_view(), name="dashboard"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
