@@ -140,3 +140,44 @@ class ImportPolicyForm(forms.Form):
         else:
             raise forms.ValidationError("Choose the mdatp_managed.json file or paste its content.")
         return data
+
+
+# --- Endpoints and enrollment secrets --------------------------------------------------------------
+
+
+class EndpointMoveForm(forms.Form):
+    """Move an endpoint to another group; only groups with its platform are offered (the server checks again)."""
+
+    group = forms.ModelChoiceField(queryset=EndpointGroup.objects.all(), to_field_name="slug", empty_label=None, label="Move to group")
+
+    def __init__(self, *args, endpoint=None, groups=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if endpoint is not None and groups is not None:  # rendering: the groups it can join, by name
+            self.fields["group"].choices = [(g.slug, g.name) for g in groups
+                                            if g.pk != endpoint.group_id and endpoint.platform in g.platforms]
+
+
+class EnrollmentSecretForm(forms.Form):
+    """A new enrollment secret for a group: a name people recognise and an optional expiry."""
+
+    name = forms.CharField(max_length=100, help_text="Where it is used, e.g. “pilot servers (Ansible)”.")
+    expires_at = forms.DateTimeField(
+        required=False, label="Expires (optional)", help_text="After this moment it enrolls nothing; empty: until revoked.",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+
+    def __init__(self, *args, **kwargs):
+        from django.utils import timezone
+
+        kwargs.setdefault("auto_id", "id_secret_%s")  # on the group page beside its other forms
+        super().__init__(*args, **kwargs)
+        self.fields["expires_at"].label = f"Expires (optional, {timezone.get_current_timezone_name()})"
+
+    def clean_expires_at(self):
+        from django.utils import timezone
+
+        value = self.cleaned_data["expires_at"]
+        if value is not None and value <= timezone.now():
+            raise forms.ValidationError("Choose a moment in the future, or leave it empty.")
+        return value

@@ -10,7 +10,7 @@ from fleet.choices import ApprovalAction, Compliance, EnforcementLevel, GateStat
 from mirror.choices import Arch, Channel, Platform
 
 MIN_INTERVAL, MAX_INTERVAL, DEFAULT_INTERVAL = 60, 86400, 28800
-RESERVED_SLUGS = {"new"}
+RESERVED_SLUGS = {"new", "endpoints"}
 
 
 class EndpointGroup(models.Model):
@@ -257,6 +257,8 @@ class Endpoint(models.Model):
         indexes = [
             models.Index(fields=["group", "platform", "arch", "definitions_version"], name="endpoint_gate"),
             models.Index(fields=["group", "compliance"], name="endpoint_group_compliance"),
+            # The endpoint list's order and keyset pagination; hostname is written only at enrollment.
+            models.Index(fields=["hostname", "id"], name="endpoint_hostname_id"),
         ]
 
     def __str__(self):

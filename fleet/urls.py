@@ -1,4 +1,4 @@
-"""The groups (rings) pages, under /groups/."""
+"""The groups (rings) pages, under /groups/, with the endpoints' pages under /groups/endpoints/."""
 
 from django.urls import path
 
@@ -9,11 +9,20 @@ app_name = "fleet"
 urlpatterns = [
     path("", views.GroupListView.as_view(), name="group_list"),
     path("new/", views.GroupFormView.as_view(), name="group_create"),  # "new" is a reserved slug
-    path("<slug:slug>/", views.GroupDetailView.as_view(), name="group_detail"),
+    # "endpoints" is a reserved slug too: these come before the group pages.
+    path("endpoints/", views.EndpointListView.as_view(), name="endpoint_list"),
+    path("endpoints/export.csv", views.EndpointExportView.as_view(), name="endpoint_export"),
+    path("endpoints/<int:pk>/", views.EndpointDetailView.as_view(), name="endpoint_detail"),
+    path("endpoints/<int:pk>/move/", views.EndpointMoveView.as_view(), name="endpoint_move"),
+    path("endpoints/<int:pk>/decommission/", views.EndpointDecommissionView.as_view(), name="endpoint_decommission"),
+    path("<slug:slug>/", views.GroupPageView.as_view(), name="group_detail"),
     path("<slug:slug>/edit/", views.GroupFormView.as_view(), name="group_update"),
     path("<slug:slug>/approve/<str:platform>/<str:arch>/", views.GroupApproveView.as_view(), name="group_approve"),
     path("<slug:slug>/promote/<str:platform>/<str:arch>/", views.GroupPromoteView.as_view(), name="group_promote"),
     path("<slug:slug>/rollback/<str:platform>/<str:arch>/", views.GroupRollbackView.as_view(), name="group_rollback"),
     path("<slug:slug>/import/", views.GroupImportView.as_view(), name="group_import"),
     path("<slug:slug>/managed-config/<str:platform>/", views.GroupManagedConfigView.as_view(), name="group_managed_config"),
+    path("<slug:slug>/secrets/new/", views.EnrollmentSecretCreateView.as_view(), name="enrollmentsecret_create"),
+    path("<slug:slug>/secrets/<int:pk>/rotate/", views.EnrollmentSecretRotateView.as_view(), name="enrollmentsecret_rotate"),
+    path("<slug:slug>/secrets/<int:pk>/revoke/", views.EnrollmentSecretRevokeView.as_view(), name="enrollmentsecret_revoke"),
 ]

@@ -1,26 +1,32 @@
 """Each group's own mirror URL (DESIGN §3, "Rings work through URLs") and the admin pages for groups."""
 
+import csv
 import json
+import re
 from dataclasses import dataclass
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS
-from django.db.models import Max, Prefetch
-from django.http import Http404, HttpResponse
+from django.db.models import Count, Max, Prefetch, Q
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import content_disposition_header, quote_etag
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django.views.generic import TemplateView, View
 
-from fleet import services
-from fleet.choices import RolloutMode
+from fleet import reports, services
+from fleet.choices import Compliance, RolloutMode
 from fleet.config import IMPORTED, ConfigImportError, config_file, managed_json, managed_settings
-from fleet.forms import ApproveForm, ConfirmForm, EndpointGroupForm, ImportPolicyForm
-from fleet.models import Endpoint, EndpointGroup, GroupTarget
-from mirror.choices import Platform
+from fleet.diagnostics import same_url
+from fleet.filtersets import EndpointFilterSet
+from fleet.forms import ApproveForm, ConfirmForm, EndpointGroupForm, EndpointMoveForm, EnrollmentSecretForm, ImportPolicyForm
+from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget
+from mirror.choices import Arch, Platform
 from mirror.models import Mirror, SignaturePackage
 from mirror.serving import not_found, send_package_file
 from mirror.views import BACK
@@ -361,3 +367,395 @@ class GroupManagedConfigView(RoleRequiredMixin, View):
         response["Content-Disposition"] = content_disposition_header(True, file.filename)
         response["ETag"] = quote_etag(file.etag)
         return response
+
+
+# --- Endpoints ---------------------------------------------------------------------------------------
+# Under /groups/endpoints/. Every change goes through fleet.reports (the API's calls); a refusal becomes a message.
+
+ENDPOINT_PAGE_SIZE = 50
+# How a state or a finding reads at a glance (the .state classes of portal.css).
+COMPLIANCE_TONE = {
+    Compliance.UP_TO_DATE: "ok", Compliance.BEHIND: "warn", Compliance.STALE: "warn", Compliance.SILENT: "warn",
+    Compliance.NEW: "muted", Compliance.FAILING: "bad", Compliance.MISCONFIGURED: "bad",
+}
+SEVERITY_TONE = {"critical": "bad", "warning": "warn", "info": "muted"}
+FILTER_ORDER = ["q", "group", "compliance", "version", "finding", "platform", "arch", "decommissioned"]
+CURSOR_KEYS = ("after", "before", "format")
+CSV_COLUMNS = ["hostname", "machine_id", "group", "platform", "arch", "compliance", "definitions_version", "last_seen", "findings",
+               "app_version"]
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run these cells as formulas
+
+
+def short_label(compliance) -> str:
+    """"Misconfigured (settings differ from the group's)" → "Misconfigured", for counters and tables."""
+    return str(Compliance(compliance).label).split(" (")[0]
+
+
+def finding_codes(value: str) -> list[str]:
+    return [code for code in (value or "").split(",") if code]
+
+
+def endpoint_filter(request) -> EndpointFilterSet:
+    """The API's filters on the list's query string; active endpoints unless the page asks otherwise."""
+    data = request.GET.copy()
+    data.setdefault("decommissioned", "false")
+    filterset = EndpointFilterSet(data, queryset=Endpoint.objects.all(), request=request)
+    fields = filterset.form.fields
+    groups = EndpointGroup.objects.order_by("ring_order", "name").values_list("slug", "name")
+    fields["group"].widget = forms.Select(choices=[("", "All groups"), *groups])
+    fields["group"].label = "Group"
+    # django-filter's choice fields put their empty_label first themselves.
+    for name, empty in (("compliance", "Any state"), ("platform", "Any platform"), ("arch", "Any arch")):
+        fields[name].empty_label = empty
+    fields["compliance"].choices = [(value, short_label(value)) for value in Compliance.values]
+    fields["platform"].choices = Platform.choices
+    fields["arch"].choices = Arch.choices
+    fields["version"].widget.attrs["placeholder"] = "1.407.417.0"
+    fields["finding"].label = "Finding code"
+    fields["finding"].widget.attrs["placeholder"] = "update_failed"
+    fields["q"].label = "Hostname or machine id"
+    fields["decommissioned"].label = "Show"
+    fields["decommissioned"].widget = forms.Select(choices=[("false", "Active endpoints"), ("true", "Decommissioned only"),
+                                                             ("unknown", "Active and decommissioned")])
+    filterset.form.order_fields(FILTER_ORDER)
+    return filterset
+
+
+def filtered_endpoints(filterset: EndpointFilterSet):
+    # Invalid filters (an unknown state, say) match nothing rather than everything.
+    return filterset.qs.order_by() if filterset.is_valid() else Endpoint.objects.none()
+
+
+def parse_cursor(value: str | None):
+    """``<hostname>|<id>`` (a hostname may itself contain '|'); None when absent or malformed."""
+    hostname, sep, pk = (value or "").rpartition("|")
+    return (hostname, int(pk)) if sep and pk.isdigit() else None
+
+
+def keyset_page(queryset, after=None, before=None, size=ENDPOINT_PAGE_SIZE):
+    """One page in (hostname, id) order from a cursor: no COUNT and no OFFSET, the same cost on any page."""
+    queryset = queryset.order_by("hostname", "pk")
+    if before:
+        hostname, pk = before
+        rows = list(queryset.filter(Q(hostname__lt=hostname) | Q(hostname=hostname, pk__lt=pk)).order_by("-hostname", "-pk")[:size + 1])
+        return rows[:size][::-1], len(rows) > size, True
+    if after:
+        hostname, pk = after
+        queryset = queryset.filter(Q(hostname__gt=hostname) | Q(hostname=hostname, pk__gt=pk))
+    rows = list(queryset[:size + 1])
+    return rows[:size], after is not None, len(rows) > size
+
+
+def cursor_of(endpoint) -> str:
+    return f"{endpoint.hostname}|{endpoint.pk}"
+
+
+class EndpointListView(RoleRequiredMixin, TemplateView):
+    """The fleet, filtered: a count per compliance state and one page of endpoints (constant queries at any size)."""
+
+    template_name = "fleet/endpoint_list.html"
+
+    def get(self, request):
+        if request.GET.get("format") == "csv":
+            return export_endpoints(request)
+        return super().get(request)
+
+    def get_context_data(self, **kwargs):
+        request = self.request
+        filterset = endpoint_filter(request)
+        queryset = filtered_endpoints(filterset)
+
+        # The summary: one grouped query for the current filter.
+        counts = dict(queryset.values("compliance").annotate(n=Count("pk")).values_list("compliance", "n"))
+        total = sum(counts.values())
+        params = request.GET.copy()
+        for key in CURSOR_KEYS:
+            params.pop(key, None)
+        summary = []
+        for value in Compliance.values:
+            if counts.get(value):
+                link = params.copy()
+                link["compliance"] = value
+                summary.append({"value": value, "label": short_label(value), "count": counts[value], "tone": COMPLIANCE_TONE[value],
+                                 "url": f"?{link.urlencode()}", "current": params.get("compliance") == value})
+
+        after, before = parse_cursor(request.GET.get("after")), parse_cursor(request.GET.get("before"))
+        page = (queryset.select_related("group")
+                .only("hostname", "machine_id", "group__name", "group__slug", "platform", "arch", "compliance", "definitions_version",
+                      "last_seen", "finding_codes", "app_version", "decommissioned_at"))
+        rows, has_previous, has_next = keyset_page(page, after, before) if total else ([], False, False)
+        for endpoint in rows:
+            endpoint.tone = COMPLIANCE_TONE.get(endpoint.compliance, "muted")
+            endpoint.state_label = short_label(endpoint.compliance)
+            endpoint.codes = finding_codes(endpoint.finding_codes)
+
+        def page_url(key, endpoint):
+            link = params.copy()
+            link[key] = cursor_of(endpoint)
+            return f"?{link.urlencode()}"
+
+        filtered = any(params.get(name) for name in FILTER_ORDER if name != "decommissioned") or params.get("decommissioned") not in (None, "", "false")
+        return super().get_context_data(
+            filter=filterset,
+            summary=summary,
+            total=total,
+            rows=rows,
+            next_url=page_url("after", rows[-1]) if has_next else None,
+            previous_url=page_url("before", rows[0]) if has_previous and rows else None,
+            first_url=f"?{params.urlencode()}" if (after or before) else None,
+            query=params.urlencode(),
+            filtered=filtered,
+            # An empty fleet gets the next step instead of an empty table (one more query, only then).
+            fleet_empty=not total and not Endpoint.objects.exists(),
+            **kwargs,
+        )
+
+
+class Echo:
+    """A file-like object whose write() hands the CSV line back, for streaming."""
+
+    def write(self, value):
+        return value
+
+
+def csv_cell(value) -> str:
+    text = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return f"'{text}" if text.startswith(CSV_FORMULA_START) else text
+
+
+def export_endpoints(request):
+    """The filtered list as CSV, streamed in chunks: memory stays flat at any fleet size."""
+    filterset = endpoint_filter(request)
+    rows = (filtered_endpoints(filterset).order_by("hostname", "pk")
+            .values_list("hostname", "machine_id", "group__slug", "platform", "arch", "compliance", "definitions_version", "last_seen",
+                         "finding_codes", "app_version")
+            .iterator(chunk_size=2000))
+    writer = csv.writer(Echo())
+
+    def lines():
+        yield writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            row = list(row)
+            row[8] = " ".join(finding_codes(row[8]))
+            yield writer.writerow([csv_cell(value) for value in row])
+
+    group = filterset.form.cleaned_data.get("group") if filterset.is_valid() else ""
+    name = "-".join(part for part in ("endpoints", group, timezone.now().strftime("%Y%m%d-%H%M")) if part)
+    filename = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100] + ".csv"
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    return response
+
+
+class EndpointExportView(RoleRequiredMixin, View):
+    http_method_names = ["get", "head"]
+
+    def get(self, request):
+        return export_endpoints(request)
+
+
+def get_endpoint(pk: int) -> Endpoint:
+    return get_object_or_404(Endpoint.objects.select_related("group__mirror"), pk=pk)
+
+
+def endpoint_url(endpoint: Endpoint) -> str:
+    return reverse("fleet:endpoint_detail", args=[endpoint.pk])
+
+
+def _switch(value) -> str | None:
+    """A reported switch as one spelling ("enabled"), None when not reported (or "DEPRECATED", which says nothing)."""
+    value = (value or "").strip().lower()
+    return None if value in ("", "deprecated") else value
+
+
+def _flag(value) -> str | None:
+    return None if value is None else str(bool(value)).lower()
+
+
+def config_drift(endpoint: Endpoint) -> list[dict]:
+    """What the endpoint reported against its group's managed settings, setting by setting."""
+    wanted = managed_settings(endpoint.group, endpoint.platform)
+    engine, cloud, features = wanted["antivirusEngine"], wanted["cloudService"], wanted["features"]
+    rows = [
+        ("Mirror URL", "antivirusEngine.offlineDefinitionUpdateUrl", endpoint.offline_url_configured or None,
+         engine["offlineDefinitionUpdateUrl"], same_url),
+        ("Offline update", "antivirusEngine.offlineDefinitionUpdate", _switch(endpoint.offline_update),
+         engine["offlineDefinitionUpdate"], None),
+        ("Verify the signature", "features.offlineDefinitionUpdateVerifySig", _switch(endpoint.verify_sig),
+         features["offlineDefinitionUpdateVerifySig"], None),
+        ("Fall back to Microsoft's cloud", "antivirusEngine.offlineDefinitionUpdateFallbackToCloud", _flag(endpoint.fallback_to_cloud),
+         _flag(engine["offlineDefinitionUpdateFallbackToCloud"]), None),
+        ("Automatic updates", "cloudService.automaticDefinitionUpdateEnabled", _flag(endpoint.automatic_updates),
+         _flag(cloud["automaticDefinitionUpdateEnabled"]), None),
+    ]
+    if "enforcementLevel" in engine:
+        rows.append(("Enforcement level", "antivirusEngine.enforcementLevel", (endpoint.enforcement_level or "").lower() or None,
+                     engine["enforcementLevel"], None))
+    drift = []
+    for label, key, reported, expected, same in rows:
+        if reported is None:
+            state, tone = "not reported", "muted"
+        elif (same or (lambda a, b: a == b))(reported, expected):
+            state, tone = "matches", "ok"
+        else:
+            state, tone = "differs", "bad"
+        drift.append({"label": label, "key": key, "reported": reported, "wanted": expected, "state": state, "tone": tone})
+    return drift
+
+
+class EndpointDetailView(RoleRequiredMixin, TemplateView):
+    template_name = "fleet/endpoint_detail.html"
+
+    def get(self, request, pk):
+        return self.render_to_response(self.get_context_data(endpoint=get_endpoint(pk)))
+
+    def get_context_data(self, endpoint, **kwargs):
+        findings = [{**finding, "tone": SEVERITY_TONE.get(finding.get("severity"), "muted")}
+                    for finding in endpoint.findings or [] if isinstance(finding, dict)]
+        history = list(endpoint.reports.all()[:20])
+        for report in history:
+            report.tone = COMPLIANCE_TONE.get(report.compliance, "muted")
+            report.state_label = short_label(report.compliance) if report.compliance in Compliance.values else report.compliance
+            report.codes = finding_codes(report.finding_codes)
+        move_form = None
+        if has_role(self.request.user, Role.OPERATOR):
+            move_form = EndpointMoveForm(endpoint=endpoint, groups=EndpointGroup.objects.select_related("mirror").order_by("ring_order", "name"))
+        return super().get_context_data(
+            endpoint=endpoint,
+            state_label=short_label(endpoint.compliance),
+            tone=COMPLIANCE_TONE.get(endpoint.compliance, "muted"),
+            findings=findings,
+            drift=config_drift(endpoint),
+            history=history,
+            move_form=move_form,
+            **kwargs,
+        )
+
+
+class EndpointMoveView(RoleRequiredMixin, View):
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        endpoint = get_endpoint(pk)
+        form = EndpointMoveForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, f"{endpoint} not moved: choose one of the groups offered.")
+            return redirect(endpoint_url(endpoint))
+        group, before = form.cleaned_data["group"], endpoint.group
+        if group.pk == before.pk:
+            messages.info(request, f"{endpoint} is already in {group.name}.")
+            return redirect(endpoint_url(endpoint))
+        try:
+            reports.move_endpoint(endpoint, group, request.user, request)
+        except reports.Refused as exc:
+            messages.error(request, f"{endpoint} not moved: {exc}.")
+        else:
+            messages.success(request, f"{endpoint} moved from {before.name} to {group.name}: it gets {group.name}'s URL and policy "
+                                      "with its next managed configuration, and is judged against them from its next report.")
+        return redirect(endpoint_url(endpoint))
+
+
+class EndpointDecommissionView(RoleRequiredMixin, TemplateView):
+    """GET: what decommissioning does (the page is itself a control: operators only); POST: do it."""
+
+    template_name = "fleet/endpoint_decommission.html"
+    http_method_names = ["get", "head", "post"]
+    required_role = Role.OPERATOR
+
+    def get(self, request, pk):
+        endpoint = get_endpoint(pk)
+        if endpoint.decommissioned_at:
+            messages.info(request, f"{endpoint} was already decommissioned on {endpoint.decommissioned_at:%Y-%m-%d %H:%M}.")
+            return redirect(endpoint_url(endpoint))
+        return self.render_to_response(self.get_context_data(endpoint=endpoint))
+
+    def post(self, request, pk):
+        endpoint = get_endpoint(pk)
+        if endpoint.decommissioned_at:
+            messages.info(request, f"{endpoint} was already decommissioned.")
+            return redirect(endpoint_url(endpoint))
+        try:
+            reports.decommission_endpoint(endpoint, request.user, request)
+        except reports.Refused as exc:
+            messages.error(request, f"{endpoint} not decommissioned: {exc}.")
+        else:
+            messages.success(request, f"{endpoint} decommissioned: its token no longer works; its history stays. "
+                                      "Enrolling it again with a secret brings it back.")
+        return redirect(endpoint_url(endpoint))
+
+
+# --- Enrollment secrets (on the group page) ------------------------------------------------------------
+
+
+def secrets_url(group: EndpointGroup) -> str:
+    return f"{group_url(group)}#enrollment-secrets"
+
+
+class GroupPageView(GroupDetailView):
+    """The group page with its enrollment secrets: the list for everyone, the controls for operators."""
+
+    def get_context_data(self, group, secret_form=None, **kwargs):
+        if secret_form is None and has_role(self.request.user, Role.OPERATOR):
+            secret_form = EnrollmentSecretForm(initial={"name": f"{group.slug} endpoints"})
+        return super().get_context_data(group=group, secret_form=secret_form,
+                                        enrollment_secrets=list(group.enrollment_secrets.select_related("created_by")), **kwargs)
+
+
+def secret_shown_once(request, group, secret, plaintext, replaced=None):
+    """The page that shows a new secret's plaintext, rendered from the POST itself: never in a URL, a message or a cache."""
+    response = render(request, "fleet/enrollmentsecret_created.html", {
+        "group": group, "secret": secret, "plaintext": plaintext, "replaced": replaced, "portal_url": settings.PORTAL_BASE_URL,
+    })
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class EnrollmentSecretCreateView(GroupPageView):
+    http_method_names = ["post"]
+
+    def post(self, request, slug):
+        group = get_group(slug)
+        form = EnrollmentSecretForm(request.POST)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(group=group, secret_form=form), status=400)
+        secret, plaintext = reports.create_enrollment_secret(group, form.cleaned_data["name"], request.user, request,
+                                                             form.cleaned_data["expires_at"])
+        return secret_shown_once(request, group, secret, plaintext)
+
+
+def get_secret(group: EndpointGroup, pk: int) -> EnrollmentSecret:
+    return get_object_or_404(EnrollmentSecret.objects.select_related("group"), pk=pk, group=group)
+
+
+class EnrollmentSecretRotateView(RoleRequiredMixin, View):
+    """Revoke a secret and show its replacement (same name and expiry) once."""
+
+    http_method_names = ["post"]
+
+    def post(self, request, slug, pk):
+        group = get_group(slug)
+        secret = get_secret(group, pk)
+        if secret.revoked_at:
+            messages.error(request, f"Enrollment secret {secret.name} ({secret.hint}…) is revoked: create a new one instead.")
+            return redirect(secrets_url(group))
+        if not secret.usable:
+            messages.error(request, f"Enrollment secret {secret.name} ({secret.hint}…) has expired; its replacement would too: "
+                                    "create a new one with a later expiry.")
+            return redirect(secrets_url(group))
+        new, plaintext = reports.rotate_enrollment_secret(secret, request.user, request)
+        return secret_shown_once(request, group, new, plaintext, replaced=secret)
+
+
+class EnrollmentSecretRevokeView(RoleRequiredMixin, View):
+    http_method_names = ["post"]
+
+    def post(self, request, slug, pk):
+        group = get_group(slug)
+        secret = get_secret(group, pk)
+        if secret.revoked_at:
+            messages.info(request, f"Enrollment secret {secret.name} ({secret.hint}…) was already revoked.")
+        else:
+            reports.revoke_enrollment_secret(secret, request.user, request)
+            messages.success(request, f"Enrollment secret {secret.name} ({secret.hint}…) revoked: new enrollments with it are refused; "
+                                      "endpoints it enrolled keep their own tokens.")
+        return redirect(secrets_url(group))
