@@ -1,6 +1,6 @@
 from django import template
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
@@ -10,16 +10,39 @@ from portal.roles import has_role
 register = template.Library()
 
 
-@register.simple_tag(takes_context=True)
-def nav_link(context, url_name, label):
-    """A navigation entry, shown only once its page exists (apps add pages issue by issue)."""
+# The navigation, in order: (URL name, label, role needed to see it). An entry shows only once
+# its page exists (apps add pages issue by issue).
+NAV = [
+    ("dashboard", "Dashboard", None),
+    ("mirror:mirror_list", "Mirrors", None),
+    ("mirror:package_list", "Packages", None),
+    ("fleet:group_list", "Groups", None),
+    ("fleet:endpoint_list", "Endpoints", None),
+    ("auditevent_list", "Audit log", None),
+    ("user_list", "Users", Role.ADMIN),
+]
+
+
+def _reverse_or_none(url_name):
     try:
-        url = reverse(url_name)
+        return reverse(url_name)
     except NoReverseMatch:
-        return ""
+        return None
+
+
+@register.simple_tag(takes_context=True)
+def nav(context):
+    """The navigation links; the current one is the entry whose URL is the longest prefix of the page's path
+    (/groups/endpoints/… is under Endpoints, not Groups)."""
     request = context.get("request")
-    current = request is not None and (request.path == url or (url != "/" and request.path.startswith(url)))
-    return format_html('<a href="{}"{}>{}</a>', url, mark_safe(' aria-current="page"') if current else "", label)
+    user = context.get("user")
+    entries = [(url, label) for name, label, role in NAV
+               if (url := _reverse_or_none(name)) and (role is None or (user is not None and has_role(user, role)))]
+    path = request.path if request is not None else ""
+    matches = [url for url, _ in entries if path == url or (url != "/" and path.startswith(url))]
+    current = max(matches, key=len) if matches else None
+    return format_html_join("\n", '<a href="{}"{}>{}</a>',
+                            ((url, mark_safe(' aria-current="page"') if url == current else "", label) for url, label in entries))
 
 
 @register.filter
