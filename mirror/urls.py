@@ -1,6 +1,6 @@
 import re
 
-from django.urls import re_path
+from django.urls import path, re_path
 
 from mirror import views
 from mirror.choices import Arch, Channel, Platform
@@ -21,6 +21,22 @@ LAYOUT_TAIL = (
 )
 PUBLISHED_FILE = r"^(?P<slug>[-a-zA-Z0-9_]+)/" + LAYOUT_TAIL
 
+# The pages' first segments ("new", "runs", "packages", "upstreams") are reserved mirror slugs (Mirror.clean()),
+# and none of them has the layout's depth: a page URL never shadows a published file, nor the reverse.
 urlpatterns = [
     re_path(PUBLISHED_FILE, views.published_file, name="published_file"),
+    path("", views.MirrorListView.as_view(), name="mirror_list"),
+    path("new/", views.MirrorFormView.as_view(), name="mirror_create"),
+    path("upstreams/new/", views.UpstreamFormView.as_view(), name="upstream_create"),
+    path("upstreams/<int:pk>/edit/", views.UpstreamFormView.as_view(), name="upstream_update"),
+    path("upstreams/<int:pk>/delete/", views.UpstreamDeleteView.as_view(), name="upstream_delete"),
+    path("runs/", views.RunListView.as_view(), name="run_list"),
+    path("runs/<int:pk>/", views.RunDetailView.as_view(), name="run_detail"),
+    path("runs/<int:pk>/progress/", views.RunProgressView.as_view(), name="run_progress"),
+    path("packages/", views.PackageListView.as_view(), name="package_list"),
+    path("packages/<int:pk>/", views.PackageDetailView.as_view(), name="package_detail"),
+    path("<slug:slug>/", views.MirrorDetailView.as_view(), name="mirror_detail"),
+    path("<slug:slug>/edit/", views.MirrorFormView.as_view(), name="mirror_update"),
+    path("<slug:slug>/sync/", views.MirrorSyncView.as_view(), name="mirror_sync"),
+    path("<slug:slug>/delete/", views.MirrorDeleteView.as_view(), name="mirror_delete"),
 ]

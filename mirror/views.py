@@ -1,10 +1,26 @@
-"""The published tree over HTTP, in Microsoft's layout, for endpoints that fetch from the portal itself."""
+"""The published tree over HTTP, in Microsoft's layout, for endpoints that fetch from the portal itself; and the mirror pages."""
 
+from datetime import timedelta
+
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Count, Prefetch, ProtectedError, Q
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
+from django.views.generic import DetailView, TemplateView, View
+from django_filters.views import FilterView
 
-from mirror.models import Mirror, Publication
+from mirror import services
+from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
+from mirror.filtersets import SyncRunFilterSet
+from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_proxy
+from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.serving import not_found, send_package_file
+from portal.choices import Role
+from portal.roles import RoleRequiredMixin
+from portal.services import record_event
 
 BACK = "_back"
 
@@ -28,3 +44,316 @@ def published_file(request, slug, platform, channel, arch, filename):
         return not_found(f"no previous package (n-1) is published for {platform}/{base_channel}/arch_{arch} on mirror {slug}")
     # The URL's content changed when the publication did, even for an old package.
     return send_package_file(request, package, filename, publication.published_at or package.downloaded_at)
+
+
+# --- The mirror pages ----------------------------------------------------------------------------
+# Thin: every change goes through mirror.services (the API and the scheduled tasks use the same calls).
+
+RECENT_RUNS = 20
+FAILURES_LOOKED_AT = 10  # the list counts failed runs in a row among the last ten
+FAILED_STATES = (SyncState.FAILED, SyncState.PARTIAL)
+# The run's big fields, not needed to list runs.
+HEAVY_RUN_FIELDS = ("log", "results")
+
+
+def get_mirror(slug: str) -> Mirror:
+    return get_object_or_404(Mirror.objects.select_related("upstream"), slug=slug)
+
+
+def mirror_url(mirror: Mirror) -> str:
+    return reverse("mirror:mirror_detail", args=[mirror.slug])
+
+
+def run_url(run: SyncRun) -> str:
+    return reverse("mirror:run_detail", args=[run.pk])
+
+
+def schedule_words(mirror: Mirror) -> str:
+    if not mirror.enabled:
+        return "disabled: syncs only when asked"
+    if not mirror.sync_interval_minutes:
+        return "only when asked"
+    return f"every {mirror.sync_interval_minutes} min"
+
+
+def next_run(mirror: Mirror, last: SyncRun | None):
+    """When the schedule syncs next: from the interval and the last run's start; None when it never does."""
+    if not mirror.enabled or not mirror.sync_interval_minutes:
+        return None
+    if last is None:
+        return "at the scheduler's next tick"
+    if last.is_active:
+        return "after the running sync"
+    start = last.started_at or last.created
+    return start + timedelta(minutes=mirror.sync_interval_minutes)
+
+
+def next_run_context(mirror: Mirror, last: SyncRun | None) -> dict:
+    """{"next_at": a time, or "next_words": why there is none}, for a page."""
+    when = next_run(mirror, last)
+    if isinstance(when, str):
+        return {"next_at": None, "next_words": when}
+    return {"next_at": when, "next_words": "" if when else "not scheduled"}
+
+
+def failures_in_a_row(runs) -> int:
+    count = 0
+    for run in runs:
+        if run.is_active:
+            continue
+        if run.state not in FAILED_STATES:
+            break
+        count += 1
+    return count
+
+
+def result_rows(run: SyncRun) -> list[dict]:
+    """The per-target results as a page shows them, with the outcome in words."""
+    rows = []
+    for result in run.results or []:
+        outcome = result.get("outcome", "")
+        rows.append({
+            **result,
+            "outcome_label": TargetOutcome(outcome).label if outcome in TargetOutcome.values else outcome,
+            "failed": outcome == TargetOutcome.FAILED,
+        })
+    return rows
+
+
+class MirrorListView(RoleRequiredMixin, TemplateView):
+    template_name = "mirror/mirror_list.html"
+
+    def get_context_data(self, **kwargs):
+        # Three queries whatever the number of mirrors: the mirrors, their last runs, the upstreams.
+        recent = SyncRun.objects.defer(*HEAVY_RUN_FIELDS).order_by("-created", "-id")[:FAILURES_LOOKED_AT]
+        mirrors = (Mirror.objects.select_related("upstream")
+                   .prefetch_related(Prefetch("sync_runs", queryset=recent, to_attr="recent_runs")))
+        rows = []
+        for mirror in mirrors:
+            last = mirror.recent_runs[0] if mirror.recent_runs else None
+            failures = failures_in_a_row(mirror.recent_runs)
+            rows.append({
+                "mirror": mirror,
+                "targets": [services.target_name(t) for t in mirror.targets()],
+                "schedule": schedule_words(mirror),
+                "last": last,
+                **next_run_context(mirror, last),
+                "failures": failures,
+                "failures_capped": failures == FAILURES_LOOKED_AT,
+            })
+        upstreams = Upstream.objects.annotate(mirror_count=Count("mirrors"))
+        return super().get_context_data(rows=rows, upstreams=upstreams, **kwargs)
+
+
+class MirrorDetailView(RoleRequiredMixin, TemplateView):
+    template_name = "mirror/mirror_detail.html"
+
+    def get(self, request, slug):
+        return self.render_to_response(self.get_context_data(mirror=get_mirror(slug)))
+
+    def get_context_data(self, mirror, **kwargs):
+        publications = {(p.platform, p.channel, p.arch): p for p in mirror.publications.select_related("current", "previous")}
+        targets = []
+        for target in mirror.targets():
+            publication = publications.pop(target, None)
+            targets.append({"name": services.target_name(target), "publication": publication})
+        # A target the mirror no longer syncs still serves what was published for it.
+        for target, publication in sorted(publications.items()):
+            targets.append({"name": services.target_name(target), "publication": publication, "dropped": True})
+        runs = list(mirror.sync_runs.select_related("requested_by").defer(*HEAVY_RUN_FIELDS)[:RECENT_RUNS])
+        active = next((run for run in runs if run.is_active), None)
+        return super().get_context_data(
+            mirror=mirror,
+            schedule=schedule_words(mirror),
+            **next_run_context(mirror, runs[0] if runs else None),
+            targets=targets,
+            urls=[(Platform(p).label if p in Platform.values else p, c, mirror.definition_url(p, c))
+                  for p in mirror.platforms for c in mirror.channels],
+            runs=runs,
+            active_run=active,
+            proxy=masked_proxy(mirror.upstream.proxy_url),
+            **kwargs,
+        )
+
+
+class MirrorSyncView(RoleRequiredMixin, View):
+    """"Sync now" (operators): queue a sync, or show the one already queued or running."""
+
+    http_method_names = ["post"]
+
+    def post(self, request, slug):
+        mirror = get_mirror(slug)
+        run, created = services.request_sync(mirror, SyncTrigger.MANUAL, request.user, request)
+        if created:
+            messages.success(request, f"Sync #{run.pk} of {mirror.name} queued.")
+        else:
+            messages.info(request, f"A sync of {mirror.name} is already {run.get_state_display().lower()} (#{run.pk}): "
+                                   "here it is; no other was started.")
+        return redirect(run_url(run))
+
+
+class MirrorFormView(RoleRequiredMixin, TemplateView):
+    """Create (no slug) or edit a mirror; admins only, reading the form included."""
+
+    template_name = "mirror/mirror_form.html"
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def get(self, request, slug=None):
+        mirror = get_mirror(slug) if slug else None
+        initial = {}
+        if mirror is None:
+            upstreams = list(Upstream.objects.all()[:2])
+            initial = {"platforms": Platform.values, "channels": ["production"], "archs": ["x86_64"]}
+            if len(upstreams) == 1:
+                initial["upstream"] = upstreams[0]
+        return self.render_to_response(self.get_context_data(form=MirrorForm(instance=mirror, initial=initial), mirror=mirror))
+
+    def post(self, request, slug=None):
+        mirror = get_mirror(slug) if slug else None
+        # The form writes what was typed onto the instance while validating: keep the saved name for the page.
+        saved = {"saved_name": mirror.name, "saved_slug": mirror.slug} if mirror else {}
+        form = MirrorForm(request.POST, instance=mirror)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form, mirror=mirror, **saved), status=400)
+        mirror = services.save_mirror(form.save(commit=False), request.user, request, form.changes())
+        messages.success(request, f"Mirror {mirror.name} {'updated' if saved else 'created'}.")
+        return redirect(mirror_url(mirror))
+
+    def get_context_data(self, mirror=None, **kwargs):
+        kwargs.setdefault("saved_name", mirror.name if mirror else None)
+        kwargs.setdefault("saved_slug", mirror.slug if mirror else None)
+        return super().get_context_data(mirror=mirror, has_upstream=Upstream.objects.exists(), **kwargs)
+
+
+class MirrorDeleteView(RoleRequiredMixin, TemplateView):
+    """GET: what deleting removes; POST: delete (admins)."""
+
+    template_name = "mirror/mirror_confirm_delete.html"
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def get(self, request, slug):
+        mirror = get_mirror(slug)
+        return self.render_to_response(self.get_context_data(
+            mirror=mirror, publications=mirror.publications.count(), runs=mirror.sync_runs.count()))
+
+    def post(self, request, slug):
+        mirror = get_mirror(slug)
+        try:
+            services.delete_mirror(mirror, request.user, request)
+        except ProtectedError as exc:
+            users = sorted({str(obj) for obj in exc.protected_objects})
+            messages.error(request, f"Mirror {mirror.name} is still used by {', '.join(users)}; move or delete those first.")
+            return redirect(mirror_url(mirror))
+        messages.success(request, f"Mirror {mirror.name} deleted. Its packages stay in the store until retention prunes them.")
+        return redirect("mirror:mirror_list")
+
+
+class UpstreamFormView(RoleRequiredMixin, TemplateView):
+    template_name = "mirror/upstream_form.html"
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def get(self, request, pk=None):
+        upstream = get_object_or_404(Upstream, pk=pk) if pk else None
+        return self.render_to_response(self.get_context_data(form=UpstreamForm(instance=upstream), upstream=upstream))
+
+    def post(self, request, pk=None):
+        upstream = get_object_or_404(Upstream, pk=pk) if pk else None
+        saved_name = upstream.name if upstream else None
+        form = UpstreamForm(request.POST, instance=upstream)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form, upstream=upstream, saved_name=saved_name), status=400)
+        with transaction.atomic():
+            upstream = form.save()
+            record_event(request.user, "upstream.update" if saved_name else "upstream.create", upstream, form.changes(), request)
+        messages.success(request, f"Upstream {upstream.name} {'updated' if saved_name else 'created'}.")
+        return redirect("mirror:mirror_list")
+
+    def get_context_data(self, upstream=None, **kwargs):
+        kwargs.setdefault("saved_name", upstream.name if upstream else None)
+        mirrors = list(upstream.mirrors.all()) if upstream else []
+        return super().get_context_data(upstream=upstream, used_by=mirrors, **kwargs)
+
+
+class UpstreamDeleteView(RoleRequiredMixin, View):
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        upstream = get_object_or_404(Upstream, pk=pk)
+        try:
+            with transaction.atomic():
+                record_event(request.user, "upstream.delete", upstream, {}, request)
+                upstream.delete()
+        except ProtectedError:
+            messages.error(request, f"Upstream {upstream.name} is still used by a mirror; change that mirror's upstream first.")
+            return redirect("mirror:upstream_update", pk=upstream.pk)
+        messages.success(request, f"Upstream {upstream.name} deleted.")
+        return redirect("mirror:mirror_list")
+
+
+class RunListView(RoleRequiredMixin, FilterView):
+    filterset_class = SyncRunFilterSet
+    template_name = "mirror/syncrun_list.html"
+    paginate_by = 50
+
+    def get_queryset(self):
+        return SyncRun.objects.select_related("mirror", "requested_by").defer(*HEAVY_RUN_FIELDS)
+
+
+def run_context(run: SyncRun) -> dict:
+    percent = None
+    if run.bytes_expected:
+        percent = min(100, round(100 * run.bytes_done / run.bytes_expected))
+    return {
+        "run": run,
+        "results": result_rows(run),
+        "percent": percent,
+    }
+
+
+def get_run(pk: int) -> SyncRun:
+    return get_object_or_404(SyncRun.objects.select_related("mirror", "requested_by"), pk=pk)
+
+
+class RunDetailView(RoleRequiredMixin, TemplateView):
+    template_name = "mirror/syncrun_detail.html"
+
+    def get(self, request, pk):
+        return self.render_to_response(self.get_context_data(**run_context(get_run(pk))))
+
+
+class RunProgressView(RunDetailView):
+    """Just the run's progress block, for htmx to swap in every 2 s while the run is active."""
+
+    template_name = "mirror/syncrun_progress.html"
+
+
+class PackageListView(RoleRequiredMixin, FilterView):
+    filterset_class = PackageFilterSet
+    template_name = "mirror/package_list.html"
+    paginate_by = 50
+    queryset = SignaturePackage.objects.all()
+
+
+class PackageDetailView(RoleRequiredMixin, DetailView):
+    template_name = "mirror/package_detail.html"
+    model = SignaturePackage
+    context_object_name = "package"
+
+    def get_context_data(self, **kwargs):
+        from fleet.models import GroupTarget  # fleet builds on mirror, not the other way round
+
+        package = self.object
+        publications = (Publication.objects.select_related("mirror")
+                        .filter(Q(current=package) | Q(previous=package)).order_by("mirror__name"))
+        approvals = (GroupTarget.objects.select_related("group")
+                     .filter(Q(current=package) | Q(previous=package)).order_by("group__ring_order", "group__name"))
+        return super().get_context_data(
+            publications=[(p, "current" if p.current_id == package.pk else "n-1") for p in publications],
+            approvals=[(a, "current" if a.current_id == package.pk else "previous (n-1)") for a in approvals],
+            **kwargs,
+        )

@@ -10,6 +10,8 @@ from mirror.choices import Arch, Channel, Platform, UpstreamKind
 
 MICROSOFT_BASE_URL = "https://go.microsoft.com/fwlink/"
 LINK_IDS = {Platform.LINUX: "2144709", Platform.MAC: "2120136"}
+# /mirror/<these>/ are the mirror pages (mirror/urls.py), so no mirror may be named so.
+RESERVED_SLUGS = ("groups", "new", "runs", "packages", "upstreams")
 
 
 class Upstream(models.Model):
@@ -69,6 +71,8 @@ class Mirror(models.Model):
         errors = {}
         if self.slug == "groups":
             errors["slug"] = "'groups' is reserved: /mirror/groups/ serves the rings' trees."
+        elif self.slug in RESERVED_SLUGS:
+            errors["slug"] = f"'{self.slug}' is reserved: /mirror/{self.slug}/ is one of the portal's pages; choose another."
         for field, valid in (("platforms", Platform.values), ("channels", Channel.values), ("archs", Arch.values)):
             value = getattr(self, field)
             if not isinstance(value, list) or not value:

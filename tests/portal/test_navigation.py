@@ -14,6 +14,8 @@ def current_links(html: str) -> list[str]:
     ("/audit/", "/audit/"),
     ("/groups/", "/groups/"),
     ("/groups/endpoints/", "/groups/endpoints/"),  # under Endpoints, not also under Groups
+    ("/mirror/", "/mirror/"),
+    ("/mirror/packages/", "/mirror/packages/"),  # under Packages, not also under Mirrors
 ])
 def test_exactly_one_entry_is_current_and_it_is_the_most_specific(client, admin, path, expected):
     client.force_login(admin)

@@ -1,0 +1,149 @@
+"""The forms of the mirror pages: mirrors, upstreams, and the package list's filters."""
+
+import django_filters
+from django import forms
+from django.db import models
+from django.db.models import Q
+
+from mirror.choices import Arch, Channel, Platform
+from mirror.filtersets import SignaturePackageFilterSet
+from mirror.models import Mirror, Upstream
+
+MASK = "***"
+
+
+def formfield(db_field, **kwargs):
+    # Endpoints and the portal's own links are https; a URL typed without a scheme is taken as https too.
+    if isinstance(db_field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return db_field.formfield(**kwargs)
+
+
+class AnyChoices(forms.MultipleChoiceField):
+    """Checkboxes whose values the model checks: Mirror.clean() says "Unknown platform windows; choose from …"
+    and "Choose at least one of …", so the page shows the API's sentences and only those."""
+
+    def valid_value(self, value):
+        return True
+
+
+def masked_proxy(url: str) -> str:
+    """http://user:secret@proxy:3128 -> http://***@proxy:3128: credentials are kept, never shown again."""
+    if url and "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+class MaskedProxyInput(forms.TextInput):
+    def format_value(self, value):
+        return masked_proxy(super().format_value(value) or "") or None
+
+
+class ChangesMixin:
+    """What a save changes, for the audit log: {field: {"from": …, "to": …}} (every field on creation)."""
+
+    secret_fields = ()
+
+    def _plain(self, name, value):
+        if hasattr(value, "_meta"):
+            return str(value)
+        return masked_proxy(value) if name in self.secret_fields else value
+
+    def remember(self):
+        self.before = {name: self._plain(name, getattr(self.instance, name)) for name in self.fields} if self.instance.pk else {}
+
+    def changes(self) -> dict:
+        after = {name: self._plain(name, getattr(self.instance, name)) for name in self.fields}
+        if not self.before:
+            return {"fields": after}
+        return {name: {"from": self.before[name], "to": value} for name, value in after.items() if self.before[name] != value}
+
+
+class MirrorForm(ChangesMixin, forms.ModelForm):
+    platforms = AnyChoices(choices=Platform.choices, widget=forms.CheckboxSelectMultiple, required=False)
+    channels = AnyChoices(choices=Channel.choices, widget=forms.CheckboxSelectMultiple, required=False)
+    archs = AnyChoices(choices=Arch.choices, widget=forms.CheckboxSelectMultiple, required=False, label="Architectures")
+
+    class Meta:
+        model = Mirror
+        formfield_callback = formfield
+        fields = ["name", "slug", "upstream", "platforms", "channels", "archs", "keep_previous", "enabled",
+                  "sync_interval_minutes", "retention", "publish_root", "public_base_url"]
+        labels = {
+            "keep_previous": "Publish the previous version (n-1)",
+            "enabled": "Sync on schedule",
+            "sync_interval_minutes": "Sync interval (minutes)",
+            "retention": "Packages kept per target",
+            "publish_root": "Published tree directory",
+            "public_base_url": "Public base URL",
+        }
+
+    SECTIONS = (
+        ("Mirror", ("name", "slug", "upstream")),
+        ("What it syncs", ("platforms", "channels", "archs", "keep_previous")),
+        ("Schedule and storage", ("enabled", "sync_interval_minutes", "retention", "publish_root", "public_base_url")),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["upstream"].empty_label = None if Upstream.objects.exists() else "No upstream yet: add one first"
+        self.fields["slug"].help_text = "In the mirror's URLs: /mirror/<slug>/<platform>/<channel>/…"
+        if self.instance.pk:
+            # The published tree's directory and every endpoint's URL are named after it.
+            self.fields["slug"].disabled = True
+            self.fields["slug"].help_text = "Fixed once created: the published tree and the endpoints' URLs use it."
+        self.remember()
+
+    def sections(self):
+        return [(legend, [self[name] for name in names]) for legend, names in self.SECTIONS]
+
+
+class UpstreamForm(ChangesMixin, forms.ModelForm):
+    secret_fields = ("proxy_url",)
+
+    class Meta:
+        model = Upstream
+        formfield_callback = formfield
+        fields = ["name", "kind", "base_url", "linux_link_id", "mac_link_id", "proxy_url", "verify_tls", "ca_bundle", "timeout"]
+        labels = {
+            "base_url": "Base URL",
+            "linux_link_id": "Linux fwlink id",
+            "mac_link_id": "macOS fwlink id",
+            "proxy_url": "Proxy URL",
+            "verify_tls": "Verify TLS certificates",
+            "ca_bundle": "CA bundle",
+            "timeout": "Timeout (seconds)",
+        }
+        widgets = {"proxy_url": MaskedProxyInput}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stored_proxy = self.instance.proxy_url if self.instance.pk else ""
+        self.fields["proxy_url"].help_text = ("e.g. http://user:password@proxy:3128. Credentials are kept but never shown again: "
+                                              f"leave {MASK} in place to keep them.")
+        self.remember()
+
+    def clean_proxy_url(self):
+        value = self.cleaned_data["proxy_url"].strip()
+        if f"://{MASK}@" in value:
+            # The masked value shown on the page: keep the stored credentials if the rest is unchanged.
+            if self.stored_proxy and masked_proxy(self.stored_proxy) == value:
+                return self.stored_proxy
+            raise forms.ValidationError("Type the proxy's user and password again (they are never shown back).")
+        return value
+
+
+class PackageFilterSet(SignaturePackageFilterSet):
+    """The API's package filters, and one box for a version: engine or definition, any part of it."""
+
+    version = django_filters.CharFilter(method="version_contains", label="Version contains")
+
+    def version_contains(self, queryset, name, value):
+        return queryset.filter(Q(definition_version__icontains=value) | Q(engine_version__icontains=value))
+
+    # The fields the page shows; the others still work in the URL, as in the API.
+    SHOWN = ("platform", "channel", "arch", "version")
+
+    def shown_fields(self):
+        return [self.form[name] for name in self.SHOWN]
