@@ -1,13 +1,21 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import Count, Prefetch, Q
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.generic import TemplateView
 from django_filters.views import FilterView
 
+from fleet.choices import Compliance
+from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
+from mirror.models import Mirror, SyncRun
+from mirror.views import FAILURES_LOOKED_AT, HEAVY_RUN_FIELDS, failures_in_a_row, next_run_context
 from portal import services
 from portal.choices import Role
 from portal.filtersets import AuditEventFilterSet
@@ -18,12 +26,51 @@ from portal.roles import RoleRequiredMixin, has_role, user_role
 User = get_user_model()
 
 
+# The dashboard: every section is one query (or two) whatever the size of the fleet.
+TREND_DAYS = 14
+TOP_VERSIONS = 10
+# fleet.diagnostics' rule codes, then fleet.reports' own; most severe first.
+FINDING_CODES = ("update_failed", "reenable_known_issue", "offline_update_disabled", "verify_sig_disabled", "agent_too_old",
+                 "not_updated_from_mirror", "url_drift", "settings_drift", "stale", "verify_sig_not_reported", "not_real_time")
+
+
+def _short(label: str) -> str:
+    """"Failing (the last update failed)" → "Failing": for column headers."""
+    return label.split(" (", 1)[0]
+
+
+def _list_url(**filters) -> str:
+    """The endpoint list, filtered."""
+    base = reverse("fleet:endpoint_list")
+    return f"{base}?{urlencode(filters)}" if filters else base
+
+
+def _percent(n: int, total: int) -> float:
+    return round(100 * n / total, 1) if total else 0.0
+
+
 class DashboardView(RoleRequiredMixin, TemplateView):
     template_name = "portal/dashboard.html"
 
     def get_context_data(self, **kwargs):
         heartbeat = Heartbeat.objects.filter(name="worker").first()
         stale_after = 3 * settings.PORTAL_HEARTBEAT_SECONDS
+        groups = list(EndpointGroup.objects.only("pk", "name", "slug", "ring_order"))
+        fleet = Endpoint.objects.filter(decommissioned_at__isnull=True)
+        compliance = self._compliance(fleet, groups)
+        versions = self._versions(fleet, groups)
+        trend = self._trend(groups)
+        findings = self._findings(fleet)
+        mirrors = self._mirrors()
+        data = {
+            "states": [{"value": s["value"], "label": s["label"]} for s in compliance["states"]],
+            "overall": [cell["n"] for cell in compliance["overall"]["cells"]],
+            "versions": {"labels": [row["version"] for row in versions["rows"]],
+                         "series": [{"label": g.name, "data": [row["cells"][i]["n"] for row in versions["rows"]]}
+                                    for i, g in enumerate(versions["groups"])]},
+            "trend": {"labels": [row["day"].isoformat() for row in trend["rows"]],
+                      "series": {s["value"]: [row["counts"][i] for row in trend["rows"]] for i, s in enumerate(compliance["states"])}},
+        }
         return super().get_context_data(
             heartbeat=heartbeat,
             heartbeat_stale=heartbeat is None or (timezone.now() - heartbeat.seen_at).total_seconds() > stale_after,
@@ -32,8 +79,94 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             cache_backend="redis" if settings.REDIS_URL else "local memory",
             store_root=settings.PORTAL_STORE_ROOT,
             recent_events=AuditEvent.objects.all()[:10],
+            groups=groups,
+            compliance=compliance,
+            versions=versions,
+            trend=trend,
+            findings=findings,
+            mirrors=mirrors,
+            data=data,
             **kwargs,
         )
+
+    @staticmethod
+    def _compliance(fleet, groups) -> dict:
+        """Endpoints per compliance state, overall and per group, each count with its link (one query)."""
+        counts: dict[int, dict[str, int]] = {}
+        for group_id, state, n in fleet.values_list("group_id", "compliance").annotate(n=Count("id")).order_by():
+            counts.setdefault(group_id, {})[state] = n
+        states = [{"value": value, "label": _short(label), "title": label} for value, label in Compliance.choices]
+
+        def row(group, by_state):
+            total = sum(by_state.values())
+            where = {"group": group.slug} if group else {}
+            return {"group": group, "total": total, "url": _list_url(**where),
+                    "cells": [{"n": by_state.get(s["value"], 0), "percent": _percent(by_state.get(s["value"], 0), total),
+                               "url": _list_url(**where, compliance=s["value"])} for s in states]}
+
+        overall: dict[str, int] = {}
+        for by_state in counts.values():
+            for state, n in by_state.items():
+                overall[state] = overall.get(state, 0) + n
+        total = sum(overall.values())
+        return {"states": states, "overall": row(None, overall), "groups": [row(g, counts.get(g.pk, {})) for g in groups],
+                "total": total, "reported": total - overall.get(Compliance.NEW, 0)}
+
+    @staticmethod
+    def _versions(fleet, groups) -> dict:
+        """The TOP_VERSIONS most run definitions versions × the groups running them (one query)."""
+        counts: dict[str, dict[int, int]] = {}
+        for version, group_id, n in (fleet.exclude(definitions_version="").values_list("definitions_version", "group_id")
+                                     .annotate(n=Count("id")).order_by()):
+            counts.setdefault(version, {})[group_id] = n
+        ranked = sorted(counts, key=lambda v: (-sum(counts[v].values()), v))
+        top = ranked[:TOP_VERSIONS]
+        shown = [g for g in groups if any(g.pk in counts[v] for v in top)]
+        rows = [{"version": v, "total": sum(counts[v].values()), "url": _list_url(version=v),
+                 "cells": [{"n": counts[v].get(g.pk, 0), "url": _list_url(group=g.slug, version=v)} for g in shown]}
+                for v in top]
+        others = ranked[TOP_VERSIONS:]
+        return {"groups": shown, "rows": rows, "other_versions": len(others),
+                "other_endpoints": sum(sum(counts[v].values()) for v in others)}
+
+    def _trend(self, groups) -> dict:
+        """Per day of the last TREND_DAYS, the day's last snapshot of each group summed (one query); ?group= narrows it."""
+        selected = next((g for g in groups if g.slug == self.request.GET.get("group")), None)
+        since = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=TREND_DAYS - 1)
+        snapshots = ComplianceSnapshot.objects.filter(taken_at__gte=since).order_by("taken_at")
+        if selected:
+            snapshots = snapshots.filter(group=selected)
+        last: dict[tuple, dict] = {}  # (day, group) → counts of its latest snapshot that day
+        for taken_at, group_id, counts in snapshots.values_list("taken_at", "group_id", "counts"):
+            last[(timezone.localdate(taken_at), group_id)] = counts or {}
+        days: dict = {}
+        for (day, _), counts in last.items():
+            total = days.setdefault(day, {})
+            for state, n in counts.items():
+                total[state] = total.get(state, 0) + n
+        rows = [{"day": day, "counts": [days[day].get(value, 0) for value in Compliance.values], "total": sum(days[day].values())}
+                for day in sorted(days)]
+        return {"selected": selected, "rows": rows, "days": TREND_DAYS}
+
+    @staticmethod
+    def _findings(fleet) -> list[dict]:
+        """Endpoints per finding code, most common first (one query, a conditional count per code)."""
+        totals = fleet.aggregate(**{f"c_{code}": Count("id", filter=Q(finding_codes__contains=f",{code},")) for code in FINDING_CODES})
+        rows = [{"code": code, "n": totals[f"c_{code}"], "url": _list_url(finding=code)} for code in FINDING_CODES]
+        return sorted((row for row in rows if row["n"]), key=lambda row: -row["n"])
+
+    @staticmethod
+    def _mirrors() -> list[dict]:
+        """Every mirror with its last run, next run and failed runs in a row (two queries: mirrors, their recent runs)."""
+        recent = SyncRun.objects.defer(*HEAVY_RUN_FIELDS).order_by("-created", "-id")[:FAILURES_LOOKED_AT]
+        rows = []
+        for mirror in Mirror.objects.prefetch_related(Prefetch("sync_runs", queryset=recent, to_attr="recent_runs")):
+            last = mirror.recent_runs[0] if mirror.recent_runs else None
+            rows.append({"mirror": mirror, "last": last, "failures": failures_in_a_row(mirror.recent_runs),
+                         "url": reverse("mirror:mirror_detail", args=[mirror.slug]),
+                         "run_url": reverse("mirror:run_detail", args=[last.pk]) if last else None,
+                         **next_run_context(mirror, last)})
+        return rows
 
 
 class AuditEventListView(RoleRequiredMixin, FilterView):
