@@ -388,3 +388,9 @@ def test_the_enable_disable_reenable_pattern_is_found_from_the_endpoints_own_his
     assert "reenable_known_issue" in response.json()["findings"]
     # Only the changes are kept: enabled, disabled, enabled.
     assert [value for _, value in endpoint.recent] == ["enabled", "disabled", "enabled"]
+
+
+def test_the_report_url_only_takes_post_and_says_so_in_json(agent, enrolled):
+    response = agent.get("/api/v1/reports")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response.json()["code"] == "method_not_allowed"
