@@ -29,6 +29,14 @@ class Command(BaseCommand):
         parser.add_argument("--worker-concurrency", type=int, default=env_int("CELERY_CONCURRENCY", 2))
 
     def handle(self, *args, host, port, web_workers, worker_concurrency, **options):
+        processes = self.start_children(host, port, web_workers, worker_concurrency)
+        self.stdout.write(f"Portal listening on http://{host}:{port}/ — press Ctrl-C to stop.")
+        self.stdout.flush()
+        self.supervise(processes)
+
+    def start_children(self, host, port, web_workers, worker_concurrency, output=None) -> dict:
+        """Take over SIGINT/SIGTERM (they set self.stopping) and start web, worker and beat
+        (their output goes to ``output``, a file, when given; else to this command's)."""
         python = sys.executable
         commands = {
             "web": [python, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"{host}:{port}",
@@ -39,11 +47,10 @@ class Command(BaseCommand):
             # No pidfile: a stale one left by a crash would stop the next start.
             "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO", "--pidfile="],
         }
-        stopping = False
+        self.stopping = False
 
         def request_stop(signum, frame):
-            nonlocal stopping
-            stopping = True
+            self.stopping = True
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
@@ -52,18 +59,23 @@ class Command(BaseCommand):
         for name, command in commands.items():
             # A session of its own: the terminal's Ctrl-C reaches only this supervisor,
             # which then stops each child in order instead of all of them at once.
-            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True)
+            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True,
+                                               stdout=output, stderr=output and subprocess.STDOUT)
             self.stdout.write(f"started {name} (pid {processes[name].pid})", ending="\n")
-        self.stdout.write(f"Portal listening on http://{host}:{port}/ — press Ctrl-C to stop.")
-        self.stdout.flush()
+        return processes
 
+    def failed_child(self, processes):
+        """The name of a child that has exited, or None."""
+        return next((name for name, process in processes.items() if process.poll() is not None), None)
+
+    def supervise(self, processes, tick=None):
+        """Until Ctrl-C/SIGTERM or a child exits (calling ``tick()`` between checks), then stop them all."""
         failed = None
-        while not stopping and failed is None:
+        while not self.stopping and failed is None:
             time.sleep(0.3)
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    failed = name
-                    break
+            failed = self.failed_child(processes)
+            if tick is not None and failed is None and not self.stopping:
+                tick()
 
         if failed:
             self.stderr.write(f"{failed} exited with code {processes[failed].returncode}; stopping the others.")
