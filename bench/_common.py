@@ -70,3 +70,53 @@ def tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join("    " + line for line in text[-lines:])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_django(python, code, env, *args, timeout=1800) -> dict:
+    """Run ``code`` with ``python -c`` in the portal's environment; its last stdout line is JSON."""
+    import json
+
+    done = subprocess.run([python, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise BenchError(f"child exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- A throw-away PostgreSQL database (the benchmarks that need the real engine) ------------------
+
+def database_name(url: str, default: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path.lstrip("/") or default
+
+
+def admin_sql(url: str, sql: str) -> None:
+    """Run ``sql`` on the server of ``url``, connected to its 'postgres' database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    with psycopg.connect(urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment)), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def create_database(url: str, name: str) -> None:
+    admin_sql(url, f'DROP DATABASE IF EXISTS "{name}"')
+    admin_sql(url, f'CREATE DATABASE "{name}"')
+
+
+def drop_database(url: str, name: str) -> None:
+    """Drop it, or say why not on stderr: a failed clean-up must not hide the figures."""
+    try:
+        admin_sql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: could not drop {name}: {exc}", file=sys.stderr)

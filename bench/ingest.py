@@ -36,20 +36,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import portal_env, portal_python  # noqa: E402
+from bench._common import (  # noqa: E402
+    BenchError, admin_sql, create_database, database_name, drop_database, free_port, portal_env, portal_python, run_django,
+)
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -156,29 +150,6 @@ end
 """
 
 
-class BenchError(Exception):
-    pass
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-def admin_sql(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def run_django(python, code, env, *args, timeout=1800) -> dict:
-    done = subprocess.run([python, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise BenchError(f"child exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_ingest"),
@@ -198,15 +169,14 @@ def main(argv=None) -> int:
         return 1
     python = portal_python()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    db_name = urlsplit(args.database_url).path.lstrip("/") or "portal_bench_ingest"
+    db_name = database_name(args.database_url, "portal_bench_ingest")
     env = portal_env(work / "var")
     env.update(DATABASE_URL=args.database_url, DEBUG="false", FLEET_REPORT_BURST="100", ALLOWED_HOSTS="localhost,127.0.0.1")
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     gunicorn = None
     try:
-        admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{db_name}"')
-        admin_sql(args.database_url, f'CREATE DATABASE "{db_name}"')
+        create_database(args.database_url, db_name)
         if args.commit_delay:
             admin_sql(args.database_url, f'ALTER DATABASE "{db_name}" SET commit_delay = {args.commit_delay}')
             admin_sql(args.database_url, f'ALTER DATABASE "{db_name}" SET commit_siblings = 2')
@@ -274,11 +244,7 @@ def main(argv=None) -> int:
             gunicorn.wait(30)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-            try:
-                time.sleep(0.5)
-                admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-            except Exception as exc:  # noqa: BLE001 - report, don't hide the figures
-                print(f"warning: could not drop {db_name}: {exc}", file=sys.stderr)
+            drop_database(args.database_url, db_name)
         else:
             print(f"kept {work} and database {db_name}")
     return 0

@@ -36,7 +36,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import LAST_CPU, MB, BenchError, fmt_size, portal_env, portal_python, run_measured, tail  # noqa: E402
+from _common import LAST_CPU, MB, BenchError, fmt_size, free_port, portal_env, portal_python, run_measured, tail  # noqa: E402
 
 from mirror.standin import parse_size  # noqa: E402
 
@@ -148,11 +147,6 @@ http {{
 
 # --- Processes -------------------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _proc_stat(pid: int) -> list[str] | None:

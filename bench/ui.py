@@ -25,21 +25,19 @@ Needs PostgreSQL reachable at --database-url (the server; its database is create
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import portal_env, portal_python  # noqa: E402
-from bench.ingest import BenchError, admin_sql, run_django  # noqa: E402
+from bench._common import (  # noqa: E402
+    BenchError, create_database, database_name, drop_database, portal_env, portal_python, run_django,
+)
 
 TARGET_MS = 300
 
@@ -246,12 +244,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     python = portal_python()
     work = Path(tempfile.mkdtemp(prefix="bench-ui-"))
-    db_name = urlsplit(args.database_url).path.lstrip("/") or "portal_bench_ui"
+    db_name = database_name(args.database_url, "portal_bench_ui")
     env = portal_env(work / "var")
     env.update(DATABASE_URL=args.database_url, DEBUG="false", ALLOWED_HOSTS="testserver,localhost,127.0.0.1")
     try:
-        admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{db_name}"')
-        admin_sql(args.database_url, f'CREATE DATABASE "{db_name}"')
+        create_database(args.database_url, db_name)
         subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
         # DEBUG off serves hashed static names from the manifest, as in production: build it in the throw-away var dir.
         subprocess.run([python, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -288,10 +285,7 @@ def main(argv=None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-            try:
-                admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-            except Exception as exc:  # noqa: BLE001 - report, don't hide the figures
-                print(f"warning: could not drop {db_name}: {exc}", file=sys.stderr)
+            drop_database(args.database_url, db_name)
         else:
             print(f"kept {work} and database {db_name}")
     return 0
