@@ -120,3 +120,63 @@ def drop_database(url: str, name: str) -> None:
         admin_sql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     except Exception as exc:  # noqa: BLE001
         print(f"warning: could not drop {name}: {exc}", file=sys.stderr)
+
+
+# --- CPU accounting from /proc ------------------------------------------------------------------
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # fields from 3 (state) on; comm may hold spaces
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := proc_stat(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_times(pids) -> tuple[float, float]:
+    """(user, system) seconds of these processes (all their threads) so far."""
+    user = system = 0
+    for pid in pids:
+        if fields := proc_stat(pid):
+            user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime (fields 14 and 15)
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process, the kernel), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def cpu_before(groups: dict) -> dict:
+    return {name: cpu_times(pids()) for name, pids in groups.items()} | {"<machine>": machine_busy()}
+
+
+def cpu_since(groups: dict, before: dict) -> dict:
+    """Each group's (user, system) seconds since `before`, and the machine's busy seconds under "<machine>"."""
+    after = cpu_before(groups)
+    spent = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in groups}
+    return spent | {"<machine>": after["<machine>"] - before["<machine>"]}

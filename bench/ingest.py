@@ -41,9 +41,30 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
-    BenchError, admin_sql, create_database, database_name, drop_database, free_port, portal_env, portal_python, run_django,
+    BenchError, admin_sql, cpu_before, cpu_since, create_database, database_name, descendants, drop_database, free_port, portal_env,
+    portal_python, run_django,
 )
 
+
+
+def resource_children() -> tuple[float, float]:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime, usage.ru_stime
+
+
+def processes_named(name: str) -> list[int]:
+    """Every process whose command name is ``name`` (PostgreSQL's postmaster and backends, redis-server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -210,6 +231,12 @@ def main(argv=None) -> int:
         print(f"load: wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s, gunicorn {args.web_workers} sync workers, "
               f"{os.cpu_count()} cores shared by wrk, gunicorn, PostgreSQL and Redis; report body {len(body)} bytes (mdatp health text); "
               f"commit_delay {args.commit_delay} µs")
+        # CPU seconds per process group over the run: what a report costs, whatever else the
+        # machine does meanwhile (the rate itself depends on the 2 shared cores being free).
+        groups = {"gunicorn": lambda: descendants(gunicorn.pid), "postgresql": lambda: processes_named("postgres"),
+                  "redis": lambda: processes_named("redis-server")}
+        cpu_start = cpu_before(groups)
+        wrk_cpu = resource_children()
         done = subprocess.run(["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "--timeout", "10s",
                                "-s", str(work / "report.lua"), f"http://127.0.0.1:{port}"],
                               env={**os.environ, "BENCH_TOKENS": str(tokens), "BENCH_BODY": str(work / "body.txt")},
@@ -218,6 +245,8 @@ def main(argv=None) -> int:
         if done.returncode != 0 or line is None:
             raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         result = json.loads(line.removeprefix("BENCH_RESULT "))
+        spent = cpu_since(groups, cpu_start)
+        spent["wrk"] = tuple(a - b for a, b in zip(resource_children(), wrk_cpu))  # wrk has exited: its rusage, not /proc
         after = run_django(python, COUNT, env)
         seconds = result["duration_us"] / 1e6
         stored = after["reports"] - warm["reports"]
@@ -233,6 +262,13 @@ def main(argv=None) -> int:
         lost = max(0, result["ok"] - stored)
         print(f"  accepted but missing: {lost} (a 201 means committed; new rows - 2xx = {stored - result['ok']}: requests in flight"
               f" when wrk stopped, committed but not counted, at most {args.connections})")
+        reports = max(1, result["ok"] + result["bad"])
+        named = {name: sum(spent[name]) for name in [*groups, "wrk"]}
+        print("  CPU per report (ms)   " + ", ".join(f"{name} {1000 * cpu / reports:.2f}" for name, cpu in named.items())
+              + f"; all processes {1000 * sum(named.values()) / reports:.2f}; the whole machine {1000 * spent['<machine>'] / reports:.2f}"
+              f" ({spent['<machine>'] / seconds:.2f} of {os.cpu_count()} cores busy)")
+        print(f"  gunicorn user / system          {1000 * spent['gunicorn'][0] / reports:.2f} / {1000 * spent['gunicorn'][1] / reports:.2f} ms"
+              f"; PostgreSQL {1000 * spent['postgresql'][0] / reports:.2f} / {1000 * spent['postgresql'][1] / reports:.2f} ms")
         print()
         print(f"RESULT reports/s = {result['ok'] / seconds:.0f}  p99 = {result['p99_us'] / 1000:.1f} ms  lost = {lost}")
     except BenchError as exc:

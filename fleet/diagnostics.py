@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from fleet.health import Health
@@ -97,6 +98,7 @@ def _version_less(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     return a + (0,) * (width - len(a)) < b + (0,) * (width - len(b))
 
 
+@lru_cache(maxsize=1024)  # every report compares the same few URLs (its group's, its mirror's)
 def _normal_url(url: str | None) -> str:
     """Scheme and host lower-cased, default port dropped, one trailing slash: how URLs are compared."""
     if not url or not url.strip():

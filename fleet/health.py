@@ -147,6 +147,7 @@ class Health:
 
 
 @lru_cache(maxsize=1024)  # the same few dozen keys in every report: computed once per process
+@lru_cache(maxsize=4096)  # a report repeats the same few dozen keys: three regex passes each, every report
 def canonical_key(name: str) -> str:
     """The snake_case text name for a key of either form: ``definitionsUpdateSourceUri`` → ``definitions_update_source_uri``."""
     snake = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)

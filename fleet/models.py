@@ -251,6 +251,10 @@ class Endpoint(models.Model):
     # All the known-issue rule needs from history, so it never reads the report table.
     recent = models.JSONField(default=list, blank=True)
     reports_received = models.PositiveIntegerField(default=0)
+    # The report rate limit (FLEET_REPORT_BURST a minute), counted on the row that each report
+    # updates anyway: exact across web processes and nodes, and no extra round trip.
+    burst_minute = models.PositiveIntegerField(default=0, help_text="The minute (Unix time // 60) burst_count counts reports in.")
+    burst_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["hostname", "machine_id"]

@@ -12,11 +12,11 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from contextlib import contextmanager
 from functools import lru_cache
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
@@ -32,6 +32,7 @@ from portal.services import record_event
 log = logging.getLogger(__name__)
 MACHINE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 RECENT_KEPT = 6  # offline_definition_update changes kept on the endpoint for the known-issue rule
+UNAUTHORIZED = "missing, invalid or revoked endpoint token"
 MISCONFIGURED_CODES = {"offline_update_disabled", "verify_sig_disabled", "url_drift", "settings_drift"}
 
 
@@ -135,7 +136,7 @@ def endpoint_for_token(authorization: str) -> Endpoint | None:
     if scheme.lower() != "bearer" or not token.startswith(Endpoint.TOKEN_PREFIX):
         return None
     digest = _digest(token)
-    with connection.cursor() as cursor:
+    with _hot_cursor() as cursor:
         cursor.execute(_SELECT_ENDPOINT, [digest])
         row = cursor.fetchone()
     if row is None:
@@ -171,40 +172,23 @@ def decommission_endpoint(endpoint: Endpoint, actor=None, request=None) -> Endpo
 # --- Reports --------------------------------------------------------------------------------------------
 
 
-_REDIS = []
+def minute_now() -> int:
+    return int(time.time() // 60)
 
 
-def _redis():
-    """One client per process (Django's cache builds a new client object for every call, which
-    showed in the ingest profile); None without REDIS_URL."""
-    if not _REDIS:
-        import redis
+def check_burst(endpoint: Endpoint, minute: int) -> None:
+    """Refuse early (before parsing) an endpoint that already sent FLEET_REPORT_BURST reports this minute.
 
-        _REDIS.append(redis.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None)
-    return _REDIS[0]
-
-
-def check_rate(endpoint: Endpoint) -> None:
-    """At most FLEET_REPORT_BURST reports per endpoint per minute (a looping agent must not flood the table).
-
-    Counted in Redis when there is one (shared by every web process: one INCR+EXPIRE round
-    trip), else in the local cache (per process, the bare-machine default).
+    A looping agent must not flood the table. This reads the counter loaded with the token;
+    the store statement enforces the same limit atomically (_store), so concurrent reports
+    from one endpoint can't slip past it either. A refused report changes nothing.
     """
-    window = int(time.time() // 60)
-    key = f"fleet:report-rate:{endpoint.pk}:{window}"
-    client = _redis()
-    if client is not None:
-        count, _ = client.pipeline(transaction=False).incr(key).expire(key, 120).execute()
-    elif cache.add(key, 1, timeout=120):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=120)
-            count = 1
-    if count > settings.FLEET_REPORT_BURST:
-        raise Refused(f"too many reports from this endpoint: at most {settings.FLEET_REPORT_BURST} a minute", 429)
+    if endpoint.burst_minute == minute and endpoint.burst_count >= settings.FLEET_REPORT_BURST:
+        raise _throttled()
+
+
+def _throttled() -> Refused:
+    return Refused(f"too many reports from this endpoint: at most {settings.FLEET_REPORT_BURST} a minute", 429)
 
 
 # The approved version per (group, platform, arch), cached briefly per process: reading it
@@ -291,8 +275,12 @@ class Accepted:
     findings: list[Finding]
 
 
-def ingest_report(endpoint: Endpoint, body: bytes, now=None) -> Accepted:
-    """Parse, judge and store one report; the endpoint's state changes in the same transaction."""
+def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None = None) -> Accepted:
+    """Parse, judge and store one report; the endpoint's state changes in the same transaction.
+
+    ``minute`` (Unix time // 60) is the burst-limit window the report counts in.
+    """
+    minute = minute_now() if minute is None else minute
     if len(body) > settings.FLEET_REPORT_MAX_BYTES:
         raise Refused(f"the report is {len(body)} bytes; the limit is {settings.FLEET_REPORT_MAX_BYTES}", 413)
     try:
@@ -332,7 +320,11 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None) -> Accepted:
         state["last_update_failure_at"] = now
     report = HealthReport(endpoint=endpoint, received_at=now, form=health.form, raw=body.decode("utf-8", "replace"),
                           definitions_version=state["definitions_version"], compliance=compliance, finding_codes=state["finding_codes"])
-    report.pk = _store(report, endpoint.pk, state)
+    report.pk = _store(report, endpoint.pk, state, minute)
+    if report.pk is None:
+        if Endpoint.objects.filter(pk=endpoint.pk, decommissioned_at__isnull=True).exists():
+            raise _throttled()
+        raise Refused(UNAUTHORIZED, 401)  # decommissioned while its report was being read
     for name, value in state.items():
         setattr(endpoint, name, value)
     return Accepted(report, compliance, findings)
@@ -343,12 +335,32 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None) -> Accepted:
 # The ORM spent more time compiling these statements than the database spent running them
 # (bench/ingest.py), so they are written out once, from the models' own table and column names.
 
-_ENDPOINT_COLUMNS = ("id", "machine_id", "group_id", "platform", "arch", "recent", "token_hash")
+_ENDPOINT_COLUMNS = ("id", "machine_id", "group_id", "platform", "arch", "recent", "token_hash", "burst_minute", "burst_count")
 _SELECT_ENDPOINT = (f"SELECT {', '.join(_ENDPOINT_COLUMNS)} FROM {Endpoint._meta.db_table} "
                     "WHERE token_hash = %s AND decommissioned_at IS NULL")
 _REPORT_FIELDS = ("endpoint_id", "received_at", "form", "raw", "definitions_version", "compliance", "finding_codes")
 _GROUPS: dict = {}
 GROUP_TTL = 5.0  # seconds a policy change takes to reach report judging in every web process
+
+
+@contextmanager
+def _hot_cursor():
+    """A cursor for the report path's statements: ``execute(sql, params)``.
+
+    On PostgreSQL, psycopg's own cursor on Django's connection: parameters bound by the
+    server and the statement prepared once per connection (DATABASE_PREPARED_STATEMENTS,
+    settings.py). Django's cursors bind on the client, so PostgreSQL parsed and planned
+    every report's statements anew: most of its CPU per report (bench/ingest.py).
+    """
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 def cached_group(group_id: int) -> EndpointGroup:
@@ -386,33 +398,42 @@ def _placeholder(model, name: str) -> str:
 
 @lru_cache(maxsize=16)
 def _store_sql(vendor: str, state_fields: tuple) -> tuple[str, str]:
+    """The endpoint's conditional UPDATE (the burst limit, still active) and the report's INSERT."""
     endpoint_table, report_table = Endpoint._meta.db_table, HealthReport._meta.db_table
     columns = [HealthReport._meta.get_field(name.removesuffix("_id") if name == "endpoint_id" else name).column for name in _REPORT_FIELDS]
-    insert = (f"INSERT INTO {report_table} ({', '.join(columns)}) VALUES "
-              f"({', '.join('%s' if n == 'endpoint_id' else _placeholder(HealthReport, n) for n in _REPORT_FIELDS)})")
+    values = ", ".join("%s" if n == "endpoint_id" else _placeholder(HealthReport, n) for n in _REPORT_FIELDS)
     sets = ", ".join([f"{Endpoint._meta.get_field(n).column} = {_placeholder(Endpoint, n)}" for n in state_fields]
-                     + ["reports_received = reports_received + 1"])
-    update = f"UPDATE {endpoint_table} SET {sets} WHERE id = %s"
-    return insert, update
+                     + ["reports_received = reports_received + 1",
+                        "burst_count = CASE WHEN burst_minute = %s THEN burst_count + 1 ELSE 1 END", "burst_minute = %s"])
+    update = (f"UPDATE {endpoint_table} SET {sets} "
+              "WHERE id = %s AND decommissioned_at IS NULL AND (burst_minute <> %s OR burst_count < %s)")
+    if vendor == "postgresql":
+        # One statement, so one round trip and one implicit transaction: the report row exists
+        # only if the endpoint's row was updated (active, under its limit), and both commit together.
+        return (f"WITH state AS ({update} RETURNING id) INSERT INTO {report_table} ({', '.join(columns)}) "
+                f"SELECT {values} FROM state RETURNING id"), ""
+    return update, f"INSERT INTO {report_table} ({', '.join(columns)}) VALUES ({values}) RETURNING id"
 
 
-def _store(report: HealthReport, endpoint_id: int, state: dict) -> int:
-    """Insert the report and update the endpoint, atomically; returns the report's id."""
+def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int) -> int | None:
+    """Update the endpoint and insert the report, atomically; the report's id, or None when the
+    endpoint's row refused the update (decommissioned meanwhile, or over its burst limit)."""
     fields = tuple(sorted(state))
-    insert, update = _store_sql(connection.vendor, fields)
+    update, insert = _store_sql(connection.vendor, fields)
     report_params = [endpoint_id] + [_param(HealthReport, n, getattr(report, n)) for n in _REPORT_FIELDS[1:]]
-    state_params = [_param(Endpoint, n, state[n]) for n in fields] + [endpoint_id]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # One statement, so one round trip and one implicit transaction: both rows or neither.
-            cursor.execute(f"WITH report AS ({insert} RETURNING id), state AS ({update}) SELECT id FROM report",
-                           report_params + state_params)
-            return cursor.fetchone()[0]
+    state_params = ([_param(Endpoint, n, state[n]) for n in fields]
+                    + [minute, minute, endpoint_id, minute, settings.FLEET_REPORT_BURST])
+    with _hot_cursor() as cursor:
+        if not insert:
+            cursor.execute(update, state_params + report_params)
+            row = cursor.fetchone()
+            return row[0] if row else None
         with transaction.atomic():
-            cursor.execute(insert + " RETURNING id", report_params)
-            report_id = cursor.fetchone()[0]
             cursor.execute(update, state_params)
-            return report_id
+            if cursor.rowcount != 1:
+                return None
+            cursor.execute(insert, report_params)
+            return cursor.fetchone()[0]
 
 
 # --- Periodic chores --------------------------------------------------------------------------------------

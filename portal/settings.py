@@ -51,6 +51,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Health reports skip the rest (fleet/middleware.py): they are most of the traffic.
+    "fleet.middleware.ReportShortcutMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -99,6 +101,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # processes must see the same database as the test itself. One per test process, so
     # that two test runs on one machine never share (and delete) each other's.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"portal-test-{os.getpid()}.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The health-report path runs its two statements prepared (fleet/reports.py): parsing and
+    # planning them anew was most of PostgreSQL's CPU per report. Django's own queries are
+    # bound on the client and never prepared. Behind PgBouncer in transaction mode older than
+    # 1.21 (no max_prepared_statements), set DATABASE_PREPARED_STATEMENTS=false.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and locks ----------------------------------------------------------

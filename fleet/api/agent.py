@@ -22,7 +22,7 @@ from fleet.models import EndpointGroup
 from mirror.serving import send_bytes
 from portal.api.errors import error_body
 
-UNAUTHORIZED = "missing, invalid or revoked endpoint token"
+UNAUTHORIZED = reports.UNAUTHORIZED
 CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 413: "too_large", 429: "throttled"}
 
 
@@ -131,8 +131,9 @@ def post_report(request) -> JsonResponse:
             raise reports.Refused(UNAUTHORIZED, 401)
         if _too_big(request):
             raise reports.Refused(f"the report is larger than {settings.FLEET_REPORT_MAX_BYTES} bytes", 413)
-        reports.check_rate(endpoint)
-        accepted = reports.ingest_report(endpoint, request.body)
+        minute = reports.minute_now()
+        reports.check_burst(endpoint, minute)
+        accepted = reports.ingest_report(endpoint, request.body, minute=minute)
     except reports.Refused as exc:
         return refusal(exc, JsonResponse)
     return JsonResponse({"report": accepted.report.pk, "compliance": accepted.compliance,

@@ -77,7 +77,7 @@ def make_endpoints():
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Rate-limit counters are keyed by endpoint id, and ids repeat from test to test."""
+    """Per-process caches (approved versions, groups) are keyed by ids, and ids repeat from test to test."""
     from django.core.cache import cache
 
     from fleet import reports

@@ -238,8 +238,8 @@ def test_the_report_history_shows_the_last_20_each_with_its_raw_body(client, vie
     pilot = make_group("pilot", 10)
     secret, plaintext = reports.create_enrollment_secret(pilot, "test")
     endpoint, _ = reports.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")
-    for _ in range(22):
-        reports.ingest_report(Endpoint.objects.get(pk=endpoint.pk), DESIGN_SAMPLE.encode())
+    for minute in range(22):  # one a minute: 22 at once would be a burst, refused after FLEET_REPORT_BURST
+        reports.ingest_report(Endpoint.objects.get(pk=endpoint.pk), DESIGN_SAMPLE.encode(), minute=minute)
     HealthReport.objects.filter(endpoint=endpoint).update(raw=DESIGN_SAMPLE + "# marker\n")
     client.force_login(viewer)
     page = client.get(f"/groups/endpoints/{endpoint.pk}/").content.decode()

@@ -2,9 +2,11 @@
 
 import json
 import subprocess
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -210,10 +212,68 @@ def test_wrong_revoked_and_decommissioned_tokens_get_the_same_401(agent, enrolle
 
 def test_a_burst_from_one_endpoint_is_throttled(agent, enrolled, settings):
     settings.FLEET_REPORT_BURST = 2
-    _, token = enrolled
+    endpoint, token = enrolled
     statuses = [post_report(agent, token, SEED_SAMPLE).status_code for _ in range(4)]
     assert statuses == [201, 201, 429, 429]
     assert HealthReport.objects.count() == 2
+    endpoint.refresh_from_db()
+    assert (endpoint.reports_received, endpoint.burst_count) == (2, 2)  # a refused report changes nothing
+
+
+def test_the_burst_window_is_one_minute(enrolled, settings):
+    settings.FLEET_REPORT_BURST = 1
+    endpoint, _ = enrolled
+    body = SEED_SAMPLE.encode()
+    reports.ingest_report(reports.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1000)
+    with pytest.raises(reports.Refused) as refused:
+        reports.ingest_report(reports.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1000)
+    assert refused.value.status == 429
+    reports.ingest_report(reports.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1001)
+    assert HealthReport.objects.filter(endpoint=endpoint).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reports_arriving_together_from_one_endpoint_cannot_pass_its_burst_limit(enrolled, settings):
+    """Every request reads the counter before any writes it: only the store statement's condition can hold the limit."""
+    settings.FLEET_REPORT_BURST = 3
+    _, token = enrolled
+    loaded, outcomes = threading.Barrier(8), []
+
+    def report():
+        try:
+            endpoint = reports.endpoint_for_token(f"Bearer {token}")
+            reports.check_burst(endpoint, 5000)
+            loaded.wait(10)
+            try:
+                reports.ingest_report(endpoint, SEED_SAMPLE.encode(), minute=5000)
+                outcomes.append(201)
+            except reports.Refused as exc:
+                outcomes.append(exc.status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=report) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == [201] * 3 + [429] * 5
+    assert HealthReport.objects.count() == 3
+    assert Endpoint.objects.get().reports_received == 3
+
+
+def test_the_report_statements_are_prepared_on_postgresql(agent, enrolled):
+    """Parsing and planning them for every report was most of PostgreSQL's CPU per report (bench/ingest.py)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    _, token = enrolled
+    assert post_report(agent, token, SEED_SAMPLE).status_code == 201
+    assert post_report(agent, token, SEED_SAMPLE).status_code == 201
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    assert any(s.startswith("SELECT id, machine_id") and "token_hash = $1" in s for s in statements), statements
+    assert any("INSERT INTO fleet_healthreport" in s for s in statements), statements
 
 
 def test_endpoint_a_cannot_post_the_report_of_machine_b(agent, secret):
