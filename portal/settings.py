@@ -5,12 +5,14 @@ Celery broker under ``var/``, a local-memory cache, and a secret key generated
 on first start. Production sets DATABASE_URL, CELERY_BROKER_URL and REDIS_URL.
 """
 
+import ipaddress
 import os
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_int, env_list, env_str, persistent_secret
 
@@ -251,3 +253,16 @@ MIRROR_STALE_RUN_SECONDS = env_int("MIRROR_STALE_RUN_SECONDS", 600)
 # Behind nginx: package downloads answered with X-Accel-Redirect to this internal location
 # (which maps to PORTAL_STORE_ROOT), so nginx sends the bytes. Empty: the portal sends them.
 MIRROR_X_ACCEL_PREFIX = (env_str("MIRROR_X_ACCEL_PREFIX") or "").rstrip("/")
+
+# --- Metrics (GET /metrics, Prometheus; see portal/metrics.py) ----------------
+# Off unless a token or an allow-list is set: the numbers describe the fleet to whoever reads them.
+# When both are set, a scrape must come from an allowed address *and* bear the token.
+METRICS_TOKEN = env_str("METRICS_TOKEN") or ""  # or METRICS_TOKEN_FILE; sent as "Authorization: Bearer <token>"
+try:
+    # Addresses or CIDRs, compared with REMOTE_ADDR (behind a reverse proxy, the proxy's address).
+    METRICS_ALLOWED_IPS = [ipaddress.ip_network(item, strict=False) for item in env_list("METRICS_ALLOWED_IPS", [])]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {exc} (use comma-separated addresses or CIDRs, e.g. 10.0.0.5,192.168.0.0/24)") from None
+# gunicorn's workers count reports in files here, which a scrape adds up; `manage.py serve` empties it
+# and hands it to the web server as PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode).
+METRICS_MULTIPROC_DIR = VAR_DIR / "metrics"

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal import health, views
+from portal import health, metrics, views
 from portal.api.errors import api_not_found, api_server_error
 
 urlpatterns = [
@@ -29,6 +29,7 @@ urlpatterns = [
 
 def handler404(request, exception=None):
     # API clients get the API's JSON error body, browsers the HTML page.
+    path("metrics", metrics.metrics_view, name="metrics"),
     if request.path.startswith("/api/"):
         return api_not_found(request, exception)
     from django.views.defaults import page_not_found

@@ -5,6 +5,8 @@ grants exactly these: posting their own reports and reading their own group's co
 Every refusal is the API's one error body; a 401 never says whether the endpoint exists.
 """
 
+import time
+
 from django.conf import settings
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
@@ -20,6 +22,7 @@ from fleet.api.serializers import ApiErrorSerializer as ErrorSerializer
 from fleet.config import config_file
 from fleet.models import EndpointGroup
 from mirror.serving import send_bytes
+from portal import metrics
 from portal.api.errors import error_body
 
 UNAUTHORIZED = reports.UNAUTHORIZED
@@ -121,7 +124,10 @@ class ReportView(APIView):
         if request.method != "POST":
             return JsonResponse(error_body(405, "method_not_allowed", f'Method "{request.method}" not allowed.'), status=405,
                                 headers={"Allow": "POST"})
-        return post_report(request)
+        started = time.perf_counter()
+        response = post_report(request)
+        metrics.observe_report(response.status_code, time.perf_counter() - started)
+        return response
 
 
 def post_report(request) -> JsonResponse:

@@ -14,6 +14,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from portal import metrics
 from portal.env import env_int, env_str
 
 STOP_TIMEOUT = 20
@@ -55,11 +56,13 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
 
+        # The web workers share their metrics through a folder (portal/metrics.py); the others have none.
+        envs = {"web": metrics.reset_multiprocess_dir()}
         processes = {}
         for name, command in commands.items():
             # A session of its own: the terminal's Ctrl-C reaches only this supervisor,
             # which then stops each child in order instead of all of them at once.
-            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True,
+            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True, env=envs.get(name),
                                                stdout=output, stderr=output and subprocess.STDOUT)
             self.stdout.write(f"started {name} (pid {processes[name].pid})", ending="\n")
         return processes
