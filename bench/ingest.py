@@ -220,7 +220,7 @@ def main(argv=None) -> int:
         # The same command line as portal/management/commands/serve.py uses for "web".
         gunicorn = subprocess.Popen([python, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
                                      "--workers", str(args.web_workers), "--timeout", "120", "--graceful-timeout", "10",
-                                     "--access-logfile", str(work / "access.log")],
+                                     "--access-logfile", str(work / "access.log"), "--no-control-socket"],
                                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_http(f"http://127.0.0.1:{port}/healthz", 60)
         # Warm every worker (imports, connections) before the clock starts.

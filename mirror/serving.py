@@ -49,6 +49,8 @@ def send_file(request, path: Path, *, content_type: str, etag: str, last_modifie
     prefix = settings.MIRROR_X_ACCEL_PREFIX
     if prefix and accel_path:
         # nginx sends the bytes and answers Range itself; Django only decided what to send.
+        # Not our Accept-Ranges: nginx copies it onto the file's answer and adds its own ("bytes, bytes").
+        del headers["Accept-Ranges"]
         response = HttpResponse(b"", content_type=content_type)
         response["X-Accel-Redirect"] = f"{prefix.rstrip('/')}/{quote(accel_path.lstrip('/'))}"
         return _with_headers(response, headers)

@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later reader of REMOTE_ADDR (axes, the audit log, metrics) sees the client behind TRUSTED_PROXIES.
+    "portal.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Health reports skip the rest (fleet/middleware.py): they are most of the traffic.
     "fleet.middleware.ReportShortcutMiddleware",
@@ -259,10 +261,19 @@ MIRROR_X_ACCEL_PREFIX = (env_str("MIRROR_X_ACCEL_PREFIX") or "").rstrip("/")
 # When both are set, a scrape must come from an allowed address *and* bear the token.
 METRICS_TOKEN = env_str("METRICS_TOKEN") or ""  # or METRICS_TOKEN_FILE; sent as "Authorization: Bearer <token>"
 try:
-    # Addresses or CIDRs, compared with REMOTE_ADDR (behind a reverse proxy, the proxy's address).
+    # Addresses or CIDRs, compared with REMOTE_ADDR (the client's behind TRUSTED_PROXIES, else the peer's).
     METRICS_ALLOWED_IPS = [ipaddress.ip_network(item, strict=False) for item in env_list("METRICS_ALLOWED_IPS", [])]
 except ValueError as exc:
     raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {exc} (use comma-separated addresses or CIDRs, e.g. 10.0.0.5,192.168.0.0/24)") from None
 # gunicorn's workers count reports in files here, which a scrape adds up; `manage.py serve` empties it
 # and hands it to the web server as PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode).
 METRICS_MULTIPROC_DIR = VAR_DIR / "metrics"
+
+# --- Reverse proxy (portal/middleware.py) -------------------------------------
+# Addresses or CIDRs of the proxies (nginx) whose X-Real-IP is taken as the client's address, in
+# REMOTE_ADDR, for the sign-in lock-out (django-axes reads REMOTE_ADDR: django-ipware is not
+# installed), the audit log and METRICS_ALLOWED_IPS. Empty: nobody's, REMOTE_ADDR is the peer's.
+try:
+    TRUSTED_PROXIES = [ipaddress.ip_network(item, strict=False) for item in env_list("TRUSTED_PROXIES", [])]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use comma-separated addresses or CIDRs of the proxies, e.g. 127.0.0.1)") from None

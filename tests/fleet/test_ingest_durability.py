@@ -36,7 +36,8 @@ def free_port() -> int:
 def start_web(port: int, log) -> subprocess.Popen:
     # An unreachable broker: if reports depended on it, they would fail or be lost.
     env = child_env(CELERY_BROKER_URL="redis://127.0.0.1:1/0", FLEET_REPORT_BURST="1000", ALLOWED_HOSTS="127.0.0.1,localhost")
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                            "--no-control-socket"],
                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def up():

@@ -374,7 +374,7 @@ def test_it_hands_the_file_to_nginx_with_x_accel_redirect(client, settings, stor
     assert response["Content-Type"] == "application/zip"
     assert response["ETag"] == f'"{package.sha256}"'
     assert response["Last-Modified"] == http_date_of(package.publication.published_at)
-    assert response["Accept-Ranges"] == "bytes"
+    assert "Accept-Ranges" not in response  # nginx adds its own to the file it sends: ours would double it
 
 
 def test_it_still_answers_304_itself_in_x_accel_mode(client, settings, package):

@@ -40,9 +40,11 @@ class Command(BaseCommand):
         (their output goes to ``output``, a file, when given; else to this command's)."""
         python = sys.executable
         commands = {
+            # No control socket (gunicornc's): its default path, ~/.gunicorn/gunicorn.ctl, is one per user, so
+            # two portals (or a test run beside one) would take it from each other; nothing here uses it.
             "web": [python, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"{host}:{port}",
                     "--workers", str(web_workers), "--timeout", "120", "--graceful-timeout", "10",
-                    "--access-logfile", "-"],
+                    "--access-logfile", "-", "--no-control-socket"],
             "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO",
                        "--concurrency", str(worker_concurrency), "--hostname", "worker@%h"],
             # No pidfile: a stale one left by a crash would stop the next start.

@@ -1,0 +1,41 @@
+"""The client's address behind the reverse proxy.
+
+Behind nginx, gunicorn's peer is nginx: REMOTE_ADDR is nginx's address, and the client's arrives
+in X-Real-IP, which the site (deploy/nginx/defender-portal.conf) overwrites on every request.
+Put back into REMOTE_ADDR before anything else runs, it is the address every reader sees:
+django-axes' sign-in lock-out (per username and address), the audit log
+(portal.services.client_ip) and METRICS_ALLOWED_IPS. The header is believed only from
+TRUSTED_PROXIES: any other peer could have written it itself. (nginx's realip module does the same
+with set_real_ip_from and real_ip_header.)
+"""
+
+import ipaddress
+
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+
+
+class ClientAddressMiddleware:
+    def __init__(self, get_response):
+        if not settings.TRUSTED_PROXIES:
+            # Out of the chain altogether: without a proxy to trust, requests (health reports are
+            # most of them) pay nothing for it.
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+        self.proxies = tuple(settings.TRUSTED_PROXIES)
+
+    def __call__(self, request):
+        real_ip = request.META.get("HTTP_X_REAL_IP")
+        if real_ip and self.is_trusted(request.META.get("REMOTE_ADDR", "")):
+            try:
+                request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(real_ip.strip()))
+            except ValueError:
+                pass  # not an address (nginx always sends one): the proxy's stays
+        return self.get_response(request)
+
+    def is_trusted(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False  # e.g. gunicorn on a Unix socket: no address to trust
+        return any(address in network for network in self.proxies)
