@@ -17,7 +17,7 @@ from functools import lru_cache
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
@@ -356,11 +356,16 @@ def _hot_cursor():
         with connection.cursor() as cursor:
             yield cursor
         return
-    import psycopg
+    db = connections[DEFAULT_DB_ALIAS]  # this thread's connection wrapper
+    db.ensure_connection()
+    raw = db.connection
+    kept = getattr(db, "_report_cursor", None)
+    if kept is None or kept[0] is not raw:  # one cursor per connection, not one per statement
+        import psycopg
 
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
+        kept = db._report_cursor = (raw, psycopg.Cursor(raw))
+    with db.wrap_database_errors:
+        yield kept[1]
 
 
 def cached_group(group_id: int) -> EndpointGroup:

@@ -232,6 +232,17 @@ def test_the_burst_window_is_one_minute(enrolled, settings):
     assert HealthReport.objects.filter(endpoint=endpoint).count() == 2
 
 
+def test_a_report_from_an_endpoint_decommissioned_while_it_was_read_is_refused_and_not_kept(enrolled):
+    endpoint, token = enrolled
+    loaded = reports.endpoint_for_token(f"Bearer {token}")
+    reports.decommission_endpoint(endpoint)
+    with pytest.raises(reports.Refused) as refused:
+        reports.ingest_report(loaded, SEED_SAMPLE.encode())
+    assert refused.value.status == 401
+    assert not HealthReport.objects.exists()
+    assert Endpoint.objects.get(pk=endpoint.pk).reports_received == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_reports_arriving_together_from_one_endpoint_cannot_pass_its_burst_limit(enrolled, settings):
     """Every request reads the counter before any writes it: only the store statement's condition can hold the limit."""
