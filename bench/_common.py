@@ -155,13 +155,13 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def cpu_times(pids) -> tuple[float, float]:
-    """(user, system) seconds of these processes (all their threads) so far."""
-    user = system = 0
+def cpu_times(pids) -> dict[int, tuple[float, float]]:
+    """(user, system) seconds of each of these processes (all their threads) so far."""
+    found = {}
     for pid in pids:
         if fields := proc_stat(pid):
-            user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime (fields 14 and 15)
-    return user / CLK_TCK, system / CLK_TCK
+            found[pid] = (int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)  # utime, stime (fields 14 and 15)
+    return found
 
 
 def machine_busy() -> float:
@@ -176,7 +176,15 @@ def cpu_before(groups: dict) -> dict:
 
 
 def cpu_since(groups: dict, before: dict) -> dict:
-    """Each group's (user, system) seconds since `before`, and the machine's busy seconds under "<machine>"."""
+    """Each group's (user, system) seconds since `before`, and the machine's busy seconds under "<machine>".
+
+    Counted per process: one that started meanwhile counts from zero, one that exited is left
+    out (its share since `before` is lost, but its past does not come off the group's total).
+    """
     after = cpu_before(groups)
-    spent = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in groups}
+    spent = {}
+    for name in groups:
+        was = before[name]
+        deltas = [(user - was.get(pid, (0, 0))[0], system - was.get(pid, (0, 0))[1]) for pid, (user, system) in after[name].items()]
+        spent[name] = (sum(d[0] for d in deltas), sum(d[1] for d in deltas))
     return spent | {"<machine>": after["<machine>"] - before["<machine>"]}
