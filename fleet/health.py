@@ -318,6 +318,16 @@ def _camel_enum(value: str) -> str:
     return canonical_key(value) if re.fullmatch(r"[a-z]+(?:[A-Z][a-z0-9]*)+", value) else value
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _json_pairs(body: str) -> list[_Pair]:
     try:
         data = json.loads(body)
@@ -329,6 +339,14 @@ def _json_pairs(body: str) -> list[_Pair]:
         raise HealthParseError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise HealthParseError(f"the JSON report must be an object of fields, got {_describe(data)}")
+    if "\\u0000" in body:  # strict JSON holds a NUL only as this escape; PostgreSQL stores no NUL in text
+        for name, value in data.items():
+            try:
+                nul = _holds_nul(name) or _holds_nul(value)
+            except RecursionError:
+                raise HealthParseError("invalid JSON: nested too deeply") from None
+            if nul:
+                raise HealthParseError(f"field {name!r}: contains a NUL character (\\u0000)", field=name)
     pairs = []
     for name, value in data.items():
         if not name.strip():

@@ -264,12 +264,19 @@ BAD_LINE_3[2] = "garbage"
     ('{"definitionsVersion": "1", "healthIssues": [{"a": 1}]}', "field 'healthIssues'", None, "healthIssues"),
     ('{"definitionsVersion": "1", "definitions_version": "2"}', "field 'definitions_version': definitions_version reported twice",
      None, "definitions_version"),
+    ('{"definitionsVersion": "1.407.\\u0000417.0"}', "field 'definitionsVersion': contains a NUL character", None, "definitionsVersion"),
+    ('{"definitionsVersion": "1", "edr": {"tags": ["a\\u0000"]}}', "field 'edr': contains a NUL character", None, "edr"),
+    ('{"definitionsVersion": "1", "x\\u0000": 1}', "contains a NUL character", None, "x\x00"),
 ])
 def test_malformed_input_is_rejected_with_its_place(body, message, line, field):
     with pytest.raises(HealthParseError) as caught:
         parse_health(body)
     assert message in str(caught.value)
     assert (caught.value.line, caught.value.field) == (line, field)
+
+
+def test_an_escaped_backslash_before_u0000_is_text_not_a_nul():
+    assert parse_health('{"definitionsVersion": "1", "note": "C:\\\\u0000"}').extra["note"] == "C:\\u0000"
 
 
 def test_a_repeated_key_with_the_same_value_is_tolerated():
