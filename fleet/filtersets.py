@@ -13,7 +13,7 @@ class EndpointGroupFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = EndpointGroup
-        fields = ["mirror", "rollout", "channel"]
+        fields = ["slug", "mirror", "rollout", "channel"]
 
 
 class ApprovalEventFilterSet(django_filters.FilterSet):

@@ -1,7 +1,26 @@
+from datetime import UTC
+
 import django_filters
+from django import forms
 from django.db.models import Q
+from django_filters.fields import IsoDateTimeField
 
 from portal.models import AuditEvent
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """ISO 8601, read in UTC: Python takes offsets up to ±23:59, PostgreSQL refuses those over ±15:59."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        try:
+            return value.astimezone(UTC) if value else value
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past year 9999 in UTC
+            raise forms.ValidationError("This date and time is out of range.", code="overflow") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
@@ -11,8 +30,8 @@ class AuditEventFilterSet(django_filters.FilterSet):
     action = django_filters.CharFilter(method="filter_action", label="Action (e.g. token.create, or token)")
     target_type = django_filters.CharFilter(lookup_expr="iexact", label="Target type (e.g. auth.user)")
     target_id = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte", label="Since (ISO 8601)")
-    until = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt", label="Until (ISO 8601)")
+    since = UtcIsoDateTimeFilter(field_name="created", lookup_expr="gte", label="Since (ISO 8601)")
+    until = UtcIsoDateTimeFilter(field_name="created", lookup_expr="lt", label="Until (ISO 8601)")
     q = django_filters.CharFilter(method="filter_q", label="Search")
 
     class Meta:

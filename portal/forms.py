@@ -1,8 +1,13 @@
+import re
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
+from django.db import models
 
+from mirror.forms import formfield
 from portal.choices import Role, TokenScope
+from portal.models import AlertChannel, AlertRule
 
 User = get_user_model()
 
@@ -38,3 +43,82 @@ class UserCreateForm(forms.Form):
 class UserUpdateForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
     is_active = forms.BooleanField(required=False, label="Active")
+
+
+# --- Alerts -----------------------------------------------------------------------------------------
+
+
+def _plain(value):
+    """A cleaned value as the audit log can hold it: objects by name, lists of them as lists."""
+    if isinstance(value, models.Model):
+        return str(value)
+    if isinstance(value, (models.QuerySet, list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+class AuditedChangesMixin:
+    def changes(self) -> dict:
+        """What the form sets, for the audit log: every field on creation, the changed ones otherwise."""
+        names = self.fields if self.instance.pk is None else self.changed_data
+        return {name: _plain(self.cleaned_data.get(name)) for name in names}
+
+
+class RecipientsField(forms.CharField):
+    """E-mail addresses, one a line or separated by commas; AlertChannel.clean() checks each, as for the API."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        return [item for item in re.split(r"[\s,;]+", super().to_python(value)) if item]
+
+
+class AlertChannelForm(AuditedChangesMixin, forms.ModelForm):
+    recipients = RecipientsField(required=False, help_text="E-mail: one address a line (or comma-separated).")
+
+    class Meta:
+        model = AlertChannel
+        fields = ["name", "kind", "url", "recipients", "enabled"]
+        formfield_callback = formfield  # a URL typed without a scheme is taken as https
+        labels = {"url": "Webhook URL", "enabled": "Send alerts here"}
+        widgets = {"url": forms.URLInput(attrs={"placeholder": "https://hooks.example.org/portal"})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["name"].help_text = "e.g. 'SOC webhook' or 'Security team mail'."
+
+
+class AlertRuleForm(AuditedChangesMixin, forms.ModelForm):
+    class Meta:
+        model = AlertRule
+        fields = ["name", "kind", "enabled", "mirror", "group", "hours", "days", "threshold_percent", "min_endpoints",
+                  "channels", "renotify_hours", "notify_resolved"]
+        labels = {
+            "kind": "Alert when",
+            "enabled": "Enabled",
+            "hours": "Hours",
+            "days": "Days",
+            "threshold_percent": "Threshold (%)",
+            "min_endpoints": "At least this many endpoints",
+            "renotify_hours": "Remind every (hours)",
+            "notify_resolved": "Send a message when it is resolved",
+        }
+        widgets = {"channels": forms.CheckboxSelectMultiple}
+
+    SECTIONS = (
+        ("Rule", ("name", "kind", "enabled")),
+        ("Condition (each kind uses only its own fields)", ("mirror", "group", "hours", "days", "threshold_percent", "min_endpoints")),
+        ("Notify", ("channels", "renotify_hours", "notify_resolved")),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["mirror"].empty_label = "Every mirror"
+        self.fields["group"].empty_label = "Every group"
+        self.fields["channels"].help_text = "" if AlertChannel.objects.exists() else "No channel yet: add one first, or alerts are only listed here."
+
+    def sections(self):
+        return [(legend, [self[name] for name in names]) for legend, names in self.SECTIONS]

@@ -189,7 +189,7 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "portal.api.schema.PortalAutoSchema",
     "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -202,6 +202,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the resource (mirrors, groups_approve_create), not "v1".
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {"Platform": "mirror.choices.Platform", "Channel": "mirror.choices.Channel", "Arch": "mirror.choices.Arch",
+                            "TokenScope": "portal.choices.TokenScope"},
+    # Endpoints authenticate with their own token (fleet.api.agent), outside DRF's authentication classes.
+    "APPEND_COMPONENTS": {"securitySchemes": {"endpointToken": {
+        "type": "http", "scheme": "bearer", "description": "An endpoint's own token (mde_ep_…), returned once by POST /api/v1/enroll."}}},
 }
 
 # --- Static files -------------------------------------------------------------
@@ -239,6 +246,8 @@ CELERY_BEAT_SCHEDULE = {
     "fleet-mark-silent": {"task": "fleet.tasks.mark_silent", "schedule": 300.0},
     "fleet-snapshot-compliance": {"task": "fleet.tasks.snapshot_compliance", "schedule": float(env_int("FLEET_SNAPSHOT_SECONDS", 3600))},
     "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": 6 * 3600.0},
+    # Alert rules are checked every minute; each message is then its own task (portal.alerts).
+    "portal-evaluate-alerts": {"task": "portal.tasks.evaluate_alerts", "schedule": float(env_int("ALERT_CHECK_SECONDS", 60))},
 }
 
 # --- Fleet --------------------------------------------------------------------
@@ -277,3 +286,20 @@ try:
     TRUSTED_PROXIES = [ipaddress.ip_network(item, strict=False) for item in env_list("TRUSTED_PROXIES", [])]
 except ValueError as exc:
     raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use comma-separated addresses or CIDRs of the proxies, e.g. 127.0.0.1)") from None
+
+# --- Alerts and e-mail (portal/alerts.py) -------------------------------------
+# Without EMAIL_HOST, mail is written to the worker's console (bin/run's output): a bare machine
+# has no mail server, and an alert e-mail must still be visible somewhere.
+EMAIL_HOST = env_str("EMAIL_HOST") or ""
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                                              else "django.core.mail.backends.console.EmailBackend")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""  # or EMAIL_HOST_PASSWORD_FILE
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS, usually port 587
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS, usually port 465
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # seconds: a dead mail server must not hold a worker
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or f"portal@{_base_host or 'localhost'}"
+ALERT_DELIVERY_ATTEMPTS = env_int("ALERT_DELIVERY_ATTEMPTS", 5)  # per message, then it is marked failed
+ALERT_RETRY_BACKOFF = float(env_str("ALERT_RETRY_BACKOFF") or 30.0)  # seconds before the 2nd attempt, doubled after each
+ALERT_WEBHOOK_TIMEOUT = float(env_str("ALERT_WEBHOOK_TIMEOUT") or 5.0)  # seconds to connect, and between bytes of the answer

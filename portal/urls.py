@@ -16,9 +16,20 @@ urlpatterns = [
     path("tokens/<int:pk>/revoke/", views.ApiTokenRevokeView.as_view(), name="apitoken_revoke"),
     path("users/", views.UserListView.as_view(), name="user_list"),
     path("users/<int:pk>/", views.UserUpdateView.as_view(), name="user_update"),
+    path("alerts/", views.AlertListView.as_view(), name="alert_list"),
+    path("alerts/rules/new/", views.AlertRuleFormView.as_view(), name="alertrule_create"),
+    path("alerts/rules/<int:pk>/edit/", views.AlertRuleFormView.as_view(), name="alertrule_update"),
+    path("alerts/rules/<int:pk>/delete/", views.AlertRuleDeleteView.as_view(), name="alertrule_delete"),
+    path("alerts/channels/new/", views.AlertChannelFormView.as_view(), name="alertchannel_create"),
+    path("alerts/channels/<int:pk>/", views.AlertChannelDetailView.as_view(), name="alertchannel_detail"),
+    path("alerts/channels/<int:pk>/edit/", views.AlertChannelFormView.as_view(), name="alertchannel_update"),
+    path("alerts/channels/<int:pk>/test/", views.AlertChannelTestView.as_view(), name="alertchannel_test"),
+    path("alerts/channels/<int:pk>/rotate-secret/", views.AlertChannelRotateView.as_view(), name="alertchannel_rotate"),
+    path("alerts/channels/<int:pk>/delete/", views.AlertChannelDeleteView.as_view(), name="alertchannel_delete"),
     path("groups/", include("fleet.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("mirror/groups/", include("fleet.serving_urls")),
     path("mirror/", include("mirror.urls")),
     path("api/v1/", include("portal.api.urls")),
@@ -29,7 +40,6 @@ urlpatterns = [
 
 def handler404(request, exception=None):
     # API clients get the API's JSON error body, browsers the HTML page.
-    path("metrics", metrics.metrics_view, name="metrics"),
     if request.path.startswith("/api/"):
         return api_not_found(request, exception)
     from django.views.defaults import page_not_found

@@ -5,22 +5,23 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, Prefetch, Q
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
-from django.views.generic import TemplateView
+from django.core.paginator import Paginator
+from django.views.generic import TemplateView, View
 from django_filters.views import FilterView
 
 from fleet.choices import Compliance
 from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
 from mirror.models import Mirror, SyncRun
 from mirror.views import FAILURES_LOOKED_AT, HEAVY_RUN_FIELDS, failures_in_a_row, next_run_context
-from portal import services
-from portal.choices import Role
+from portal import alerts, services
+from portal.choices import AlertChannelKind, AlertState, DeliveryStatus, Role
 from portal.filtersets import AuditEventFilterSet
-from portal.forms import ApiTokenForm, UserCreateForm, UserUpdateForm
-from portal.models import ApiToken, AuditEvent, Heartbeat
+from portal.forms import AlertChannelForm, AlertRuleForm, ApiTokenForm, UserCreateForm, UserUpdateForm
+from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, ApiToken, AuditEvent, Heartbeat
 from portal.roles import RoleRequiredMixin, has_role, user_role
 
 User = get_user_model()
@@ -246,3 +247,158 @@ class UserUpdateView(RoleRequiredMixin, TemplateView):
             services.update_user(request.user, user, role=Role(form.cleaned_data["role"]), is_active=form.cleaned_data["is_active"], request=request)
             messages.success(request, f"User {user.username} updated.")
         return redirect(reverse("user_list"))
+
+
+# --- Alerts: rules, channels, deliveries (admins change them; everyone with a role reads) ------------
+
+RECENT_ALERTS = 20
+RECENT_DELIVERIES = 20
+
+
+class AlertListView(RoleRequiredMixin, TemplateView):
+    template_name = "portal/alert_list.html"
+
+    def get_context_data(self, **kwargs):
+        rules = (AlertRule.objects.select_related("mirror", "group").prefetch_related("channels")
+                 .annotate(firing=Count("events", filter=Q(events__state=AlertState.FIRING))).order_by("name"))
+        channels = AlertChannel.objects.annotate(rule_count=Count("rules")).order_by("name")
+        firing = AlertEvent.objects.filter(state=AlertState.FIRING).select_related("rule")
+        resolved = AlertEvent.objects.filter(state=AlertState.RESOLVED).select_related("rule").order_by("-resolved_at", "-id")[:RECENT_ALERTS]
+        deliveries = AlertDelivery.objects.select_related("event__rule")[:RECENT_DELIVERIES]
+        return super().get_context_data(rules=rules, channels=channels, firing=firing, resolved=resolved, deliveries=deliveries, **kwargs)
+
+
+class AlertRuleFormView(RoleRequiredMixin, TemplateView):
+    """Create (no pk) or edit an alert rule; admins only."""
+
+    template_name = "portal/alertrule_form.html"
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def get(self, request, pk=None):
+        rule = get_object_or_404(AlertRule, pk=pk) if pk else None
+        initial = {} if rule else {"channels": list(AlertChannel.objects.filter(enabled=True))}
+        return self.render_to_response(self.get_context_data(form=AlertRuleForm(instance=rule, initial=initial), rule=rule))
+
+    def post(self, request, pk=None):
+        rule = get_object_or_404(AlertRule, pk=pk) if pk else None
+        saved_name = rule.name if rule else None  # the form writes the typed name onto the instance while validating
+        form = AlertRuleForm(request.POST, instance=rule)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form, rule=rule, saved_name=saved_name), status=400)
+        changes = form.changes()
+        rule = alerts.save_rule(form.save(commit=False), form.cleaned_data["channels"], request.user, request, changes)
+        messages.success(request, f"Alert rule {rule.name} {'updated' if saved_name else 'created'}.")
+        return redirect("alert_list")
+
+    def get_context_data(self, rule=None, **kwargs):
+        kwargs.setdefault("saved_name", rule.name if rule else None)
+        return super().get_context_data(rule=rule, **kwargs)
+
+
+class AlertRuleDeleteView(RoleRequiredMixin, View):
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        rule = get_object_or_404(AlertRule, pk=pk)
+        alerts.delete_rule(rule, request.user, request)
+        messages.success(request, f"Alert rule {rule.name} deleted; its deliveries stay in the log.")
+        return redirect("alert_list")
+
+
+def channel_url(channel: AlertChannel) -> str:
+    return reverse("alertchannel_detail", args=[channel.pk])
+
+
+class AlertChannelFormView(RoleRequiredMixin, TemplateView):
+    """Create (no pk) or edit a channel; admins only. A new webhook's secret is shown once, on the page that follows."""
+
+    template_name = "portal/alertchannel_form.html"
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def get(self, request, pk=None):
+        channel = get_object_or_404(AlertChannel, pk=pk) if pk else None
+        return self.render_to_response(self.get_context_data(form=AlertChannelForm(instance=channel), channel=channel))
+
+    def post(self, request, pk=None):
+        channel = get_object_or_404(AlertChannel, pk=pk) if pk else None
+        saved_name = channel.name if channel else None
+        form = AlertChannelForm(request.POST, instance=channel)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form, channel=channel, saved_name=saved_name), status=400)
+        changes = form.changes()
+        channel = form.save(commit=False)
+        secret = alerts.save_channel(channel, request.user, request, changes)
+        if secret:
+            # Rendered in this one response and never again.
+            return render_secret(request, channel, secret, created=saved_name is None)
+        messages.success(request, f"Alert channel {channel.name} {'updated' if saved_name else 'created'}.")
+        return redirect(channel_url(channel))
+
+    def get_context_data(self, channel=None, **kwargs):
+        kwargs.setdefault("saved_name", channel.name if channel else None)
+        return super().get_context_data(channel=channel, **kwargs)
+
+
+def render_secret(request, channel: AlertChannel, secret: str, created: bool):
+    return render(request, "portal/alertchannel_secret.html", {
+        "channel": channel, "secret": secret, "created": created,
+        "signature_header": alerts.SIGNATURE_HEADER, "timestamp_header": alerts.TIMESTAMP_HEADER,
+    })
+
+
+class AlertChannelDetailView(RoleRequiredMixin, TemplateView):
+    """A channel: where it sends, the rules using it, its deliveries; admins test it, rotate its secret, delete it."""
+
+    template_name = "portal/alertchannel_detail.html"
+    paginate_by = 50
+
+    def get(self, request, pk):
+        channel = get_object_or_404(AlertChannel, pk=pk)
+        page = Paginator(channel.deliveries.select_related("event__rule", "requested_by"), self.paginate_by).get_page(request.GET.get("page"))
+        return self.render_to_response(self.get_context_data(
+            channel=channel, rules=channel.rules.all(), page_obj=page, deliveries=page.object_list,
+            is_webhook=channel.kind == AlertChannelKind.WEBHOOK))
+
+
+class AlertChannelTestView(RoleRequiredMixin, View):
+    """"Send a test message": one attempt, now, and its outcome on the channel's page."""
+
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        channel = get_object_or_404(AlertChannel, pk=pk)
+        delivery = alerts.send_test(channel, request.user, request)
+        if delivery.status == DeliveryStatus.DELIVERED:
+            answered = f" (HTTP {delivery.response_status})" if delivery.response_status else ""
+            messages.success(request, f"Test message delivered to {channel.name}{answered}.")
+        else:
+            messages.error(request, f"Test message to {channel.name} failed: {delivery.error}")
+        return redirect(channel_url(channel))
+
+
+class AlertChannelRotateView(RoleRequiredMixin, View):
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        channel = get_object_or_404(AlertChannel, pk=pk, kind=AlertChannelKind.WEBHOOK)
+        return render_secret(request, channel, alerts.rotate_secret(channel, request.user, request), created=False)
+
+
+class AlertChannelDeleteView(RoleRequiredMixin, View):
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        channel = get_object_or_404(AlertChannel, pk=pk)
+        alerts.delete_channel(channel, request.user, request)
+        messages.success(request, f"Alert channel {channel.name} deleted; its deliveries stay in the log.")
+        return redirect("alert_list")

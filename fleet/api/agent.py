@@ -10,7 +10,7 @@ import time
 from django.conf import settings
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
@@ -18,12 +18,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from fleet import reports
-from fleet.api.serializers import ApiErrorSerializer as ErrorSerializer
 from fleet.config import config_file
 from fleet.models import EndpointGroup
 from mirror.serving import send_bytes
 from portal import metrics
-from portal.api.errors import error_body
+from portal.api.errors import ApiErrorSerializer as ErrorSerializer, error_body
 
 UNAUTHORIZED = reports.UNAUTHORIZED
 CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 413: "too_large", 429: "throttled"}
@@ -81,8 +80,18 @@ class EnrollView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=EnrollSerializer, responses={201: EnrolledSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
-                   tags=["endpoints (agent)"], auth=[])
+    @extend_schema(request=EnrollSerializer, responses={201: EnrolledSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
+                                                        413: ErrorSerializer},
+                   tags=["endpoints (agent)"], auth=[], examples=[
+                       OpenApiExample("A Linux server", request_only=True, value={
+                           "secret": "mde_enr_…", "machine_id": "0f3c8c1e-5b1d-4c6e-9a7e-2d4f7b9e1a20", "hostname": "web-01",
+                           "platform": "linux", "arch": "x86_64", "app_version": "101.24022.0001"}),
+                       OpenApiExample("Enrolled", response_only=True, status_codes=["201"], value={
+                           "endpoint": 17, "token": "mde_ep_…", "group": "pilot",
+                           "definition_url": "https://portal.example.org/mirror/groups/pilot/linux/production/",
+                           "report_url": "https://portal.example.org/api/v1/reports",
+                           "config_url": "https://portal.example.org/api/v1/endpoint/managed-config"}),
+                   ])
     def post(self, request):
         """Join a group with one of its enrollment secrets; returns this machine's token (shown once)."""
         if _too_big(request):
@@ -110,8 +119,12 @@ class ReportView(APIView):
         request={"text/plain": OpenApiTypes.STR, "application/json": OpenApiTypes.OBJECT},
         responses={201: ReportAcceptedSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 413: ErrorSerializer,
                    429: ErrorSerializer},
-        tags=["endpoints (agent)"], auth=[],
+        tags=["endpoints (agent)"], auth=[{"endpointToken": []}],
         description="The body is the output of `mdatp health` (text, or `--output json`). A 201 means the report is committed.",
+        examples=[OpenApiExample("mdatp health --details definitions", request_only=True, media_type="text/plain", value=(
+            'definitions_version                         : "1.407.417.0"\n'
+            'definitions_status                          : "up_to_date"\n'
+            'offline_definition_update                   : "enabled" [managed]\n'))],
     )
     def post(self, request):
         """Post this endpoint's health report (its token in `Authorization: Bearer`)."""
@@ -152,7 +165,7 @@ class EndpointConfigView(APIView):
 
     @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "application/x-apple-aspen-config"): OpenApiTypes.BINARY,
                               304: OpenApiResponse(description="Not modified (If-None-Match)"), 401: ErrorSerializer},
-                   tags=["endpoints (agent)"], auth=[])
+                   tags=["endpoints (agent)"], auth=[{"endpointToken": []}])
     def get(self, request):
         """This endpoint's group's managed configuration for its platform, with an ETag."""
         endpoint = reports.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))

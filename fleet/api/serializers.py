@@ -119,16 +119,6 @@ class ApprovalEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ApiErrorSerializer(serializers.Serializer):
-    """The API's one error body (portal.api.errors)."""
-
-    status = serializers.IntegerField()
-    code = serializers.CharField()
-    detail = serializers.CharField(help_text="One readable sentence.")
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
-                                   help_text="Field (or JSON path of an imported file) -> messages.")
-
-
 class EndpointSerializer(serializers.ModelSerializer):
     group = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
@@ -156,7 +146,7 @@ class HealthReportSerializer(serializers.ModelSerializer):
 
 class EnrollmentSecretSerializer(serializers.ModelSerializer):
     group = serializers.SlugRelatedField(slug_field="slug", queryset=EndpointGroup.objects.all())
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = EnrollmentSecret

@@ -6,16 +6,17 @@ becomes the API's one error body with the status the service chose.
 
 from django.db import models
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.filters import OrderingFilter
+from rest_framework.generics import get_object_or_404
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from fleet import reports, services
 from fleet.api.serializers import (
-    ApiErrorSerializer,
     ApprovalEventSerializer,
     ApproveSerializer,
     ConfigImportFileSerializer,
@@ -38,12 +39,16 @@ from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecre
 from mirror.api.views import AuditedModelViewSet
 from mirror.choices import Platform
 from mirror.serving import send_bytes
+from portal.api.errors import ApiErrorSerializer
 from portal.choices import Role
 
 ERROR = ApiErrorSerializer
 REFUSED = {400: OpenApiResponse(ERROR, description="Invalid input, or a package the group does not serve."),
            403: OpenApiResponse(ERROR, description="The caller's role does not allow it."),
            409: OpenApiResponse(ERROR, description="The group changed meanwhile (expected_current), or there is nothing to do it with.")}
+
+
+TARGET_EXAMPLE = OpenApiExample("Linux x86_64", request_only=True, value={"platform": "linux", "arch": "x86_64"})
 
 
 class ApprovalRefused(exceptions.ValidationError):
@@ -79,6 +84,14 @@ def _expected(data):
     return data["expected_current"] if "expected_current" in data else services.UNSET
 
 
+@extend_schema_view(create=extend_schema(examples=[
+    OpenApiExample("A pilot ring", request_only=True, value={
+        "name": "Pilot", "slug": "pilot", "mirror": "main", "platforms": ["linux", "mac"], "channel": "production", "ring_order": 10,
+        "rollout": "latest"}),
+    OpenApiExample("A ring that follows pilot", request_only=True, value={
+        "name": "Broad", "slug": "broad", "mirror": "main", "platforms": ["linux"], "ring_order": 20, "rollout": "after",
+        "source_group": "pilot", "delay_hours": 24, "gate_percent": 90}),
+]))
 class GroupViewSet(AuditedModelViewSet):
     """Endpoint groups (rings): each has its policy, its rollout rule and a mirror URL serving only what it approved.
 
@@ -94,10 +107,7 @@ class GroupViewSet(AuditedModelViewSet):
     def handle_exception(self, exc):
         if isinstance(exc, services.ApprovalError):
             exc = ApprovalRefused(exc)
-        response = super().handle_exception(exc)
-        if isinstance(exc, ApprovalRefused) and response.status_code == 409 and isinstance(response.data, dict):
-            response.data["code"] = "conflict"
-        return response
+        return super().handle_exception(exc)
 
     # --- CRUD, through fleet.services (trees, dropped targets, rollout, audit) ---
 
@@ -130,7 +140,8 @@ class GroupViewSet(AuditedModelViewSet):
         """Per target (platform, channel, arch): the package served, n-1, and where the rollout rule stands."""
         return Response(TargetStatusSerializer(services.group_status(self.get_object()), many=True).data)
 
-    @extend_schema(request=ApproveSerializer, responses={200: TargetStatusSerializer, **REFUSED})
+    @extend_schema(request=ApproveSerializer, responses={200: TargetStatusSerializer, **REFUSED}, examples=[
+        OpenApiExample("Approve package 42, having seen 41 approved", request_only=True, value={"package": 42, "expected_current": 41})])
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
     def approve(self, request, pk=None):
         """Serve a package to the group for its target; the one it replaces becomes n-1."""
@@ -141,7 +152,7 @@ class GroupViewSet(AuditedModelViewSet):
         row = services.approve_package(group, package, request.user, request, expected_current=_expected(form.validated_data))
         return Response(TargetStatusSerializer(_status_entry(group, row.target)).data)
 
-    @extend_schema(request=TargetActionSerializer, responses={200: PromoteResultSerializer, **REFUSED})
+    @extend_schema(request=TargetActionSerializer, responses={200: PromoteResultSerializer, **REFUSED}, examples=[TARGET_EXAMPLE])
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
     def promote(self, request, pk=None):
         """Approve in the next ring (same mirror and channel, next ring_order) what this ring serves for the target.
@@ -156,7 +167,7 @@ class GroupViewSet(AuditedModelViewSet):
         following = EndpointGroup.objects.select_related("mirror").get(pk=row.group_id)
         return Response(PromoteResultSerializer({"group": following.slug, **_status_entry(following, row.target)}).data)
 
-    @extend_schema(request=TargetActionSerializer, responses={200: TargetStatusSerializer, **REFUSED})
+    @extend_schema(request=TargetActionSerializer, responses={200: TargetStatusSerializer, **REFUSED}, examples=[TARGET_EXAMPLE])
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
     def rollback(self, request, pk=None):
         """Serve again the package approved before the current one (n-1)."""
@@ -200,6 +211,10 @@ class GroupViewSet(AuditedModelViewSet):
         responses={200: ConfigImportResultSerializer,
                    400: OpenApiResponse(ERROR, description="errors keyed by the JSON path at fault, e.g. cloudService.definitionUpdatesInterval."),
                    403: OpenApiResponse(ERROR, description="Admins only.")},
+        examples=[OpenApiExample("Microsoft's sample mdatp_managed.json", request_only=True, media_type="application/json", value={
+            "content": '{"cloudService": {"automaticDefinitionUpdateEnabled": true, "definitionUpdatesInterval": 1202}, '
+                       '"antivirusEngine": {"offlineDefinitionUpdateFallbackToCloud": false, "offlineDefinitionUpdate": "enabled"}, '
+                       '"features": {"offlineDefinitionUpdateVerifySig": "enabled"}}'})],
     )
     @action(detail=True, methods=["post"], url_path="import-config", parser_classes=[JSONParser, MultiPartParser, FormParser],
             filter_backends=[])
@@ -240,7 +255,8 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["hostname", "last_seen", "definitions_version", "compliance"]
     write_role = Role.OPERATOR
 
-    @extend_schema(request=EndpointMoveSerializer, responses={200: EndpointSerializer, 400: ERROR, 403: ERROR})
+    @extend_schema(request=EndpointMoveSerializer, responses={200: EndpointSerializer, 400: ERROR, 403: ERROR},
+                   examples=[OpenApiExample("To ring broad", request_only=True, value={"group": "broad"})])
     @action(detail=True, methods=["post"], filter_backends=[])
     def move(self, request, pk=None):
         """Move the endpoint to another group (it gets that group's URL with its next config)."""
@@ -261,11 +277,14 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(EndpointSerializer(endpoint).data)
 
     @extend_schema(responses={200: HealthReportSerializer(many=True)})
-    @action(detail=True, methods=["get"], filter_backends=[], serializer_class=HealthReportSerializer)
+    @action(detail=True, methods=["get"], filter_backends=[OrderingFilter], ordering_fields=["received_at"],
+            serializer_class=HealthReportSerializer)
     def reports(self, request, pk=None):
         """The endpoint's stored reports, newest first (raw and parsed)."""
-        endpoint = self.get_object()
-        page = self.paginate_queryset(endpoint.reports.all())
+        # Not get_object(): its filter_queryset() would order the endpoints by the reports' ordering.
+        endpoint = get_object_or_404(self.get_queryset(), pk=pk)
+        self.check_object_permissions(request, endpoint)
+        page = self.paginate_queryset(self.filter_queryset(endpoint.reports.all()))
         return self.get_paginated_response(HealthReportSerializer(page, many=True).data)
 
 
@@ -275,9 +294,12 @@ class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
     queryset = EnrollmentSecret.objects.select_related("group", "created_by")
     serializer_class = EnrollmentSecretSerializer
     filterset_class = EnrollmentSecretFilterSet
+    ordering_fields = ["created", "name", "last_used_at"]
     write_role = Role.OPERATOR
 
-    @extend_schema(responses={201: EnrollmentSecretCreatedSerializer, 400: ERROR, 403: ERROR})
+    @extend_schema(responses={201: EnrollmentSecretCreatedSerializer, 400: ERROR, 403: ERROR}, examples=[
+        OpenApiExample("For ring pilot, valid until the end of the year", request_only=True,
+                       value={"group": "pilot", "name": "linux servers", "expires_at": "2030-12-31T23:59:59Z"})])
     def create(self, request, *args, **kwargs):
         form = EnrollmentSecretSerializer(data=request.data)
         form.is_valid(raise_exception=True)

@@ -39,7 +39,7 @@ class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
 class PublicationSerializer(serializers.ModelSerializer):
     current = serializers.CharField(source="current.definition_version")
     current_engine = serializers.CharField(source="current.engine_version")
-    previous = serializers.CharField(source="previous.definition_version", default=None)
+    previous = serializers.CharField(source="previous.definition_version", default=None, allow_null=True, help_text="n-1, or null.")
 
     class Meta:
         model = Publication
@@ -59,13 +59,14 @@ class MirrorSerializer(ModelCleanMixin, serializers.ModelSerializer):
                   "retention", "publish_root", "public_base_url", "created", "urls", "publications"]
         read_only_fields = ["created"]
 
-    def get_urls(self, mirror) -> dict:
+    def get_urls(self, mirror) -> dict[str, str]:
         return {f"{p}/{c}": mirror.definition_url(p, c) for p in mirror.platforms for c in mirror.channels}
 
 
 class SyncRunSerializer(serializers.ModelSerializer):
     mirror = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    requested_by = serializers.CharField(source="requested_by.username", default=None, read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", default=None, read_only=True, allow_null=True,
+                                         help_text="Username, or null for a scheduled sync.")
 
     class Meta:
         model = SyncRun

@@ -1,9 +1,11 @@
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
+from django.db import transaction
 from django.db.models import ProtectedError
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -23,6 +25,8 @@ from mirror.filtersets import SignaturePackageFilterSet, SyncRunFilterSet
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
 from mirror.store import PackageError, tmp_dir
 from mirror.upstream import UpstreamError
+from portal.api.errors import Conflict
+from portal.api.schema import error_response
 from portal.choices import Role
 from portal.services import record_event
 
@@ -38,27 +42,68 @@ class AuditedModelViewSet(viewsets.ModelViewSet):
         record_event(self.request.user, f"{self.audit_name}.create", obj, serializer.data, self.request)
 
     def perform_update(self, serializer):
+        before = self.audited_fields(self.stored(serializer.instance))
         obj = serializer.save()
-        record_event(self.request.user, f"{self.audit_name}.update", obj, dict(self.request.data), self.request)
+        record_event(self.request.user, f"{self.audit_name}.update", obj, self.changes(before, obj), self.request)
+
+    @staticmethod
+    def stored(instance):
+        # Validation (ModelCleanMixin) has already set the new values on the instance.
+        return type(instance).objects.get(pk=instance.pk)
+
+    def audited_fields(self, instance) -> dict:
+        """An object as the audit log keeps it: its writable fields as the API shows them (proxy credentials masked)."""
+        serializer = self.get_serializer(instance)
+        return {name: value for name, value in serializer.data.items() if not serializer.fields[name].read_only}
+
+    def changes(self, before: dict, instance) -> dict:
+        """{field: {"from": …, "to": …}}, as the UI records a change. Not the request's body: it may hold credentials,
+        or characters that PostgreSQL's jsonb refuses (NUL), in fields the serializer ignores."""
+        after = self.audited_fields(instance)
+        return {name: {"from": before.get(name), "to": value} for name, value in after.items() if before.get(name) != value}
 
     def perform_destroy(self, instance):
-        try:
+        # One transaction: a refused delete leaves no "deleted" entry in the audit log.
+        with in_use_is_a_conflict(instance), transaction.atomic():
             record_event(self.request.user, f"{self.audit_name}.delete", instance, {}, self.request)
             instance.delete()
-        except ProtectedError:
-            raise ValidationError({"non_field_errors": [f"{instance} is still in use and cannot be deleted."]}) from None
+
+    @extend_schema(responses={204: None, 409: error_response(409, "Still in use (mirrors use the upstream, groups the mirror).")})
+    def destroy(self, request, *args, **kwargs):
+        return super().destroy(request, *args, **kwargs)
 
 
+@contextmanager
+def in_use_is_a_conflict(instance):
+    try:
+        yield
+    except ProtectedError:
+        raise Conflict({"non_field_errors": [f"{instance} is still in use and cannot be deleted."]}) from None
+
+
+@extend_schema_view(create=extend_schema(examples=[OpenApiExample("Microsoft's download service", request_only=True, value={
+    "name": "microsoft", "kind": "microsoft", "base_url": "https://go.microsoft.com/fwlink/", "proxy_url": "http://proxy.example.org:3128",
+    "timeout": 60})]))
 class UpstreamViewSet(AuditedModelViewSet):
+    """Where mirrors download packages from: Microsoft's fwlink service, or another portal's published tree (admins change them)."""
+
     queryset = Upstream.objects.all()
     serializer_class = UpstreamSerializer
+    filterset_fields = ["name", "kind"]
+    ordering_fields = ["name", "id"]
     audit_name = "upstream"
 
 
+@extend_schema_view(create=extend_schema(examples=[OpenApiExample("Linux and macOS, both architectures", request_only=True, value={
+    "name": "Main", "slug": "main", "upstream": 1, "platforms": ["linux", "mac"], "channels": ["production"],
+    "archs": ["x86_64", "arm64"], "sync_interval_minutes": 60})]))
 class MirrorViewSet(AuditedModelViewSet):
+    """Mirrors: what to sync from an upstream, how often, and where the tree is published (admins change them; operators sync)."""
+
     queryset = Mirror.objects.select_related("upstream").prefetch_related("publications__current", "publications__previous")
     serializer_class = MirrorSerializer
     audit_name = "mirror"
+    filterset_fields = ["slug", "enabled", "upstream"]
     ordering_fields = ["name", "created"]
 
     def perform_create(self, serializer):
@@ -66,12 +111,19 @@ class MirrorViewSet(AuditedModelViewSet):
                                                    {"slug": serializer.validated_data["slug"]})
 
     def perform_update(self, serializer):
-        services.save_mirror(serializer.save(), self.request.user, self.request, dict(self.request.data))
+        before = self.audited_fields(self.stored(serializer.instance))
+        mirror = serializer.save()
+        services.save_mirror(mirror, self.request.user, self.request, self.changes(before, mirror))
 
     def perform_destroy(self, instance):
-        services.delete_mirror(instance, self.request.user, self.request)
+        with in_use_is_a_conflict(instance):
+            services.delete_mirror(instance, self.request.user, self.request)
 
-    @extend_schema(request=None, responses={202: SyncRunSerializer})
+    @extend_schema(request=None, responses={202: SyncRunSerializer}, examples=[OpenApiExample(
+        "Queued", response_only=True, status_codes=["202"], value={
+            "id": 7, "mirror": "main", "trigger": "api", "requested_by": "alice", "state": "queued", "created": "2024-03-14T12:00:00Z",
+            "started_at": None, "finished_at": None, "current_target": "", "bytes_done": 0, "bytes_expected": 0, "results": [],
+            "error": "", "log": []})])
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR)
     def sync(self, request, pk=None):
         """Queue a sync (202); while one is queued or running, that one is returned instead."""
@@ -80,6 +132,8 @@ class MirrorViewSet(AuditedModelViewSet):
 
 
 class SyncRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Every sync is a run: queued, running, then succeeded or failed with a readable error. Poll one until it is finished."""
+
     queryset = SyncRun.objects.select_related("mirror", "requested_by")
     serializer_class = SyncRunSerializer
     filterset_class = SyncRunFilterSet
@@ -87,6 +141,8 @@ class SyncRunViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
+    """Verified signature packages (updates.zip) in the store, one per target and version, downloaded or imported."""
+
     queryset = SignaturePackage.objects.all()
     serializer_class = SignaturePackageSerializer
     filterset_class = SignaturePackageFilterSet

@@ -4,12 +4,14 @@
      "errors": {"name": ["This field is required."]}}
 
 ``detail`` is always one readable sentence; ``errors`` (field -> messages) only
-for validation errors.
+for validation errors and conflicts. A list or nested field's messages are keyed by index or
+sub-field: ``{"platforms": {"1": ["\"x\" is not a valid choice."]}}``.
 """
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -26,6 +28,35 @@ def _flatten(errors, prefix="") -> list[str]:
             lines += _flatten(value, f"{prefix}[{index}]" if isinstance(value, (dict, list)) and prefix else prefix)
         return lines
     return [f"{prefix}: {errors}" if prefix else str(errors)]
+
+
+class Conflict(exceptions.ValidationError):
+    """Refused because of the current state (still in use, changed meanwhile): 409, ``errors`` as for invalid input."""
+
+    status_code = status.HTTP_409_CONFLICT
+
+
+MESSAGES = {"type": "array", "items": {"type": "string"}}
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"anyOf": [
+    MESSAGES,
+    {"type": "object", "description": "A list's or nested field's messages, by index or sub-field."},
+    {"type": "array", "items": {"type": "object"}, "description": "Messages of each item of a nested list."},
+]}})
+class FieldErrorsField(serializers.DictField):
+    pass
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    """The API's one error body: every refusal of every operation (portal.api.schema adds it to each)."""
+
+    status = serializers.IntegerField(help_text="The HTTP status, repeated.")
+    code = serializers.CharField(help_text="Machine-readable: invalid, parse_error, not_authenticated, authentication_failed, "
+                                           "permission_denied, not_found, method_not_allowed, conflict, too_large, throttled...")
+    detail = serializers.CharField(help_text="One readable sentence.")
+    errors = FieldErrorsField(required=False, help_text="Invalid input and conflicts only: field (or JSON path of an imported "
+                                                        "file) -> messages; non_field_errors for the request as a whole.")
 
 
 def error_body(status_code: int, code: str, detail: str, errors=None) -> dict:
@@ -47,7 +78,8 @@ def exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = error_body(response.status_code, "invalid", " ".join(_flatten(errors)), errors)
+        code = "conflict" if response.status_code == status.HTTP_409_CONFLICT else "invalid"
+        response.data = error_body(response.status_code, code, " ".join(_flatten(errors)), errors)
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"

@@ -18,6 +18,7 @@ NAV = [
     ("mirror:package_list", "Packages", None),
     ("fleet:group_list", "Groups", None),
     ("fleet:endpoint_list", "Endpoints", None),
+    ("alert_list", "Alerts", None),
     ("auditevent_list", "Audit log", None),
     ("user_list", "Users", Role.ADMIN),
 ]

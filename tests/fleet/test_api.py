@@ -557,3 +557,28 @@ def test_the_openapi_schema_describes_the_group_api(api, viewer):
         assert "requestBody" in paths[f"/api/v1/groups/{{id}}/{action}/"]["post"]
     assert {"application/json", "multipart/form-data"} <= set(paths["/api/v1/groups/{id}/import-config/"]["post"]["requestBody"]["content"])
     assert "application/x-apple-aspen-config" in paths["/api/v1/groups/{id}/managed-config/"]["get"]["responses"]["200"]["content"]
+
+
+def test_a_secret_created_by_the_system_shows_null_where_the_schema_says_so(api, viewer, make_group):
+    # Was a schema violation: created_by came back null, documented as a string.
+    from fleet import reports
+
+    reports.create_enrollment_secret(make_group("pilot"), "provisioning")
+    assert api.as_user(viewer).get("/api/v1/enrollment-secrets/").json()["results"][0]["created_by"] is None
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    assert schemas["EnrollmentSecret"]["properties"]["created_by"]["nullable"] is True
+
+
+def test_an_endpoints_reports_are_paginated_and_ordered_on_request(api, viewer, make_group):
+    from fleet import reports
+    from tests.fleet.samples import DESIGN_SAMPLE
+
+    secret = reports.create_enrollment_secret(make_group("pilot"), "x")[1]
+    endpoint, _ = reports.enroll(secret, "machine-1", "host-1", "linux", "x86_64")
+    first = reports.ingest_report(endpoint, DESIGN_SAMPLE.encode()).report
+    second = reports.ingest_report(endpoint, DESIGN_SAMPLE.replace("1.407.417.0", "1.407.418.0").encode()).report
+    api.as_user(viewer)
+    newest_first = api.get(f"/api/v1/endpoints/{endpoint.pk}/reports/").json()
+    assert newest_first["count"] == 2 and [r["id"] for r in newest_first["results"]] == [second.pk, first.pk]
+    oldest_first = api.get(f"/api/v1/endpoints/{endpoint.pk}/reports/?ordering=received_at&page_size=1").json()
+    assert [r["id"] for r in oldest_first["results"]] == [first.pk] and oldest_first["next"]

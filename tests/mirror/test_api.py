@@ -168,3 +168,53 @@ def test_the_command_syncs_and_exits_non_zero_on_failure(make_mirror, standin, c
         call_command("sync_mirror", "main", "--now")
     with pytest.raises(CommandError, match="no mirror 'nope' \\(known: main\\)"):
         call_command("sync_mirror", "nope")
+
+
+def test_a_mirror_that_groups_use_cannot_be_deleted_and_nothing_is_audited(api, admin, make_mirror):
+    # Was a 500: the ProtectedError of the group's foreign key escaped the view.
+    from fleet import services as fleet_services
+    from fleet.models import EndpointGroup
+
+    mirror = make_mirror()
+    fleet_services.save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"]))
+    response = api.as_user(admin).delete(f"/api/v1/mirrors/{mirror.pk}/")
+    assert response.status_code == 409
+    assert response.json() == {"status": 409, "code": "conflict", "detail": "main is still in use and cannot be deleted.",
+                               "errors": {"non_field_errors": ["main is still in use and cannot be deleted."]}}
+    assert Mirror.objects.filter(pk=mirror.pk).exists()
+    assert not AuditEvent.objects.filter(action="mirror.delete").exists()
+
+
+def test_an_upstream_that_mirrors_use_cannot_be_deleted_and_nothing_is_audited(api, admin, make_mirror):
+    # Was a 400 the schema did not document, with an audit entry for a delete that never happened.
+    upstream = make_mirror().upstream
+    response = api.as_user(admin).delete(f"/api/v1/upstreams/{upstream.pk}/")
+    assert response.status_code == 409 and response.json()["code"] == "conflict"
+    assert Upstream.objects.filter(pk=upstream.pk).exists()
+    assert not AuditEvent.objects.filter(action="upstream.delete").exists()
+    assert api.delete(f"/api/v1/upstreams/{Upstream.objects.create(name='unused').pk}/").status_code == 204
+
+
+def test_a_scheduled_run_and_a_first_publication_show_null_where_the_schema_says_so(api, viewer, make_mirror):
+    # Were schema violations: requested_by and previous came back null, documented as strings.
+    mirror = make_mirror()
+    run = services.run_sync(services.request_sync(mirror, SyncTrigger.SCHEDULE)[0].pk)
+    api.as_user(viewer)
+    assert api.get(f"/api/v1/sync-runs/{run.pk}/").json()["requested_by"] is None
+    assert api.get(f"/api/v1/mirrors/{mirror.pk}/").json()["publications"][0]["previous"] is None
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    assert schemas["SyncRun"]["properties"]["requested_by"]["nullable"] is True
+    assert schemas["Publication"]["properties"]["previous"]["nullable"] is True
+
+
+def test_a_change_is_audited_field_by_field_without_the_proxy_password(api, admin, make_mirror):
+    # The request body itself was recorded: the proxy password in clear for every reader of the audit
+    # log, and on PostgreSQL a 500 for a NUL character in a key the serializer ignores.
+    mirror = make_mirror()
+    body = {"proxy_url": "http://user:s3cret@proxy.example.org:3128", "timeout": 90, "ignored\u0000key": "x"}
+    response = api.as_user(admin).patch(f"/api/v1/upstreams/{mirror.upstream.pk}/", body, format="json")
+    assert response.status_code == 200, response.json()
+    event = AuditEvent.objects.get(action="upstream.update")
+    assert event.details == {"proxy_url": {"from": "", "to": "http://***@proxy.example.org:3128"}, "timeout": {"from": 5, "to": 90}}
+    assert api.patch(f"/api/v1/mirrors/{mirror.pk}/", {"retention": 3, "x\u0000": 1}, format="json").status_code == 200
+    assert AuditEvent.objects.get(action="mirror.update").details == {"retention": {"from": 5, "to": 3}}

@@ -59,3 +59,30 @@ def test_the_openapi_schema_describes_the_api(api, viewer):
     paths = response.json()["paths"]
     assert {"/api/v1/tokens/", "/api/v1/tokens/{id}/revoke/", "/api/v1/audit-events/", "/api/v1/users/", "/api/v1/me/"} <= set(paths)
     assert "requestBody" in paths["/api/v1/tokens/"]["post"]
+
+
+def test_a_list_items_error_is_keyed_by_index_as_the_schema_says(api, admin):
+    # The schema said errors were always a list of strings; a list field's are an object by index.
+    from mirror.models import Upstream
+
+    upstream = Upstream.objects.create(name="microsoft")
+    body = {"name": "Main", "slug": "main", "upstream": upstream.pk, "platforms": ["linux", "windows"], "channels": ["production"],
+            "archs": ["x86_64"]}
+    response = api.as_user(admin).post("/api/v1/mirrors/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"platforms": {"1": ['"windows" is not a valid choice.']}}
+    assert response.json()["detail"] == 'platforms.1: "windows" is not a valid choice.'
+    errors = api.get("/api/schema/?format=json").json()["components"]["schemas"]["ApiError"]["properties"]["errors"]
+    assert {"type": "object"} in [{"type": item["type"]} for item in errors["additionalProperties"]["anyOf"]]
+
+
+def test_a_conflict_has_the_same_body_with_its_own_code():
+    from rest_framework.test import APIRequestFactory
+
+    from portal.api.errors import Conflict, exception_handler
+
+    request = APIRequestFactory().delete("/api/v1/upstreams/1/")
+    response = exception_handler(Conflict({"non_field_errors": ["microsoft is still in use."]}), {"request": request})
+    assert response.status_code == 409
+    assert response.data == {"status": 409, "code": "conflict", "detail": "microsoft is still in use.",
+                             "errors": {"non_field_errors": ["microsoft is still in use."]}}

@@ -122,3 +122,16 @@ def test_the_tokens_page_shows_field_errors(client, operator):
     assert not ApiToken.objects.exists()
     assert "This field is required." in response.content.decode()
     assert "greater than or equal to 1" in response.content.decode()
+
+
+def test_me_says_the_token_scope_and_the_schema_describes_the_answer(api, operator):
+    # The schema left token_scope out, and promised an e-mail format that an empty address breaks.
+    _, raw = services.create_api_token(operator, "ci", TokenScope.WRITE)
+    body = api.get("/api/v1/me/", **bearer(raw)).json()
+    assert body["token_scope"] == "write" and body["email"] == ""
+    assert api.as_user(operator).get("/api/v1/me/").json()["token_scope"] is None
+    schema = api.get("/api/schema/?format=json").json()
+    answer = schema["paths"]["/api/v1/me/"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    properties = schema["components"]["schemas"][answer.rsplit("/", 1)[1]]["properties"]
+    assert set(body) == set(properties)
+    assert "format" not in properties["email"]
