@@ -39,7 +39,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertSeverity, AlertState, DeliveryReason, DeliveryStatus
-from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
+from portal.models import HIDDEN, AlertChannel, AlertDelivery, AlertEvent, AlertRule
 from portal.services import record_event
 
 log = logging.getLogger(__name__)
@@ -451,12 +451,21 @@ def send_webhook(channel: AlertChannel, delivery: AlertDelivery) -> int:
     except requests.Timeout:
         raise DeliveryError(f"{host} did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
-        raise DeliveryError(f"cannot reach {host}: {type(exc).__name__}: {exc}") from None
+        raise DeliveryError(f"cannot reach {host}: {type(exc).__name__}: {_scrubbed(str(exc), channel.url)}") from None
     if 200 <= status < 300:
         return status
     retry = status >= 500 or status in RETRYABLE_STATUS
     words = f"{host} answered HTTP {status} {response.reason or ''}".rstrip()
     raise DeliveryError(f"{words}: {excerpt}" if excerpt else words, retry=retry, status=status)
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """``text`` without the URL's path and query: they may hold the webhook's credential, and
+    every role reads a delivery's error (requests' messages quote the path)."""
+    parts = urlsplit(url)
+    for secret in sorted({parts.path, parts.query} - {"", "/"}, key=len, reverse=True):
+        text = text.replace(secret, f"/{HIDDEN}")
+    return text
 
 
 def _excerpt(response) -> str:

@@ -137,6 +137,9 @@ class Heartbeat(models.Model):
 MAX_RECIPIENTS = 50
 
 
+HIDDEN = "(hidden)"  # in place of a webhook URL's path and query, for non-admins
+
+
 class AlertChannel(models.Model):
     """Where alerts go: a webhook (JSON POST signed with the channel's secret) or a list of e-mail addresses."""
 
@@ -194,6 +197,20 @@ class AlertChannel(models.Model):
     def target(self) -> str:
         """Where the messages go, in words: the URL or the addresses."""
         return self.url if self.kind == AlertChannelKind.WEBHOOK else ", ".join(self.recipients)
+
+    @property
+    def url_redacted(self) -> str:
+        """The webhook URL as non-admins see it: scheme and host. Slack- or Teams-style URLs carry
+        their credential in the path or query, which only admins (who may change it) see."""
+        if not self.url:
+            return ""
+        parts = urlsplit(self.url)
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return f"{parts.scheme}://{host}/{HIDDEN}"
+
+    @property
+    def target_redacted(self) -> str:
+        return self.url_redacted if self.kind == AlertChannelKind.WEBHOOK else self.target
 
     def new_secret(self) -> str:
         """Replace the signing secret; returns it (the caller shows it once)."""

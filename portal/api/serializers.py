@@ -7,7 +7,7 @@ from fleet.models import EndpointGroup
 from mirror.models import Mirror
 from portal.choices import Role, TokenScope
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, ApiToken, AuditEvent
-from portal.roles import user_role
+from portal.roles import has_role, user_role
 
 User = get_user_model()
 
@@ -132,13 +132,21 @@ class AlertChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
         fields = ["id", "name", "kind", "url", "recipients", "enabled", "secret_hint", "secret", "created"]
         read_only_fields = ["secret_hint", "created"]
         extra_kwargs = {
-            "url": {"help_text": "Webhook channels: the http(s) URL alerts are POSTed to. Ignored for e-mail."},
+            "url": {"help_text": "Webhook channels: the http(s) URL alerts are POSTed to. Ignored for e-mail. "
+                                 "Only admins read it whole; other roles get its scheme and host followed by /(hidden)."},
             "secret_hint": {"help_text": "The first characters of the webhook's signing secret."},
         }
 
     def get_secret(self, channel) -> str | None:
         # Set by the view on the one answer that may show it; the stored secret is never read back here.
         return getattr(channel, "shown_secret", None)
+
+    def to_representation(self, channel):
+        data = super().to_representation(channel)
+        request = self.context.get("request")
+        if data.get("url") and not (request is not None and has_role(request.user, Role.ADMIN)):
+            data["url"] = channel.url_redacted  # a webhook URL may hold its credential: only admins read it whole
+        return data
 
 
 class AlertRuleSerializer(ModelCleanMixin, serializers.ModelSerializer):

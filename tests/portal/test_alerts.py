@@ -643,6 +643,27 @@ def test_viewers_and_operators_read_alerts_but_cannot_change_or_test_them(api, v
     assert receiver.requests == [] and AlertDelivery.objects.count() == 0
 
 
+def test_only_admins_read_a_webhooks_url_whole(api, admin, viewer, operator):
+    channel = AlertChannel(name="slack", kind=AlertChannelKind.WEBHOOK, url="https://hooks.example.org:8443/services/T0/B0/s3cr3t?x=1")
+    alerts.save_channel(channel)
+    api.as_user(admin)
+    assert api.get(f"/api/v1/alert-channels/{channel.pk}/").json()["url"] == channel.url
+    for user in (viewer, operator):
+        api.as_user(user)
+        assert api.get(f"/api/v1/alert-channels/{channel.pk}/").json()["url"] == "https://hooks.example.org:8443/(hidden)"
+        listed = api.get("/api/v1/alert-channels/").json()["results"]
+        assert [c["url"] for c in listed] == ["https://hooks.example.org:8443/(hidden)"]
+        assert "s3cr3t" not in api.get("/api/v1/alert-channels/").content.decode()
+
+
+def test_an_unreachable_webhooks_error_does_not_quote_its_path():
+    channel = AlertChannel(name="slack", kind=AlertChannelKind.WEBHOOK, url=f"http://127.0.0.1:{free_port()}/services/T0/s3cr3t?token=abc")
+    alerts.save_channel(channel)
+    delivery = alerts.send_test(channel)
+    assert delivery.status == DeliveryStatus.FAILED and "cannot reach 127.0.0.1" in delivery.error
+    assert "s3cr3t" not in delivery.error and "token=abc" not in delivery.error
+
+
 def test_the_test_endpoint_sends_now_and_answers_with_the_delivery(api, admin, receiver):
     channel, _ = webhook(receiver)
     api.as_user(admin)

@@ -153,6 +153,17 @@ def test_a_viewer_sees_no_control_and_cannot_create_or_test_send(client, viewer,
     assert receiver.requests == [] and AlertDelivery.objects.count() == 0 and AlertChannel.objects.count() == 1
 
 
+def test_a_viewer_sees_a_webhooks_host_but_not_its_path(client, viewer, admin):
+    channel = AlertChannel(name="slack", kind=AlertChannelKind.WEBHOOK, url="https://hooks.example.org/services/T0/B0/s3cr3t")
+    alerts.save_channel(channel)
+    client.force_login(viewer)
+    for url in ("/alerts/", f"/alerts/channels/{channel.pk}/"):
+        page = client.get(url).content.decode()
+        assert "https://hooks.example.org/(hidden)" in page and "s3cr3t" not in page
+    client.force_login(admin)
+    assert "https://hooks.example.org/services/T0/B0/s3cr3t" in client.get(f"/alerts/channels/{channel.pk}/").content.decode()
+
+
 def test_rotating_a_secret_shows_the_new_one_once(client, admin, receiver):
     channel = make_channel(receiver)
     old = channel.secret

@@ -35,7 +35,7 @@ def wait_for(predicate, timeout, what):
 def get_or_none(url, **kwargs):
     try:
         return requests.get(url, timeout=3, **kwargs)
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not up yet, or too busy to answer: callers poll again
         return None
 
 
