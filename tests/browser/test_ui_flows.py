@@ -1,6 +1,7 @@
 """The main flows in a real browser: sign in, dashboard, promote / roll back, endpoint filters, roles, Sync now."""
 
 import json
+import re
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ from fleet import services
 from fleet.choices import Compliance
 from fleet.models import Endpoint
 from mirror.models import Mirror, SyncRun, Upstream
+from tests.portal.test_alerts import receiver, verify  # noqa: F401  (receiver: a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -173,4 +175,29 @@ def test_sync_now_and_the_run_page_follows_the_run_until_it_ends(page, login, op
             worker.join(30)
     run.refresh_from_db()
     assert run.state == "succeeded"
+    assert page.external_requests == []
+
+
+def test_an_admin_adds_a_webhook_copies_its_secret_once_and_sends_a_signed_test(page, login, admin, receiver):
+    login(admin)
+    page.goto("/alerts/channels/new/")
+    page.fill("#id_name", "SOC webhook")
+    page.select_option("#id_kind", "webhook")
+    page.fill("#id_url", receiver.url)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Create channel").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("created")
+    secret = page.locator("#signing-secret").inner_text().strip()
+    assert secret.startswith("whsec_")
+    page.get_by_role("link", name=re.compile("I have copied it")).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("SOC webhook")
+    assert secret not in page.content()  # shown once: the channel's page has only its hint
+
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send a test message").click()
+    messages = page.locator("section", has=page.get_by_role("heading", name="Messages"))
+    expect(messages.locator("tbody tr").first).to_contain_text("delivered")
+    [(headers, body)] = receiver.requests
+    assert verify(secret, headers, body)  # as the README tells a receiver to check it
+    assert json.loads(body)["kind"] == "test"
     assert page.external_requests == []
