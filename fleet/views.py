@@ -31,6 +31,7 @@ from mirror.models import Mirror, SignaturePackage
 from mirror.serving import not_found, send_package_file
 from mirror.views import BACK
 from portal.choices import Role
+from portal.generic import ObjectFormView
 from portal.roles import RoleRequiredMixin, has_role
 
 
@@ -157,39 +158,32 @@ class GroupDetailView(RoleRequiredMixin, TemplateView):
         return json.dumps(managed_settings(group, Platform.MAC), indent=2)
 
 
-class GroupFormView(RoleRequiredMixin, TemplateView):
-    """Create (no slug) or edit a group; admins only, reading the form included."""
+class GroupFormView(ObjectFormView):
+    """Create (no slug) or edit a group."""
 
     template_name = "fleet/endpointgroup_form.html"
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
+    form_class = EndpointGroupForm
+    noun = "Group"
+    context_name = "group"
+    saved_fields = ("name", "slug")
 
-    def get(self, request, slug=None):
-        group = get_group(slug) if slug else None
+    def get_object(self):
+        return get_group(self.kwargs["slug"]) if "slug" in self.kwargs else None
+
+    def initial_for_new(self):
         initial = {}
-        if group is None:
-            mirrors = list(Mirror.objects.all()[:2])
-            if len(mirrors) == 1:  # the usual single mirror: preselect it and what it syncs
-                initial = {"mirror": mirrors[0], "platforms": mirrors[0].platforms, "channel": next(iter(mirrors[0].channels), None)}
-            highest = EndpointGroup.objects.aggregate(highest=Max("ring_order"))["highest"]
-            initial["ring_order"] = (highest or 0) + 10
-        return self.render_to_response(self.get_context_data(form=EndpointGroupForm(instance=group, initial=initial), group=group))
+        mirrors = list(Mirror.objects.all()[:2])
+        if len(mirrors) == 1:  # the usual single mirror: preselect it and what it syncs
+            initial = {"mirror": mirrors[0], "platforms": mirrors[0].platforms, "channel": next(iter(mirrors[0].channels), None)}
+        highest = EndpointGroup.objects.aggregate(highest=Max("ring_order"))["highest"]
+        initial["ring_order"] = (highest or 0) + 10
+        return initial
 
-    def post(self, request, slug=None):
-        group = get_group(slug) if slug else None
-        # The form writes what was typed onto the instance while validating: keep the saved name and slug for the page.
-        saved = {"saved_name": group.name, "saved_slug": group.slug} if group else {}
-        form = EndpointGroupForm(request.POST, instance=group)
-        if not form.is_valid():
-            return self.render_to_response(self.get_context_data(form=form, group=group, **saved), status=400)
-        group = services.save_group(form.save(commit=False), request.user, request, form.changes())
-        messages.success(request, f"Group {group.name} {'updated' if saved else 'created'}.")
-        return redirect(group_url(group))
+    def save(self, form, changes):
+        return services.save_group(form.save(commit=False), self.request.user, self.request, changes)
 
-    def get_context_data(self, group=None, **kwargs):
-        kwargs.setdefault("saved_name", group.name if group else None)
-        kwargs.setdefault("saved_slug", group.slug if group else None)
-        return super().get_context_data(group=group, **kwargs)
+    def success_url(self, group):
+        return group_url(group)
 
 
 class GroupApproveView(RoleRequiredMixin, View):

@@ -19,6 +19,7 @@ from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_prox
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.serving import not_found, send_package_file
 from portal.choices import Role
+from portal.generic import ObjectFormView
 from portal.roles import RoleRequiredMixin
 from portal.services import record_event
 
@@ -192,38 +193,33 @@ class MirrorSyncView(RoleRequiredMixin, View):
         return redirect(run_url(run))
 
 
-class MirrorFormView(RoleRequiredMixin, TemplateView):
-    """Create (no slug) or edit a mirror; admins only, reading the form included."""
+class MirrorFormView(ObjectFormView):
+    """Create (no slug) or edit a mirror."""
 
     template_name = "mirror/mirror_form.html"
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
+    form_class = MirrorForm
+    noun = "Mirror"
+    context_name = "mirror"
+    saved_fields = ("name", "slug")
 
-    def get(self, request, slug=None):
-        mirror = get_mirror(slug) if slug else None
-        initial = {}
-        if mirror is None:
-            upstreams = list(Upstream.objects.all()[:2])
-            initial = {"platforms": Platform.values, "channels": ["production"], "archs": ["x86_64"]}
-            if len(upstreams) == 1:
-                initial["upstream"] = upstreams[0]
-        return self.render_to_response(self.get_context_data(form=MirrorForm(instance=mirror, initial=initial), mirror=mirror))
+    def get_object(self):
+        return get_mirror(self.kwargs["slug"]) if "slug" in self.kwargs else None
 
-    def post(self, request, slug=None):
-        mirror = get_mirror(slug) if slug else None
-        # The form writes what was typed onto the instance while validating: keep the saved name for the page.
-        saved = {"saved_name": mirror.name, "saved_slug": mirror.slug} if mirror else {}
-        form = MirrorForm(request.POST, instance=mirror)
-        if not form.is_valid():
-            return self.render_to_response(self.get_context_data(form=form, mirror=mirror, **saved), status=400)
-        mirror = services.save_mirror(form.save(commit=False), request.user, request, form.changes())
-        messages.success(request, f"Mirror {mirror.name} {'updated' if saved else 'created'}.")
-        return redirect(mirror_url(mirror))
+    def initial_for_new(self):
+        initial = {"platforms": Platform.values, "channels": ["production"], "archs": ["x86_64"]}
+        upstreams = list(Upstream.objects.all()[:2])
+        if len(upstreams) == 1:
+            initial["upstream"] = upstreams[0]
+        return initial
 
-    def get_context_data(self, mirror=None, **kwargs):
-        kwargs.setdefault("saved_name", mirror.name if mirror else None)
-        kwargs.setdefault("saved_slug", mirror.slug if mirror else None)
-        return super().get_context_data(mirror=mirror, has_upstream=Upstream.objects.exists(), **kwargs)
+    def save(self, form, changes):
+        return services.save_mirror(form.save(commit=False), self.request.user, self.request, changes)
+
+    def success_url(self, mirror):
+        return mirror_url(mirror)
+
+    def page_context(self, mirror):
+        return {"has_upstream": Upstream.objects.exists()}
 
 
 class MirrorDeleteView(RoleRequiredMixin, TemplateView):
@@ -250,31 +246,27 @@ class MirrorDeleteView(RoleRequiredMixin, TemplateView):
         return redirect("mirror:mirror_list")
 
 
-class UpstreamFormView(RoleRequiredMixin, TemplateView):
+class UpstreamFormView(ObjectFormView):
     template_name = "mirror/upstream_form.html"
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
+    form_class = UpstreamForm
+    noun = "Upstream"
+    context_name = "upstream"
 
-    def get(self, request, pk=None):
-        upstream = get_object_or_404(Upstream, pk=pk) if pk else None
-        return self.render_to_response(self.get_context_data(form=UpstreamForm(instance=upstream), upstream=upstream))
+    def get_object(self):
+        return get_object_or_404(Upstream, pk=self.kwargs["pk"]) if "pk" in self.kwargs else None
 
-    def post(self, request, pk=None):
-        upstream = get_object_or_404(Upstream, pk=pk) if pk else None
-        saved_name = upstream.name if upstream else None
-        form = UpstreamForm(request.POST, instance=upstream)
-        if not form.is_valid():
-            return self.render_to_response(self.get_context_data(form=form, upstream=upstream, saved_name=saved_name), status=400)
+    def save(self, form, changes):
         with transaction.atomic():
             upstream = form.save()
-            record_event(request.user, "upstream.update" if saved_name else "upstream.create", upstream, form.changes(), request)
-        messages.success(request, f"Upstream {upstream.name} {'updated' if saved_name else 'created'}.")
-        return redirect("mirror:mirror_list")
+            record_event(self.request.user, "upstream.update" if "pk" in self.kwargs else "upstream.create", upstream, changes,
+                         self.request)
+        return upstream
 
-    def get_context_data(self, upstream=None, **kwargs):
-        kwargs.setdefault("saved_name", upstream.name if upstream else None)
-        mirrors = list(upstream.mirrors.all()) if upstream else []
-        return super().get_context_data(upstream=upstream, used_by=mirrors, **kwargs)
+    def success_url(self, upstream):
+        return reverse("mirror:mirror_list")
+
+    def page_context(self, upstream):
+        return {"used_by": list(upstream.mirrors.all()) if upstream else []}
 
 
 class UpstreamDeleteView(RoleRequiredMixin, View):

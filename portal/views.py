@@ -21,6 +21,7 @@ from portal import alerts, services
 from portal.choices import AlertChannelKind, AlertState, DeliveryStatus, Role
 from portal.filtersets import AuditEventFilterSet
 from portal.forms import AlertChannelForm, AlertRuleForm, ApiTokenForm, UserCreateForm, UserUpdateForm
+from portal.generic import ObjectFormView
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, ApiToken, AuditEvent, Heartbeat
 from portal.roles import RoleRequiredMixin, has_role, user_role
 
@@ -268,32 +269,25 @@ class AlertListView(RoleRequiredMixin, TemplateView):
         return super().get_context_data(rules=rules, channels=channels, firing=firing, resolved=resolved, deliveries=deliveries, **kwargs)
 
 
-class AlertRuleFormView(RoleRequiredMixin, TemplateView):
-    """Create (no pk) or edit an alert rule; admins only."""
+class AlertRuleFormView(ObjectFormView):
+    """Create (no pk) or edit an alert rule."""
 
     template_name = "portal/alertrule_form.html"
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
+    form_class = AlertRuleForm
+    noun = "Alert rule"
+    context_name = "rule"
 
-    def get(self, request, pk=None):
-        rule = get_object_or_404(AlertRule, pk=pk) if pk else None
-        initial = {} if rule else {"channels": list(AlertChannel.objects.filter(enabled=True))}
-        return self.render_to_response(self.get_context_data(form=AlertRuleForm(instance=rule, initial=initial), rule=rule))
+    def get_object(self):
+        return get_object_or_404(AlertRule, pk=self.kwargs["pk"]) if "pk" in self.kwargs else None
 
-    def post(self, request, pk=None):
-        rule = get_object_or_404(AlertRule, pk=pk) if pk else None
-        saved_name = rule.name if rule else None  # the form writes the typed name onto the instance while validating
-        form = AlertRuleForm(request.POST, instance=rule)
-        if not form.is_valid():
-            return self.render_to_response(self.get_context_data(form=form, rule=rule, saved_name=saved_name), status=400)
-        changes = form.changes()
-        rule = alerts.save_rule(form.save(commit=False), form.cleaned_data["channels"], request.user, request, changes)
-        messages.success(request, f"Alert rule {rule.name} {'updated' if saved_name else 'created'}.")
-        return redirect("alert_list")
+    def initial_for_new(self):
+        return {"channels": list(AlertChannel.objects.filter(enabled=True))}
 
-    def get_context_data(self, rule=None, **kwargs):
-        kwargs.setdefault("saved_name", rule.name if rule else None)
-        return super().get_context_data(rule=rule, **kwargs)
+    def save(self, form, changes):
+        return alerts.save_rule(form.save(commit=False), form.cleaned_data["channels"], self.request.user, self.request, changes)
+
+    def success_url(self, rule):
+        return reverse("alert_list")
 
 
 class AlertRuleDeleteView(RoleRequiredMixin, View):
@@ -312,35 +306,26 @@ def channel_url(channel: AlertChannel) -> str:
     return reverse("alertchannel_detail", args=[channel.pk])
 
 
-class AlertChannelFormView(RoleRequiredMixin, TemplateView):
-    """Create (no pk) or edit a channel; admins only. A new webhook's secret is shown once, on the page that follows."""
+class AlertChannelFormView(ObjectFormView):
+    """Create (no pk) or edit a channel. A new webhook's secret is shown once, on the page that follows."""
 
     template_name = "portal/alertchannel_form.html"
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
+    form_class = AlertChannelForm
+    noun = "Alert channel"
+    context_name = "channel"
 
-    def get(self, request, pk=None):
-        channel = get_object_or_404(AlertChannel, pk=pk) if pk else None
-        return self.render_to_response(self.get_context_data(form=AlertChannelForm(instance=channel), channel=channel))
+    def get_object(self):
+        return get_object_or_404(AlertChannel, pk=self.kwargs["pk"]) if "pk" in self.kwargs else None
 
-    def post(self, request, pk=None):
-        channel = get_object_or_404(AlertChannel, pk=pk) if pk else None
-        saved_name = channel.name if channel else None
-        form = AlertChannelForm(request.POST, instance=channel)
-        if not form.is_valid():
-            return self.render_to_response(self.get_context_data(form=form, channel=channel, saved_name=saved_name), status=400)
-        changes = form.changes()
+    def save(self, form, changes):
         channel = form.save(commit=False)
-        secret = alerts.save_channel(channel, request.user, request, changes)
-        if secret:
-            # Rendered in this one response and never again.
-            return render_secret(request, channel, secret, created=saved_name is None)
-        messages.success(request, f"Alert channel {channel.name} {'updated' if saved_name else 'created'}.")
-        return redirect(channel_url(channel))
+        created = channel.pk is None
+        secret = alerts.save_channel(channel, self.request.user, self.request, changes)
+        # The secret is rendered in this one response and never again.
+        return render_secret(self.request, channel, secret, created=created) if secret else channel
 
-    def get_context_data(self, channel=None, **kwargs):
-        kwargs.setdefault("saved_name", channel.name if channel else None)
-        return super().get_context_data(channel=channel, **kwargs)
+    def success_url(self, channel):
+        return channel_url(channel)
 
 
 def render_secret(request, channel: AlertChannel, secret: str, created: bool):

@@ -1,0 +1,68 @@
+"""The admin UI's one create-or-edit page, shared by mirrors, upstreams, groups and alerts."""
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import redirect
+from django.views.generic import TemplateView
+
+from portal.choices import Role
+from portal.roles import RoleRequiredMixin
+
+
+class ObjectFormView(RoleRequiredMixin, TemplateView):
+    """Create (no key in the URL) or edit one object with a ModelForm; admins only, reading the form included.
+
+    GET shows the form (``initial_for_new()`` for a new object). POST validates it: invalid, the
+    form comes back with its errors and a 400; valid, ``save(form, changes)`` hands the unsaved
+    instance to the app's service (which audits) and returns the object, or a response of its own.
+    While the form shows what was typed, the page names the object as saved: validation writes
+    the typed values onto the instance, so ``saved_<field>`` is read before it.
+    """
+
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+    form_class = None
+    noun = ""  # "Mirror": the success message's first word
+    context_name = "object"  # the object's name in the template
+    saved_fields = ("name",)
+
+    def get_object(self):
+        """The object the URL names, or None on the create page."""
+        raise NotImplementedError
+
+    def initial_for_new(self) -> dict:
+        return {}
+
+    def save(self, form, changes: dict):
+        raise NotImplementedError
+
+    def success_url(self, obj) -> str:
+        raise NotImplementedError
+
+    def page_context(self, obj) -> dict:
+        return {}
+
+    def get(self, request, **kwargs):
+        obj = self.get_object()
+        form = self.form_class(instance=obj, initial={} if obj else self.initial_for_new())
+        return self.render_to_response(self.get_context_data(form=form, obj=obj))
+
+    def post(self, request, **kwargs):
+        obj = self.get_object()
+        saved = self.saved(obj)
+        form = self.form_class(request.POST, instance=obj)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form, obj=obj, **saved), status=400)
+        result = self.save(form, form.changes())
+        if isinstance(result, HttpResponse):
+            return result
+        messages.success(request, f"{self.noun} {result.name} {'updated' if obj else 'created'}.")
+        return redirect(self.success_url(result))
+
+    def saved(self, obj) -> dict:
+        return {f"saved_{name}": getattr(obj, name) for name in self.saved_fields} if obj else {}
+
+    def get_context_data(self, obj=None, **kwargs):
+        for key, value in ({f"saved_{name}": None for name in self.saved_fields} | self.saved(obj)).items():
+            kwargs.setdefault(key, value)
+        return super().get_context_data(**{self.context_name: obj}, **self.page_context(obj), **kwargs)
