@@ -351,6 +351,9 @@ def delete_group(group: EndpointGroup, actor=None, request=None) -> None:
     endpoints = group.endpoints.count()
     if endpoints:
         raise ApprovalError(f"{endpoints} endpoint(s) are in {group.slug}; move them to another group first", status=409)
+    rules = sorted(group.alert_rules.values_list("name", flat=True))
+    if rules:
+        raise ApprovalError(f"alert rule(s) {', '.join(rules)} watch {group.slug}; change or delete them first", status=409)
     path = group.tree_path
     with transaction.atomic():
         record_event(actor, "group.delete", group, {"slug": group.slug}, request)

@@ -235,10 +235,11 @@ class AlertRule(models.Model):
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=24, choices=AlertRuleKind.choices)
     enabled = models.BooleanField(default=True)
-    # Empty: every mirror / every group. A rule goes with the mirror or group it watches.
-    mirror = models.ForeignKey("mirror.Mirror", on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+    # Empty: every mirror / every group. A watched mirror or group cannot be deleted while a rule
+    # names it: its alerting must not disappear without an admin deciding so (and an audit entry).
+    mirror = models.ForeignKey("mirror.Mirror", on_delete=models.PROTECT, null=True, blank=True, related_name="alert_rules",
                                help_text="Sync rules: the mirror watched; empty: every mirror.")
-    group = models.ForeignKey("fleet.EndpointGroup", on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+    group = models.ForeignKey("fleet.EndpointGroup", on_delete=models.PROTECT, null=True, blank=True, related_name="alert_rules",
                               help_text="Group rules: the group watched; empty: every group.")
     hours = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(24 * 365)],
                                         help_text="No successful sync for (sync overdue), or a version held back for (gate held), this many hours.")

@@ -718,3 +718,23 @@ def test_deleting_a_channel_keeps_its_deliveries_in_the_log(api, admin, receiver
     delivery = AlertDelivery.objects.get()
     assert delivery.channel is None and delivery.channel_name == "soc"
     assert AuditEvent.objects.filter(action="alert_channel.delete").exists()
+
+
+# --- What a rule watches stays until the rule lets go -----------------------------------------------------
+
+
+def test_a_mirror_or_group_a_rule_watches_cannot_be_deleted_until_the_rule_changes(api, admin, client, mirror):
+    group = make_group(mirror, "pilot")
+    sync_rule = rule(AlertRuleKind.SYNC_FAILED, name="main syncs", mirror=mirror)
+    rule(AlertRuleKind.GATE_HELD, name="pilot gate", group=group, hours=24)
+    api.as_user(admin)
+    refused = api.delete(f"/api/v1/groups/{group.pk}/")
+    assert refused.status_code == 409 and "pilot gate" in refused.json()["detail"]
+    client.force_login(admin)
+    page = client.post(f"/mirror/{mirror.slug}/delete/", follow=True).content.decode()
+    assert "still used by" in page and "main syncs" in page
+    assert api.delete(f"/api/v1/mirrors/{mirror.pk}/").status_code == 409
+    assert Mirror.objects.filter(pk=mirror.pk).exists() and AlertRule.objects.count() == 2
+    alerts.delete_rule(sync_rule)
+    AlertRule.objects.filter(group=group).update(group=None)
+    assert api.delete(f"/api/v1/groups/{group.pk}/").status_code == 204
