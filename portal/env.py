@@ -5,6 +5,7 @@ from a mounted file (Docker/Kubernetes secrets, systemd credentials) instead of
 the process environment.
 """
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -52,6 +53,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list:
+    """Comma-separated addresses or CIDRs (``10.0.0.5,192.168.0.0/24``) as ip_network objects; empty by default."""
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name, [])]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc} (use comma-separated addresses or CIDRs, e.g. 127.0.0.1,192.168.0.0/24)") from None
+
+
+def address_in(address: str, networks) -> bool:
+    """Whether ``address`` (REMOTE_ADDR, say) is in one of ``networks``; False when it is no IP address (a Unix socket)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def persistent_secret(name: str, path: Path, length: int = 64) -> str:

@@ -17,7 +17,6 @@ exited stay and keep counting in the totals, as a counter must.
 """
 
 import hmac
-import ipaddress
 import os
 from collections import defaultdict
 
@@ -37,6 +36,7 @@ from fleet.models import EndpointGroup
 from mirror.choices import SyncState, TargetOutcome
 from mirror.models import Mirror, SignaturePackage, SyncRun
 from portal.api.errors import error_body
+from portal.env import address_in
 
 PREFIX = "defender_portal_"
 FINISHED = (SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED)
@@ -222,11 +222,7 @@ DISABLED = "metrics are off: set METRICS_TOKEN (or METRICS_TOKEN_FILE) and/or ME
 
 
 def _address_allowed(request) -> bool:
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(address in network for network in settings.METRICS_ALLOWED_IPS)
+    return address_in(request.META.get("REMOTE_ADDR", ""), settings.METRICS_ALLOWED_IPS)
 
 
 def _token_matches(request) -> bool:

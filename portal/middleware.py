@@ -14,6 +14,8 @@ import ipaddress
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 
+from portal.env import address_in
+
 
 class ClientAddressMiddleware:
     def __init__(self, get_response):
@@ -26,16 +28,9 @@ class ClientAddressMiddleware:
 
     def __call__(self, request):
         real_ip = request.META.get("HTTP_X_REAL_IP")
-        if real_ip and self.is_trusted(request.META.get("REMOTE_ADDR", "")):
+        if real_ip and address_in(request.META.get("REMOTE_ADDR", ""), self.proxies):  # not an IP (a Unix socket): not trusted
             try:
                 request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(real_ip.strip()))
             except ValueError:
                 pass  # not an address (nginx always sends one): the proxy's stays
         return self.get_response(request)
-
-    def is_trusted(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False  # e.g. gunicorn on a Unix socket: no address to trust
-        return any(address in network for network in self.proxies)

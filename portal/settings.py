@@ -5,16 +5,14 @@ Celery broker under ``var/``, a local-memory cache, and a secret key generated
 on first start. Production sets DATABASE_URL, CELERY_BROKER_URL and REDIS_URL.
 """
 
-import ipaddress
 import os
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_int, env_list, env_str, persistent_secret
+from portal.env import env_bool, env_int, env_list, env_networks, env_str, persistent_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -269,11 +267,8 @@ MIRROR_X_ACCEL_PREFIX = (env_str("MIRROR_X_ACCEL_PREFIX") or "").rstrip("/")
 # Off unless a token or an allow-list is set: the numbers describe the fleet to whoever reads them.
 # When both are set, a scrape must come from an allowed address *and* bear the token.
 METRICS_TOKEN = env_str("METRICS_TOKEN") or ""  # or METRICS_TOKEN_FILE; sent as "Authorization: Bearer <token>"
-try:
-    # Addresses or CIDRs, compared with REMOTE_ADDR (the client's behind TRUSTED_PROXIES, else the peer's).
-    METRICS_ALLOWED_IPS = [ipaddress.ip_network(item, strict=False) for item in env_list("METRICS_ALLOWED_IPS", [])]
-except ValueError as exc:
-    raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {exc} (use comma-separated addresses or CIDRs, e.g. 10.0.0.5,192.168.0.0/24)") from None
+# Addresses or CIDRs, compared with REMOTE_ADDR (the client's behind TRUSTED_PROXIES, else the peer's).
+METRICS_ALLOWED_IPS = env_networks("METRICS_ALLOWED_IPS")
 # gunicorn's workers count reports in files here, which a scrape adds up; `manage.py serve` empties it
 # and hands it to the web server as PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode).
 METRICS_MULTIPROC_DIR = VAR_DIR / "metrics"
@@ -282,10 +277,7 @@ METRICS_MULTIPROC_DIR = VAR_DIR / "metrics"
 # Addresses or CIDRs of the proxies (nginx) whose X-Real-IP is taken as the client's address, in
 # REMOTE_ADDR, for the sign-in lock-out (django-axes reads REMOTE_ADDR: django-ipware is not
 # installed), the audit log and METRICS_ALLOWED_IPS. Empty: nobody's, REMOTE_ADDR is the peer's.
-try:
-    TRUSTED_PROXIES = [ipaddress.ip_network(item, strict=False) for item in env_list("TRUSTED_PROXIES", [])]
-except ValueError as exc:
-    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use comma-separated addresses or CIDRs of the proxies, e.g. 127.0.0.1)") from None
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 # --- Alerts and e-mail (portal/alerts.py) -------------------------------------
 # Without EMAIL_HOST, mail is written to the worker's console (bin/run's output): a bare machine
