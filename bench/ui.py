@@ -170,12 +170,12 @@ from django.db import connection
 from django.db.models import Count
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from portal.choices import Role
-from portal.roles import set_role
+from core.choices import Role
+from core.roles import set_role
 
 n, target_ms = int(sys.argv[1]), float(sys.argv[2])
 try:
-    from portal.services import create_user
+    from core.services import create_user
     user = create_user(None, "bench-admin", Role.ADMIN)
 except Exception:  # noqa: BLE001 - fall back to the plain way
     user = get_user_model().objects.create(username="bench-admin")

@@ -20,7 +20,7 @@ from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, GroupTarget
 from mirror import publish as tree
 from mirror.models import Publication, SignaturePackage
 from mirror.models.packages import version_key
-from portal.services import record_event
+from core.services import record_event
 
 log = logging.getLogger(__name__)
 UNSET = object()

@@ -30,9 +30,9 @@ from mirror.choices import Arch, Platform
 from mirror.models import Mirror, SignaturePackage
 from mirror.serving import not_found, send_package_file
 from mirror.views import BACK
-from portal.choices import Role
-from portal.generic import ObjectFormView
-from portal.roles import RoleRequiredMixin, has_role
+from core.choices import Role
+from core.generic import ObjectFormView
+from core.roles import RoleRequiredMixin, has_role
 
 
 # Public like any HTTP mirror: endpoints fetch anonymously (as from Microsoft's own script's tree).

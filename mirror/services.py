@@ -17,7 +17,7 @@ from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
 from mirror.signals import package_published
 from mirror.store import PackageError, human_size, ingest, sha256_of, tmp_dir, verify_zip
 from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url, check_versions, parse_manifest_json
-from portal.services import record_event
+from core.services import record_event
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from mirror.filtersets import SyncRunFilterSet
 from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_proxy
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.serving import not_found, send_package_file
-from portal.choices import Role
-from portal.generic import ObjectFormView
-from portal.roles import RoleRequiredMixin
-from portal.services import record_event
+from core.choices import Role
+from core.generic import ObjectFormView
+from core.roles import RoleRequiredMixin
+from core.services import record_event
 
 BACK = "_back"
 

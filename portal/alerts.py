@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertSeverity, AlertState, DeliveryReason, DeliveryStatus
 from portal.models import HIDDEN, AlertChannel, AlertDelivery, AlertEvent, AlertRule
-from portal.services import record_event
+from core.services import record_event
 
 log = logging.getLogger(__name__)
 

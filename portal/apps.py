@@ -6,4 +6,4 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self):
-        from portal import alerts, checks  # noqa: F401  registers the system checks and the sync-finished alert hook
+        from portal import alerts  # noqa: F401  connects the sync-finished alert hook

@@ -3,8 +3,8 @@
 Two kinds of metric. What the database holds (syncs, packages, endpoints) is counted at
 scrape time by ``DatabaseCollector`` in a fixed handful of aggregate queries, so it is the
 same whichever process answers and costs nothing between scrapes. What only the web
-processes see (reports received and refused, ingest latency) is counted live in
-``observe_report``.
+processes see (reports received and refused, ingest latency) is counted live by
+``fleet.metrics.observe_report``.
 
 gunicorn runs several workers and a scrape reaches one of them, so ``manage.py serve``
 gives the web server ``PROMETHEUS_MULTIPROC_DIR`` (``settings.METRICS_MULTIPROC_DIR``,
@@ -26,19 +26,19 @@ from django.db.models.functions import RowNumber
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from fleet.choices import Compliance
+from fleet.metrics import LIVE, PREFIX
 from fleet.models import EndpointGroup
 from mirror.choices import SyncState, TargetOutcome
 from mirror.models import Mirror, SignaturePackage, SyncRun
-from portal.api.errors import error_body
-from portal.env import address_in
+from core.api.errors import error_body
+from core.env import address_in
 
-PREFIX = "defender_portal_"
 FINISHED = (SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED)
 # Runs read per mirror to find each target's last success (see DatabaseCollector.last_successes).
 RECENT_RUNS_PER_MIRROR = 50
@@ -47,31 +47,6 @@ RECENT_RUNS_PER_MIRROR = 50
 
 # Read once, like prometheus_client itself (values.ValueClass): the mode cannot change later.
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-
-# No *_created series: multiprocess mode has none, and a scrape should look the same in both modes.
-disable_created_metrics()
-LIVE = CollectorRegistry(auto_describe=True)
-REPORTS_RECEIVED = Counter(f"{PREFIX}reports_received", "Health reports accepted and committed (201).", registry=LIVE)
-REPORTS_REJECTED = Counter(f"{PREFIX}reports_rejected", "Health reports refused, by HTTP status.", ["status"], registry=LIVE)
-# A report takes 2–50 ms: fine steps there, coarse ones for the pathological tail.
-INGEST_SECONDS = Histogram(f"{PREFIX}report_ingest_seconds", "Time to judge and commit an accepted health report.",
-                           buckets=(.001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, 1.0), registry=LIVE)
-# Children made up front: a label lookup per report would cost more than the increment, and
-# the usual refusals then show as 0 before the first one happens (rate() needs the series).
-_REJECTED_BY_STATUS = {status: REPORTS_REJECTED.labels(str(status)) for status in (400, 401, 403, 413, 429)}
-
-
-def observe_report(status: int, seconds: float) -> None:
-    """Count one answered POST /api/v1/reports (the hot path: a few µs, no I/O beyond an mmap write)."""
-    if status < 300:
-        REPORTS_RECEIVED.inc()
-        INGEST_SECONDS.observe(seconds)
-        return
-    child = _REJECTED_BY_STATUS.get(status)
-    if child is None:
-        child = _REJECTED_BY_STATUS[status] = REPORTS_REJECTED.labels(str(status))
-    child.inc()
-
 
 def reset_multiprocess_dir() -> dict:
     """Empty ``settings.METRICS_MULTIPROC_DIR`` before the web server starts, and return the

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
-from portal.env import env_bool, env_int, env_list, env_networks, env_str, persistent_secret
+from core.env import env_bool, env_int, env_list, env_networks, env_str, persistent_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -44,14 +44,16 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
-    "portal",
+    # Layers, lowest first: each imports only from those above it in this list.
+    "core",
     "mirror",
     "fleet",
+    "portal",
 ]
 
 MIDDLEWARE = [
     # First: every later reader of REMOTE_ADDR (axes, the audit log, metrics) sees the client behind TRUSTED_PROXIES.
-    "portal.middleware.ClientAddressMiddleware",
+    "core.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Health reports skip the rest (fleet/middleware.py): they are most of the traffic.
     "fleet.middleware.ReportShortcutMiddleware",
@@ -79,7 +81,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "portal.context_processors.portal",
+                "core.context_processors.portal",
             ],
         },
     },
@@ -176,19 +178,19 @@ if env_bool("BEHIND_TLS_PROXY", False):
 # --- API ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "portal.authentication.ApiTokenAuthentication",
+        "core.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # JSON only: the browsable API links to the DRF website, and /api/docs/ serves people better.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PERMISSION_CLASSES": ["portal.roles.HasRole"],
-    "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.PortalPagination",
+    "DEFAULT_PERMISSION_CLASSES": ["core.roles.HasRole"],
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.PortalPagination",
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "portal.api.schema.PortalAutoSchema",
-    "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "core.api.schema.PortalAutoSchema",
+    "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -203,7 +205,7 @@ SPECTACULAR_SETTINGS = {
     # Tags and operation ids from the resource (mirrors, groups_approve_create), not "v1".
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {"Platform": "mirror.choices.Platform", "Channel": "mirror.choices.Channel", "Arch": "mirror.choices.Arch",
-                            "TokenScope": "portal.choices.TokenScope"},
+                            "TokenScope": "core.choices.TokenScope"},
     # Endpoints authenticate with their own token (fleet.api.agent), outside DRF's authentication classes.
     "APPEND_COMPONENTS": {"securitySchemes": {"endpointToken": {
         "type": "http", "scheme": "bearer", "description": "An endpoint's own token (mde_ep_…), returned once by POST /api/v1/enroll."}}},
@@ -237,7 +239,7 @@ LOGGING = {
 # How often beat asks a worker to prove it is alive (the dashboard shows the last one).
 PORTAL_HEARTBEAT_SECONDS = env_int("PORTAL_HEARTBEAT_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
-    "portal-heartbeat": {"task": "portal.tasks.heartbeat", "schedule": float(PORTAL_HEARTBEAT_SECONDS)},
+    "portal-heartbeat": {"task": "core.tasks.heartbeat", "schedule": float(PORTAL_HEARTBEAT_SECONDS)},
     "mirror-prune-packages": {"task": "mirror.tasks.prune_packages", "schedule": 6 * 3600.0},
     # Ring delays expire and health gates open as endpoints report: re-check every few minutes.
     "fleet-evaluate-rollouts": {"task": "fleet.tasks.evaluate_rollouts", "schedule": float(env_int("FLEET_ROLLOUT_CHECK_SECONDS", 300))},
@@ -273,7 +275,7 @@ METRICS_ALLOWED_IPS = env_networks("METRICS_ALLOWED_IPS")
 # and hands it to the web server as PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode).
 METRICS_MULTIPROC_DIR = VAR_DIR / "metrics"
 
-# --- Reverse proxy (portal/middleware.py) -------------------------------------
+# --- Reverse proxy (core/middleware.py) ---------------------------------------
 # Addresses or CIDRs of the proxies (nginx) whose X-Real-IP is taken as the client's address, in
 # REMOTE_ADDR, for the sign-in lock-out (django-axes reads REMOTE_ADDR: django-ipware is not
 # installed), the audit log and METRICS_ALLOWED_IPS. Empty: nobody's, REMOTE_ADDR is the peer's.

@@ -1,12 +1,6 @@
 from celery import shared_task
 
-from portal import alerts, services
-
-
-@shared_task
-def heartbeat():
-    """Scheduled by beat, run by a worker: its row proves both are alive (shown on the dashboard)."""
-    services.record_heartbeat("worker")
+from portal import alerts
 
 
 @shared_task

@@ -1,21 +1,14 @@
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal import health, metrics, views
-from portal.api.errors import api_not_found, api_server_error
+from portal import metrics, views
+from core.api.errors import api_not_found, api_server_error
 
 urlpatterns = [
     # First: every endpoint posts here every few hours, so its URL is matched before all others.
     path("api/v1/", include("fleet.api.agent_urls")),
     path("", views.DashboardView.as_view(), name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("audit/", views.AuditEventListView.as_view(), name="auditevent_list"),
-    path("tokens/", views.ApiTokenListView.as_view(), name="apitoken_list"),
-    path("tokens/<int:pk>/revoke/", views.ApiTokenRevokeView.as_view(), name="apitoken_revoke"),
-    path("users/", views.UserListView.as_view(), name="user_list"),
-    path("users/<int:pk>/", views.UserUpdateView.as_view(), name="user_update"),
+    path("", include("core.urls")),
     path("alerts/", views.AlertListView.as_view(), name="alert_list"),
     path("alerts/rules/new/", views.AlertRuleFormView.as_view(), name="alertrule_create"),
     path("alerts/rules/<int:pk>/edit/", views.AlertRuleFormView.as_view(), name="alertrule_update"),
@@ -27,8 +20,6 @@ urlpatterns = [
     path("alerts/channels/<int:pk>/rotate-secret/", views.AlertChannelRotateView.as_view(), name="alertchannel_rotate"),
     path("alerts/channels/<int:pk>/delete/", views.AlertChannelDeleteView.as_view(), name="alertchannel_delete"),
     path("groups/", include("fleet.urls")),
-    path("healthz", health.healthz, name="healthz"),
-    path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("mirror/groups/", include("fleet.serving_urls")),
     path("mirror/", include("mirror.urls")),

@@ -4,8 +4,8 @@ import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
-from portal.choices import Role
-from portal.roles import set_role
+from core.choices import Role
+from core.roles import set_role
 
 
 def pytest_configure(config):

@@ -21,8 +21,8 @@ from fleet import reports
 from fleet.config import config_file
 from fleet.models import EndpointGroup
 from mirror.serving import send_bytes
-from portal import metrics
-from portal.api.errors import ApiErrorSerializer as ErrorSerializer, error_body
+from fleet import metrics
+from core.api.errors import ApiErrorSerializer as ErrorSerializer, error_body
 
 UNAUTHORIZED = reports.UNAUTHORIZED
 CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 413: "too_large", 429: "throttled"}

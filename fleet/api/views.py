@@ -39,8 +39,8 @@ from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecre
 from mirror.api.views import AuditedModelViewSet
 from mirror.choices import Platform
 from mirror.serving import send_bytes
-from portal.api.errors import ApiErrorSerializer
-from portal.choices import Role
+from core.api.errors import ApiErrorSerializer
+from core.choices import Role
 
 ERROR = ApiErrorSerializer
 REFUSED = {400: OpenApiResponse(ERROR, description="Invalid input, or a package the group does not serve."),

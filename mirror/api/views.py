@@ -25,10 +25,10 @@ from mirror.filtersets import SignaturePackageFilterSet, SyncRunFilterSet
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
 from mirror.store import PackageError, tmp_dir
 from mirror.upstream import UpstreamError
-from portal.api.errors import Conflict
-from portal.api.schema import error_response
-from portal.choices import Role
-from portal.services import record_event
+from core.api.errors import Conflict
+from core.api.schema import error_response
+from core.choices import Role
+from core.services import record_event
 
 
 class AuditedModelViewSet(viewsets.ModelViewSet):

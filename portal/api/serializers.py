@@ -1,95 +1,11 @@
-from django.contrib.auth import get_user_model
-from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from fleet.models import EndpointGroup
 from mirror.models import Mirror
-from portal.choices import Role, TokenScope
-from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, ApiToken, AuditEvent
-from portal.roles import has_role, user_role
-
-User = get_user_model()
-
-
-class AuditEventSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor_label", read_only=True)
-
-    class Meta:
-        model = AuditEvent
-        fields = ["id", "created", "actor", "action", "target_type", "target_id", "target_label", "details", "ip_address"]
-        read_only_fields = fields
-
-
-class ApiTokenSerializer(serializers.ModelSerializer):
-    owner = serializers.CharField(source="user.username", read_only=True)
-    state = serializers.CharField(read_only=True)
-
-    class Meta:
-        model = ApiToken
-        fields = ["id", "name", "owner", "scope", "hint", "state", "created", "expires_at", "last_used_at", "revoked_at"]
-        read_only_fields = fields
-
-
-class ApiTokenCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    scope = serializers.ChoiceField(choices=TokenScope.choices, default=TokenScope.READ)
-    expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True, help_text="Omit for a token that never expires.")
-
-
-class ApiTokenCreatedSerializer(ApiTokenSerializer):
-    token = serializers.CharField(read_only=True, help_text="The token itself. Shown only in this response; store it now.")
-
-    class Meta(ApiTokenSerializer.Meta):
-        fields = ApiTokenSerializer.Meta.fields + ["token"]
-
-
-class UserSerializer(serializers.ModelSerializer):
-    role = serializers.SerializerMethodField()
-    email = serializers.CharField(read_only=True, help_text="E-mail address, or empty.")
-
-    class Meta:
-        model = User
-        fields = ["id", "username", "email", "role", "is_active", "last_login", "date_joined"]
-        read_only_fields = fields
-
-    def get_role(self, user) -> str | None:
-        role = user_role(user)
-        return role.value if role else None
-
-
-class MeSerializer(UserSerializer):
-    token_scope = serializers.ChoiceField(choices=TokenScope.choices, read_only=True, allow_null=True,
-                                          help_text="The scope of the API token used; null when signed in with a session.")
-
-    class Meta(UserSerializer.Meta):
-        fields = [*UserSerializer.Meta.fields, "token_scope"]
-        read_only_fields = fields
-
-
-class UserCreateSerializer(serializers.Serializer):
-    username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
-    email = serializers.EmailField(required=False, allow_blank=True, default="")
-    role = serializers.ChoiceField(choices=Role.choices)
-    password = serializers.CharField(required=False, write_only=True, style={"input_type": "password"}, help_text="Omit to create an account that cannot sign in until a password is set.")
-
-    def validate_username(self, value):
-        if User.objects.filter(username__iexact=value).exists():
-            raise serializers.ValidationError("A user with that username already exists.")
-        return value
-
-    def validate(self, attrs):
-        if attrs.get("password"):
-            try:
-                validate_password(attrs["password"], User(username=attrs["username"], email=attrs.get("email", "")))
-            except DjangoValidationError as exc:
-                raise serializers.ValidationError({"password": list(exc.messages)}) from None
-        return attrs
-
-
-class UserUpdateSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=Role.choices, required=False)
-    is_active = serializers.BooleanField(required=False)
+from core.choices import Role
+from core.roles import has_role
+from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
 
 # --- Alerts -------------------------------------------------------------------------------------

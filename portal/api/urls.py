@@ -4,13 +4,9 @@ from rest_framework.routers import DefaultRouter
 from portal.api import views
 
 router = DefaultRouter()
-router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
-router.register("tokens", views.ApiTokenViewSet, basename="apitoken")
-router.register("users", views.UserViewSet, basename="user")
 router.register("alert-channels", views.AlertChannelViewSet, basename="alertchannel")
 router.register("alert-rules", views.AlertRuleViewSet, basename="alertrule")
 router.register("alert-events", views.AlertEventViewSet, basename="alertevent")
 router.register("alert-deliveries", views.AlertDeliveryViewSet, basename="alertdelivery")
 
-urlpatterns = [path("me/", views.MeView.as_view(), name="me"), *router.urls, path("", include("mirror.api.urls")),
-               path("", include("fleet.api.urls"))]
+urlpatterns = [path("", include("core.api.urls")), *router.urls, path("", include("mirror.api.urls")), path("", include("fleet.api.urls"))]

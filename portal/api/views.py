@@ -1,121 +1,25 @@
 import django_filters
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Model, Q
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from portal import alerts, services
-from portal.api.schema import error_response
+from portal import alerts
+from core.api.schema import error_response
 from portal.api.serializers import (
     AlertChannelSerializer,
     AlertDeliverySerializer,
     AlertEventSerializer,
     AlertRuleSerializer,
-    ApiTokenCreatedSerializer,
-    ApiTokenCreateSerializer,
-    ApiTokenSerializer,
-    AuditEventSerializer,
-    MeSerializer,
-    UserCreateSerializer,
-    UserSerializer,
-    UserUpdateSerializer,
 )
-from portal.choices import AlertState, Role
-from portal.filtersets import AuditEventFilterSet
-from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, ApiToken, AuditEvent
-from portal.roles import has_role
+from core.choices import Role
+from portal.choices import AlertState
+from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
 User = get_user_model()
-
-
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
-    """The audit log: read-only for everyone with a role; there is no way to change it."""
-
-    queryset = AuditEvent.objects.all()
-    serializer_class = AuditEventSerializer
-    filterset_class = AuditEventFilterSet
-    ordering_fields = ["created", "action", "actor_label"]
-
-
-class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
-    """Personal API tokens. Everyone manages their own; admins see and revoke all."""
-
-    serializer_class = ApiTokenSerializer
-    write_role = Role.VIEWER
-    filterset_fields = ["scope"]
-    ordering_fields = ["created", "last_used_at", "name"]
-
-    def get_queryset(self):
-        tokens = ApiToken.objects.select_related("user")
-        if has_role(self.request.user, Role.ADMIN):
-            return tokens
-        return tokens.filter(user=self.request.user)
-
-    @extend_schema(request=ApiTokenCreateSerializer, responses={201: ApiTokenCreatedSerializer}, examples=[
-        OpenApiExample("A read-write token for 90 days", request_only=True,
-                       value={"name": "ansible", "scope": "write", "expires_in_days": 90})])
-    def create(self, request):
-        # A token must not be able to mint more tokens: a leaked one would then
-        # outlive its own revocation.
-        if isinstance(request.auth, ApiToken):
-            raise PermissionDenied("API tokens can only be created from a signed-in session, not with another token.")
-        form = ApiTokenCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        try:
-            token, raw = services.create_api_token(request.user, request=request, **form.validated_data)
-        except ValueError as exc:
-            raise ValidationError({"scope": [str(exc)]}) from None
-        token.token = raw
-        return Response(ApiTokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses=ApiTokenSerializer)
-    @action(detail=True, methods=["post"])
-    def revoke(self, request, pk=None):
-        token = services.revoke_api_token(request.user, self.get_object(), request=request)
-        return Response(ApiTokenSerializer(token).data)
-
-
-class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
-    """Accounts and their roles (admin only). Accounts are deactivated, never deleted, so the audit log keeps its actors."""
-
-    queryset = User.objects.prefetch_related("groups").order_by("username")
-    serializer_class = UserSerializer
-    read_role = Role.ADMIN
-    write_role = Role.ADMIN
-    http_method_names = ["get", "post", "patch", "head", "options"]
-    filterset_fields = ["is_active"]
-    ordering_fields = ["username", "date_joined", "last_login"]
-
-    @extend_schema(request=UserCreateSerializer, responses={201: UserSerializer}, examples=[
-        OpenApiExample("An operator", request_only=True, value={"username": "oscar", "email": "oscar@example.org", "role": "operator"})])
-    def create(self, request):
-        form = UserCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        user = services.create_user(request.user, request=request, **form.validated_data)
-        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=UserUpdateSerializer, responses=UserSerializer)
-    def partial_update(self, request, pk=None):
-        user = self.get_object()
-        form = UserUpdateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        if user == request.user and (form.validated_data.get("is_active") is False or form.validated_data.get("role", Role.ADMIN) != Role.ADMIN):
-            raise ValidationError({"role": ["You cannot demote or deactivate your own account; ask another admin."]})
-        services.update_user(request.user, user, request=request, **form.validated_data)
-        return Response(UserSerializer(user).data)
-
-
-class MeView(APIView):
-    """Who the caller is: user, role, and the token's scope when a token is used."""
-
-    @extend_schema(responses=MeSerializer)
-    def get(self, request):
-        request.user.token_scope = getattr(request.auth, "scope", None)
-        return Response(MeSerializer(request.user).data)
 
 
 # --- Alerts: read for every role, written by admins; every change goes through portal.alerts ----------

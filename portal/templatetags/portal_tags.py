@@ -4,8 +4,8 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
-from portal.choices import Role
-from portal.roles import has_role
+from core.choices import Role
+from core.roles import has_role
 
 register = template.Library()
 

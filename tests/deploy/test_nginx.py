@@ -31,7 +31,7 @@ from fleet.services import approve_package, save_group
 from mirror.models import Mirror, Upstream
 from mirror.services import import_package, save_mirror
 from mirror.standin import build_package
-from portal.models import AuditEvent
+from core.models import AuditEvent
 from tests.deploy.units import ROOT, exec_start, service_environment, service_settings
 from tests.fleet.test_reports import health_text
 from tests.processes import child_env, wait_for

@@ -50,6 +50,6 @@ def test_every_variable_of_the_example_environment_file_is_read_by_the_portal():
     names = re.findall(r"^#?([A-Z][A-Z0-9_]*)=", example, re.MULTILINE)
     readers = (ROOT / "portal" / "settings.py").read_text() + (ROOT / "portal" / "management" / "commands" / "serve.py").read_text()
     assert len(names) > 10
-    # Any NAME may come as NAME_FILE (portal/env.py).
+    # Any NAME may come as NAME_FILE (core/env.py).
     unread = [name for name in names if f'"{name.removesuffix("_FILE")}"' not in readers]
     assert not unread, f"portal.env.example sets variables nothing reads: {unread}"

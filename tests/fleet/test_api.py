@@ -8,7 +8,7 @@ from fleet import services
 from fleet.choices import RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import Mirror
-from portal.models import AuditEvent
+from core.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from fleet import reports
 from fleet.choices import Compliance
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, HealthReport
-from portal.models import AuditEvent
+from core.models import AuditEvent
 from tests.fleet.samples import DESIGN_SAMPLE
 from tests.portal.test_no_external_assets import external_urls
 

@@ -130,7 +130,7 @@ def test_the_seed_sample_imports_with_a_warning_about_its_misspelling(mirror, ma
     assert (group.update_interval, group.fallback_to_cloud, group.offline_update, group.verify_signature) == (1202, False, True, True)
     assert any("offlineDefintionUpdateFallbackToCloud is misspelled" in w for w in warnings)
     assert any("offlineDefinitionUpdateUrl (http://172.22.199.67:8000/linux/production/) ignored" in w for w in warnings)
-    from portal.models import AuditEvent
+    from core.models import AuditEvent
 
     event = AuditEvent.objects.get(action="group.update")
     assert event.details["imported"] == {"update_interval": 1202, "fallback_to_cloud": False}

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from fleet import reports, services
 from fleet.choices import Compliance, RolloutMode
 from fleet.models import ComplianceSnapshot, Endpoint, EnrollmentSecret, HealthReport
-from portal.models import AuditEvent
+from core.models import AuditEvent
 from tests.fleet.samples import MDATP, SEED_SAMPLE
 
 GUID_A = "0b8c5a4e-7d21-4c3f-8e9a-6f1d2c3b4a59"

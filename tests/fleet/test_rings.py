@@ -17,7 +17,7 @@ from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import SignaturePackage
 from mirror.services import prune_packages, publish
-from portal.models import AuditEvent
+from core.models import AuditEvent
 
 TARGET = ("linux", "production", "x86_64")
 ZIP_URL = "/mirror/groups/{slug}/linux/production/arch_x86_64/updates.zip"

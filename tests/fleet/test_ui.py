@@ -12,7 +12,7 @@ from fleet import services
 from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import Mirror
-from portal.models import AuditEvent
+from core.models import AuditEvent
 from tests.portal.test_no_external_assets import external_urls
 
 pytestmark = pytest.mark.django_db

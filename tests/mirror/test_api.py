@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from mirror import services
 from mirror.choices import SyncState, SyncTrigger, UpstreamKind
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
-from portal.models import AuditEvent
+from core.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from fleet.models import EndpointGroup, GroupTarget
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.models.mirrors import RESERVED_SLUGS
-from portal.models import AuditEvent
+from core.models import AuditEvent
 from tests.portal.test_no_external_assets import external_urls
 
 pytestmark = pytest.mark.django_db

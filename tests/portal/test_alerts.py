@@ -24,7 +24,8 @@ from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
 from portal import alerts, tasks
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertState, DeliveryReason, DeliveryStatus
-from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule, AuditEvent
+from core.models import AuditEvent
+from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,8 @@ from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SyncRun, Upstream
 from portal import alerts
 from portal.choices import AlertChannelKind, AlertRuleKind, DeliveryStatus
-from portal.models import AlertChannel, AlertDelivery, AlertRule, AuditEvent
+from core.models import AuditEvent
+from portal.models import AlertChannel, AlertDelivery, AlertRule
 from tests.portal.test_alerts import alert_settings, receiver  # noqa: F401 - the same fixtures (receiver, settings)
 from tests.portal.test_no_external_assets import external_urls
 

@@ -36,8 +36,10 @@ from mirror import services as mirror_services
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror, SignaturePackage, Upstream
 from mirror.standin import StandinUpstream
-from portal import alerts, services as portal_services
-from portal.choices import AlertChannelKind, AlertRuleKind, Role, TokenScope
+from core import services as portal_services
+from portal import alerts
+from core.choices import Role, TokenScope
+from portal.choices import AlertChannelKind, AlertRuleKind
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 from tests.fleet.samples import DESIGN_SAMPLE
 

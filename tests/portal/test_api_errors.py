@@ -1,6 +1,6 @@
 import pytest
 
-from portal.models import AuditEvent
+from core.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -79,7 +79,7 @@ def test_a_list_items_error_is_keyed_by_index_as_the_schema_says(api, admin):
 def test_a_conflict_has_the_same_body_with_its_own_code():
     from rest_framework.test import APIRequestFactory
 
-    from portal.api.errors import Conflict, exception_handler
+    from core.api.errors import Conflict, exception_handler
 
     request = APIRequestFactory().delete("/api/v1/upstreams/1/")
     response = exception_handler(Conflict({"non_field_errors": ["microsoft is still in use."]}), {"request": request})

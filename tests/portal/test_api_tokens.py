@@ -4,9 +4,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from portal import services
-from portal.choices import TokenScope
-from portal.models import ApiToken, AuditEvent
+from core import services
+from core.choices import TokenScope
+from core.models import ApiToken, AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +22,7 @@ def test_a_token_is_shown_once_and_stored_only_as_a_hash(api, operator):
     assert raw.startswith("mdo_") and len(raw) > 40
     # Nowhere in the table, in any column.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT * FROM portal_apitoken")
+        cursor.execute("SELECT * FROM core_apitoken")
         rows = cursor.fetchall()
     assert rows and not any(raw in str(value) for row in rows for value in row)
     listed = api.get("/api/v1/tokens/").json()["results"][0]

@@ -3,8 +3,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from portal import services
-from portal.models import AuditEvent, ImmutableRecordError
+from core import services
+from core.models import AuditEvent, ImmutableRecordError
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,6 @@
 import pytest
 
-from portal import checks
+from core import checks
 
 
 def ids(messages):

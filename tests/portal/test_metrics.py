@@ -20,6 +20,7 @@ from mirror import services as mirror_services
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SyncRun, Upstream
 from mirror.standin import StandinUpstream
+from fleet import metrics as fleet_metrics
 from portal import metrics
 from tests.fleet.conftest import _fresh_cache, make_endpoints, make_group, make_package, mirror, store  # noqa: F401 - fixtures
 from tests.fleet.samples import SEED_SAMPLE
@@ -302,18 +303,18 @@ def test_accepted_and_refused_reports_move_the_counters_and_the_latency_histogra
 
 
 def test_an_unusual_refusal_status_gets_its_own_series():
-    before = metrics.LIVE.get_sample_value("defender_portal_reports_rejected_total", {"status": "418"}) or 0
-    metrics.observe_report(418, 0.001)
-    assert metrics.LIVE.get_sample_value("defender_portal_reports_rejected_total", {"status": "418"}) == before + 1
+    before = fleet_metrics.LIVE.get_sample_value("defender_portal_reports_rejected_total", {"status": "418"}) or 0
+    fleet_metrics.observe_report(418, 0.001)
+    assert fleet_metrics.LIVE.get_sample_value("defender_portal_reports_rejected_total", {"status": "418"}) == before + 1
 
 
 def test_counts_from_two_web_processes_are_added_up_in_multiprocess_mode(client, metrics_on, tmp_path, monkeypatch):
     folder = tmp_path / "metrics"
     folder.mkdir()
-    code = ("from portal import metrics\n"
+    code = ("from fleet.metrics import observe_report\nfrom portal import metrics\n"
             "assert metrics.MULTIPROCESS_DIR\n"
-            "for _ in range(COUNT): metrics.observe_report(201, 0.004)\n"
-            "metrics.observe_report(401, 0.0002)\n"
+            "for _ in range(COUNT): observe_report(201, 0.004)\n"
+            "observe_report(401, 0.0002)\n"
             "import os\n"
             "result = os.getpid()\n")
     env = clean_env(tmp_path / "var", PROMETHEUS_MULTIPROC_DIR=folder)

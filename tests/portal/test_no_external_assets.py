@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from portal import services
+from core import services
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from django.test import RequestFactory
 
 from axes.models import AccessAttempt
 from fleet import reports
-from portal.middleware import ClientAddressMiddleware
-from portal.models import AuditEvent
+from core.middleware import ClientAddressMiddleware
+from core.models import AuditEvent
 from tests.fleet.conftest import _fresh_cache, make_group, mirror, store  # noqa: F401 - fixtures
 from tests.portal.helpers import clean_env, run_django
 
@@ -79,7 +79,7 @@ def test_without_trusted_proxies_it_leaves_the_chain_and_costs_nothing(settings)
 
 def test_it_runs_before_any_other_middleware():
     # Health reports leave the chain at ReportShortcutMiddleware: this one still sees them first.
-    assert django_settings.MIDDLEWARE[0] == "portal.middleware.ClientAddressMiddleware"
+    assert django_settings.MIDDLEWARE[0] == "core.middleware.ClientAddressMiddleware"
     assert django_settings.MIDDLEWARE.index("fleet.middleware.ReportShortcutMiddleware") > 0
 
 

@@ -1,9 +1,9 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from portal.choices import Role
-from portal.models import AuditEvent
-from portal.roles import user_role
+from core.choices import Role
+from core.models import AuditEvent
+from core.roles import user_role
 
 pytestmark = pytest.mark.django_db
 

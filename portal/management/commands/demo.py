@@ -30,9 +30,9 @@ from django.db import close_old_connections
 from django.db.models import Count
 from django.utils import timezone
 
-from portal.choices import Role
+from core.choices import Role
 from portal.management.commands import serve
-from portal.roles import set_role
+from core.roles import set_role
 
 DEMO_USERS = {"operator": ("demo-operator", Role.OPERATOR), "viewer": ("demo-viewer", Role.VIEWER)}
 MIRROR_SLUG = "demo"

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from portal import metrics
-from portal.env import env_int, env_str
+from core.env import env_int, env_str
 
 STOP_TIMEOUT = 20
 

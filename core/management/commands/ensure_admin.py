@@ -4,10 +4,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from portal import services
-from portal.choices import Role
-from portal.env import env_str
-from portal.roles import set_role
+from core import services
+from core.choices import Role
+from core.env import env_str
+from core.roles import set_role
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from portal.models import ApiToken, hash_token
+from core.models import ApiToken, hash_token
 
 # Writing last_used_at on every request would turn each API read into a write;
 # once a minute is precise enough to tell unused tokens apart.

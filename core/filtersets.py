@@ -5,7 +5,7 @@ from django import forms
 from django.db.models import Q
 from django_filters.fields import IsoDateTimeField
 
-from portal.models import AuditEvent
+from core.models import AuditEvent
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):

@@ -8,9 +8,9 @@ from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.utils import timezone
 
-from portal.choices import Role, TokenScope
-from portal.models import ApiToken, AuditEvent, Heartbeat
-from portal.roles import has_role, set_role, user_role
+from core.choices import Role, TokenScope
+from core.models import ApiToken, AuditEvent, Heartbeat
+from core.roles import has_role, set_role, user_role
 
 User = get_user_model()
 

@@ -49,7 +49,7 @@ class FieldErrorsField(serializers.DictField):
 
 
 class ApiErrorSerializer(serializers.Serializer):
-    """The API's one error body: every refusal of every operation (portal.api.schema adds it to each)."""
+    """The API's one error body: every refusal of every operation (core.api.schema adds it to each)."""
 
     status = serializers.IntegerField(help_text="The HTTP status, repeated.")
     code = serializers.CharField(help_text="Machine-readable: invalid, parse_error, not_authenticated, authentication_failed, "

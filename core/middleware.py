@@ -4,7 +4,7 @@ Behind nginx, gunicorn's peer is nginx: REMOTE_ADDR is nginx's address, and the 
 in X-Real-IP, which the site (deploy/nginx/defender-portal.conf) overwrites on every request.
 Put back into REMOTE_ADDR before anything else runs, it is the address every reader sees:
 django-axes' sign-in lock-out (per username and address), the audit log
-(portal.services.client_ip) and METRICS_ALLOWED_IPS. The header is believed only from
+(core.services.client_ip) and METRICS_ALLOWED_IPS. The header is believed only from
 TRUSTED_PROXIES: any other peer could have written it itself. (nginx's realip module does the same
 with set_real_ip_from and real_ip_header.)
 """
@@ -14,7 +14,7 @@ import ipaddress
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 
-from portal.env import address_in
+from core.env import address_in
 
 
 class ClientAddressMiddleware:

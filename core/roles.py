@@ -8,7 +8,7 @@ from django.contrib.auth.mixins import AccessMixin
 from django.core.exceptions import PermissionDenied
 from rest_framework import permissions
 
-from portal.choices import ROLE_RANK, Role, TokenScope
+from core.choices import ROLE_RANK, Role, TokenScope
 
 
 def user_role(user) -> Role | None:

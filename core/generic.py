@@ -5,8 +5,8 @@ from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.views.generic import TemplateView
 
-from portal.choices import Role
-from portal.roles import RoleRequiredMixin
+from core.choices import Role
+from core.roles import RoleRequiredMixin
 
 
 class ObjectFormView(RoleRequiredMixin, TemplateView):

@@ -9,7 +9,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
-from portal.celery import app as celery_app
+from celery import current_app
 
 
 def check_database() -> None:
@@ -23,7 +23,8 @@ def check_broker() -> None:
         if not os.access(folder, os.W_OK):
             raise OSError(f"broker folder {folder} is missing or not writable")
         return
-    with celery_app.connection_for_write() as conn:
+    # The project's Celery app (portal/celery.py, loaded with the settings) is the current one.
+    with current_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=3)
 
 

@@ -1,4 +1,4 @@
-from portal.roles import user_role
+from core.roles import user_role
 
 
 def portal(request):

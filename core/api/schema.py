@@ -1,7 +1,7 @@
 """What the OpenAPI schema says about every operation, in one place.
 
 ``PortalAutoSchema`` (REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]) adds the error responses an
-operation can give, each with the API's one error body (portal.api.errors) and an example,
+operation can give, each with the API's one error body (core.api.errors) and an example,
 so that no view has to list them: 401 everywhere, 403 where a role is needed, 400 where there
 is input, 404 where there is an id or a page. Views declare only the unusual ones (409, 413,
 429) and their own wording, which is kept.
@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework.permissions import AllowAny
 
-from portal.api.errors import ApiErrorSerializer, error_body
+from core.api.errors import ApiErrorSerializer, error_body
 
 ERROR_EXAMPLES = {
     400: ("Invalid input", error_body(400, "invalid", "name: This field is required.", {"name": ["This field is required."]})),
@@ -81,7 +81,7 @@ def _is_error_serializer(serializer) -> bool:
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "portal.authentication.ApiTokenAuthentication"
+    target_class = "core.authentication.ApiTokenAuthentication"
     name = "apiToken"
 
     def get_security_definition(self, auto_schema):

@@ -1,0 +1,21 @@
+from django.db import models
+
+
+class Role(models.TextChoices):
+    """The three roles, as Django groups, from least to most powerful."""
+
+    VIEWER = "viewer", "Viewer"
+    OPERATOR = "operator", "Operator"
+    ADMIN = "admin", "Admin"
+
+    @property
+    def rank(self) -> int:
+        return ROLE_RANK[self]
+
+
+ROLE_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+
+
+class TokenScope(models.TextChoices):
+    READ = "read", "Read-only"
+    WRITE = "write", "Read-write"

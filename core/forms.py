@@ -1,0 +1,40 @@
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+
+from core.choices import Role, TokenScope
+
+User = get_user_model()
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What uses it, e.g. 'ansible-prod'.")
+    scope = forms.ChoiceField(choices=TokenScope.choices, initial=TokenScope.READ)
+    expires_in_days = forms.IntegerField(min_value=1, max_value=3650, required=False, label="Expires in (days)", help_text="Empty: never expires.")
+
+
+class UserCreateForm(forms.Form):
+    username = forms.RegexField(r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Letters, digits and @.+-_ only."})
+    email = forms.EmailField(required=False)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+    password = forms.CharField(widget=forms.PasswordInput, required=False, help_text="Empty: the account cannot sign in until a password is set.")
+
+    def clean_username(self):
+        username = self.cleaned_data["username"]
+        if User.objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError("A user with that username already exists.")
+        return username
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password") and data.get("username"):
+            try:
+                validate_password(data["password"], User(username=data["username"], email=data.get("email", "")))
+            except forms.ValidationError as exc:
+                self.add_error("password", exc)
+        return data
+
+
+class UserUpdateForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+    is_active = forms.BooleanField(required=False, label="Active")

@@ -1,0 +1,128 @@
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from core.choices import TokenScope
+
+
+class ImmutableRecordError(Exception):
+    """Raised on any attempt to change or delete an audit entry."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    # Bulk paths bypass Model.save()/delete(), so they are closed here too.
+    def update(self, **kwargs):
+        raise ImmutableRecordError("audit entries cannot be changed")
+
+    def delete(self):
+        raise ImmutableRecordError("audit entries cannot be deleted")
+
+
+class AuditEvent(models.Model):
+    """One recorded change: who did what to which object, with the details. Append-only."""
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Kept as text too: the entry must still say who it was after the user is gone.
+    actor_label = models.CharField(max_length=150)
+    action = models.CharField(max_length=64, db_index=True, help_text="<object>.<verb>, e.g. token.create")
+    target_type = models.CharField(max_length=64, blank=True, db_index=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=255, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self):
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.target_label}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ImmutableRecordError("audit entries cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableRecordError("audit entries cannot be deleted")
+
+
+def hash_token(raw: str) -> str:
+    # A token is 256 random bits, so a plain SHA-256 cannot be brute-forced and
+    # keeps authentication a single indexed lookup (no slow KDF per request).
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def usable(self):
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
+class ApiToken(models.Model):
+    """A personal API token for automation: stored hashed, shown once, revocable, optionally expiring."""
+
+    PREFIX = "mdo_"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=8, choices=TokenScope.choices, default=TokenScope.READ)
+    # The first characters of the token, to tell tokens apart in lists and logs.
+    hint = models.CharField(max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.hint}…)"
+
+    @classmethod
+    def generate(cls) -> str:
+        return cls.PREFIX + secrets.token_urlsafe(32)
+
+    def set_key(self, raw: str) -> None:
+        self.key_hash = hash_token(raw)
+        self.hint = raw[: len(self.PREFIX) + 6]
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def is_usable(self) -> bool:
+        return not self.is_expired and not self.is_revoked
+
+    @property
+    def state(self) -> str:
+        if self.is_revoked:
+            return "revoked"
+        if self.is_expired:
+            return "expired"
+        return "active"
+
+
+class Heartbeat(models.Model):
+    """When each background process last proved it runs (the worker, fed by beat)."""
+
+    name = models.CharField(max_length=32, unique=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} seen {self.seen_at:%Y-%m-%d %H:%M:%S}"
