@@ -8,15 +8,15 @@ from the endpoint's stored reports, and maps findings onto its models.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from core.versions import parse_version, version_key
 from fleet.health import Health
 
-__all__ = ["MIN_APP_VERSION", "Expectation", "Finding", "HistoryPoint", "diagnose", "parse_version", "same_url"]
+__all__ = ["MIN_APP_VERSION", "Expectation", "Finding", "HistoryPoint", "diagnose", "same_url"]
 
 # The first agent versions that support offline security intelligence updates.
 MIN_APP_VERSION = {"linux": "101.24022.0001", "mac": "101.25012.0003"}
@@ -79,24 +79,6 @@ class Finding:
 
 
 # --- Helpers ----------------------------------------------------------------------------------
-
-def parse_version(text: str | None) -> tuple[int, ...] | None:
-    """``"101.24022.0001"`` → ``(101, 24022, 1)``; None when it is not a dotted number."""
-    if not isinstance(text, str):
-        return None
-    parts = []
-    for part in text.strip().split("."):
-        match = re.match(r"\d+", part)
-        if not match:
-            return None
-        parts.append(int(match.group()))
-    return tuple(parts) or None
-
-
-def _version_less(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    width = max(len(a), len(b))
-    return a + (0,) * (width - len(a)) < b + (0,) * (width - len(b))
-
 
 @lru_cache(maxsize=1024)  # every report compares the same few URLs (its group's, its mirror's)
 def _normal_url(url: str | None) -> str:
@@ -328,8 +310,8 @@ def _not_real_time(h: Health, e: Expectation, history):
 
 
 def _agent_too_old(h: Health, e: Expectation, history):
-    version, minimum = parse_version(h.app_version), MIN_APP_VERSION[e.platform]
-    if version is None or not _version_less(version, parse_version(minimum)):
+    minimum = MIN_APP_VERSION[e.platform]
+    if parse_version(h.app_version) is None or not version_key(h.app_version) < version_key(minimum):
         return None
     if e.platform == "mac":
         fix = "Update Microsoft Defender with Microsoft AutoUpdate (`msupdate --install --apps WDAV00`) or your MDM."

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from fleet.choices import ApprovalAction, Compliance, EnforcementLevel, GateState, RolloutMode
 from mirror.choices import Arch, Channel, Platform
+from mirror.targets import Target
 
 MIN_INTERVAL, MAX_INTERVAL, DEFAULT_INTERVAL = 60, 86400, 28800
 RESERVED_SLUGS = {"new", "endpoints"}
@@ -94,9 +95,9 @@ class EndpointGroup(models.Model):
             group = group.source_group
         return False
 
-    def targets(self) -> list[tuple[str, str, str]]:
-        """(platform, channel, arch) served by the group: its platforms, its channel, the mirror's archs."""
-        return [(p, self.channel, a) for p in self.platforms for a in self.mirror.archs]
+    def targets(self) -> list[Target]:
+        """What the group serves: its platforms, its channel, the mirror's archs."""
+        return [Target(p, self.channel, a) for p in self.platforms for a in self.mirror.archs]
 
     def serves(self, target) -> bool:
         return tuple(target) in self.targets()
@@ -143,11 +144,11 @@ class GroupTarget(models.Model):
         constraints = [models.UniqueConstraint(fields=["group", "platform", "channel", "arch"], name="one_approval_per_group_target")]
 
     def __str__(self):
-        return f"{self.group.slug}/{self.platform}/{self.channel}/arch_{self.arch}"
+        return f"{self.group.slug}/{self.target}"
 
     @property
-    def target(self) -> tuple[str, str, str]:
-        return (self.platform, self.channel, self.arch)
+    def target(self) -> Target:
+        return Target(self.platform, self.channel, self.arch)
 
 
 class ApprovalEvent(models.Model):

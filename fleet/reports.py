@@ -26,8 +26,8 @@ from fleet.diagnostics import Expectation, Finding, HistoryPoint, diagnose
 from fleet.health import Health, HealthParseError, parse_health
 from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget, HealthReport
 from mirror.choices import Arch, Platform
-from mirror.models.packages import version_key
 from core.services import record_event
+from core.versions import version_key
 
 log = logging.getLogger(__name__)
 MACHINE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")

@@ -19,8 +19,9 @@ from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, GroupTarget
 from mirror import publish as tree
 from mirror.models import Publication, SignaturePackage
-from mirror.models.packages import version_key
 from core.services import record_event
+from core.versions import version_key
+from mirror.targets import Target
 
 log = logging.getLogger(__name__)
 UNSET = object()
@@ -33,11 +34,6 @@ class ApprovalError(Exception):
         super().__init__(message)
         self.field = field
         self.status = status
-
-
-def target_name(target) -> str:
-    platform, channel, arch = target
-    return f"{platform}/{channel}/arch_{arch}"
 
 
 def is_newer(package: SignaturePackage, than: SignaturePackage | None) -> bool:
@@ -82,10 +78,10 @@ def _locked_row(group: EndpointGroup, target) -> GroupTarget:
 
 def check_package_for_group(group: EndpointGroup, package: SignaturePackage) -> None:
     if not group.serves(package.target):
-        served = ", ".join(target_name(t) for t in group.targets())
-        raise ApprovalError(f"package {package.definition_version} is for {target_name(package.target)}; group {group.slug} serves {served}", "package")
+        served = ", ".join(str(t) for t in group.targets())
+        raise ApprovalError(f"package {package.definition_version} is for {package.target}; group {group.slug} serves {served}", "package")
     if not package.path.exists():
-        raise ApprovalError(f"package {package.definition_version} for {target_name(package.target)} is no longer in the store", "package")
+        raise ApprovalError(f"package {package.definition_version} for {package.target} is no longer in the store", "package")
 
 
 def _change(group, row, new_current, new_previous, action, actor, request, reason="") -> GroupTarget:
@@ -105,13 +101,13 @@ def _change(group, row, new_current, new_previous, action, actor, request, reaso
         replaced=old, replaced_version=old.definition_version if old else "", actor=row.approved_by, actor_label=label, reason=reason[:500],
     )
     record_event(actor, f"approval.{action}", group, {
-        "target": target_name(row.target),
+        "target": str(row.target),
         "from": old.definition_version if old else None,
         "to": new_current.definition_version,
         "engine": new_current.engine_version,
         **({"reason": reason} if reason else {}),
     }, request)
-    log.info("group %s %s: %s %s -> %s", group.slug, target_name(row.target), action, old and old.definition_version, new_current.definition_version)
+    log.info("group %s %s: %s %s -> %s", group.slug, row.target, action, old and old.definition_version, new_current.definition_version)
     return row
 
 
@@ -127,9 +123,9 @@ def approve_package(group: EndpointGroup, package: SignaturePackage, actor=None,
         row = _locked_row(group, package.target)
         if expected_current is not UNSET and row.current_id != expected_current:
             now = row.current.definition_version if row.current else "nothing"
-            raise ApprovalError(f"{group.slug} {target_name(row.target)} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
+            raise ApprovalError(f"{group.slug} {row.target} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
         if row.current_id == package.pk:
-            raise ApprovalError(f"{group.slug} already serves {package.definition_version} for {target_name(row.target)}", "package", status=409)
+            raise ApprovalError(f"{group.slug} already serves {package.definition_version} for {row.target}", "package", status=409)
         _change(group, row, package, row.current, action, actor, request, reason)
     evaluate_followers(group)
     return row
@@ -143,17 +139,17 @@ def promote(group: EndpointGroup, target, actor=None, request=None, expected_cur
     """
     target = tuple(target)
     if not group.serves(target):
-        raise ApprovalError(f"group {group.slug} does not serve {target_name(target)}", "platform")
+        raise ApprovalError(f"group {group.slug} does not serve {Target(*target)}", "platform")
     following = next_ring(group, target)
     if following is None:
-        raise ApprovalError(f"no ring after {group.slug} serves {target_name(target)} from mirror {group.mirror.slug}", status=409)
+        raise ApprovalError(f"no ring after {group.slug} serves {Target(*target)} from mirror {group.mirror.slug}", status=409)
     with transaction.atomic():
         # The source row stays locked until the next ring's approval is written: what was confirmed is what moves.
         row = _locked_row(group, target)
         if row.current is None:
-            raise ApprovalError(f"nothing is approved in {group.slug} for {target_name(target)} to promote", status=409)
+            raise ApprovalError(f"nothing is approved in {group.slug} for {Target(*target)} to promote", status=409)
         if expected_package is not UNSET and row.current_id != expected_package:
-            raise ApprovalError(f"{group.slug} {target_name(target)} changed meanwhile: it now serves {row.current.definition_version}; "
+            raise ApprovalError(f"{group.slug} {Target(*target)} changed meanwhile: it now serves {row.current.definition_version}; "
                                 "reload and confirm again", status=409)
         return approve_package(following, row.current, actor, request, action=ApprovalAction.PROMOTE,
                                expected_current=expected_current, reason=f"promoted from {group.slug}")
@@ -170,14 +166,14 @@ def rollback(group: EndpointGroup, target, actor=None, request=None, expected_cu
     """Serve again the package approved before the current one; the rolled-back one is not re-approved automatically."""
     target = tuple(target)
     if not group.serves(target):
-        raise ApprovalError(f"group {group.slug} does not serve {target_name(target)}", "platform")
+        raise ApprovalError(f"group {group.slug} does not serve {Target(*target)}", "platform")
     with transaction.atomic():
         row = _locked_row(group, target)
         if expected_current is not UNSET and row.current_id != expected_current:
             now = row.current.definition_version if row.current else "nothing"
-            raise ApprovalError(f"{group.slug} {target_name(target)} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
+            raise ApprovalError(f"{group.slug} {Target(*target)} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
         if row.previous is None:
-            raise ApprovalError(f"{group.slug} has no previous version for {target_name(target)} to roll back to", status=409)
+            raise ApprovalError(f"{group.slug} has no previous version for {Target(*target)} to roll back to", status=409)
         back_to = row.previous
         # n-1 of the restored package: what it replaced when it was approved, if still stored.
         earlier = (ApprovalEvent.objects.filter(group=group, platform=target[0], channel=target[1], arch=target[2], package=back_to)
@@ -266,7 +262,7 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
             candidate = source_row.current if source_row else None
             source_label = source.slug
         if candidate is None:
-            _verdict(row, GateState.CURRENT, f"{source_label} has nothing for {target_name(target)} yet")
+            _verdict(row, GateState.CURRENT, f"{source_label} has nothing for {Target(*target)} yet")
             continue
         if not is_newer(candidate, row.current):
             _verdict(row, GateState.CURRENT, f"serves {row.current.definition_version}, the newest from {source_label}")

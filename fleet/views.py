@@ -33,6 +33,7 @@ from mirror.views import BACK
 from core.choices import Role
 from core.generic import ObjectFormView
 from core.roles import RoleRequiredMixin, has_role
+from mirror.targets import Target
 
 
 # Public like any HTTP mirror: endpoints fetch anonymously (as from Microsoft's own script's tree).
@@ -92,7 +93,7 @@ def group_target(group: EndpointGroup, platform: str, arch: str) -> tuple[str, s
     """The target a group page's URL names (a group has one channel); 404 when the group does not serve it."""
     target = (platform, group.channel, arch)
     if not group.serves(target):
-        raise Http404(f"group {group.slug} does not serve {services.target_name(target)}")
+        raise Http404(f"group {group.slug} does not serve {Target(*target)}")
     return target
 
 
@@ -128,7 +129,7 @@ class GroupDetailView(RoleRequiredMixin, TemplateView):
         targets = []
         for status in services.group_status(group):
             target = (status["platform"], status["channel"], status["arch"])
-            item = {**status, "name": services.target_name(target), "platform_label": Platform(status["platform"]).label}
+            item = {**status, "name": Target(*target), "platform_label": Platform(status["platform"]).label}
             if can_approve:
                 item["approve_form"] = ApproveForm(group=group, target=target, packages=services.packages_for(group, target),
                                                    current=status["current"])
@@ -195,7 +196,7 @@ class GroupApproveView(RoleRequiredMixin, View):
         form = ApproveForm(request.POST, group=group, target=target)
         if not form.is_valid():
             errors = " ".join(error for errors in form.errors.values() for error in errors)
-            messages.error(request, f"Nothing approved for {services.target_name(target)}: {errors}")
+            messages.error(request, f"Nothing approved for {Target(*target)}: {errors}")
             return redirect(group_url(group))
         package = form.cleaned_data["package"]
         try:
@@ -204,7 +205,7 @@ class GroupApproveView(RoleRequiredMixin, View):
             messages.error(request, f"Nothing approved: {exc}")
         else:
             kept = f"; {row.previous.definition_version} stays available as n-1" if row.previous else ""
-            messages.success(request, f"{group.name} now serves {package.definition_version} for {services.target_name(target)}{kept}.")
+            messages.success(request, f"{group.name} now serves {package.definition_version} for {Target(*target)}{kept}.")
         return redirect(group_url(group))
 
 
@@ -220,7 +221,7 @@ class Plan:
 
     @property
     def target_name(self) -> str:
-        return services.target_name(self.target)
+        return str(self.target)
 
     @property
     def url(self) -> str:
@@ -290,19 +291,19 @@ class GroupPromoteView(TargetActionView):
     def plan(self, group, target) -> Plan:
         following = services.next_ring(group, target)
         if following is None:
-            raise services.ApprovalError(f"no ring after {group.slug} serves {services.target_name(target)} from mirror {group.mirror.slug}")
+            raise services.ApprovalError(f"no ring after {group.slug} serves {Target(*target)} from mirror {group.mirror.slug}")
         row = self.row(group, target)
         if row is None or row.current is None:
-            raise services.ApprovalError(f"nothing is approved in {group.slug} for {services.target_name(target)} to promote")
+            raise services.ApprovalError(f"nothing is approved in {group.slug} for {Target(*target)} to promote")
         there = self.row(following, target)
         if there is not None and there.current_id == row.current_id:
-            raise services.ApprovalError(f"{following.slug} already serves {row.current.definition_version} for {services.target_name(target)}", status=409)
+            raise services.ApprovalError(f"{following.slug} already serves {row.current.definition_version} for {Target(*target)}", status=409)
         return Plan(following, target, there.current if there else None, row.current, self.endpoints(following, target))
 
     def apply(self, group, target, plan, expected_current) -> str:
         row = services.promote(group, target, self.request.user, self.request, expected_current=expected_current,
                                expected_package=plan.after.pk)
-        return (f"{row.group.name} now serves {row.current.definition_version} for {services.target_name(target)} "
+        return (f"{row.group.name} now serves {row.current.definition_version} for {Target(*target)} "
                 f"(promoted from {group.name}).")
 
 
@@ -312,12 +313,12 @@ class GroupRollbackView(TargetActionView):
     def plan(self, group, target) -> Plan:
         row = self.row(group, target)
         if row is None or row.previous is None:
-            raise services.ApprovalError(f"{group.slug} has no previous version for {services.target_name(target)} to roll back to")
+            raise services.ApprovalError(f"{group.slug} has no previous version for {Target(*target)} to roll back to")
         return Plan(group, target, row.current, row.previous, self.endpoints(group, target))
 
     def apply(self, group, target, plan, expected_current) -> str:
         row = services.rollback(group, target, self.request.user, self.request, expected_current=expected_current)
-        return (f"{group.name} rolled back to {row.current.definition_version} for {services.target_name(target)}; "
+        return (f"{group.name} rolled back to {row.current.definition_version} for {Target(*target)}; "
                 f"{plan.before.definition_version} is not approved again automatically.")
 
 

@@ -18,14 +18,11 @@ from mirror.signals import package_published
 from mirror.store import PackageError, human_size, ingest, sha256_of, tmp_dir, verify_zip
 from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url, check_versions, parse_manifest_json
 from core.services import record_event
+from mirror.targets import Target
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes: visible, without a write per chunk
-
-
-def target_name(target) -> str:
-    return "/".join(target)
 
 
 # --- Triggering ---------------------------------------------------------------------------
@@ -98,7 +95,7 @@ def run_sync(run_id: int) -> SyncRun | None:
     run.save(update_fields=["log"])
     try:
         for target in mirror.targets():
-            run.current_target = target_name(target)
+            run.current_target = str(Target(*target))
             SyncRun.objects.filter(pk=run.pk).update(current_target=run.current_target, heartbeat_at=timezone.now())
             result = sync_target(run, mirror, session, target)
             run.results.append(result)
@@ -133,7 +130,7 @@ def describe_result(result: dict) -> str:
 def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
     started = time.monotonic()
     platform, channel, arch = target
-    result = {"target": target_name(target), "outcome": TargetOutcome.FAILED, "engine": "", "definition": "",
+    result = {"target": str(Target(*target)), "outcome": TargetOutcome.FAILED, "engine": "", "definition": "",
               "previous": "", "bytes": 0, "duration": 0.0, "error": ""}
     publication = Publication.objects.select_related("current").filter(mirror=mirror, platform=platform, channel=channel, arch=arch).first()
     if publication:
@@ -234,7 +231,7 @@ def import_package(mirror: Mirror, target, upload: Path, engine: str = "", defin
     platform, channel, arch = target
     existing = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition).first()
     if existing and existing.sha256 != sha256:
-        raise PackageError(f"{target_name(target)} {remote.definition} (engine {remote.engine}) is already stored with different content (sha256 {existing.sha256[:12]}…)")
+        raise PackageError(f"{Target(*target)} {remote.definition} (engine {remote.engine}) is already stored with different content (sha256 {existing.sha256[:12]}…)")
     ingest(upload, sha256)
     package = existing or SignaturePackage.objects.create(
         platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition,

@@ -22,6 +22,7 @@ from core.choices import Role
 from core.generic import ObjectFormView
 from core.roles import RoleRequiredMixin
 from core.services import record_event
+from mirror.targets import Target
 
 BACK = "_back"
 
@@ -135,7 +136,7 @@ class MirrorListView(RoleRequiredMixin, TemplateView):
             failures = failures_in_a_row(mirror.recent_runs)
             rows.append({
                 "mirror": mirror,
-                "targets": [services.target_name(t) for t in mirror.targets()],
+                "targets": mirror.targets(),
                 "schedule": schedule_words(mirror),
                 "last": last,
                 **next_run_context(mirror, last),
@@ -157,10 +158,10 @@ class MirrorDetailView(RoleRequiredMixin, TemplateView):
         targets = []
         for target in mirror.targets():
             publication = publications.pop(target, None)
-            targets.append({"name": services.target_name(target), "publication": publication})
+            targets.append({"name": Target(*target), "publication": publication})
         # A target the mirror no longer syncs still serves what was published for it.
         for target, publication in sorted(publications.items()):
-            targets.append({"name": services.target_name(target), "publication": publication, "dropped": True})
+            targets.append({"name": Target(*target), "publication": publication, "dropped": True})
         runs = list(mirror.sync_runs.select_related("requested_by").defer(*HEAVY_RUN_FIELDS)[:RECENT_RUNS])
         active = next((run for run in runs if run.is_active), None)
         return super().get_context_data(

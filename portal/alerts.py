@@ -222,7 +222,8 @@ def check_gate_held(rule: AlertRule, now) -> list[Finding]:
     """
     from fleet.choices import GateState, RolloutMode
     from fleet.models import GroupTarget
-    from fleet.services import target_name, was_rolled_back
+    from fleet.services import was_rolled_back
+    from mirror.targets import Target
 
     rows = (GroupTarget.objects.select_related("group__source_group", "candidate")
             .filter(gate_state=GateState.WAITING, candidate__isnull=False, group__rollout=RolloutMode.AFTER))
@@ -243,11 +244,11 @@ def check_gate_held(rule: AlertRule, now) -> list[Finding]:
         hours = (now - due).total_seconds() / 3600
         version = row.candidate.definition_version
         findings.append(Finding(
-            subject=f"gate:{row.pk}", label=f"group {group.name} {target_name(row.target)}",
-            summary=f"Group {group.name}: {version} held back for {hours:.0f} h on {target_name(row.target)}",
+            subject=f"gate:{row.pk}", label=f"group {group.name} {Target(*row.target)}",
+            summary=f"Group {group.name}: {version} held back for {hours:.0f} h on {Target(*row.target)}",
             text=f"The health gate still holds: {row.gate_reason}",
             url=portal_url(reverse("fleet:group_detail", args=[group.slug])),
-            details={"group": group.slug, "target": target_name(row.target), "version": version, "source": source.slug,
+            details={"group": group.slug, "target": str(Target(*row.target)), "version": version, "source": source.slug,
                      "due_at": due.isoformat(), "reason": row.gate_reason},
         ))
     return findings

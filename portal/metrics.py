@@ -36,6 +36,7 @@ from fleet.metrics import LIVE, PREFIX
 from fleet.models import EndpointGroup
 from mirror.choices import SyncState, TargetOutcome
 from mirror.models import Mirror, SignaturePackage, SyncRun
+from mirror.targets import Target
 from core.api.errors import error_body
 from core.env import address_in
 
@@ -116,11 +117,11 @@ class DatabaseCollector:
             families["sync_bytes"].add_metric([mirror.slug], downloaded[pk])
         successes = self.last_successes(mirrors, last_full_success)
         for (pk, target), when in sorted(successes.items(), key=lambda item: (mirrors[item[0][0]].slug, item[0][1])):
-            families["last_success"].add_metric([mirrors[pk].slug, *target.split("/")], when.timestamp())
+            families["last_success"].add_metric([mirrors[pk].slug, *target], when.timestamp())
 
     @staticmethod
     def last_successes(mirrors, last_full_success) -> dict:
-        """{(mirror id, "platform/channel/arch"): when its last sync succeeded for that target}.
+        """{(mirror id, Target): when its last sync succeeded for that target}.
 
         A target's outcome is only in the runs' ``results``, which no portable SQL can search
         (SQLite has no JSON containment), so the newest runs of each mirror are read (query 3,
@@ -137,15 +138,16 @@ class DatabaseCollector:
         for mirror_id, finished_at, results in recent:
             runs_read[mirror_id] += 1
             for result in results or ():
-                key = (mirror_id, result.get("target", ""))
-                if result.get("outcome") in (TargetOutcome.NEW, TargetOutcome.UNCHANGED) and key[1].count("/") == 2:
+                name = result.get("target", "")
+                if result.get("outcome") in (TargetOutcome.NEW, TargetOutcome.UNCHANGED) and name.count("/") == 2:
+                    key = (mirror_id, Target.parse(name))  # runs stored before Target read "linux/production/x86_64"
                     if key not in found or finished_at > found[key]:
                         found[key] = finished_at
         for mirror_id, when in last_full_success.items():
             # Only when the window missed older runs: otherwise what it found is the whole truth.
             if mirror_id in mirrors and runs_read[mirror_id] >= RECENT_RUNS_PER_MIRROR:
                 for target in mirrors[mirror_id].targets():
-                    found.setdefault((mirror_id, "/".join(target)), when)
+                    found.setdefault((mirror_id, target), when)
         return {key: when for key, when in found.items() if key[0] in mirrors}
 
     def add_packages(self, families):

@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from mirror.choices import Arch, Channel, Platform, UpstreamKind
+from mirror.targets import Target
 
 MICROSOFT_BASE_URL = "https://go.microsoft.com/fwlink/"
 LINK_IDS = {Platform.LINUX: "2144709", Platform.MAC: "2120136"}
@@ -92,8 +93,8 @@ class Mirror(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    def targets(self) -> list[tuple[str, str, str]]:
-        return [(p, c, a) for p in self.platforms for c in self.channels for a in self.archs]
+    def targets(self) -> list[Target]:
+        return [Target(p, c, a) for p in self.platforms for c in self.channels for a in self.archs]
 
     @property
     def publish_path(self) -> Path:

@@ -2,11 +2,7 @@ from django.db import models
 from django.utils import timezone
 
 from mirror.choices import Arch, Channel, PackageSource, Platform
-
-
-def version_key(version: str) -> tuple:
-    """"1.407.417.0" -> (1, 407, 417, 0), so that versions sort as numbers, not text."""
-    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+from mirror.targets import Target
 
 
 class SignaturePackage(models.Model):
@@ -34,8 +30,8 @@ class SignaturePackage(models.Model):
         return f"{self.platform}/{self.channel}/{self.arch} {self.definition_version} (engine {self.engine_version})"
 
     @property
-    def target(self) -> tuple[str, str, str]:
-        return (self.platform, self.channel, self.arch)
+    def target(self) -> Target:
+        return Target(self.platform, self.channel, self.arch)
 
     @property
     def path(self):

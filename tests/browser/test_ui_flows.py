@@ -166,7 +166,7 @@ def test_sync_now_and_the_run_page_follows_the_run_until_it_ends(page, login, op
 
         expect(progress).to_contain_text("Succeeded", timeout=30_000)
         expect(progress).not_to_have_attribute("hx-trigger", "every 2s")  # finished: polling stops
-        expect(progress.locator("tbody")).to_contain_text("linux/production/x86_64")
+        expect(progress.locator("tbody")).to_contain_text("linux/production/arch_x86_64")
         assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
         assert polls, "the progress block never polled"
     finally:

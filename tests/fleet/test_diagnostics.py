@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fleet.diagnostics import MIN_APP_VERSION, Expectation, Finding, HistoryPoint, diagnose, parse_version
+from core.versions import parse_version
+from fleet.diagnostics import MIN_APP_VERSION, Expectation, Finding, HistoryPoint, diagnose
 from fleet.health import parse_health
 from tests.fleet.samples import SEED_SAMPLE
 

@@ -118,7 +118,7 @@ def test_one_failing_target_does_not_stop_the_others(make_mirror, standin):
     run = sync(mirror)
     assert run.state == SyncState.PARTIAL
     assert [r["outcome"] for r in run.results] == ["failed", "new"]
-    assert run.error.startswith("linux/production/x86_64: upstream returned HTTP 404")
+    assert run.error.startswith("linux/production/arch_x86_64: upstream returned HTTP 404")
 
 
 def test_transient_errors_are_retried(make_mirror, standin):

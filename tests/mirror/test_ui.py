@@ -92,7 +92,7 @@ def test_the_list_shows_each_mirror_with_upstream_targets_schedule_last_run_next
     page = client.get("/mirror/").content.decode()
     assert '<a href="/mirror/main/">main</a>' in page and '<a href="/mirror/idle/">idle</a>' in page
     assert "standin-main" in page
-    assert "<code>linux/production/x86_64</code>" in page and "<code>linux/production/arm64</code>" in page
+    assert "<code>linux/production/arch_x86_64</code>" in page and "<code>linux/production/arch_arm64</code>" in page
     assert "every 60 min" in page and "only when asked" in page
     assert "Partly failed" in page and "300.0\xa0KB" in page
     assert (started + timedelta(minutes=60)).strftime("%Y-%m-%d %H:%M") in page

@@ -179,7 +179,7 @@ class Command(serve.Command):
         from fleet.models import EndpointGroup
         from fleet.services import save_group
         from mirror.models import Mirror, SignaturePackage, Upstream
-        from mirror.models.packages import version_key
+        from core.versions import version_key
         from mirror.services import save_mirror
 
         upstream, _ = Upstream.objects.update_or_create(name="Stand-in Microsoft (demo)", defaults={"base_url": self.standin.base_url, "timeout": 30})
