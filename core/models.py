@@ -105,10 +105,6 @@ class ApiToken(models.Model):
         return self.revoked_at is not None
 
     @property
-    def is_usable(self) -> bool:
-        return not self.is_expired and not self.is_revoked
-
-    @property
     def state(self) -> str:
         if self.is_revoked:
             return "revoked"

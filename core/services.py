@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.choices import Role, TokenScope
+from core.errors import Refused
 from core.models import ApiToken, AuditEvent, Heartbeat
 from core.roles import has_role, set_role, user_role
 
@@ -81,6 +82,10 @@ def create_user(actor, username: str, role: Role, email: str = "", password: str
 
 
 def update_user(actor, user, role: Role | None = None, is_active: bool | None = None, request=None):
+    """Change a user's role or active state; nobody demotes or deactivates their own account (the last admin
+    could lock everyone out)."""
+    if user == actor and ((role is not None and role != Role.ADMIN) or is_active is False):
+        raise Refused("You cannot demote or deactivate your own account; ask another admin.", "role")
     changes = {}
     with transaction.atomic():
         if role is not None and role != user_role(user):

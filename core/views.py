@@ -9,6 +9,7 @@ from django_filters.views import FilterView
 
 from core import services
 from core.choices import Role
+from core.errors import Refused
 from core.filtersets import AuditEventFilterSet
 from core.forms import ApiTokenForm, UserCreateForm, UserUpdateForm
 from core.models import ApiToken
@@ -88,9 +89,12 @@ class UserUpdateView(RoleRequiredMixin, TemplateView):
         form = UserUpdateForm(request.POST, prefix=f"u{user.pk}")
         if not form.is_valid():
             messages.error(request, f"{user.username}: " + "; ".join(e for errs in form.errors.values() for e in errs))
-        elif user == request.user and (form.cleaned_data["role"] != Role.ADMIN or not form.cleaned_data["is_active"]):
-            messages.error(request, "You cannot demote or deactivate your own account; ask another admin.")
         else:
-            services.update_user(request.user, user, role=Role(form.cleaned_data["role"]), is_active=form.cleaned_data["is_active"], request=request)
-            messages.success(request, f"User {user.username} updated.")
+            try:
+                services.update_user(request.user, user, role=Role(form.cleaned_data["role"]), is_active=form.cleaned_data["is_active"],
+                                     request=request)
+            except Refused as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"User {user.username} updated.")
         return redirect(reverse("user_list"))

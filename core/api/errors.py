@@ -14,6 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from core.errors import Refused
+
 
 def _flatten(errors, prefix="") -> list[str]:
     if isinstance(errors, dict):
@@ -73,6 +75,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, Refused):
+        # A service's refusal reaches the API as the UI shows it: the same words, on the same field.
+        exc = (Conflict if exc.status == status.HTTP_409_CONFLICT else exceptions.ValidationError)({exc.field: [exc.message]})
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

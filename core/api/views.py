@@ -96,8 +96,6 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         user = self.get_object()
         form = UserUpdateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        if user == request.user and (form.validated_data.get("is_active") is False or form.validated_data.get("role", Role.ADMIN) != Role.ADMIN):
-            raise ValidationError({"role": ["You cannot demote or deactivate your own account; ask another admin."]})
         services.update_user(request.user, user, request=request, **form.validated_data)
         return Response(UserSerializer(user).data)
 

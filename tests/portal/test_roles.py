@@ -77,7 +77,33 @@ def test_an_admin_changes_a_role_and_the_change_is_audited(api, admin, viewer):
 def test_an_admin_cannot_demote_themselves(api, admin):
     response = api.as_user(admin).patch(f"/api/v1/users/{admin.pk}/", {"role": "viewer"}, format="json")
     assert response.status_code == 400
+    assert response.json()["errors"] == {"role": ["You cannot demote or deactivate your own account; ask another admin."]}
     assert user_role(admin) == Role.ADMIN
+    assert not AuditEvent.objects.filter(action="user.update").exists()
+
+
+def test_an_admin_cannot_deactivate_themselves_through_the_api(api, admin):
+    response = api.as_user(admin).patch(f"/api/v1/users/{admin.pk}/", {"is_active": False}, format="json")
+    assert response.status_code == 400
+    admin.refresh_from_db()
+    assert admin.is_active
+
+
+def test_the_users_page_refuses_self_demotion_with_the_apis_words(client, admin):
+    client.force_login(admin)
+    response = client.post(f"/users/{admin.pk}/", {f"u{admin.pk}-role": "viewer", f"u{admin.pk}-is_active": "on"}, follow=True)
+    assert "You cannot demote or deactivate your own account; ask another admin." in response.content.decode()
+    admin.__dict__.pop("_portal_role", None)
+    assert user_role(admin) == Role.ADMIN
+    assert not AuditEvent.objects.filter(action="user.update").exists()
+
+
+def test_the_services_refuse_self_demotion_for_every_door(admin):
+    from core import services
+    from core.errors import Refused
+
+    with pytest.raises(Refused):
+        services.update_user(admin, admin, is_active=False)
 
 
 def test_users_are_never_deleted_through_the_api(api, admin, viewer):
