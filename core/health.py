@@ -19,7 +19,8 @@ def check_database() -> None:
 
 def check_broker() -> None:
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_out"]
+        # Read through the app's configuration: its first use makes the folders (portal/celery.py).
+        folder = current_app.conf.broker_transport_options["data_folder_out"]
         if not os.access(folder, os.W_OK):
             raise OSError(f"broker folder {folder} is missing or not writable")
         return

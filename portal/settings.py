@@ -18,6 +18,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR") or BASE_DIR / "var").resolve()
 
 DEBUG = env_bool("DEBUG", False)
+# The one file settings may write: a key must exist before anything is signed (made once, atomically; core/env.py).
 SECRET_KEY = persistent_secret("SECRET_KEY", VAR_DIR / "secret_key")
 
 # The public URL of the portal: generated managed configs and mirror URLs use it.
@@ -132,8 +133,6 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
-    for _folder in ("messages", "control"):
-        (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -214,7 +213,6 @@ SPECTACULAR_SETTINGS = {
 # --- Static files -------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every start without it
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

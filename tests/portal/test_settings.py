@@ -27,13 +27,25 @@ def test_a_bare_machine_gets_sqlite_a_file_broker_and_a_local_cache(tmp_path):
     assert values["db_name"] == str(tmp_path / "portal.sqlite3")
     assert values["broker"] == "filesystem://"
     assert values["broker_options"]["data_folder_in"] == str(tmp_path / "broker" / "messages")
-    assert (tmp_path / "broker" / "messages").is_dir()
     assert values["cache"].endswith("LocMemCache")
     assert values["store_root"] == str(tmp_path / "store")
     assert values["debug"] is False
     assert values["base_url"] == "http://localhost:8000"
     assert "localhost" in values["allowed_hosts"]
     assert values["beat_scheduler"].startswith("django_celery_beat")
+
+
+def test_the_broker_folders_are_made_when_celery_is_first_used_not_when_settings_load(tmp_path):
+    env = clean_env(tmp_path)
+    run_django(READ, env)
+    assert not (tmp_path / "broker").exists()
+    run_django("from portal.celery import app\nresult = app.conf.broker_transport_options['data_folder_out']", env)
+    assert (tmp_path / "broker" / "messages").is_dir() and (tmp_path / "broker" / "control").is_dir()
+
+
+def test_loading_the_settings_creates_no_static_folder(tmp_path):
+    run_django(READ, clean_env(tmp_path))
+    assert not (tmp_path / "static").exists()
 
 
 def test_the_secret_key_is_generated_once_kept_private_and_reused(tmp_path):
