@@ -1,11 +1,13 @@
-"""The admin UI's one create-or-edit page, shared by mirrors, upstreams, groups and alerts."""
+"""The admin UI's one create-or-edit page and one delete action, shared by mirrors, upstreams, groups and alerts."""
 
 from django.contrib import messages
+from django.db.models import ProtectedError
 from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.views.generic import TemplateView
 
 from core.choices import Role
+from core.errors import Refused
 from core.roles import RoleRequiredMixin
 
 
@@ -66,3 +68,56 @@ class ObjectFormView(RoleRequiredMixin, TemplateView):
         for key, value in ({f"saved_{name}": None for name in self.saved_fields} | self.saved(obj)).items():
             kwargs.setdefault(key, value)
         return super().get_context_data(**{self.context_name: obj}, **self.page_context(obj), **kwargs)
+
+
+class ObjectDeleteView(RoleRequiredMixin, TemplateView):
+    """Delete one object through its app's service (which audits); admins only.
+
+    GET shows ``template_name``, the confirmation page, when the view has one (``confirm_context(obj)``
+    fills it); POST deletes with ``delete(obj)``. What others still use is not deleted: a PROTECT
+    foreign key (ProtectedError) or the service's own refusal (Refused) comes back as a message that
+    names the users, on ``protected_url(obj)``.
+    """
+
+    required_role = Role.ADMIN
+    write_role = Role.ADMIN
+    template_name = None
+    noun = ""  # "Mirror": the messages' first word
+    deleted_message = "{noun} {name} deleted."
+    protected_message = "{noun} {name} is still used by {users}; move or delete those first."
+
+    def get_object(self):
+        raise NotImplementedError
+
+    def delete(self, obj) -> None:
+        raise NotImplementedError
+
+    def success_url(self, obj) -> str:
+        raise NotImplementedError
+
+    def protected_url(self, obj) -> str:
+        return self.success_url(obj)
+
+    def confirm_context(self, obj) -> dict:
+        return {}
+
+    def get(self, request, **kwargs):
+        if not self.template_name:
+            return self.http_method_not_allowed(request, **kwargs)
+        obj = self.get_object()
+        return self.render_to_response(self.get_context_data(object=obj, **self.confirm_context(obj)))
+
+    def post(self, request, **kwargs):
+        obj = self.get_object()
+        name = getattr(obj, "name", str(obj))
+        try:
+            self.delete(obj)
+        except ProtectedError as exc:
+            users = ", ".join(sorted({str(user) for user in exc.protected_objects}))
+            messages.error(request, self.protected_message.format(noun=self.noun, name=name, users=users))
+            return redirect(self.protected_url(obj))
+        except Refused as exc:
+            messages.error(request, exc.message)
+            return redirect(self.protected_url(obj))
+        messages.success(request, self.deleted_message.format(noun=self.noun, name=name))
+        return redirect(self.success_url(obj))

@@ -20,7 +20,7 @@ from portal import alerts
 from core.choices import Role
 from portal.choices import AlertChannelKind, AlertState, DeliveryStatus
 from portal.forms import AlertChannelForm, AlertRuleForm
-from core.generic import ObjectFormView
+from core.generic import ObjectDeleteView, ObjectFormView
 from core.models import AuditEvent, Heartbeat
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 from core.roles import RoleRequiredMixin
@@ -211,16 +211,18 @@ class AlertRuleFormView(ObjectFormView):
         return reverse("alert_list")
 
 
-class AlertRuleDeleteView(RoleRequiredMixin, View):
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
-    http_method_names = ["post"]
+class AlertRuleDeleteView(ObjectDeleteView):
+    noun = "Alert rule"
+    deleted_message = "{noun} {name} deleted; its deliveries stay in the log."
 
-    def post(self, request, pk):
-        rule = get_object_or_404(AlertRule, pk=pk)
-        alerts.delete_rule(rule, request.user, request)
-        messages.success(request, f"Alert rule {rule.name} deleted; its deliveries stay in the log.")
-        return redirect("alert_list")
+    def get_object(self):
+        return get_object_or_404(AlertRule, pk=self.kwargs["pk"])
+
+    def delete(self, rule):
+        alerts.delete_rule(rule, self.request.user, self.request)
+
+    def success_url(self, rule):
+        return reverse("alert_list")
 
 
 def channel_url(channel: AlertChannel) -> str:
@@ -298,13 +300,15 @@ class AlertChannelRotateView(RoleRequiredMixin, View):
         return render_secret(request, channel, alerts.rotate_secret(channel, request.user, request), created=False)
 
 
-class AlertChannelDeleteView(RoleRequiredMixin, View):
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
-    http_method_names = ["post"]
+class AlertChannelDeleteView(ObjectDeleteView):
+    noun = "Alert channel"
+    deleted_message = "{noun} {name} deleted; its deliveries stay in the log."
 
-    def post(self, request, pk):
-        channel = get_object_or_404(AlertChannel, pk=pk)
-        alerts.delete_channel(channel, request.user, request)
-        messages.success(request, f"Alert channel {channel.name} deleted; its deliveries stay in the log.")
-        return redirect("alert_list")
+    def get_object(self):
+        return get_object_or_404(AlertChannel, pk=self.kwargs["pk"])
+
+    def delete(self, channel):
+        alerts.delete_channel(channel, self.request.user, self.request)
+
+    def success_url(self, channel):
+        return reverse("alert_list")

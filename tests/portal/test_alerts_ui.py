@@ -119,8 +119,11 @@ def test_an_admin_creates_a_rule_and_the_form_refuses_a_threshold_over_100(clien
     assert edited.status_code == 302
     rule.refresh_from_db()
     assert (rule.threshold_percent, rule.enabled, rule.notify_resolved, list(rule.channels.all())) == (80, False, False, [])
-    assert client.post(f"/alerts/rules/{rule.pk}/delete/").status_code == 302
+    assert client.get(f"/alerts/rules/{rule.pk}/delete/").status_code == 405  # no confirmation page: POST only
+    response = client.post(f"/alerts/rules/{rule.pk}/delete/", follow=True)
+    assert "Alert rule rings deleted; its deliveries stay in the log." in messages_of(response)
     assert not AlertRule.objects.exists()
+    assert AuditEvent.objects.filter(action="alert_rule.delete").count() == 1
 
 
 def test_the_test_button_sends_now_and_the_page_shows_the_outcome_and_the_delivery(client, admin, receiver):
