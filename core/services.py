@@ -44,7 +44,7 @@ def record_event(actor, action: str, target=None, details: dict | None = None, r
 def create_api_token(user, name: str, scope: str = TokenScope.READ, expires_in_days: int | None = None, request=None):
     """Create a token for ``user``; returns (token row, the raw token, which is never stored)."""
     if scope == TokenScope.WRITE and not has_role(user, Role.OPERATOR):
-        raise ValueError("Viewers can only create read-only tokens.")
+        raise Refused("Viewers can only create read-only tokens.", "scope")
     raw = ApiToken.generate()
     token = ApiToken(user=user, name=name, scope=scope)
     if expires_in_days:

@@ -39,8 +39,8 @@ class ApiTokenListView(RoleRequiredMixin, TemplateView):
         if form.is_valid():
             try:
                 token, raw = services.create_api_token(request.user, request=request, **form.cleaned_data)
-            except ValueError as exc:
-                form.add_error("scope", str(exc))
+            except Refused as exc:
+                form.add_error(exc.field, exc.message)
             else:
                 # Rendered in this one response and never again: only its hash is kept.
                 return self.render_to_response(self.get_context_data(new_token=raw, new_token_row=token))

@@ -2,7 +2,7 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -58,10 +58,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
             raise PermissionDenied("API tokens can only be created from a signed-in session, not with another token.")
         form = ApiTokenCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            token, raw = services.create_api_token(request.user, request=request, **form.validated_data)
-        except ValueError as exc:
-            raise ValidationError({"scope": [str(exc)]}) from None
+        token, raw = services.create_api_token(request.user, request=request, **form.validated_data)
         token.token = raw
         return Response(ApiTokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
 

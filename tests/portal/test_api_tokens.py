@@ -115,6 +115,14 @@ def test_the_tokens_page_shows_a_new_token_once(client, operator):
     assert raw not in client.get("/tokens/").content.decode()
 
 
+def test_the_tokens_page_refuses_a_viewer_a_read_write_token_with_the_apis_words(client, viewer):
+    client.force_login(viewer)
+    response = client.post("/tokens/", {"name": "x", "scope": "write"})
+    assert response.status_code == 400
+    assert "Viewers can only create read-only tokens." in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
 def test_the_tokens_page_shows_field_errors(client, operator):
     client.force_login(operator)
     response = client.post("/tokens/", {"name": "", "expires_in_days": "0"})
