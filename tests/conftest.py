@@ -1,4 +1,15 @@
+"""Fixtures every test package shares: users and clients, a mirror with packages, groups and endpoints,
+and the stand-ins for what the portal talks to (Microsoft's upstream, a webhook receiver).
+
+A fixture used by one package only lives in that package's conftest.py; plain helpers live in
+modules beside this one (processes.py, web.py, samples.py), never in a test module.
+"""
+
+import io
 import os
+import random
+import threading
+import zipfile
 
 import pytest
 from django.conf import settings as django_settings
@@ -6,6 +17,12 @@ from rest_framework.test import APIClient
 
 from core.choices import Role
 from core.roles import set_role
+from fleet.choices import RolloutMode
+from fleet.models import Endpoint, EndpointGroup
+from mirror.models import Mirror, SignaturePackage, Upstream
+from mirror.standin import StandinUpstream
+from mirror.store import ingest, sha256_of
+from tests.web import Receiver
 
 
 def pytest_configure(config):
@@ -23,6 +40,15 @@ def pytest_configure(config):
 def _plain_static_storage(settings):
     # Tests render templates without running collectstatic first.
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(request, settings):
+    # For speed: tests create and sign in users by the hundred, and PBKDF2 takes a good part of a second
+    # each time. Not in e2e tests: the processes they start (gunicorn, a worker) have the real settings
+    # and could not check a password hashed here.
+    if request.node.get_closest_marker("e2e") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -64,3 +90,106 @@ def api():
 
     client.as_user = as_user
     return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Per-process caches (approved versions, groups) are keyed by ids, and ids repeat from test to test."""
+    from django.core.cache import cache
+
+    from fleet import reports
+
+    cache.clear()
+    reports._APPROVED.clear()
+    reports._GROUPS.clear()
+    yield
+    cache.clear()
+
+
+# --- A mirror, its packages, groups and endpoints ---------------------------------------------------
+
+
+@pytest.fixture
+def store(settings, tmp_path):
+    settings.PORTAL_STORE_ROOT = tmp_path / "store"
+    settings.PORTAL_BASE_URL = "https://portal.example.org"
+    return settings.PORTAL_STORE_ROOT
+
+
+@pytest.fixture
+def mirror(db, store):
+    upstream = Upstream.objects.create(name="microsoft")
+    return Mirror.objects.create(name="main", slug="main", upstream=upstream, platforms=["linux", "mac"], channels=["production"],
+                                 archs=["x86_64", "arm64"], sync_interval_minutes=0)
+
+
+@pytest.fixture
+def make_package(store, tmp_path):
+    """A stored, verified package for a target, as a sync would leave it."""
+    counter = iter(range(417, 10_000))
+
+    def make(platform="linux", channel="production", arch="x86_64", definition=None, engine="1.1.24010.10"):
+        definition = definition or f"1.407.{next(counter)}.0"
+        raw = io.BytesIO()
+        with zipfile.ZipFile(raw, "w") as zf:
+            zf.writestr("mpavbase.vdm", random.Random(definition + arch + platform).randbytes(20_000))
+            zf.writestr("manifest.txt", f"{platform} {arch} {definition}")
+        path = tmp_path / f"{platform}-{arch}-{definition}.zip"
+        path.write_bytes(raw.getvalue())
+        sha256 = sha256_of(path)
+        ingest(path, sha256)
+        return SignaturePackage.objects.create(platform=platform, channel=channel, arch=arch, engine_version=engine,
+                                               definition_version=definition, size=len(raw.getvalue()), sha256=sha256)
+
+    return make
+
+
+@pytest.fixture
+def make_group(mirror):
+    def make(slug, ring_order=10, rollout=RolloutMode.MANUAL, platforms=("linux",), **extra):
+        from fleet import services
+
+        group = EndpointGroup(name=slug.title(), slug=slug, mirror=mirror, platforms=list(platforms), ring_order=ring_order,
+                              rollout=rollout, **extra)
+        group.full_clean()
+        return services.save_group(group)
+
+    return make
+
+
+@pytest.fixture
+def make_endpoints():
+    """Endpoint states created directly, as the fleet's report ingestion will keep them."""
+    from django.utils import timezone
+
+    def make(group, count, version, platform="linux", arch="x86_64", seen=None, failed_at=None, prefix=None):
+        prefix = prefix or f"{group.slug}-{version}-{Endpoint.objects.count()}"
+        seen = seen or timezone.now()
+        return Endpoint.objects.bulk_create([
+            Endpoint(machine_id=f"{prefix}-{i}", hostname=f"{prefix}-{i}", group=group, platform=platform, arch=arch,
+                     definitions_version=version, last_seen=seen, last_update_failure_at=failed_at)
+            for i in range(count)
+        ])
+
+    return make
+
+
+# --- Stand-ins for what the portal talks to ---------------------------------------------------------
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """Microsoft's update servers, served by a local HTTP server (mirror.standin)."""
+    with StandinUpstream(tmp_path / "upstream", package_size=300 * 1024) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def receiver():
+    """A webhook receiver (tests.web.Receiver) serving in a thread until the test ends."""
+    rec = Receiver()
+    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    rec.server.shutdown()
+    rec.server.server_close()

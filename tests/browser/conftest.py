@@ -13,10 +13,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-# The fleet and mirror fixtures, shared with their own test packages.
-from tests.fleet.conftest import _fresh_cache, make_endpoints, make_group, make_package, mirror, store  # noqa: F401
-from tests.mirror.conftest import standin  # noqa: F401
-
 PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 

@@ -11,7 +11,7 @@ from fleet import services
 from fleet.choices import Compliance
 from fleet.models import Endpoint
 from mirror.models import Mirror, SyncRun, Upstream
-from tests.portal.test_alerts import receiver, verify  # noqa: F401  (receiver: a fixture)
+from tests.web import verify
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

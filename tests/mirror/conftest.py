@@ -1,7 +1,6 @@
 import pytest
 
 from mirror.models import Mirror, Upstream
-from mirror.standin import StandinUpstream
 
 
 @pytest.fixture
@@ -10,12 +9,6 @@ def store(settings, tmp_path):
     settings.MIRROR_RETRY_BACKOFF = 0.01
     settings.MIRROR_RETRY_ATTEMPTS = 3
     return settings.PORTAL_STORE_ROOT
-
-
-@pytest.fixture
-def standin(tmp_path):
-    with StandinUpstream(tmp_path / "upstream", package_size=300 * 1024) as upstream:
-        yield upstream
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.utils import timezone
@@ -27,70 +25,12 @@ from portal.choices import AlertChannelKind, AlertRuleKind, AlertState, Delivery
 from core.models import AuditEvent
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 
 BASE_URL = "https://portal.example.org"
 
 
-# --- Fixtures: a webhook receiver, a mirror, groups and endpoints -----------------------------------
-
-
-class Receiver:
-    """A webhook receiver on a free local port. ``answers``: what to answer next, in order: an HTTP status,
-    or a number of seconds to wait before answering 200 (a receiver too slow for the timeout)."""
-
-    def __init__(self):
-        self.requests: list[tuple[dict, bytes]] = []
-        self.answers: list = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append((dict(self.headers), body))
-                answer = receiver.answers.pop(0) if receiver.answers else 200
-                if isinstance(answer, float):
-                    time.sleep(answer)
-                    answer = 200
-                reply = b"ok" if answer < 300 else b"receiver says no"
-                try:
-                    self.send_response(answer)
-                    self.send_header("Content-Length", str(len(reply)))
-                    self.end_headers()
-                    self.wfile.write(reply)
-                except OSError:
-                    pass  # the portal gave up waiting and closed the connection
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(body) for _, body in self.requests]
-
-
-@pytest.fixture
-def receiver():
-    rec = Receiver()
-    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
-    thread.start()
-    yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def alert_settings(settings):
-    settings.PORTAL_BASE_URL = BASE_URL
-    settings.ALERT_WEBHOOK_TIMEOUT = 0.3
-    settings.ALERT_RETRY_BACKOFF = 0.01
-    settings.ALERT_DELIVERY_ATTEMPTS = 3
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    settings.DEFAULT_FROM_EMAIL = "portal@example.org"
-    return settings
+# --- Fixtures: a mirror, groups and endpoints ------------------------------------------------------
 
 
 def free_port() -> int:

@@ -13,10 +13,9 @@ from portal import alerts
 from portal.choices import AlertChannelKind, AlertRuleKind, DeliveryStatus
 from core.models import AuditEvent
 from portal.models import AlertChannel, AlertDelivery, AlertRule
-from tests.portal.test_alerts import alert_settings, receiver  # noqa: F401 - the same fixtures (receiver, settings)
 from tests.portal.test_no_external_assets import external_urls
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 
 
 def messages_of(response) -> list[str]:

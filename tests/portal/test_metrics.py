@@ -22,7 +22,6 @@ from mirror.models import Mirror, SyncRun, Upstream
 from mirror.standin import StandinUpstream
 from fleet import metrics as fleet_metrics
 from portal import metrics
-from tests.fleet.conftest import _fresh_cache, make_endpoints, make_group, make_package, mirror, store  # noqa: F401 - fixtures
 from tests.fleet.samples import SEED_SAMPLE
 from tests.portal.helpers import ROOT, clean_env, run_django
 from tests.portal.test_run_command import free_port, output, wait_for

@@ -15,7 +15,6 @@ from axes.models import AccessAttempt
 from fleet import reports
 from core.middleware import ClientAddressMiddleware
 from core.models import AuditEvent
-from tests.fleet.conftest import _fresh_cache, make_group, mirror, store  # noqa: F401 - fixtures
 from tests.portal.helpers import clean_env, run_django
 
 PASSWORD = "correct horse battery"
