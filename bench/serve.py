@@ -52,7 +52,7 @@ from _common import (  # noqa: E402
     proc_stat, run_measured, tail,
 )
 
-from mirror.standin import parse_size  # noqa: E402
+from standins.upstream import parse_size  # noqa: E402
 
 TARGET = ("linux", "production", "x86_64")
 MIRROR_SLUG = "bench"
@@ -72,7 +72,7 @@ from fleet.models import EndpointGroup
 from fleet.services import approve_package, save_group
 from mirror.models import Mirror, Upstream
 from mirror.services import import_package, save_mirror
-from mirror.standin import build_package
+from standins.upstream import build_package
 args = json.loads(sys.argv[1])
 platform, channel, arch = target = tuple(args["target"])
 # Never contacted: the mirror syncs only when asked (interval 0) and the bench never asks.

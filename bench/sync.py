@@ -2,7 +2,7 @@
 """Benchmark: the portal's mirror sync vs ``curl -o`` for the same package over loopback.
 
 Prints figures only; it never asserts a timing. Everything runs against an in-process
-StandinUpstream (mirror/standin.py) and a throw-away portal (SQLite and the embedded
+StandinUpstream (standins/upstream.py) and a throw-away portal (SQLite and the embedded
 defaults under a temporary PORTAL_VAR_DIR), so no real database, broker, cache or store
 is touched.
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from _common import (LAST_CPU, MB, BenchError, fmt_size, portal_env, portal_python,  # noqa: E402
                      run_measured, tail)
 
-from mirror.standin import LINUX_LINK_ID, StandinUpstream, parse_size  # noqa: E402
+from standins.upstream import LINUX_LINK_ID, StandinUpstream, parse_size  # noqa: E402
 
 TARGET = ("linux", "production", "x86_64")
 SLUG = "bench"

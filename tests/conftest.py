@@ -20,8 +20,8 @@ from core.roles import set_role
 from fleet.choices import RolloutMode
 from fleet.models import Endpoint, EndpointGroup
 from mirror.models import Mirror, SignaturePackage, Upstream
-from mirror.standin import StandinUpstream
 from mirror.store import ingest, sha256_of
+from standins.upstream import StandinUpstream
 from tests.web import Receiver
 
 
@@ -179,7 +179,7 @@ def make_endpoints():
 
 @pytest.fixture
 def standin(tmp_path):
-    """Microsoft's update servers, served by a local HTTP server (mirror.standin)."""
+    """Microsoft's update servers, served by a local HTTP server (standins.upstream)."""
     with StandinUpstream(tmp_path / "upstream", package_size=300 * 1024) as upstream:
         yield upstream
 

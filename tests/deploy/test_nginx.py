@@ -30,8 +30,8 @@ from fleet.models import EndpointGroup
 from fleet.services import approve_package, save_group
 from mirror.models import Mirror, Upstream
 from mirror.services import import_package, save_mirror
-from mirror.standin import build_package
 from core.models import AuditEvent
+from standins.upstream import build_package
 from tests.deploy.units import ROOT, exec_start, service_environment, service_settings
 from tests.fleet.test_reports import health_text
 from tests.processes import child_env, wait_for

@@ -463,7 +463,7 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
     from mirror.choices import SyncState, SyncTrigger
     from mirror.models import Mirror, Upstream
     from mirror.services import request_sync, run_sync
-    from mirror.standin import StandinUpstream
+    from standins.upstream import StandinUpstream
 
     settings.MIRROR_RETRY_BACKOFF = 0.01
     with StandinUpstream(tmp_path / "upstream", package_size=200 * 1024) as standin:

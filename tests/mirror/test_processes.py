@@ -13,7 +13,7 @@ import pytest
 from mirror import services
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import SignaturePackage, SyncRun
-from mirror.standin import StandinUpstream
+from standins.upstream import StandinUpstream
 from tests.mirror.test_sync import sync, tree_snapshot
 from tests.processes import ROOT, celery_worker, child_env, wait_for
 

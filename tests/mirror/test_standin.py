@@ -1,4 +1,4 @@
-"""Tests for the fwlink stand-in (mirror/standin.py), driven over real HTTP with requests."""
+"""Tests for the fwlink stand-in (standins/upstream.py), driven over real HTTP with requests."""
 
 import hashlib
 import io
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from mirror.standin import LINUX_LINK_ID, MAC_LINK_ID, StandinUpstream, parse_size
+from standins.upstream import LINUX_LINK_ID, MAC_LINK_ID, StandinUpstream, parse_size
 
 SIZE = 96 * 1024
 LINUX = {"linkid": LINUX_LINK_ID}
@@ -509,7 +509,7 @@ def test_the_cli_prints_the_base_url_and_exits_cleanly_on_sigterm(tmp_path):
     project = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(
-        [sys.executable, "-m", "mirror.standin", "--port", "0", "--data-dir", str(tmp_path), "--size", "64K"],
+        [sys.executable, "-m", "standins.upstream", "--port", "0", "--data-dir", str(tmp_path), "--size", "64K"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -531,6 +531,6 @@ def test_the_cli_prints_the_base_url_and_exits_cleanly_on_sigterm(tmp_path):
 
 def test_importing_the_standin_does_not_import_django():
     project = Path(__file__).resolve().parents[2]
-    code = "import sys, mirror.standin; sys.exit('django' in sys.modules)"
+    code = "import sys, standins.upstream; sys.exit('django' in sys.modules)"
 
     assert subprocess.run([sys.executable, "-c", code], cwd=project, timeout=10).returncode == 0

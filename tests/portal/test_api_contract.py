@@ -35,12 +35,12 @@ from fleet.models import EndpointGroup
 from mirror import services as mirror_services
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror, SignaturePackage, Upstream
-from mirror.standin import StandinUpstream
 from core import services as portal_services
 from portal import alerts
 from core.choices import Role, TokenScope
 from portal.choices import AlertChannelKind, AlertRuleKind
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
+from standins.upstream import StandinUpstream
 from tests.fleet.samples import DESIGN_SAMPLE
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from mirror.standin import StandinUpstream
+from standins.upstream import StandinUpstream
 from tests.portal.helpers import ROOT
 from tests.portal.test_run_command import get_or_none, output, sign_in, start_portal, wait_for
 

@@ -19,9 +19,9 @@ from fleet.models import Endpoint
 from mirror import services as mirror_services
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SyncRun, Upstream
-from mirror.standin import StandinUpstream
 from fleet import metrics as fleet_metrics
 from portal import metrics
+from standins.upstream import StandinUpstream
 from tests.fleet.samples import SEED_SAMPLE
 from tests.portal.helpers import ROOT, clean_env, run_django
 from tests.portal.test_run_command import free_port, output, wait_for

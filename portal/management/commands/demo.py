@@ -3,7 +3,7 @@ stand-in Microsoft upstream, a mirror, three rings and a few hundred simulated e
 
 Setup, in this process: migrate, static files, the admin (its generated password printed once,
 as ``bin/run`` does) and fixed-password operator and viewer accounts; the stand-in upstream
-(``mirror.standin``) on a free port; an upstream, a mirror and the rings pilot (latest), early
+(``standins.upstream``) on a free port; an upstream, a mirror and the rings pilot (latest), early
 (after pilot + 0 h, gate 80 %) and broad (after early + 24 h); one sync. Then web, worker and
 beat start as ``serve`` starts them, the simulated fleet enrolls and reports over HTTP, some
 endpoints are backdated into silence and a week of compliance snapshots is written so the
@@ -70,7 +70,7 @@ class Command(serve.Command):
         self.refuse_foreign_data()
         admin_password = self.create_users()
 
-        from mirror.standin import StandinUpstream
+        from standins.upstream import StandinUpstream
 
         standin_dir = settings.VAR_DIR / "standin"
         shutil.rmtree(standin_dir, ignore_errors=True)

@@ -8,7 +8,7 @@ Range support, and can inject faults through a Python API or an HTTP control API
     with StandinUpstream(tmp_path) as upstream:
         upstream.base_url   # "http://127.0.0.1:PORT/fwlink/"
 
-CLI: ``python -m mirror.standin --port 8765 --data-dir /tmp/standin --size 200M``
+CLI: ``python -m standins.upstream --port 8765 --data-dir /tmp/standin --size 200M``
 """
 
 from __future__ import annotations
@@ -801,7 +801,7 @@ class StandinUpstream:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mirror.standin", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m standins.upstream", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--data-dir", help="where packages are written (default: a temporary directory)")
