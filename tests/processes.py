@@ -1,8 +1,15 @@
-"""Real processes beside a test: a Celery worker, or a plain Django script, that share the
-test's database (use ``transactional_db`` so they see what the test commits), broker and store."""
+"""Real processes beside a test.
 
+Some share the test's database (use ``transactional_db`` so they see what the test commits), broker
+and store: a Celery worker, a plain Django script (``child_env``). Others run as on a bare machine,
+with none of the portal's variables set (``clean_env``): a Django script (``run_django``), or the
+whole portal started by bin/run (``start_portal``).
+"""
+
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,11 +71,80 @@ def celery_worker(log_path: Path, **env_overrides):
         log.close()
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+def wait_for(condition, timeout: float, what, interval: float = 0.05):
+    """``condition()``'s first true value; ``what`` names it in the error, or makes the name (a log's tail) when called."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (its parent just has not reaped it).
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# --- As on a bare machine --------------------------------------------------------------------------
+
+SERVICE_VARS = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "SECRET_KEY", "SECRET_KEY_FILE", "DEBUG", "ALLOWED_HOSTS",
+                "PORTAL_BASE_URL", "PORTAL_STORE_ROOT", "PORTAL_VAR_DIR")
+
+
+def clean_env(var_dir, **overrides) -> dict:
+    """The environment of a bare machine (none of the portal's variables), plus ``overrides``."""
+    env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARS and not key.startswith("PYTEST")}
+    env["PORTAL_VAR_DIR"] = str(var_dir)
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def run_django(code: str, env: dict) -> dict:
+    """Run ``code`` in a fresh interpreter with Django set up from ``env``; it assigns ``result``."""
+    script = (
+        "import json, django\n"
+        "django.setup()\n"
+        "from django.conf import settings\n"
+        f"{code}\n"
+        "print('RESULT=' + json.dumps(result, default=str))\n"
+    )
+    env = {**env, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}: {done.stderr[-2000:]}")
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT="))
+    return json.loads(line.removeprefix("RESULT="))
+
+
+def start_portal(tmp_path, **env):
+    """The README's run command (bin/run: web, worker and beat) on a free port; its output goes to ``tmp_path/run.log``."""
+    port = free_port()
+    # Appending: the child and this test share the file's offset when reading it back.
+    log = open(tmp_path / "run.log", "a+")
+    process = subprocess.Popen(
+        ["sh", str(ROOT / "bin" / "run"), "--port", str(port), "--web-workers", "1", "--worker-concurrency", "1"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=clean_env(tmp_path / "var", VENV=sys.prefix, PORTAL_HEARTBEAT_SECONDS=2, **env),
+    )
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def output(log) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()

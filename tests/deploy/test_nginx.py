@@ -13,7 +13,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,13 +28,12 @@ from fleet import reports
 from fleet.models import EndpointGroup
 from fleet.services import approve_package, save_group
 from mirror.models import Mirror, Upstream
-from mirror.services.imports import import_package
-from mirror.services.mirrors import save_mirror
+from mirror.services import import_package, save_mirror
 from core.models import AuditEvent
 from standins.upstream import build_package
 from tests.deploy.units import ROOT, exec_start, service_environment, service_settings
-from tests.fleet.test_reports import health_text
-from tests.processes import child_env, wait_for
+from tests.processes import child_env, free_port, wait_for
+from tests.samples import health_text
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 OPENSSL = shutil.which("openssl")
@@ -127,12 +125,6 @@ class FromAddress(requests.adapters.HTTPAdapter):
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, source_address=(self.address, 0), **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:

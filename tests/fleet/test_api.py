@@ -571,7 +571,7 @@ def test_a_secret_created_by_the_system_shows_null_where_the_schema_says_so(api,
 
 def test_an_endpoints_reports_are_paginated_and_ordered_on_request(api, viewer, make_group):
     from fleet import reports
-    from tests.fleet.samples import DESIGN_SAMPLE
+    from tests.samples import DESIGN_SAMPLE
 
     secret = reports.create_enrollment_secret(make_group("pilot"), "x")[1]
     endpoint, _ = reports.enroll(secret, "machine-1", "host-1", "linux", "x86_64")

@@ -8,7 +8,7 @@ import pytest
 from core.versions import parse_version
 from fleet.diagnostics import MIN_APP_VERSION, Expectation, Finding, HistoryPoint, diagnose
 from fleet.health import parse_health
-from tests.fleet.samples import SEED_SAMPLE
+from tests.samples import SEED_SAMPLE
 
 MIRROR = "http://portal.lan:8000/mirror/groups/pilot/linux/production/"
 NOW = datetime(2024, 3, 14, 14, 0, tzinfo=timezone.utc)

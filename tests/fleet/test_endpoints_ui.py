@@ -16,8 +16,8 @@ from fleet import reports
 from fleet.choices import Compliance
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, HealthReport
 from core.models import AuditEvent
-from tests.fleet.samples import DESIGN_SAMPLE
-from tests.portal.test_no_external_assets import external_urls
+from tests.samples import DESIGN_SAMPLE
+from tests.web import external_urls
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleet.health import Health, HealthParseError, parse_health
-from tests.fleet.samples import DESIGN_SAMPLE, MDATP, SEED_SAMPLE
+from tests.samples import DESIGN_SAMPLE, MDATP, SEED_SAMPLE
 
 
 FULL_HEALTH = """\

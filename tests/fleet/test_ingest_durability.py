@@ -3,7 +3,6 @@ after cannot lose it, and the broker plays no part (reports never go through a q
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import requests
 
 from fleet import reports
 from fleet.models import HealthReport
-from tests.processes import ROOT, child_env, wait_for
+from tests.processes import ROOT, child_env, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -25,12 +24,6 @@ definitions_updated_minutes_ago             : 3
 definitions_update_fail_reason              : ""
 offline_definition_update                   : "enabled" [managed]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_web(port: int, log) -> subprocess.Popen:

@@ -14,32 +14,10 @@ from fleet import reports, services
 from fleet.choices import Compliance, RolloutMode
 from fleet.models import ComplianceSnapshot, Endpoint, EnrollmentSecret, HealthReport
 from core.models import AuditEvent
-from tests.fleet.samples import MDATP, SEED_SAMPLE
+from tests.samples import MDATP, SEED_SAMPLE, health_text
 
 GUID_A = "0b8c5a4e-7d21-4c3f-8e9a-6f1d2c3b4a59"
 GUID_B = "9f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
-
-
-def health_text(group, version="1.407.417.0", **overrides) -> str:
-    """A healthy endpoint of ``group`` updated from its mirror URL, as `mdatp health --details definitions` prints it."""
-    url = group.definition_url("linux")
-    values = {
-        "automatic_definition_update_enabled": "true [managed]",
-        "definitions_updated_minutes_ago": "5",
-        "definitions_version": f'"{version}"',
-        "definitions_status": '"up_to_date"',
-        "definitions_update_source_uri": f'"{url}"',
-        "definitions_update_fail_reason": '""',
-        "offline_definition_url_configured": f'"{url}" [managed]',
-        "offline_definition_update": '"enabled" [managed]',
-        "offline_definition_update_verify_sig": '"enabled" [managed]',
-        "offline_definition_update_fallback_to_cloud": "false[managed]",
-        "app_version": '"101.24032.0007"',
-        "real_time_protection_enabled": "true [managed]",
-        "passive_mode_enabled": "false",
-    }
-    values.update(overrides)
-    return "".join(f"{key:<44}: {value}\n" for key, value in values.items())
 
 
 @pytest.fixture
@@ -323,7 +301,7 @@ def test_compliance_follows_what_the_endpoint_reports_against_its_group(agent, e
 
 
 def test_the_ring_gate_opens_and_closes_from_real_reports(agent, mirror, make_group, make_package):
-    from mirror.services.publish import publish
+    from mirror.services import publish
 
     pilot = make_group("pilot", 10, RolloutMode.LATEST)
     broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=0, gate_percent=50)

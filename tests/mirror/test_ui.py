@@ -13,7 +13,7 @@ from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.models.mirrors import RESERVED_SLUGS
 from core.models import AuditEvent
-from tests.portal.test_no_external_assets import external_urls
+from tests.web import external_urls
 
 pytestmark = pytest.mark.django_db
 

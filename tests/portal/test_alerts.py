@@ -5,10 +5,7 @@ Task bodies are called directly (``task.apply()``, the service functions); enque
 through the on-commit callbacks it registers.
 """
 
-import hashlib
-import hmac
 import json
-import socket
 import time
 from datetime import timedelta
 
@@ -17,13 +14,15 @@ from django.utils import timezone
 
 from fleet.choices import Compliance, GateState, RolloutMode
 from fleet.models import Endpoint, EndpointGroup, GroupTarget
-from mirror.services.sync import finish_run
+from mirror import services as mirror_services
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
 from portal import alerts, tasks
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertState, DeliveryReason, DeliveryStatus
 from core.models import AuditEvent
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
+from tests.processes import free_port
+from tests.web import verify
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 
@@ -31,12 +30,6 @@ BASE_URL = "https://portal.example.org"
 
 
 # --- Fixtures: a mirror, groups and endpoints ------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -89,12 +82,6 @@ def deliver_all():
     """What the worker would do: run every pending delivery's task body, retries included."""
     for pk in AlertDelivery.objects.filter(status=DeliveryStatus.PENDING).order_by("pk").values_list("pk", flat=True):
         tasks.deliver_alert.apply(args=[pk])
-
-
-def verify(secret: str, headers: dict, body: bytes) -> bool:
-    """What the README tells receivers to do."""
-    expected = "sha256=" + hmac.new(secret.encode(), headers["X-Portal-Timestamp"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers["X-Portal-Signature"]) and abs(time.time() - int(headers["X-Portal-Timestamp"])) < 300
 
 
 # --- Webhook delivery -----------------------------------------------------------------------------
@@ -445,13 +432,13 @@ def test_a_disabled_rule_is_not_evaluated_and_disabling_closes_its_alerts_quietl
 def test_a_finished_sync_has_the_sync_rules_evaluated_at_once(receiver, mirror, django_capture_on_commit_callbacks):
     run = SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=SyncState.RUNNING)
     with django_capture_on_commit_callbacks() as callbacks:
-        finish_run(run, SyncState.FAILED, "boom")
+        mirror_services.finish_run(run, SyncState.FAILED, "boom")
     assert callbacks == []  # no sync rule: nothing to do
     channel, _ = webhook(receiver)
     rule(AlertRuleKind.SYNC_FAILED, [channel])
     run = SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=SyncState.RUNNING)
     with django_capture_on_commit_callbacks() as callbacks:
-        finish_run(run, SyncState.FAILED, "upstream unreachable")
+        mirror_services.finish_run(run, SyncState.FAILED, "upstream unreachable")
     [enqueue] = callbacks
     assert enqueue.args == (tasks.evaluate_alerts,) and enqueue.keywords == {"kinds": ["sync_failed", "sync_overdue"]}
     tasks.evaluate_alerts.apply(kwargs=enqueue.keywords)

@@ -13,7 +13,7 @@ from portal import alerts
 from portal.choices import AlertChannelKind, AlertRuleKind, DeliveryStatus
 from core.models import AuditEvent
 from portal.models import AlertChannel, AlertDelivery, AlertRule
-from tests.portal.test_no_external_assets import external_urls
+from tests.web import external_urls
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("alert_settings")]
 

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from standins.upstream import StandinUpstream
-from tests.portal.helpers import ROOT
-from tests.portal.test_run_command import get_or_none, output, sign_in, start_portal, wait_for
+from tests.processes import ROOT, output, start_portal, wait_for
+from tests.web import get_or_none, sign_in
 
 SCRIPT = ROOT / "docs" / "examples" / "api_quickstart.py"
 PASSWORD = "a-chosen-admin-passphrase"

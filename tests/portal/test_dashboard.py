@@ -13,7 +13,7 @@ from fleet.models import ComplianceSnapshot, Endpoint
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SyncRun, Upstream
 from portal.views import FINDING_CODES, TOP_VERSIONS
-from tests.portal.test_no_external_assets import external_urls
+from tests.web import external_urls
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.portal.helpers import ROOT, clean_env, run_django
-from tests.portal.test_run_command import alive, free_port, get_or_none, output, sign_in, wait_for
+from tests.processes import ROOT, alive, clean_env, free_port, output, run_django, wait_for
+from tests.web import get_or_none, sign_in
 
 pytestmark = pytest.mark.e2e
 

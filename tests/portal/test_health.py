@@ -1,6 +1,6 @@
 import pytest
 
-from tests.portal.helpers import clean_env, run_django
+from tests.processes import clean_env, run_django
 
 pytestmark = pytest.mark.django_db
 

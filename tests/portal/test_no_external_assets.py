@@ -1,34 +1,13 @@
 """The portal runs air-gapped: no rendered page may load anything from outside it."""
 
 import re
-from html.parser import HTMLParser
 
 import pytest
 
 from core import services
+from tests.web import external_urls
 
 pytestmark = pytest.mark.django_db
-
-URL_ATTRIBUTES = {"src", "href", "action", "srcset", "poster", "data", "formaction"}
-
-
-class Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.urls = []
-
-    def handle_starttag(self, tag, attrs):
-        self.urls += [value for name, value in attrs if name in URL_ATTRIBUTES and value]
-
-
-def external_urls(html: str) -> list[str]:
-    parser = Links()
-    parser.feed(html)
-    found = [url for url in parser.urls if re.match(r"^(?:[a-z][a-z0-9+.-]*:)?//", url, re.I)]
-    # Inline styles and scripts can import too.
-    found += re.findall(r"url\(\s*['\"]?((?:https?:)?//[^)'\"]+)", html)
-    found += re.findall(r"@import\s+['\"]((?:https?:)?//[^'\"]+)", html)
-    return found
 
 
 def test_the_checker_finds_an_external_url():

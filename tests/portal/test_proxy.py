@@ -15,7 +15,7 @@ from axes.models import AccessAttempt
 from fleet import reports
 from core.middleware import ClientAddressMiddleware
 from core.models import AuditEvent
-from tests.portal.helpers import clean_env, run_django
+from tests.processes import clean_env, run_django
 
 PASSWORD = "correct horse battery"
 CLIENT, OTHER_CLIENT = "203.0.113.7", "198.51.100.23"

@@ -3,79 +3,13 @@
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
-import requests
 
-from tests.portal.helpers import ROOT, clean_env
+from tests.processes import alive, output, start_portal, wait_for
+from tests.web import get_or_none, sign_in
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
-
-
-def get_or_none(url, **kwargs):
-    try:
-        return requests.get(url, timeout=3, **kwargs)
-    except (requests.ConnectionError, requests.Timeout):  # not up yet, or too busy to answer: callers poll again
-        return None
-
-
-def alive(pid) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for our purposes (its parent just has not reaped it).
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def sign_in(base, username, password) -> requests.Session:
-    session = requests.Session()
-    session.get(f"{base}/login/", timeout=5)
-    response = session.post(f"{base}/login/", data={"username": username, "password": password,
-                            "csrfmiddlewaretoken": session.cookies["csrftoken"]}, headers={"Referer": f"{base}/login/"}, timeout=10)
-    assert response.url == f"{base}/", f"sign-in failed: {response.status_code}"
-    return session
-
-
-def start_portal(tmp_path, **env):
-    port = free_port()
-    # Appending: the child and this test share the file's offset when reading it back.
-    log = open(tmp_path / "run.log", "a+")
-    process = subprocess.Popen(
-        ["sh", str(ROOT / "bin" / "run"), "--port", str(port), "--web-workers", "1", "--worker-concurrency", "1"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=clean_env(tmp_path / "var", VENV=sys.prefix, PORTAL_HEARTBEAT_SECONDS=2, **env),
-    )
-    return process, f"http://127.0.0.1:{port}", log
-
-
-def output(log) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read()
 
 
 def scenario(tmp_path, expect_generated_password, **env):

@@ -1,6 +1,6 @@
 import stat
 
-from tests.portal.helpers import clean_env, run_django
+from tests.processes import clean_env, run_django
 
 READ = """
 result = {

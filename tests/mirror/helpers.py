@@ -1,0 +1,21 @@
+"""What several mirror test modules do: one manual sync run to its end, and a fingerprint of a published tree."""
+
+import hashlib
+
+from mirror import services
+from mirror.choices import SyncTrigger
+
+
+def sync(mirror):
+    run, created = services.request_sync(mirror, SyncTrigger.MANUAL)
+    assert created
+    return services.run_sync(run.pk)
+
+
+def tree_snapshot(root):
+    """Every published path and the sha256 of what it serves."""
+    # Explicit pattern: the arch_* entries are symlinks, which rglob does not descend into.
+    files = {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+             for path in sorted(root.glob("*/*/arch_*/*")) if path.is_file()}
+    assert files, f"nothing published under {root}"
+    return files
