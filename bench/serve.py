@@ -71,7 +71,8 @@ from django.conf import settings
 from fleet.models import EndpointGroup
 from fleet.services import approve_package, save_group
 from mirror.models import Mirror, Upstream
-from mirror.services import import_package, save_mirror
+from mirror.services.imports import import_package
+from mirror.services.mirrors import save_mirror
 from standins.upstream import build_package
 args = json.loads(sys.argv[1])
 platform, channel, arch = target = tuple(args["target"])

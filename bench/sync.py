@@ -87,9 +87,9 @@ WARM = r"""
 import json, resource, sys, time
 import django
 django.setup()
-from mirror import services
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror
+from mirror.services.sync import request_sync, run_sync
 mirror = Mirror.objects.get(slug=sys.argv[1])
 print(json.dumps({"ready": True}), flush=True)
 def cpu():
@@ -97,8 +97,8 @@ def cpu():
     return usage.ru_utime + usage.ru_stime
 for line in sys.stdin:
     started, cpu_started = time.perf_counter(), cpu()
-    run, _ = services.request_sync(mirror, SyncTrigger.CLI)
-    services.run_sync(run.pk)
+    run, _ = request_sync(mirror, SyncTrigger.CLI)
+    run_sync(run.pk)
     wall = time.perf_counter() - started
     print(json.dumps({"wall": wall, "cpu": cpu() - cpu_started,
                       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)

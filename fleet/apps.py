@@ -7,9 +7,9 @@ class FleetConfig(AppConfig):
 
     def ready(self):
         from fleet import services
-        from mirror import services as mirror_services
+        from mirror.services import retention
         from mirror.signals import package_published
 
         package_published.connect(services.on_package_published, dispatch_uid="fleet.rollout")
-        if services.referenced_package_ids not in mirror_services.REFERENCE_SOURCES:
-            mirror_services.REFERENCE_SOURCES.append(services.referenced_package_ids)
+        if services.referenced_package_ids not in retention.REFERENCE_SOURCES:
+            retention.REFERENCE_SOURCES.append(services.referenced_package_ids)

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, GroupTarget
-from mirror import publish as tree
+from mirror import tree
 from mirror.models import Publication, SignaturePackage
 from core.services import record_event
 from core.versions import version_key

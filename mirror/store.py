@@ -3,7 +3,7 @@
 Layout under PORTAL_STORE_ROOT:
     blobs/sha256/ab/cd/<sha256>   the package files, read-only, never modified
     tmp/                          downloads in progress (same filesystem, so rename is atomic)
-    published/<mirror>/           default publish roots (see mirror.publish)
+    published/<mirror>/           default publish roots (see mirror.tree)
 """
 
 import hashlib

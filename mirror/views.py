@@ -12,11 +12,12 @@ from django.views.decorators.http import require_http_methods
 from django.views.generic import DetailView, TemplateView, View
 from django_filters.views import FilterView
 
-from mirror import services
 from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
 from mirror.filtersets import SyncRunFilterSet
 from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_proxy
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
+from mirror.services.mirrors import delete_mirror, save_mirror
+from mirror.services.sync import request_sync
 from mirror.serving import not_found, send_package_file
 from core.choices import Role
 from core.generic import ObjectFormView
@@ -49,7 +50,7 @@ def published_file(request, slug, platform, channel, arch, filename):
 
 
 # --- The mirror pages ----------------------------------------------------------------------------
-# Thin: every change goes through mirror.services (the API and the scheduled tasks use the same calls).
+# Thin: every change goes through mirror.services.* (the API and the scheduled tasks use the same calls).
 
 RECENT_RUNS = 20
 FAILURES_LOOKED_AT = 10  # the list counts failed runs in a row among the last ten
@@ -185,7 +186,7 @@ class MirrorSyncView(RoleRequiredMixin, View):
 
     def post(self, request, slug):
         mirror = get_mirror(slug)
-        run, created = services.request_sync(mirror, SyncTrigger.MANUAL, request.user, request)
+        run, created = request_sync(mirror, SyncTrigger.MANUAL, request.user, request)
         if created:
             messages.success(request, f"Sync #{run.pk} of {mirror.name} queued.")
         else:
@@ -214,7 +215,7 @@ class MirrorFormView(ObjectFormView):
         return initial
 
     def save(self, form, changes):
-        return services.save_mirror(form.save(commit=False), self.request.user, self.request, changes)
+        return save_mirror(form.save(commit=False), self.request.user, self.request, changes)
 
     def success_url(self, mirror):
         return mirror_url(mirror)
@@ -238,7 +239,7 @@ class MirrorDeleteView(RoleRequiredMixin, TemplateView):
     def post(self, request, slug):
         mirror = get_mirror(slug)
         try:
-            services.delete_mirror(mirror, request.user, request)
+            delete_mirror(mirror, request.user, request)
         except ProtectedError as exc:
             users = sorted({str(obj) for obj in exc.protected_objects})
             messages.error(request, f"Mirror {mirror.name} is still used by {', '.join(users)}; move or delete those first.")

@@ -616,7 +616,7 @@ def delete_rule(rule: AlertRule, actor=None, request=None) -> None:
 
 @receiver(post_save, sender="mirror.SyncRun", dispatch_uid="portal.alerts.sync_finished")
 def _sync_run_saved(sender, instance, update_fields=None, **kwargs):
-    # mirror.services.finish_run saves the state with update_fields: a finished sync is checked at
+    # mirror.services.sync.finish_run saves the state with update_fields: a finished sync is checked at
     # once (a failure alerts promptly, a success resolves) rather than at beat's next round.
     if update_fields and "state" in update_fields:
         on_sync_finished(instance)

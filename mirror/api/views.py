@@ -12,7 +12,6 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from mirror import services
 from mirror.api.serializers import (
     MirrorSerializer,
     PackageImportSerializer,
@@ -23,6 +22,9 @@ from mirror.api.serializers import (
 from mirror.choices import SyncTrigger
 from mirror.filtersets import SignaturePackageFilterSet, SyncRunFilterSet
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
+from mirror.services.imports import import_package
+from mirror.services.mirrors import delete_mirror, save_mirror
+from mirror.services.sync import request_sync
 from mirror.store import PackageError, tmp_dir
 from mirror.upstream import UpstreamError
 from core.api.errors import Conflict
@@ -107,17 +109,17 @@ class MirrorViewSet(AuditedModelViewSet):
     ordering_fields = ["name", "created"]
 
     def perform_create(self, serializer):
-        serializer.instance = services.save_mirror(Mirror(**serializer.validated_data), self.request.user, self.request,
-                                                   {"slug": serializer.validated_data["slug"]})
+        serializer.instance = save_mirror(Mirror(**serializer.validated_data), self.request.user, self.request,
+                                          {"slug": serializer.validated_data["slug"]})
 
     def perform_update(self, serializer):
         before = self.audited_fields(self.stored(serializer.instance))
         mirror = serializer.save()
-        services.save_mirror(mirror, self.request.user, self.request, self.changes(before, mirror))
+        save_mirror(mirror, self.request.user, self.request, self.changes(before, mirror))
 
     def perform_destroy(self, instance):
         with in_use_is_a_conflict(instance):
-            services.delete_mirror(instance, self.request.user, self.request)
+            delete_mirror(instance, self.request.user, self.request)
 
     @extend_schema(request=None, responses={202: SyncRunSerializer}, examples=[OpenApiExample(
         "Queued", response_only=True, status_codes=["202"], value={
@@ -127,7 +129,7 @@ class MirrorViewSet(AuditedModelViewSet):
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR)
     def sync(self, request, pk=None):
         """Queue a sync (202); while one is queued or running, that one is returned instead."""
-        run, _ = services.request_sync(self.get_object(), SyncTrigger.API, request.user, request)
+        run, _ = request_sync(self.get_object(), SyncTrigger.API, request.user, request)
         return Response(SyncRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -162,8 +164,8 @@ class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
         upload = Path(handle.name)
         try:
             manifest_text = data["manifest"].read().decode("utf-8", "replace") if data.get("manifest") else ""
-            package = services.import_package(data["mirror"], (data["platform"], data["channel"], data["arch"]), upload,
-                                              data["engine_version"], data["definition_version"], manifest_text, request.user, request)
+            package = import_package(data["mirror"], (data["platform"], data["channel"], data["arch"]), upload,
+                                     data["engine_version"], data["definition_version"], manifest_text, request.user, request)
         except (PackageError, UpstreamError) as exc:
             raise ValidationError({"file": [str(exc)]}) from None
         finally:

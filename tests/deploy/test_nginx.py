@@ -28,7 +28,8 @@ from fleet import reports
 from fleet.models import EndpointGroup
 from fleet.services import approve_package, save_group
 from mirror.models import Mirror, Upstream
-from mirror.services import import_package, save_mirror
+from mirror.services.imports import import_package
+from mirror.services.mirrors import save_mirror
 from core.models import AuditEvent
 from standins.upstream import build_package
 from tests.deploy.units import ROOT, exec_start, service_environment, service_settings

@@ -301,7 +301,7 @@ def test_compliance_follows_what_the_endpoint_reports_against_its_group(agent, e
 
 
 def test_the_ring_gate_opens_and_closes_from_real_reports(agent, mirror, make_group, make_package):
-    from mirror.services import publish
+    from mirror.services.publish import publish
 
     pilot = make_group("pilot", 10, RolloutMode.LATEST)
     broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=0, gate_percent=50)

@@ -16,7 +16,8 @@ from fleet import services
 from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import SignaturePackage
-from mirror.services import prune_packages, publish
+from mirror.services.publish import publish
+from mirror.services.retention import prune_packages
 from core.models import AuditEvent
 
 TARGET = ("linux", "production", "x86_64")
@@ -462,7 +463,7 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
     """The whole path: upstream release -> sync -> pilot at once -> broad once pilot is healthy on it."""
     from mirror.choices import SyncState, SyncTrigger
     from mirror.models import Mirror, Upstream
-    from mirror.services import request_sync, run_sync
+    from mirror.services.sync import request_sync, run_sync
     from standins.upstream import StandinUpstream
 
     settings.MIRROR_RETRY_BACKOFF = 0.01

@@ -98,7 +98,7 @@ def test_the_list_shows_groups_in_ring_order_with_their_rollout_rule_in_words(cl
 
 
 def test_the_list_shows_why_a_ring_waits(client, viewer, make_group, make_package, make_endpoints):
-    from mirror.services import publish
+    from mirror.services.publish import publish
 
     pilot = make_group("pilot", 10, RolloutMode.LATEST)
     make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=0, gate_percent=90)

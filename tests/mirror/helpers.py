@@ -2,14 +2,14 @@
 
 import hashlib
 
-from mirror import services
 from mirror.choices import SyncTrigger
+from mirror.services.sync import request_sync, run_sync
 
 
 def sync(mirror):
-    run, created = services.request_sync(mirror, SyncTrigger.MANUAL)
+    run, created = request_sync(mirror, SyncTrigger.MANUAL)
     assert created
-    return services.run_sync(run.pk)
+    return run_sync(run.pk)
 
 
 def tree_snapshot(root):

@@ -7,9 +7,9 @@ import zipfile
 import pytest
 from django.core.management import CommandError, call_command
 
-from mirror import services
 from mirror.choices import SyncState, SyncTrigger, UpstreamKind
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
+from mirror.services.sync import request_sync, run_sync
 from core.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -84,8 +84,8 @@ def test_an_operator_cannot_change_mirror_settings(api, operator, make_mirror):
 
 def test_runs_and_packages_are_listed_and_filtered(api, viewer, make_mirror, standin):
     mirror = make_mirror(archs=("x86_64", "arm64"))
-    run, _ = services.request_sync(mirror, SyncTrigger.API)
-    services.run_sync(run.pk)
+    run, _ = request_sync(mirror, SyncTrigger.API)
+    run_sync(run.pk)
     api.as_user(viewer)
     detail = api.get(f"/api/v1/sync-runs/{run.pk}/").json()
     assert detail["state"] == "succeeded" and len(detail["results"]) == 2 and detail["bytes_done"] > 0
@@ -139,7 +139,7 @@ def test_a_bad_import_is_refused_and_nothing_is_kept(api, operator, make_mirror,
 
 def test_a_downstream_mirror_syncs_from_an_upstream_mirrors_tree(make_mirror, standin):
     first = make_mirror(archs=("x86_64", "arm64"))
-    services.run_sync(services.request_sync(first)[0].pk)
+    run_sync(request_sync(first)[0].pk)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(first.publish_path))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -147,12 +147,12 @@ def test_a_downstream_mirror_syncs_from_an_upstream_mirrors_tree(make_mirror, st
     try:
         tree = Upstream.objects.create(name="site-a", kind=UpstreamKind.MIRROR, base_url=f"http://127.0.0.1:{server.server_port}/", timeout=5)
         downstream = make_mirror("downstream", archs=("x86_64", "arm64"), upstream=tree)
-        run = services.run_sync(services.request_sync(downstream)[0].pk)
+        run = run_sync(request_sync(downstream)[0].pk)
         assert run.state == SyncState.SUCCEEDED, run.error
         for arch in ("x86_64", "arm64"):
             assert (downstream.publish_path / f"linux/production/arch_{arch}/updates.zip").read_bytes() == \
                 (first.publish_path / f"linux/production/arch_{arch}/updates.zip").read_bytes()
-        again = services.run_sync(services.request_sync(downstream)[0].pk)
+        again = run_sync(request_sync(downstream)[0].pk)
         assert [r["outcome"] for r in again.results] == ["unchanged", "unchanged"]
     finally:
         server.shutdown()
@@ -198,7 +198,7 @@ def test_an_upstream_that_mirrors_use_cannot_be_deleted_and_nothing_is_audited(a
 def test_a_scheduled_run_and_a_first_publication_show_null_where_the_schema_says_so(api, viewer, make_mirror):
     # Were schema violations: requested_by and previous came back null, documented as strings.
     mirror = make_mirror()
-    run = services.run_sync(services.request_sync(mirror, SyncTrigger.SCHEDULE)[0].pk)
+    run = run_sync(request_sync(mirror, SyncTrigger.SCHEDULE)[0].pk)
     api.as_user(viewer)
     assert api.get(f"/api/v1/sync-runs/{run.pk}/").json()["requested_by"] is None
     assert api.get(f"/api/v1/mirrors/{mirror.pk}/").json()["publications"][0]["previous"] is None

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from mirror import services
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import SignaturePackage, SyncRun
+from mirror.services.sync import is_stale, request_sync
 from standins.upstream import StandinUpstream
 from tests.mirror.helpers import sync, tree_snapshot
 from tests.processes import ROOT, celery_worker, child_env, wait_for
@@ -40,7 +40,7 @@ def test_a_worker_killed_mid_download_leaves_nothing_partial_and_the_next_run_re
     tmp = settings.PORTAL_STORE_ROOT / "tmp"
 
     with celery_worker(tmp_path / "worker-1.log") as worker:
-        run, created = services.request_sync(mirror, SyncTrigger.MANUAL)
+        run, created = request_sync(mirror, SyncTrigger.MANUAL)
         assert created
         wait_for(lambda: any(p.stat().st_size > 256 * 1024 for p in tmp.glob("*.part")), 60, "the download to be under way")
         os.killpg(worker.pid, signal.SIGKILL)
@@ -62,11 +62,11 @@ def test_a_worker_killed_mid_download_leaves_nothing_partial_and_the_next_run_re
 
     # The next trigger sees the run has stopped beating, fails it, and a new worker resumes.
     settings.MIRROR_STALE_RUN_SECONDS = 1
-    wait_for(lambda: services.is_stale(SyncRun.objects.get(pk=run.pk)), 10, "the dead run to go stale")
+    wait_for(lambda: is_stale(SyncRun.objects.get(pk=run.pk)), 10, "the dead run to go stale")
     standin.clear_faults()
     standin.clear_requests()
     with celery_worker(tmp_path / "worker-2.log"):
-        second, created = services.request_sync(mirror, SyncTrigger.MANUAL)
+        second, created = request_sync(mirror, SyncTrigger.MANUAL)
         assert created and second.pk != run.pk
         wait_for(lambda: not SyncRun.objects.get(pk=second.pk).is_active, 60, "the second run to finish")
 
@@ -87,14 +87,14 @@ CONCURRENT = r"""
 import json, os, sys, time
 import django
 django.setup()
-from mirror import services
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror
+from mirror.services.sync import request_sync
 mirror = Mirror.objects.get(pk=int(sys.argv[1]))
 print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.001)
-run, created = services.request_sync(mirror, SyncTrigger.API)
+run, created = request_sync(mirror, SyncTrigger.API)
 print(json.dumps({"run": run.pk, "created": created}), flush=True)
 """
 

@@ -15,7 +15,7 @@ from django.utils.http import http_date
 
 from mirror.models import Mirror, SignaturePackage, Upstream
 from mirror.serving import CHUNK_SIZE
-from mirror.services import publish
+from mirror.services.publish import publish
 from mirror.store import ingest, sha256_of
 from mirror.views import published_file
 

@@ -4,9 +4,11 @@ import os
 
 import pytest
 
-from mirror import services
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Publication, SignaturePackage, SyncRun
+from mirror.services.retention import prune_packages
+from mirror.services.sync import request_sync, run_sync
+from mirror.store import tmp_dir
 from mirror.upstream import UpstreamError, parse_manifest_xml
 from tests.mirror.helpers import sync, tree_snapshot
 
@@ -95,7 +97,7 @@ def test_each_fault_fails_the_target_readably_and_leaves_the_publication_untouch
     assert SignaturePackage.objects.count() == 1
     # Nothing corrupt is left in the store to be resumed from.
     if mode in ("corrupt", "html"):
-        assert not list((services.tmp_dir()).glob("*.part"))
+        assert not list((tmp_dir()).glob("*.part"))
 
 
 def test_one_failing_target_does_not_stop_the_others(make_mirror, standin):
@@ -136,7 +138,7 @@ def test_a_partial_download_left_by_a_dead_run_is_resumed_by_the_next(make_mirro
     mirror = make_mirror()
     standin.set_fault("reset", scope="package")  # every attempt is cut: the run fails with a partial file
     assert sync(mirror).state == SyncState.FAILED
-    partial = list(services.tmp_dir().glob("*.part"))
+    partial = list(tmp_dir().glob("*.part"))
     assert len(partial) == 1 and partial[0].stat().st_size > 0
     standin.clear_faults()
     standin.clear_requests()
@@ -144,13 +146,13 @@ def test_a_partial_download_left_by_a_dead_run_is_resumed_by_the_next(make_mirro
     assert run.state == SyncState.SUCCEEDED
     download = next(r for r in standin.requests if r["path"].startswith("/files/") and r["method"] == "GET")
     assert "Range" in download["headers"]
-    assert not list(services.tmp_dir().glob("*.part"))
+    assert not list(tmp_dir().glob("*.part"))
 
 
 def test_two_triggers_give_one_run(make_mirror):
     mirror = make_mirror()
-    first, created = services.request_sync(mirror, SyncTrigger.API)
-    second, created_again = services.request_sync(mirror, SyncTrigger.MANUAL)
+    first, created = request_sync(mirror, SyncTrigger.API)
+    second, created_again = request_sync(mirror, SyncTrigger.MANUAL)
     assert created and not created_again
     assert first.pk == second.pk
     assert SyncRun.objects.count() == 1
@@ -158,19 +160,19 @@ def test_two_triggers_give_one_run(make_mirror):
 
 def test_a_task_delivered_twice_runs_once(make_mirror, standin):
     mirror = make_mirror()
-    run, _ = services.request_sync(mirror)
-    assert services.run_sync(run.pk).state == SyncState.SUCCEEDED
+    run, _ = request_sync(mirror)
+    assert run_sync(run.pk).state == SyncState.SUCCEEDED
     standin.clear_requests()
-    assert services.run_sync(run.pk) is None
+    assert run_sync(run.pk) is None
     assert standin.requests == []
 
 
 def test_a_run_whose_worker_died_is_replaced_by_the_next_trigger(make_mirror, settings):
     mirror = make_mirror()
-    stuck, _ = services.request_sync(mirror)
+    stuck, _ = request_sync(mirror)
     SyncRun.objects.filter(pk=stuck.pk).update(state=SyncState.RUNNING)
     settings.MIRROR_STALE_RUN_SECONDS = 0
-    fresh, created = services.request_sync(mirror)
+    fresh, created = request_sync(mirror)
     assert created and fresh.pk != stuck.pk
     stuck.refresh_from_db()
     assert stuck.state == SyncState.FAILED and "stopped" in stuck.error
@@ -224,7 +226,7 @@ def test_pruning_keeps_the_newest_n_and_every_published_package(make_mirror, sta
         standin.release()
     assert SignaturePackage.objects.count() == 4
     oldest = SignaturePackage.objects.order_by("downloaded_at", "id").first()
-    summary = services.prune_packages()
+    summary = prune_packages()
     remaining = set(SignaturePackage.objects.values_list("definition_version", flat=True))
     # Newest two kept (one of them current, one n-1); the two oldest removed with their files.
     assert remaining == {"1.407.419.0", "1.407.420.0"}
@@ -239,5 +241,5 @@ def test_pruning_never_removes_a_published_package_even_past_retention(make_mirr
     sync(mirror)
     standin.release()
     sync(mirror)
-    services.prune_packages()
+    prune_packages()
     assert SignaturePackage.objects.count() == 2  # current and n-1 are both published

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from fleet.choices import Compliance, GateState, RolloutMode
 from fleet.models import Endpoint, EndpointGroup, GroupTarget
-from mirror import services as mirror_services
+from mirror.services.sync import finish_run
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
 from portal import alerts, tasks
@@ -432,13 +432,13 @@ def test_a_disabled_rule_is_not_evaluated_and_disabling_closes_its_alerts_quietl
 def test_a_finished_sync_has_the_sync_rules_evaluated_at_once(receiver, mirror, django_capture_on_commit_callbacks):
     run = SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=SyncState.RUNNING)
     with django_capture_on_commit_callbacks() as callbacks:
-        mirror_services.finish_run(run, SyncState.FAILED, "boom")
+        finish_run(run, SyncState.FAILED, "boom")
     assert callbacks == []  # no sync rule: nothing to do
     channel, _ = webhook(receiver)
     rule(AlertRuleKind.SYNC_FAILED, [channel])
     run = SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=SyncState.RUNNING)
     with django_capture_on_commit_callbacks() as callbacks:
-        mirror_services.finish_run(run, SyncState.FAILED, "upstream unreachable")
+        finish_run(run, SyncState.FAILED, "upstream unreachable")
     [enqueue] = callbacks
     assert enqueue.args == (tasks.evaluate_alerts,) and enqueue.keywords == {"kinds": ["sync_failed", "sync_overdue"]}
     tasks.evaluate_alerts.apply(kwargs=enqueue.keywords)

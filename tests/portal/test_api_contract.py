@@ -32,7 +32,8 @@ from schemathesis.specs.openapi.checks import (
 from fleet import reports, services as fleet_services
 from fleet.choices import RolloutMode
 from fleet.models import EndpointGroup
-from mirror import services as mirror_services
+from mirror.services.mirrors import save_mirror
+from mirror.services.sync import request_sync, run_sync
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror, SignaturePackage, Upstream
 from core import services as portal_services
@@ -104,14 +105,14 @@ def contract_data(db, make_user, settings, tmp_path):
     with StandinUpstream(tmp_path / "upstream", package_size=16 * 1024) as standin:
         upstream = Upstream.objects.create(name="standin", base_url=standin.base_url, timeout=5)
         Upstream.objects.create(name="unused", base_url=standin.base_url, timeout=5)
-        mirror = mirror_services.save_mirror(Mirror(name="Main", slug="main", upstream=upstream, platforms=["linux", "mac"],
-                                                    channels=["production"], archs=["x86_64", "arm64"], sync_interval_minutes=0), admin)
-        mirror_services.run_sync(mirror_services.request_sync(mirror, SyncTrigger.SCHEDULE)[0].pk)
+        mirror = save_mirror(Mirror(name="Main", slug="main", upstream=upstream, platforms=["linux", "mac"],
+                             channels=["production"], archs=["x86_64", "arm64"], sync_interval_minutes=0), admin)
+        run_sync(request_sync(mirror, SyncTrigger.SCHEDULE)[0].pk)
         standin.release()
-        mirror_services.run_sync(mirror_services.request_sync(mirror, SyncTrigger.API, admin)[0].pk)
-    mirror_services.save_mirror(Mirror(name="Spare", slug="spare", upstream=upstream, platforms=["linux"], channels=["production"],
-                                       archs=["x86_64"], sync_interval_minutes=0))
-    mirror_services.request_sync(mirror, SyncTrigger.API, admin)  # stays queued: nothing runs it here
+        run_sync(request_sync(mirror, SyncTrigger.API, admin)[0].pk)
+    save_mirror(Mirror(name="Spare", slug="spare", upstream=upstream, platforms=["linux"], channels=["production"],
+                       archs=["x86_64"], sync_interval_minutes=0))
+    request_sync(mirror, SyncTrigger.API, admin)  # stays queued: nothing runs it here
     pilot = fleet_services.save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux", "mac"], ring_order=10),
                                       admin)
     fleet_services.save_group(EndpointGroup(name="Broad", slug="broad", mirror=mirror, platforms=["linux"], ring_order=20,

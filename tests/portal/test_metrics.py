@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from fleet import reports
 from fleet.choices import Compliance
 from fleet.models import Endpoint
-from mirror import services as mirror_services
+from mirror.services.sync import request_sync, run_sync
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SyncRun, Upstream
 from fleet import metrics as fleet_metrics
@@ -150,8 +150,8 @@ def test_syncs_are_counted_by_outcome_with_their_bytes_and_each_targets_last_suc
     finished_run(lab, SyncState.FAILED, [{"target": "linux/production/x86_64", "outcome": "failed", "bytes": 0},
                                          {"target": "linux/production/arm64", "outcome": "failed", "bytes": 0}], 500, timedelta(minutes=30))
     # And a real sync now, from the stand-in: both targets new.
-    run, _ = mirror_services.request_sync(lab, SyncTrigger.MANUAL)
-    run = mirror_services.run_sync(run.pk)
+    run, _ = request_sync(lab, SyncTrigger.MANUAL)
+    run = run_sync(run.pk)
     assert run.state == SyncState.SUCCEEDED, run.error
     downloaded = run.bytes_done
     assert downloaded > 0

@@ -3,9 +3,9 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mirror import services
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror
+from mirror.services.sync import request_sync, run_sync
 from mirror.store import human_size
 
 
@@ -22,10 +22,10 @@ class Command(BaseCommand):
         if mirror is None:
             known = ", ".join(Mirror.objects.values_list("slug", flat=True)) or "none"
             raise CommandError(f"no mirror {slug!r} (known: {known})")
-        run, created = services.request_sync(mirror, SyncTrigger.CLI)
+        run, created = request_sync(mirror, SyncTrigger.CLI)
         self.stdout.write(f"sync #{run.pk} of {mirror.slug} {'queued' if created else 'already ' + run.state}")
         if now:
-            services.run_sync(run.pk)
+            run_sync(run.pk)
         elif not wait:
             return
         printed = 0

@@ -180,7 +180,7 @@ class Command(serve.Command):
         from fleet.services import save_group
         from mirror.models import Mirror, SignaturePackage, Upstream
         from core.versions import version_key
-        from mirror.services import save_mirror
+        from mirror.services.mirrors import save_mirror
 
         upstream, _ = Upstream.objects.update_or_create(name="Stand-in Microsoft (demo)", defaults={"base_url": self.standin.base_url, "timeout": 30})
         # The stand-in starts at its first version on every start: catch up with what the mirror already holds.
@@ -211,7 +211,7 @@ class Command(serve.Command):
         return mirror
 
     def sync(self, mirror):
-        from mirror.services import request_sync, run_sync
+        from mirror.services.sync import request_sync, run_sync
 
         run, _ = request_sync(mirror)
         run = run_sync(run.pk) or run

@@ -1,24 +1,20 @@
-"""Mirror workflows: sync, publish, import, prune, schedule. Views, API, tasks and commands call these."""
+"""Syncing a mirror: request a run, claim it in a worker, download what is new and publish it."""
 
-import json
 import logging
 import time
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django.utils import timezone
 
-from mirror import publish as tree
-from mirror.choices import ACTIVE_SYNC_STATES, PackageSource, SyncState, SyncTrigger, TargetOutcome
-from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
-from mirror.signals import package_published
-from mirror.store import PackageError, human_size, ingest, sha256_of, tmp_dir, verify_zip
-from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url, check_versions, parse_manifest_json
 from core.services import record_event
+from mirror.choices import ACTIVE_SYNC_STATES, SyncState, SyncTrigger, TargetOutcome
+from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
+from mirror.services.publish import publish
+from mirror.store import PackageError, human_size, ingest, tmp_dir, verify_zip
 from mirror.targets import Target
+from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url
 
 log = logging.getLogger(__name__)
 
@@ -186,142 +182,3 @@ def _download_package(run, mirror, session, target, remote):
         defaults={"signatures_date": remote.date, "size": fetched.size, "sha256": fetched.sha256, "source_url": fetched.url},
     )
     return package, fetched
-
-
-def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
-    """Make ``package`` the mirror's current one for its target; the one it replaces becomes n-1."""
-    platform, channel, arch = package.target
-    # The row lock serialises two publishers of one target (a sync and an import).
-    with transaction.atomic():
-        publication = Publication.objects.select_for_update().filter(mirror=mirror, platform=platform, channel=channel, arch=arch).first()
-        if publication and publication.current_id == package.pk:
-            return publication
-        previous = publication.current if publication else None
-        if not mirror.keep_previous:
-            previous = None
-        # Disk first: if the swap fails, the database still describes what is served.
-        tree.publish_target(mirror.publish_path, package.target, package, previous)
-        if publication is None:
-            publication = Publication(mirror=mirror, platform=platform, channel=channel, arch=arch)
-        publication.current, publication.previous, publication.published_at = package, previous, timezone.now()
-        publication.save()
-    tree.collect_garbage(mirror.publish_path)
-    package_published.send(sender=Mirror, mirror=mirror, package=package)
-    return publication
-
-
-# --- Import (air-gapped sites) ------------------------------------------------------------
-
-
-def import_package(mirror: Mirror, target, upload: Path, engine: str = "", definition: str = "", manifest_text: str = "", actor=None, request=None) -> SignaturePackage:
-    """Store and publish an updates.zip carried in by hand, through the same checks as a download.
-
-    Versions come from ``engine``/``definition`` or from a manifest.json written by Microsoft's script.
-    """
-    if manifest_text:
-        remote = parse_manifest_json(manifest_text)
-        engine, definition = remote.engine, remote.definition
-    try:
-        remote = check_versions(engine, definition)
-    except UpstreamError as exc:
-        raise PackageError(str(exc).replace("upstream manifest's", "given")) from None
-    verify_zip(upload)
-    sha256 = sha256_of(upload)
-    size = upload.stat().st_size
-    platform, channel, arch = target
-    existing = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition).first()
-    if existing and existing.sha256 != sha256:
-        raise PackageError(f"{Target(*target)} {remote.definition} (engine {remote.engine}) is already stored with different content (sha256 {existing.sha256[:12]}…)")
-    ingest(upload, sha256)
-    package = existing or SignaturePackage.objects.create(
-        platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition,
-        size=size, sha256=sha256, source=PackageSource.IMPORT, source_url="upload",
-    )
-    publish(mirror, package)
-    record_event(actor, "package.import", package, {"mirror": mirror.slug, "sha256": sha256, "size": size}, request)
-    return package
-
-
-# --- Retention ----------------------------------------------------------------------------
-
-
-# Other apps add what they serve (fleet: the packages approved for rings), so that
-# retention never removes a package someone serves or may roll back to.
-REFERENCE_SOURCES = []
-
-
-def referenced_package_ids() -> set[int]:
-    """Packages that something serves or may serve again: never pruned."""
-    ids = set()
-    for current, previous in Publication.objects.values_list("current_id", "previous_id"):
-        ids.update(filter(None, (current, previous)))
-    for source in REFERENCE_SOURCES:
-        ids.update(source())
-    return ids
-
-
-def prune_packages(actor=None) -> dict:
-    """Keep the newest N packages per target (N: the largest retention of the mirrors holding it)."""
-    keep_ids = referenced_package_ids()
-    retention = Mirror.objects.aggregate(n=Max("retention"))["n"] or 5
-    removed, freed = [], 0
-    targets = SignaturePackage.objects.values_list("platform", "channel", "arch").distinct()
-    for platform, channel, arch in targets:
-        packages = list(SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch).order_by("-downloaded_at", "-id"))
-        for package in packages[retention:]:
-            if package.pk in keep_ids:
-                continue
-            path = package.path
-            sha256 = package.sha256
-            package.delete()
-            if not SignaturePackage.objects.filter(sha256=sha256).exists() and path.exists():
-                freed += path.stat().st_size
-                path.unlink()
-            removed.append(str(package))
-    for mirror in Mirror.objects.all():
-        tree.collect_garbage(mirror.publish_path)
-    summary = {"removed": len(removed), "bytes_freed": freed, "packages": removed}
-    if removed:
-        record_event(actor, "package.prune", None, {"removed": len(removed), "bytes_freed": freed})
-    return summary
-
-
-# --- Schedules ----------------------------------------------------------------------------
-
-
-def schedule_name(mirror: Mirror) -> str:
-    return f"mirror-sync:{mirror.pk}"
-
-
-def update_schedule(mirror: Mirror) -> None:
-    """Keep the mirror's django-celery-beat entry in step with its interval (changed at run time, no restart)."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    if not mirror.enabled or not mirror.sync_interval_minutes:
-        PeriodicTask.objects.filter(name=schedule_name(mirror)).delete()
-        return
-    interval, _ = IntervalSchedule.objects.get_or_create(every=mirror.sync_interval_minutes, period=IntervalSchedule.MINUTES)
-    PeriodicTask.objects.update_or_create(
-        name=schedule_name(mirror),
-        defaults={"task": "mirror.tasks.scheduled_sync", "interval": interval, "args": json.dumps([mirror.pk]), "enabled": True},
-    )
-
-
-def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None = None) -> Mirror:
-    created = mirror.pk is None
-    with transaction.atomic():
-        mirror.save()
-        update_schedule(mirror)
-        record_event(actor, "mirror.create" if created else "mirror.update", mirror, changes or {}, request)
-    mirror.publish_path.mkdir(parents=True, exist_ok=True)
-    return mirror
-
-
-def delete_mirror(mirror: Mirror, actor=None, request=None) -> None:
-    from django_celery_beat.models import PeriodicTask
-
-    with transaction.atomic():
-        PeriodicTask.objects.filter(name=schedule_name(mirror)).delete()
-        record_event(actor, "mirror.delete", mirror, {"slug": mirror.slug}, request)
-        mirror.delete()
-

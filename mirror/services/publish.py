@@ -1,0 +1,33 @@
+"""Publishing: a package becomes a mirror's current one for its target, the one it replaces n-1.
+
+The rows say what is served; mirror.tree writes the tree on disk that endpoints read.
+"""
+
+from django.db import transaction
+from django.utils import timezone
+
+from mirror import tree
+from mirror.models import Mirror, Publication, SignaturePackage
+from mirror.signals import package_published
+
+
+def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
+    """Make ``package`` the mirror's current one for its target; the one it replaces becomes n-1."""
+    platform, channel, arch = package.target
+    # The row lock serialises two publishers of one target (a sync and an import).
+    with transaction.atomic():
+        publication = Publication.objects.select_for_update().filter(mirror=mirror, platform=platform, channel=channel, arch=arch).first()
+        if publication and publication.current_id == package.pk:
+            return publication
+        previous = publication.current if publication else None
+        if not mirror.keep_previous:
+            previous = None
+        # Disk first: if the swap fails, the database still describes what is served.
+        tree.publish_target(mirror.publish_path, package.target, package, previous)
+        if publication is None:
+            publication = Publication(mirror=mirror, platform=platform, channel=channel, arch=arch)
+        publication.current, publication.previous, publication.published_at = package, previous, timezone.now()
+        publication.save()
+    tree.collect_garbage(mirror.publish_path)
+    package_published.send(sender=Mirror, mirror=mirror, package=package)
+    return publication
