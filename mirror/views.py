@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 from django.contrib import messages
-from django.db import transaction
 from django.db.models import Count, Prefetch, ProtectedError, Q
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -16,13 +15,12 @@ from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
 from mirror.filtersets import SyncRunFilterSet
 from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_proxy
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
-from mirror.services.mirrors import delete_mirror, save_mirror
+from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
 from mirror.serving import not_found, send_package_file
 from core.choices import Role
 from core.generic import ObjectFormView
 from core.roles import RoleRequiredMixin
-from core.services import record_event
 from mirror.targets import Target
 
 BACK = "_back"
@@ -258,11 +256,7 @@ class UpstreamFormView(ObjectFormView):
         return get_object_or_404(Upstream, pk=self.kwargs["pk"]) if "pk" in self.kwargs else None
 
     def save(self, form, changes):
-        with transaction.atomic():
-            upstream = form.save()
-            record_event(self.request.user, "upstream.update" if "pk" in self.kwargs else "upstream.create", upstream, changes,
-                         self.request)
-        return upstream
+        return save_upstream(form.save(commit=False), self.request.user, self.request, changes)
 
     def success_url(self, upstream):
         return reverse("mirror:mirror_list")
@@ -279,9 +273,7 @@ class UpstreamDeleteView(RoleRequiredMixin, View):
     def post(self, request, pk):
         upstream = get_object_or_404(Upstream, pk=pk)
         try:
-            with transaction.atomic():
-                record_event(request.user, "upstream.delete", upstream, {}, request)
-                upstream.delete()
+            delete_upstream(upstream, request.user, request)
         except ProtectedError:
             messages.error(request, f"Upstream {upstream.name} is still used by a mirror; change that mirror's upstream first.")
             return redirect("mirror:upstream_update", pk=upstream.pk)

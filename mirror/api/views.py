@@ -3,7 +3,6 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from django.db import transaction
 from django.db.models import ProtectedError
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -23,35 +22,45 @@ from mirror.choices import SyncTrigger
 from mirror.filtersets import SignaturePackageFilterSet, SyncRunFilterSet
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
 from mirror.services.imports import import_package
-from mirror.services.mirrors import delete_mirror, save_mirror
+from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
 from mirror.store import PackageError, tmp_dir
 from mirror.upstream import UpstreamError
 from core.api.errors import Conflict
 from core.api.schema import error_response
 from core.choices import Role
-from core.services import record_event
 
 
 class AuditedModelViewSet(viewsets.ModelViewSet):
-    """CRUD whose every change is recorded in the audit log (admin role to change)."""
+    """CRUD whose every change goes through the app's service, which records it in the audit log (admin role to change).
+
+    A subclass saves and deletes through its service in perform_create, perform_update and perform_destroy:
+    the defaults refuse, so that no change skips the service's rules and its audit entry.
+    """
 
     write_role = Role.ADMIN
-    audit_name = ""
 
     def perform_create(self, serializer):
-        obj = serializer.save()
-        record_event(self.request.user, f"{self.audit_name}.create", obj, serializer.data, self.request)
+        raise NotImplementedError(f"{type(self).__name__} creates through its service")
 
     def perform_update(self, serializer):
-        before = self.audited_fields(self.stored(serializer.instance))
-        obj = serializer.save()
-        record_event(self.request.user, f"{self.audit_name}.update", obj, self.changes(before, obj), self.request)
+        raise NotImplementedError(f"{type(self).__name__} changes through its service")
+
+    def perform_destroy(self, instance):
+        raise NotImplementedError(f"{type(self).__name__} deletes through its service")
 
     @staticmethod
     def stored(instance):
         # Validation (ModelCleanMixin) has already set the new values on the instance.
         return type(instance).objects.get(pk=instance.pk)
+
+    @staticmethod
+    def unsaved(serializer):
+        """The object with the validated input set on it, not saved: its service saves and audits it in one transaction."""
+        instance = serializer.instance
+        for name, value in serializer.validated_data.items():
+            setattr(instance, name, value)
+        return instance
 
     def audited_fields(self, instance) -> dict:
         """An object as the audit log keeps it: its writable fields as the API shows them (proxy credentials masked)."""
@@ -63,12 +72,6 @@ class AuditedModelViewSet(viewsets.ModelViewSet):
         or characters that PostgreSQL's jsonb refuses (NUL), in fields the serializer ignores."""
         after = self.audited_fields(instance)
         return {name: {"from": before.get(name), "to": value} for name, value in after.items() if before.get(name) != value}
-
-    def perform_destroy(self, instance):
-        # One transaction: a refused delete leaves no "deleted" entry in the audit log.
-        with in_use_is_a_conflict(instance), transaction.atomic():
-            record_event(self.request.user, f"{self.audit_name}.delete", instance, {}, self.request)
-            instance.delete()
 
     @extend_schema(responses={204: None, 409: error_response(409, "Still in use (mirrors use the upstream, groups the mirror).")})
     def destroy(self, request, *args, **kwargs):
@@ -93,7 +96,19 @@ class UpstreamViewSet(AuditedModelViewSet):
     serializer_class = UpstreamSerializer
     filterset_fields = ["name", "kind"]
     ordering_fields = ["name", "id"]
-    audit_name = "upstream"
+
+    def perform_create(self, serializer):
+        upstream = Upstream(**serializer.validated_data)
+        serializer.instance = save_upstream(upstream, self.request.user, self.request, self.audited_fields(upstream))
+
+    def perform_update(self, serializer):
+        before = self.audited_fields(self.stored(serializer.instance))
+        upstream = self.unsaved(serializer)
+        serializer.instance = save_upstream(upstream, self.request.user, self.request, self.changes(before, upstream))
+
+    def perform_destroy(self, instance):
+        with in_use_is_a_conflict(instance):
+            delete_upstream(instance, self.request.user, self.request)
 
 
 @extend_schema_view(create=extend_schema(examples=[OpenApiExample("Linux and macOS, both architectures", request_only=True, value={
@@ -104,7 +119,6 @@ class MirrorViewSet(AuditedModelViewSet):
 
     queryset = Mirror.objects.select_related("upstream").prefetch_related("publications__current", "publications__previous")
     serializer_class = MirrorSerializer
-    audit_name = "mirror"
     filterset_fields = ["slug", "enabled", "upstream"]
     ordering_fields = ["name", "created"]
 
@@ -114,8 +128,8 @@ class MirrorViewSet(AuditedModelViewSet):
 
     def perform_update(self, serializer):
         before = self.audited_fields(self.stored(serializer.instance))
-        mirror = serializer.save()
-        save_mirror(mirror, self.request.user, self.request, self.changes(before, mirror))
+        mirror = self.unsaved(serializer)
+        serializer.instance = save_mirror(mirror, self.request.user, self.request, self.changes(before, mirror))
 
     def perform_destroy(self, instance):
         with in_use_is_a_conflict(instance):

@@ -4,5 +4,5 @@
     publish.py    make a package a mirror's current one (and the one it replaces n-1)
     imports.py    store and publish an updates.zip carried in by hand
     retention.py  prune old packages that nothing serves or may roll back to
-    mirrors.py    save and delete mirrors, with their sync schedules
+    mirrors.py    save and delete mirrors (with their sync schedules) and upstreams
 """

@@ -1,11 +1,11 @@
-"""Mirrors: saving and deleting them, with each mirror's sync schedule and the audit log."""
+"""Mirrors and upstreams: saving and deleting them, with each mirror's sync schedule and the audit log."""
 
 import json
 
 from django.db import transaction
 
 from core.services import record_event
-from mirror.models import Mirror
+from mirror.models import Mirror, Upstream
 
 
 def schedule_name(mirror: Mirror) -> str:
@@ -37,9 +37,27 @@ def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None =
 
 
 def delete_mirror(mirror: Mirror, actor=None, request=None) -> None:
+    """Delete a mirror and its schedule; one a group uses raises ProtectedError (its foreign key), and nothing is audited."""
+
     from django_celery_beat.models import PeriodicTask
 
     with transaction.atomic():
         PeriodicTask.objects.filter(name=schedule_name(mirror)).delete()
         record_event(actor, "mirror.delete", mirror, {"slug": mirror.slug}, request)
         mirror.delete()
+
+
+def save_upstream(upstream: Upstream, actor=None, request=None, changes: dict | None = None) -> Upstream:
+    created = upstream.pk is None
+    with transaction.atomic():
+        upstream.save()
+        record_event(actor, "upstream.create" if created else "upstream.update", upstream, changes or {}, request)
+    return upstream
+
+
+def delete_upstream(upstream: Upstream, actor=None, request=None) -> None:
+    """Delete an upstream no mirror uses; one a mirror uses raises ProtectedError (its foreign key)."""
+    # One transaction: a refused delete leaves no "deleted" entry in the audit log.
+    with transaction.atomic():
+        record_event(actor, "upstream.delete", upstream, {}, request)
+        upstream.delete()

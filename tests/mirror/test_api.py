@@ -193,6 +193,19 @@ def test_an_upstream_that_mirrors_use_cannot_be_deleted_and_nothing_is_audited(a
     assert Upstream.objects.filter(pk=upstream.pk).exists()
     assert not AuditEvent.objects.filter(action="upstream.delete").exists()
     assert api.delete(f"/api/v1/upstreams/{Upstream.objects.create(name='unused').pk}/").status_code == 204
+    assert list(AuditEvent.objects.filter(action="upstream.delete").values_list("target_label", flat=True)) == ["unused"]
+
+
+def test_an_admin_creates_an_upstream_and_it_is_audited_without_the_proxy_password(api, admin):
+    # As in the UI: the service that saves it writes the entry, the credentials masked.
+    body = {"name": "microsoft", "base_url": "https://go.microsoft.com/fwlink/", "proxy_url": "http://svc:s3cret@proxy.lan:3128"}
+    response = api.as_user(admin).post("/api/v1/upstreams/", body, format="json")
+    assert response.status_code == 201, response.json()
+    upstream = Upstream.objects.get(name="microsoft")
+    assert upstream.proxy_url == "http://svc:s3cret@proxy.lan:3128"
+    event = AuditEvent.objects.get(action="upstream.create")
+    assert (event.target_id, event.actor_label) == (str(upstream.pk), "alice")
+    assert event.details["proxy_url"] == "http://***@proxy.lan:3128" and "s3cret" not in str(event.details)
 
 
 def test_a_scheduled_run_and_a_first_publication_show_null_where_the_schema_says_so(api, viewer, make_mirror):

@@ -280,6 +280,8 @@ def test_an_upstream_in_use_is_not_deleted_and_an_unused_one_is(client, admin, m
     assert any("still used by a mirror" in m for m in messages_of(response))
     assert client.post(f"/mirror/upstreams/{unused.pk}/delete/").status_code == 302
     assert list(Upstream.objects.values_list("name", flat=True)) == ["standin-main"]
+    # As in the API: the refused delete wrote no audit entry, the done one did.
+    assert list(AuditEvent.objects.filter(action="upstream.delete").values_list("target_label", flat=True)) == ["spare"]
 
 
 # --- Roles ----------------------------------------------------------------------------------------
