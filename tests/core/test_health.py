@@ -26,6 +26,7 @@ def test_readyz_checks_the_database_broker_and_cache(client):
     assert all(check["ok"] for check in body["checks"].values())
 
 
+@pytest.mark.e2e  # a Django process
 def test_readyz_returns_503_when_the_database_is_unreachable(tmp_path):
     # Port 9 (discard) has no PostgreSQL: the connection is refused at once.
     results = run_django(PROBE, clean_env(tmp_path, DATABASE_URL="postgres://portal@127.0.0.1:9/portal"))
@@ -37,6 +38,7 @@ def test_readyz_returns_503_when_the_database_is_unreachable(tmp_path):
     assert results["/healthz"][0] == 200
 
 
+@pytest.mark.e2e  # a Django process
 def test_readyz_returns_503_when_the_broker_is_unreachable(tmp_path):
     results = run_django(PROBE, clean_env(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:9/0"))
     status, body = results["/readyz"]

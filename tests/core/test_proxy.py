@@ -136,12 +136,14 @@ def test_the_metrics_allow_list_compares_the_client_behind_a_trusted_proxy(clien
 # --- The setting ---------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # Django processes
 def test_the_setting_reads_addresses_and_networks_and_trusts_nobody_by_default(tmp_path):
     env = clean_env(tmp_path / "var", TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8,::1")
     assert run_django("result = [str(n) for n in settings.TRUSTED_PROXIES]", env) == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
     assert run_django("result = settings.TRUSTED_PROXIES", clean_env(tmp_path / "var")) == []
 
 
+@pytest.mark.e2e  # a Django process
 def test_a_bad_proxy_address_stops_the_portal_naming_the_setting(tmp_path):
     with pytest.raises(AssertionError, match=r"ImproperlyConfigured: TRUSTED_PROXIES: .*127\.0\.0\.300"):
         run_django("result = 1", clean_env(tmp_path / "var", TRUSTED_PROXIES="127.0.0.1,127.0.0.300"))

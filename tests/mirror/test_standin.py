@@ -505,6 +505,7 @@ def test_sizes_accept_k_m_g_suffixes(text, expected):
     assert parse_size(text) == expected
 
 
+@pytest.mark.e2e  # starts the stand-in's server process
 def test_the_cli_prints_the_base_url_and_exits_cleanly_on_sigterm(tmp_path):
     project = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}

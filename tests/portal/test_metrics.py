@@ -112,6 +112,7 @@ def test_with_both_an_allowed_address_still_needs_the_token(client, metrics_on):
     assert scrape(client, REMOTE_ADDR="192.0.2.1").status_code == 403
 
 
+@pytest.mark.e2e  # Django processes
 def test_the_token_comes_from_a_file_and_a_bad_allow_list_stops_the_portal(tmp_path):
     (tmp_path / "token").write_text(TOKEN + "\n")
     env = clean_env(tmp_path / "var", METRICS_TOKEN_FILE=tmp_path / "token", METRICS_ALLOWED_IPS="10.0.0.1, 192.168.0.0/24")
@@ -306,6 +307,7 @@ def test_an_unusual_refusal_status_gets_its_own_series():
     assert fleet_metrics.LIVE.get_sample_value("defender_portal_reports_rejected_total", {"status": "418"}) == before + 1
 
 
+@pytest.mark.e2e  # two Django processes
 def test_counts_from_two_web_processes_are_added_up_in_multiprocess_mode(client, metrics_on, tmp_path, monkeypatch):
     folder = tmp_path / "metrics"
     folder.mkdir()

@@ -1,6 +1,11 @@
 import stat
 
+import pytest
+
 from tests.processes import clean_env, run_django
+
+# Every test reads the settings in a fresh Django process (run_django).
+pytestmark = pytest.mark.e2e
 
 READ = """
 result = {
