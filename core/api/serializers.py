@@ -10,6 +10,32 @@ from core.roles import user_role
 User = get_user_model()
 
 
+class ModelCleanMixin:
+    """Run the model's clean() so that the API and the UI refuse the same input with the same words.
+
+    Many-to-many fields are left aside (they are set after the save); clean() sees the rest and may
+    normalise or clear fields (a scope a rule's kind does not use), and the serializer takes its values.
+    """
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        model = self.Meta.model
+        instance = self.instance or model()
+        many = {f.name for f in model._meta.many_to_many}
+        for name, value in attrs.items():
+            if name not in many:
+                setattr(instance, name, value)
+        try:
+            instance.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        # Every writable field on a full create or replace, the given ones on a partial update.
+        for name, field in self.fields.items():
+            if not field.read_only and name not in many and (name in attrs or not self.partial):
+                attrs[name] = getattr(instance, name)
+        return attrs
+
+
 class AuditEventSerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor_label", read_only=True)
 

@@ -1,8 +1,8 @@
 from rest_framework import serializers
 
+from core.api.serializers import ModelCleanMixin
 from fleet.choices import ApprovalAction, GateState
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, HealthReport
-from mirror.api.serializers import ModelCleanMixin
 from mirror.choices import Arch, Channel, Platform
 from mirror.models import Mirror, SignaturePackage
 

@@ -1,25 +1,8 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from core.api.serializers import ModelCleanMixin
 from mirror.choices import Arch, Channel, Platform
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
-
-
-class ModelCleanMixin:
-    """Run the model's clean() so that API and UI refuse the same settings with the same words."""
-
-    def validate(self, attrs):
-        attrs = super().validate(attrs)
-        instance = self.instance or self.Meta.model()
-        for name, value in attrs.items():
-            setattr(instance, name, value)
-        try:
-            instance.clean()
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
-        for name in attrs:
-            attrs[name] = getattr(instance, name)
-        return attrs
 
 
 class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):

@@ -1,37 +1,14 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from core.api.serializers import ModelCleanMixin
+from core.choices import Role
 from fleet.models import EndpointGroup
 from mirror.models import Mirror
-from core.choices import Role
 from core.roles import has_role
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
 
 # --- Alerts -------------------------------------------------------------------------------------
-
-
-class ModelCleanMixin:
-    """Run the model's clean() so that API and UI refuse the same input with the same words
-    (as mirror.api.serializers.ModelCleanMixin, leaving many-to-many fields aside)."""
-
-    def validate(self, attrs):
-        attrs = super().validate(attrs)
-        model = self.Meta.model
-        instance = self.instance or model()
-        many = {f.name for f in model._meta.many_to_many}
-        for name, value in attrs.items():
-            if name not in many:
-                setattr(instance, name, value)
-        try:
-            instance.clean()
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
-        # clean() may normalise or clear fields (a scope the rule's kind does not use): take its values.
-        for name, field in self.fields.items():
-            if not field.read_only and name not in many and (name in attrs or not self.partial):
-                attrs[name] = getattr(instance, name)
-        return attrs
 
 
 class AlertChannelSerializer(ModelCleanMixin, serializers.ModelSerializer):
