@@ -69,7 +69,7 @@ import django
 django.setup()
 from django.conf import settings
 from fleet.models import EndpointGroup
-from fleet.services import approve_package, save_group
+from fleet.services.rings import approve_package, save_group
 from mirror.models import Mirror, Upstream
 from mirror.services.imports import import_package
 from mirror.services.mirrors import save_mirror

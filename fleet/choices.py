@@ -33,7 +33,7 @@ class GateState(models.TextChoices):
 
 
 class Compliance(models.TextChoices):
-    """An endpoint's state against its group, worst first when several apply (see fleet.reports)."""
+    """An endpoint's state against its group, worst first when several apply (see fleet.services.ingest.judge)."""
 
     FAILING = "failing", "Failing (the last update failed)"
     MISCONFIGURED = "misconfigured", "Misconfigured (settings differ from the group's)"
@@ -42,3 +42,19 @@ class Compliance(models.TextChoices):
     UP_TO_DATE = "up_to_date", "Up to date"
     SILENT = "silent", "Silent (no recent report)"
     NEW = "new", "Enrolled, no report yet"
+
+
+class FindingCode(models.TextChoices):
+    """What a health report's finding is about: fleet.diagnostics' rules, then ingest's settings_drift; most severe first."""
+
+    UPDATE_FAILED = "update_failed", "Update failed"
+    REENABLE_KNOWN_ISSUE = "reenable_known_issue", "Known issue after re-enabling"
+    OFFLINE_UPDATE_DISABLED = "offline_update_disabled", "Offline updates disabled"
+    VERIFY_SIG_DISABLED = "verify_sig_disabled", "Signature verification disabled"
+    AGENT_TOO_OLD = "agent_too_old", "Agent too old"
+    NOT_UPDATED_FROM_MIRROR = "not_updated_from_mirror", "Not updated from the mirror"
+    URL_DRIFT = "url_drift", "Not the group's mirror URL"
+    SETTINGS_DRIFT = "settings_drift", "Settings differ from the group's"
+    STALE = "stale", "Stale signatures"
+    VERIFY_SIG_NOT_REPORTED = "verify_sig_not_reported", "Signature verification not reported"
+    NOT_REAL_TIME = "not_real_time", "Automatic updates do not run"

@@ -14,6 +14,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from core.versions import parse_version, version_key
+from fleet.choices import FindingCode
 from fleet.health import Health
 
 __all__ = ["MIN_APP_VERSION", "Expectation", "Finding", "HistoryPoint", "diagnose", "same_url"]
@@ -67,7 +68,7 @@ class HistoryPoint:
 class Finding:
     """One diagnostic: what is wrong, in plain words with the values seen, and how to fix it."""
 
-    code: str
+    code: FindingCode
     severity: str  # "critical", "warning" or "info"
     title: str
     explanation: str
@@ -153,7 +154,7 @@ def _update_failed(h: Health, e: Expectation, history):
         return None
     mirror = h.offline_url_configured or e.group_url
     return Finding(
-        "update_failed", "critical", "The last signature update failed",
+        FindingCode.UPDATE_FAILED, "critical", "The last signature update failed",
         f"The agent reports definitions_update_fail_reason {_q(h.fail_reason)}. It still runs definitions "
         f"{h.definitions_version or '(version not reported)'} (definitions_status {_q(h.definitions_status)}).",
         "1. Check the endpoint reaches the mirror: `mdatp connectivity test` and "
@@ -173,7 +174,7 @@ def _offline_update_disabled(h: Health, e: Expectation, history):
     else:
         seen = f"offline_definition_update is {_q(h.offline_update)}"
     return Finding(
-        "offline_update_disabled", "critical", "Offline signature updates are not enabled",
+        FindingCode.OFFLINE_UPDATE_DISABLED, "critical", "Offline signature updates are not enabled",
         f"{seen}, but the group's policy enables offline updates: the endpoint does not fetch signatures from "
         "the mirror.",
         f"Install {_config_where(e.platform)}, which sets antivirusEngine.offlineDefinitionUpdate = \"enabled\" "
@@ -191,7 +192,7 @@ def _verify_sig(h: Health, e: Expectation, history):
         said = ("prints \"DEPRECATED\" for offline_definition_update_verify_sig"
                 if h.verify_sig else "does not include offline_definition_update_verify_sig in its report")
         return Finding(
-            "verify_sig_not_reported", "info", "Signature verification is not reported by this agent version",
+            FindingCode.VERIFY_SIG_NOT_REPORTED, "info", "Signature verification is not reported by this agent version",
             f"This agent (app {h.app_version or 'version not reported'}) {said}: the setting is no longer reported "
             "there, so the report cannot show whether packages are verified. This is not a misconfiguration."
             + (f" The agent reports engine_signature_verification {_q(newer)} instead." if newer is not None else ""),
@@ -200,7 +201,7 @@ def _verify_sig(h: Health, e: Expectation, history):
             {"offline_definition_update_verify_sig": h.verify_sig, "engine_signature_verification": newer},
         )
     return Finding(
-        "verify_sig_disabled", "warning", "Offline packages are loaded without signature verification",
+        FindingCode.VERIFY_SIG_DISABLED, "warning", "Offline packages are loaded without signature verification",
         f"offline_definition_update_verify_sig is {_q(h.verify_sig)}, but the group's policy wants \"enabled\": "
         "the endpoint would load a package from the mirror without checking Microsoft's signature.",
         f"Set features.offlineDefinitionUpdateVerifySig = \"enabled\" in {_config_where(e.platform)} and install it; "
@@ -234,7 +235,7 @@ def _not_updated_from_mirror(h: Health, e: Expectation, history):
         fix += ("\nWhile antivirusEngine.offlineDefinitionUpdateFallbackToCloud is true, cloud updates hide mirror "
                 "failures; set it to false in the managed configuration if the endpoint must use the mirror only.")
     return Finding(
-        "not_updated_from_mirror", "warning", "Signatures did not come from the mirror", seen, fix,
+        FindingCode.NOT_UPDATED_FROM_MIRROR, "warning", "Signatures did not come from the mirror", seen, fix,
         {"definitions_update_source_uri": source, "offline_definition_url_configured": configured,
          "offline_definition_update_fallback_to_cloud": h.fallback_to_cloud},
     )
@@ -252,7 +253,7 @@ def _url_drift(h: Health, e: Expectation, history):
                 "does not have the group's managed configuration (an old file, another group's, or a local setting"
                 + ("" if managed else "; the URL is not even [managed]") + ").")
     return Finding(
-        "url_drift", "warning", "The endpoint does not use its group's mirror URL", seen,
+        FindingCode.URL_DRIFT, "warning", "The endpoint does not use its group's mirror URL", seen,
         f"Install {_config_where(e.platform)} (antivirusEngine.offlineDefinitionUpdateUrl = {e.group_url}); then "
         "`mdatp health --field offline_definition_url_configured` must print that URL with [managed].",
         {"offline_definition_url_configured": configured, "group_url": e.group_url},
@@ -275,7 +276,7 @@ def _stale(h: Health, e: Expectation, history):
     if not reasons:
         return None
     return Finding(
-        "stale", "critical" if too_old else "warning", "Signatures are stale",
+        FindingCode.STALE, "critical" if too_old else "warning", "Signatures are stale",
         "; ".join(reasons) + ".",
         "Update now: `mdatp definitions update`, then check `" + CHECK + "`. If it does not get newer, see "
         "definitions_update_fail_reason and check that the group's approved package is published on the mirror.",
@@ -298,7 +299,7 @@ def _not_real_time(h: Health, e: Expectation, history):
     if h.automatic_updates is False:
         reasons.append("automatic_definition_update_enabled is false")
     return Finding(
-        "not_real_time", "warning", "Automatic offline updates do not run on this endpoint",
+        FindingCode.NOT_REAL_TIME, "warning", "Automatic offline updates do not run on this endpoint",
         f"Automatic offline updates run only when the enforcement level is real_time and automatic definition "
         f"updates are enabled, but {' and '.join(reasons)}. Until then only a manual `mdatp definitions update` "
         "updates the signatures.",
@@ -319,7 +320,7 @@ def _agent_too_old(h: Health, e: Expectation, history):
         fix = ("Upgrade the mdatp package: `sudo apt-get install --only-upgrade mdatp`, `sudo dnf upgrade mdatp` "
                "or `sudo zypper update mdatp`.")
     return Finding(
-        "agent_too_old", "critical", "The Defender agent is too old for offline updates",
+        FindingCode.AGENT_TOO_OLD, "critical", "The Defender agent is too old for offline updates",
         f"app_version is {h.app_version}; offline security intelligence updates need {minimum} or later on "
         f"{PLATFORM_NAMES[e.platform]}.",
         fix + " Then check `mdatp version`.",
@@ -355,7 +356,7 @@ def _reenable_known_issue(h: Health, e: Expectation, history):
     else:
         restart = "Restart the agent: `sudo systemctl restart mdatp`"
     return Finding(
-        "reenable_known_issue", "critical", "Known issue: offline updates fail after the feature was re-enabled",
+        FindingCode.REENABLE_KNOWN_ISSUE, "critical", "Known issue: offline updates fail after the feature was re-enabled",
         f"offline_definition_update was enabled (seen {first:%Y-%m-%d %H:%M}), disabled (seen {disabled:%Y-%m-%d %H:%M}) "
         f"and enabled again (seen {again:%Y-%m-%d %H:%M}); now {what}. This is a known issue of the agent: after "
         "re-enabling the feature, offline updates can keep failing.",

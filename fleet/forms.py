@@ -1,7 +1,9 @@
 from django import forms
 
+from core.errors import Refused
 from fleet.choices import EnforcementLevel
 from fleet.models import MAX_INTERVAL, MIN_INTERVAL, EndpointGroup
+from fleet.services.enrollment import check_expiry
 from mirror.choices import Platform
 from mirror.models import SignaturePackage
 
@@ -175,9 +177,10 @@ class EnrollmentSecretForm(forms.Form):
         self.fields["expires_at"].label = f"Expires (optional, {timezone.get_current_timezone_name()})"
 
     def clean_expires_at(self):
-        from django.utils import timezone
-
+        # The service's rule, shown beside the other fields' errors (it checks again when it creates the secret).
         value = self.cleaned_data["expires_at"]
-        if value is not None and value <= timezone.now():
-            raise forms.ValidationError("Choose a moment in the future, or leave it empty.")
+        try:
+            check_expiry(value)
+        except Refused as exc:
+            raise forms.ValidationError(exc.message) from None
         return value

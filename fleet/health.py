@@ -146,8 +146,7 @@ class Health:
         return data
 
 
-@lru_cache(maxsize=1024)  # the same few dozen keys in every report: computed once per process
-@lru_cache(maxsize=4096)  # a report repeats the same few dozen keys: three regex passes each, every report
+@lru_cache(maxsize=1024)  # every report repeats the same few dozen keys: their three regex passes run once per process
 def canonical_key(name: str) -> str:
     """The snake_case text name for a key of either form: ``definitionsUpdateSourceUri`` → ``definitions_update_source_uri``."""
     snake = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)

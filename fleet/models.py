@@ -1,5 +1,3 @@
-from datetime import timedelta
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -133,7 +131,7 @@ class GroupTarget(models.Model):
     previous = models.ForeignKey("mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     approved_at = models.DateTimeField(null=True, blank=True)
     approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    # The rollout rule's last verdict, written by fleet.services.evaluate_group.
+    # The rollout rule's last verdict, written by fleet.services.rings.evaluate_group.
     gate_state = models.CharField(max_length=8, choices=GateState.choices, default=GateState.MANUAL)
     gate_reason = models.CharField(max_length=500, blank=True)
     candidate = models.ForeignKey("mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -209,7 +207,7 @@ class Endpoint(models.Model):
     """One machine and its latest known state, denormalised so that dashboards and gates never scan reports.
 
     Enrollment gives it a token (stored hashed); each health report overwrites the state
-    fields in the same transaction that stores the report (fleet.reports).
+    fields in the same transaction that stores the report (fleet.services.ingest).
     """
 
     TOKEN_PREFIX = "mde_ep_"
@@ -268,9 +266,6 @@ class Endpoint(models.Model):
 
     def __str__(self):
         return self.hostname or self.machine_id
-
-    def is_reporting(self, hours: int) -> bool:
-        return self.decommissioned_at is None and self.last_seen is not None and self.last_seen >= timezone.now() - timedelta(hours=hours)
 
 
 class HealthReport(models.Model):

@@ -3,7 +3,6 @@
 import csv
 import json
 import re
-from dataclasses import dataclass
 
 from django import forms
 from django.conf import settings
@@ -19,21 +18,36 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django.views.generic import TemplateView, View
 
-from fleet import reports, services
+from core.choices import Role
+from core.errors import Refused
+from core.generic import ObjectFormView
+from core.roles import RoleRequiredMixin, has_role
 from fleet.choices import Compliance, RolloutMode
-from fleet.config import IMPORTED, ConfigImportError, config_file, managed_json, managed_settings
 from fleet.diagnostics import same_url
 from fleet.filtersets import EndpointFilterSet
-from fleet.forms import ApproveForm, ConfirmForm, EndpointGroupForm, EndpointMoveForm, EnrollmentSecretForm, ImportPolicyForm
+from fleet.forms import (
+    ApproveForm,
+    ConfirmForm,
+    EndpointGroupForm,
+    EndpointMoveForm,
+    EnrollmentSecretForm,
+    ImportPolicyForm,
+)
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget
+from fleet.services import enrollment, rings
+from fleet.services.config import (
+    IMPORTED,
+    ConfigImportError,
+    config_file,
+    import_policy,
+    managed_json,
+    managed_settings,
+)
 from mirror.choices import Arch, Platform
 from mirror.models import Mirror, SignaturePackage
 from mirror.serving import not_found, send_package_file
-from mirror.views import BACK
-from core.choices import Role
-from core.generic import ObjectFormView
-from core.roles import RoleRequiredMixin, has_role
 from mirror.targets import Target
+from mirror.views import BACK
 
 
 # Public like any HTTP mirror: endpoints fetch anonymously (as from Microsoft's own script's tree).
@@ -65,7 +79,7 @@ def group_file(request, slug, platform, channel, arch, filename):
 
 
 # --- The admin pages for groups ------------------------------------------------------------------
-# Thin: every change goes through fleet.services (the API and the rollout rules use the same calls).
+# Thin: every change goes through fleet.services.rings (the API and the rollout rules use the same calls).
 
 # A JSON path of mdatp_managed.json for each policy field: import errors name what is in the file.
 JSON_PATHS = {field: f"{section}.{key}" for (section, key), (field, _) in IMPORTED.items()}
@@ -89,11 +103,11 @@ def group_url(group: EndpointGroup) -> str:
     return reverse("fleet:group_detail", args=[group.slug])
 
 
-def group_target(group: EndpointGroup, platform: str, arch: str) -> tuple[str, str, str]:
+def group_target(group: EndpointGroup, platform: str, arch: str) -> Target:
     """The target a group page's URL names (a group has one channel); 404 when the group does not serve it."""
-    target = (platform, group.channel, arch)
+    target = Target(platform, group.channel, arch)
     if not group.serves(target):
-        raise Http404(f"group {group.slug} does not serve {Target(*target)}")
+        raise Http404(f"group {group.slug} does not serve {target}")
     return target
 
 
@@ -127,13 +141,13 @@ class GroupDetailView(RoleRequiredMixin, TemplateView):
         user = self.request.user
         can_approve = has_role(user, Role.OPERATOR)
         targets = []
-        for status in services.group_status(group):
+        for status in rings.group_status(group):
             target = (status["platform"], status["channel"], status["arch"])
             item = {**status, "name": Target(*target), "platform_label": Platform(status["platform"]).label}
             if can_approve:
-                item["approve_form"] = ApproveForm(group=group, target=target, packages=services.packages_for(group, target),
+                item["approve_form"] = ApproveForm(group=group, target=target, packages=rings.packages_for(group, target),
                                                    current=status["current"])
-                item["next_ring"] = services.next_ring(group, target) if status["current"] else None
+                item["next_ring"] = rings.next_ring(group, target) if status["current"] else None
             targets.append(item)
         if import_form is None and has_role(user, Role.ADMIN):
             import_form = ImportPolicyForm()
@@ -181,7 +195,7 @@ class GroupFormView(ObjectFormView):
         return initial
 
     def save(self, form, changes):
-        return services.save_group(form.save(commit=False), self.request.user, self.request, changes)
+        return rings.save_group(form.save(commit=False), self.request.user, self.request, changes)
 
     def success_url(self, group):
         return group_url(group)
@@ -196,69 +210,43 @@ class GroupApproveView(RoleRequiredMixin, View):
         form = ApproveForm(request.POST, group=group, target=target)
         if not form.is_valid():
             errors = " ".join(error for errors in form.errors.values() for error in errors)
-            messages.error(request, f"Nothing approved for {Target(*target)}: {errors}")
+            messages.error(request, f"Nothing approved for {target}: {errors}")
             return redirect(group_url(group))
         package = form.cleaned_data["package"]
         try:
-            row = services.approve_package(group, package, request.user, request, expected_current=form.cleaned_data["expected_current"])
-        except services.ApprovalError as exc:
+            row = rings.approve_package(group, package, request.user, request, expected_current=form.cleaned_data["expected_current"])
+        except rings.ApprovalError as exc:
             messages.error(request, f"Nothing approved: {exc}")
         else:
             kept = f"; {row.previous.definition_version} stays available as n-1" if row.previous else ""
-            messages.success(request, f"{group.name} now serves {package.definition_version} for {Target(*target)}{kept}.")
+            messages.success(request, f"{group.name} now serves {package.definition_version} for {target}{kept}.")
         return redirect(group_url(group))
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a confirmed promote or roll back does: which group's URL changes, from what to what."""
-
-    group: EndpointGroup  # the group whose endpoints receive the change
-    target: tuple
-    before: SignaturePackage | None
-    after: SignaturePackage
-    endpoints: int
-
-    @property
-    def target_name(self) -> str:
-        return str(self.target)
-
-    @property
-    def url(self) -> str:
-        return self.group.definition_url(self.target[0])
-
-
 class TargetActionView(RoleRequiredMixin, TemplateView):
-    """GET: a confirmation page (from → to, who receives it); POST: do it, unless the page was stale."""
+    """GET: a confirmation page (from → to, who receives it); POST: do it, unless the page was stale.
+
+    The service plans what the page shows and refuses alike on both (fleet.services.rings).
+    """
 
     template_name = "fleet/endpointgroup_confirm.html"
     http_method_names = ["get", "head", "post"]
     required_role = Role.OPERATOR  # the confirmation page is itself a control
     verb = ""
 
-    def plan(self, group, target) -> Plan:
+    def plan(self, group, target) -> rings.Plan:
         raise NotImplementedError
 
-    def apply(self, group, target, plan: Plan, expected_current) -> str:
+    def apply(self, group, target, plan: rings.Plan, confirmed: dict) -> str:
+        """Do it; ``confirmed`` holds what the page showed (expected_current, package)."""
         raise NotImplementedError
-
-    @staticmethod
-    def row(group, target):
-        platform, channel, arch = target
-        return (GroupTarget.objects.select_related("current", "previous")
-                .filter(group=group, platform=platform, channel=channel, arch=arch).first())
-
-    @staticmethod
-    def endpoints(group, target) -> int:
-        platform, _, arch = target
-        return Endpoint.objects.filter(group=group, platform=platform, arch=arch, decommissioned_at__isnull=True).count()
 
     def get(self, request, slug, platform, arch):
         group = get_group(slug)
         target = group_target(group, platform, arch)
         try:
             plan = self.plan(group, target)
-        except services.ApprovalError as exc:
+        except rings.ApprovalError as exc:
             messages.error(request, f"Cannot {self.verb}: {exc}")
             return redirect(group_url(group))
         form = ConfirmForm(initial={"expected_current": plan.before.pk if plan.before else None, "package": plan.after.pk})
@@ -272,13 +260,8 @@ class TargetActionView(RoleRequiredMixin, TemplateView):
             messages.error(request, f"Nothing changed: this {self.verb} confirmation is incomplete; start again from this page.")
             return redirect(group_url(group))
         try:
-            plan = self.plan(group, target)
-            if plan.after.pk != form.cleaned_data["package"]:
-                # The page showed another version than the one that would now be served.
-                raise services.ApprovalError(f"{plan.group.slug} {plan.target_name} changed meanwhile: it would now receive "
-                                             f"{plan.after.definition_version}; reload and confirm again", status=409)
-            done = self.apply(group, target, plan, form.cleaned_data["expected_current"])
-        except services.ApprovalError as exc:
+            done = self.apply(group, target, self.plan(group, target), form.cleaned_data)
+        except rings.ApprovalError as exc:
             messages.error(request, f"Nothing changed: {exc}")
         else:
             messages.success(request, done)
@@ -288,37 +271,26 @@ class TargetActionView(RoleRequiredMixin, TemplateView):
 class GroupPromoteView(TargetActionView):
     verb = "promote"
 
-    def plan(self, group, target) -> Plan:
-        following = services.next_ring(group, target)
-        if following is None:
-            raise services.ApprovalError(f"no ring after {group.slug} serves {Target(*target)} from mirror {group.mirror.slug}")
-        row = self.row(group, target)
-        if row is None or row.current is None:
-            raise services.ApprovalError(f"nothing is approved in {group.slug} for {Target(*target)} to promote")
-        there = self.row(following, target)
-        if there is not None and there.current_id == row.current_id:
-            raise services.ApprovalError(f"{following.slug} already serves {row.current.definition_version} for {Target(*target)}", status=409)
-        return Plan(following, target, there.current if there else None, row.current, self.endpoints(following, target))
+    def plan(self, group, target) -> rings.Plan:
+        return rings.plan_promotion(group, target)
 
-    def apply(self, group, target, plan, expected_current) -> str:
-        row = services.promote(group, target, self.request.user, self.request, expected_current=expected_current,
-                               expected_package=plan.after.pk)
-        return (f"{row.group.name} now serves {row.current.definition_version} for {Target(*target)} "
+    def apply(self, group, target, plan, confirmed) -> str:
+        row = rings.promote(group, target, self.request.user, self.request, expected_current=confirmed["expected_current"],
+                            expected_package=confirmed["package"])
+        return (f"{row.group.name} now serves {row.current.definition_version} for {target} "
                 f"(promoted from {group.name}).")
 
 
 class GroupRollbackView(TargetActionView):
     verb = "roll back"
 
-    def plan(self, group, target) -> Plan:
-        row = self.row(group, target)
-        if row is None or row.previous is None:
-            raise services.ApprovalError(f"{group.slug} has no previous version for {Target(*target)} to roll back to")
-        return Plan(group, target, row.current, row.previous, self.endpoints(group, target))
+    def plan(self, group, target) -> rings.Plan:
+        return rings.plan_rollback(group, target)
 
-    def apply(self, group, target, plan, expected_current) -> str:
-        row = services.rollback(group, target, self.request.user, self.request, expected_current=expected_current)
-        return (f"{group.name} rolled back to {row.current.definition_version} for {Target(*target)}; "
+    def apply(self, group, target, plan, confirmed) -> str:
+        row = rings.rollback(group, target, self.request.user, self.request, expected_current=confirmed["expected_current"],
+                             expected_package=confirmed["package"])
+        return (f"{group.name} rolled back to {row.current.definition_version} for {target}; "
                 f"{plan.before.definition_version} is not approved again automatically.")
 
 
@@ -333,7 +305,7 @@ class GroupImportView(GroupDetailView):
         form = ImportPolicyForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                warnings = services.import_policy(group, form.cleaned_data["content"], request.user, request)
+                warnings = import_policy(group, form.cleaned_data["content"], request.user, request)
             except ConfigImportError as exc:
                 for path, message in exc.errors.items():
                     path = JSON_PATHS.get(path, path)
@@ -365,7 +337,7 @@ class GroupManagedConfigView(RoleRequiredMixin, View):
 
 
 # --- Endpoints ---------------------------------------------------------------------------------------
-# Under /groups/endpoints/. Every change goes through fleet.reports (the API's calls); a refusal becomes a message.
+# Under /groups/endpoints/. Every change goes through fleet.services.enrollment (the API's calls); a refusal becomes a message.
 
 ENDPOINT_PAGE_SIZE = 50
 # How a state or a finding reads at a glance (the .state classes of portal.css).
@@ -637,14 +609,14 @@ class EndpointMoveView(RoleRequiredMixin, View):
             messages.error(request, f"{endpoint} not moved: choose one of the groups offered.")
             return redirect(endpoint_url(endpoint))
         group, before = form.cleaned_data["group"], endpoint.group
-        if group.pk == before.pk:
-            messages.info(request, f"{endpoint} is already in {group.name}.")
-            return redirect(endpoint_url(endpoint))
         try:
-            reports.move_endpoint(endpoint, group, request.user, request)
-        except reports.Refused as exc:
+            enrollment.move_endpoint(endpoint, group, request.user, request)
+        except Refused as exc:
             messages.error(request, f"{endpoint} not moved: {exc}.")
         else:
+            if group.pk == before.pk:
+                messages.info(request, f"{endpoint} is already in {group.name}.")
+                return redirect(endpoint_url(endpoint))
             messages.success(request, f"{endpoint} moved from {before.name} to {group.name}: it gets {group.name}'s URL and policy "
                                       "with its next managed configuration, and is judged against them from its next report.")
         return redirect(endpoint_url(endpoint))
@@ -670,8 +642,8 @@ class EndpointDecommissionView(RoleRequiredMixin, TemplateView):
             messages.info(request, f"{endpoint} was already decommissioned.")
             return redirect(endpoint_url(endpoint))
         try:
-            reports.decommission_endpoint(endpoint, request.user, request)
-        except reports.Refused as exc:
+            enrollment.decommission_endpoint(endpoint, request.user, request)
+        except Refused as exc:
             messages.error(request, f"{endpoint} not decommissioned: {exc}.")
         else:
             messages.success(request, f"{endpoint} decommissioned: its token no longer works; its history stays. "
@@ -713,8 +685,12 @@ class EnrollmentSecretCreateView(GroupPageView):
         form = EnrollmentSecretForm(request.POST)
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(group=group, secret_form=form), status=400)
-        secret, plaintext = reports.create_enrollment_secret(group, form.cleaned_data["name"], request.user, request,
-                                                             form.cleaned_data["expires_at"])
+        try:
+            secret, plaintext = enrollment.create_enrollment_secret(group, form.cleaned_data["name"], request.user, request,
+                                                                    form.cleaned_data["expires_at"])
+        except Refused as exc:
+            form.add_error(exc.field, exc.message)
+            return self.render_to_response(self.get_context_data(group=group, secret_form=form), status=400)
         return secret_shown_once(request, group, secret, plaintext)
 
 
@@ -730,14 +706,11 @@ class EnrollmentSecretRotateView(RoleRequiredMixin, View):
     def post(self, request, slug, pk):
         group = get_group(slug)
         secret = get_secret(group, pk)
-        if secret.revoked_at:
-            messages.error(request, f"Enrollment secret {secret.name} ({secret.hint}…) is revoked: create a new one instead.")
+        try:
+            new, plaintext = enrollment.rotate_enrollment_secret(secret, request.user, request)
+        except Refused as exc:
+            messages.error(request, exc.message)
             return redirect(secrets_url(group))
-        if not secret.usable:
-            messages.error(request, f"Enrollment secret {secret.name} ({secret.hint}…) has expired; its replacement would too: "
-                                    "create a new one with a later expiry.")
-            return redirect(secrets_url(group))
-        new, plaintext = reports.rotate_enrollment_secret(secret, request.user, request)
         return secret_shown_once(request, group, new, plaintext, replaced=secret)
 
 
@@ -750,7 +723,7 @@ class EnrollmentSecretRevokeView(RoleRequiredMixin, View):
         if secret.revoked_at:
             messages.info(request, f"Enrollment secret {secret.name} ({secret.hint}…) was already revoked.")
         else:
-            reports.revoke_enrollment_secret(secret, request.user, request)
+            enrollment.revoke_enrollment_secret(secret, request.user, request)
             messages.success(request, f"Enrollment secret {secret.name} ({secret.hint}…) revoked: new enrollments with it are refused; "
                                       "endpoints it enrolled keep their own tokens.")
         return redirect(secrets_url(group))

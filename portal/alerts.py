@@ -222,7 +222,7 @@ def check_gate_held(rule: AlertRule, now) -> list[Finding]:
     """
     from fleet.choices import GateState, RolloutMode
     from fleet.models import GroupTarget
-    from fleet.services import was_rolled_back
+    from fleet.services.rings import was_rolled_back
     from mirror.targets import Target
 
     rows = (GroupTarget.objects.select_related("group__source_group", "candidate")

@@ -107,7 +107,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # that two test runs on one machine never share (and delete) each other's.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"portal-test-{os.getpid()}.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # The health-report path runs its two statements prepared (fleet/reports.py): parsing and
+    # The health-report path runs its two statements prepared (fleet/services/ingest.py): parsing and
     # planning them anew was most of PostgreSQL's CPU per report. Django's own queries are
     # bound on the client and never prepared. Behind PgBouncer in transaction mode older than
     # 1.21 (no max_prepared_statements), set DATABASE_PREPARED_STATEMENTS=false.

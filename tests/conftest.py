@@ -97,11 +97,11 @@ def _fresh_cache():
     """Per-process caches (approved versions, groups) are keyed by ids, and ids repeat from test to test."""
     from django.core.cache import cache
 
-    from fleet import reports
+    from fleet.services import ingest
 
     cache.clear()
-    reports._APPROVED.clear()
-    reports._GROUPS.clear()
+    ingest._APPROVED.clear()
+    ingest._GROUPS.clear()
     yield
     cache.clear()
 
@@ -147,12 +147,12 @@ def make_package(store, tmp_path):
 @pytest.fixture
 def make_group(mirror):
     def make(slug, ring_order=10, rollout=RolloutMode.MANUAL, platforms=("linux",), **extra):
-        from fleet import services
+        from fleet.services import rings
 
         group = EndpointGroup(name=slug.title(), slug=slug, mirror=mirror, platforms=list(platforms), ring_order=ring_order,
                               rollout=rollout, **extra)
         group.full_clean()
-        return services.save_group(group)
+        return rings.save_group(group)
 
     return make
 

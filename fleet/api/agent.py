@@ -17,18 +17,20 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fleet import reports
-from fleet.config import config_file
-from fleet.models import EndpointGroup
-from mirror.serving import send_bytes
+from core.api.errors import ApiErrorSerializer as ErrorSerializer
+from core.api.errors import error_body
+from core.errors import Refused
 from fleet import metrics
-from core.api.errors import ApiErrorSerializer as ErrorSerializer, error_body
+from fleet.models import EndpointGroup
+from fleet.services import enrollment, ingest
+from fleet.services.config import config_file
+from mirror.serving import send_bytes
 
-UNAUTHORIZED = reports.UNAUTHORIZED
+UNAUTHORIZED = ingest.UNAUTHORIZED
 CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 413: "too_large", 429: "throttled"}
 
 
-def refusal(exc: reports.Refused, response_class=Response):
+def refusal(exc: Refused, response_class=Response):
     errors = {exc.field: [str(exc)]} if exc.status == 400 else None
     response = response_class(error_body(exc.status, CODES.get(exc.status, "error"), str(exc), errors), status=exc.status)
     if exc.status == 401:
@@ -95,14 +97,14 @@ class EnrollView(APIView):
     def post(self, request):
         """Join a group with one of its enrollment secrets; returns this machine's token (shown once)."""
         if _too_big(request):
-            return refusal(reports.Refused("the enrollment request is too large", 413))
+            return refusal(Refused("the enrollment request is too large", status=413))
         form = EnrollSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            endpoint, token = reports.enroll(data["secret"], data["machine_id"], data["hostname"], data["platform"], data["arch"],
-                                             data["app_version"], request)
-        except reports.Refused as exc:
+            endpoint, token = enrollment.enroll(data["secret"], data["machine_id"], data["hostname"], data["platform"], data["arch"],
+                                                data["app_version"], request)
+        except Refused as exc:
             return refusal(exc)
         base = request.build_absolute_uri("/api/v1/")
         return Response({"endpoint": endpoint.pk, "token": token, "group": endpoint.group.slug,
@@ -144,16 +146,16 @@ class ReportView(APIView):
 
 
 def post_report(request) -> JsonResponse:
-    endpoint = reports.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
+    endpoint = ingest.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
     try:
         if endpoint is None:
-            raise reports.Refused(UNAUTHORIZED, 401)
+            raise Refused(UNAUTHORIZED, status=401)
         if _too_big(request):
-            raise reports.Refused(f"the report is larger than {settings.FLEET_REPORT_MAX_BYTES} bytes", 413)
-        minute = reports.minute_now()
-        reports.check_burst(endpoint, minute)
-        accepted = reports.ingest_report(endpoint, request.body, minute=minute)
-    except reports.Refused as exc:
+            raise Refused(f"the report is larger than {settings.FLEET_REPORT_MAX_BYTES} bytes", status=413)
+        minute = ingest.minute_now()
+        ingest.check_burst(endpoint, minute)
+        accepted = ingest.ingest_report(endpoint, request.body, minute=minute)
+    except Refused as exc:
         return refusal(exc, JsonResponse)
     return JsonResponse({"report": accepted.report.pk, "compliance": accepted.compliance,
                          "findings": [f.code for f in accepted.findings]}, status=201)
@@ -168,9 +170,9 @@ class EndpointConfigView(APIView):
                    tags=["endpoints (agent)"], auth=[{"endpointToken": []}])
     def get(self, request):
         """This endpoint's group's managed configuration for its platform, with an ETag."""
-        endpoint = reports.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
+        endpoint = ingest.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
         if endpoint is None:
-            return refusal(reports.Refused(UNAUTHORIZED, 401))
+            return refusal(Refused(UNAUTHORIZED, status=401))
         # Fresh, not the report path's cached group: a policy change must show at the next fetch.
         group = EndpointGroup.objects.select_related("mirror").get(pk=endpoint.group_id)
         file = config_file(group, endpoint.platform)

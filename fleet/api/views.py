@@ -1,7 +1,8 @@
 """The rings over the API: groups, their approvals, promotion, rollback, and the managed configuration.
 
-Every change goes through fleet.services, like the UI; a refusal there (ApprovalError)
-becomes the API's one error body with the status the service chose.
+Every change goes through fleet.services, like the UI; a refusal there (core.errors.Refused,
+rings.ApprovalError among them) becomes the API's one error body with the status the service chose
+(core.api.errors).
 """
 
 from django.db import models
@@ -15,7 +16,8 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from fleet import reports, services
+from core.api.errors import ApiErrorSerializer
+from core.choices import Role
 from fleet.api.serializers import (
     ApprovalEventSerializer,
     ApproveSerializer,
@@ -27,20 +29,24 @@ from fleet.api.serializers import (
     EndpointSerializer,
     EnrollmentSecretCreatedSerializer,
     EnrollmentSecretSerializer,
-    HealthReportSerializer,
     GroupSerializer,
+    HealthReportSerializer,
     PromoteResultSerializer,
     TargetActionSerializer,
     TargetStatusSerializer,
 )
-from fleet.config import ConfigImportError, config_file
-from fleet.filtersets import ApprovalEventFilterSet, EndpointFilterSet, EndpointGroupFilterSet, EnrollmentSecretFilterSet
+from fleet.filtersets import (
+    ApprovalEventFilterSet,
+    EndpointFilterSet,
+    EndpointGroupFilterSet,
+    EnrollmentSecretFilterSet,
+)
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret
+from fleet.services import enrollment, rings
+from fleet.services.config import ConfigImportError, config_file, import_policy
 from mirror.api.views import AuditedModelViewSet
 from mirror.choices import Platform
 from mirror.serving import send_bytes
-from core.api.errors import ApiErrorSerializer
-from core.choices import Role
 
 ERROR = ApiErrorSerializer
 REFUSED = {400: OpenApiResponse(ERROR, description="Invalid input, or a package the group does not serve."),
@@ -49,14 +55,6 @@ REFUSED = {400: OpenApiResponse(ERROR, description="Invalid input, or a package 
 
 
 TARGET_EXAMPLE = OpenApiExample("Linux x86_64", request_only=True, value={"platform": "linux", "arch": "x86_64"})
-
-
-class ApprovalRefused(exceptions.ValidationError):
-    """A services.ApprovalError in the API's error body: ``errors`` {field: [message]}, the service's status."""
-
-    def __init__(self, exc: services.ApprovalError):
-        super().__init__({exc.field: [str(exc)]})
-        self.status_code = exc.status
 
 
 class IgnoreAccept(BaseContentNegotiation):
@@ -77,11 +75,11 @@ def _plain(value):
 
 
 def _status_entry(group, target) -> dict:
-    return next(entry for entry in services.group_status(group) if (entry["platform"], entry["channel"], entry["arch"]) == tuple(target))
+    return next(entry for entry in rings.group_status(group) if (entry["platform"], entry["channel"], entry["arch"]) == tuple(target))
 
 
 def _expected(data):
-    return data["expected_current"] if "expected_current" in data else services.UNSET
+    return data.get("expected_current", rings.UNSET)
 
 
 @extend_schema_view(create=extend_schema(examples=[
@@ -104,16 +102,11 @@ class GroupViewSet(AuditedModelViewSet):
     ordering_fields = ["ring_order", "name"]
     audit_name = "group"
 
-    def handle_exception(self, exc):
-        if isinstance(exc, services.ApprovalError):
-            exc = ApprovalRefused(exc)
-        return super().handle_exception(exc)
-
-    # --- CRUD, through fleet.services (trees, dropped targets, rollout, audit) ---
+    # --- CRUD, through fleet.services.rings (trees, dropped targets, rollout, audit) ---
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        serializer.instance = services.save_group(EndpointGroup(**data), self.request.user, self.request,
+        serializer.instance = rings.save_group(EndpointGroup(**data), self.request.user, self.request,
                                                   {name: _plain(value) for name, value in data.items()})
 
     def perform_update(self, serializer):
@@ -123,10 +116,10 @@ class GroupViewSet(AuditedModelViewSet):
             setattr(group, name, value)
         changes = {name: _plain(value) for name, value in serializer.validated_data.items()
                    if _plain(getattr(before, name)) != _plain(value)}
-        serializer.instance = services.save_group(group, self.request.user, self.request, changes)
+        serializer.instance = rings.save_group(group, self.request.user, self.request, changes)
 
     def perform_destroy(self, instance):
-        services.delete_group(instance, self.request.user, self.request)
+        rings.delete_group(instance, self.request.user, self.request)
 
     @extend_schema(responses={204: None, 409: OpenApiResponse(ERROR, description="Rings follow it or endpoints are in it.")})
     def destroy(self, request, *args, **kwargs):
@@ -138,7 +131,7 @@ class GroupViewSet(AuditedModelViewSet):
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def status(self, request, pk=None):
         """Per target (platform, channel, arch): the package served, n-1, and where the rollout rule stands."""
-        return Response(TargetStatusSerializer(services.group_status(self.get_object()), many=True).data)
+        return Response(TargetStatusSerializer(rings.group_status(self.get_object()), many=True).data)
 
     @extend_schema(request=ApproveSerializer, responses={200: TargetStatusSerializer, **REFUSED}, examples=[
         OpenApiExample("Approve package 42, having seen 41 approved", request_only=True, value={"package": 42, "expected_current": 41})])
@@ -149,7 +142,7 @@ class GroupViewSet(AuditedModelViewSet):
         form = ApproveSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         package = form.validated_data["package"]
-        row = services.approve_package(group, package, request.user, request, expected_current=_expected(form.validated_data))
+        row = rings.approve_package(group, package, request.user, request, expected_current=_expected(form.validated_data))
         return Response(TargetStatusSerializer(_status_entry(group, row.target)).data)
 
     @extend_schema(request=TargetActionSerializer, responses={200: PromoteResultSerializer, **REFUSED}, examples=[TARGET_EXAMPLE])
@@ -163,7 +156,7 @@ class GroupViewSet(AuditedModelViewSet):
         form = TargetActionSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        row = services.promote(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
+        row = rings.promote(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
         following = EndpointGroup.objects.select_related("mirror").get(pk=row.group_id)
         return Response(PromoteResultSerializer({"group": following.slug, **_status_entry(following, row.target)}).data)
 
@@ -175,7 +168,7 @@ class GroupViewSet(AuditedModelViewSet):
         form = TargetActionSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        row = services.rollback(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
+        row = rings.rollback(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
         return Response(TargetStatusSerializer(_status_entry(group, row.target)).data)
 
     # --- The managed configuration (DESIGN §2.3) ---
@@ -224,7 +217,7 @@ class GroupViewSet(AuditedModelViewSet):
         form = ConfigImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            warnings = services.import_policy(group, form.validated_data["content"], request.user, request)
+            warnings = import_policy(group, form.validated_data["content"], request.user, request)
         except ConfigImportError as exc:
             raise exceptions.ValidationError({path: [message] for path, message in exc.errors.items()}) from None
         return Response({"warnings": warnings, "group": GroupSerializer(group, context=self.get_serializer_context()).data})
@@ -237,13 +230,6 @@ class ApprovalEventViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ApprovalEventSerializer
     filterset_class = ApprovalEventFilterSet
     ordering_fields = ["created"]
-
-
-def _refused(exc: reports.Refused):
-    """A reports.Refused as the API's error body (operators' calls)."""
-    error = exceptions.ValidationError({exc.field: [str(exc)]})
-    error.status_code = exc.status
-    return error
 
 
 class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
@@ -263,17 +249,14 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
         endpoint = self.get_object()
         form = EndpointMoveSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            reports.move_endpoint(endpoint, form.validated_data["group"], request.user, request)
-        except reports.Refused as exc:
-            raise _refused(exc) from None
+        enrollment.move_endpoint(endpoint, form.validated_data["group"], request.user, request)
         return Response(EndpointSerializer(endpoint).data)
 
     @extend_schema(request=None, responses={200: EndpointSerializer, 403: ERROR})
     @action(detail=True, methods=["post"], filter_backends=[])
     def decommission(self, request, pk=None):
         """Retire the endpoint: its token stops working at once (re-enrolling brings it back)."""
-        endpoint = reports.decommission_endpoint(self.get_object(), request.user, request)
+        endpoint = enrollment.decommission_endpoint(self.get_object(), request.user, request)
         return Response(EndpointSerializer(endpoint).data)
 
     @extend_schema(responses={200: HealthReportSerializer(many=True)})
@@ -304,19 +287,20 @@ class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         form = EnrollmentSecretSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        secret, plaintext = reports.create_enrollment_secret(data["group"], data["name"], request.user, request, data.get("expires_at"))
+        secret, plaintext = enrollment.create_enrollment_secret(data["group"], data["name"], request.user, request, data.get("expires_at"))
         return Response({**EnrollmentSecretSerializer(secret).data, "secret": plaintext}, status=201)
 
     @extend_schema(request=None, responses={200: EnrollmentSecretSerializer, 403: ERROR})
     @action(detail=True, methods=["post"], filter_backends=[])
     def revoke(self, request, pk=None):
         secret = self.get_object()
-        reports.revoke_enrollment_secret(secret, request.user, request)
+        enrollment.revoke_enrollment_secret(secret, request.user, request)
         return Response(EnrollmentSecretSerializer(secret).data)
 
-    @extend_schema(request=None, responses={201: EnrollmentSecretCreatedSerializer, 403: ERROR})
+    @extend_schema(request=None, responses={201: EnrollmentSecretCreatedSerializer, 403: ERROR,
+                                            409: OpenApiResponse(ERROR, description="The secret is revoked or expired: create a new one.")})
     @action(detail=True, methods=["post"], filter_backends=[])
     def rotate(self, request, pk=None):
-        """Revoke this secret and return its replacement (shown once)."""
-        new, plaintext = reports.rotate_enrollment_secret(self.get_object(), request.user, request)
+        """Revoke this secret and return its replacement (shown once); a revoked or expired secret is not rotated."""
+        new, plaintext = enrollment.rotate_enrollment_secret(self.get_object(), request.user, request)
         return Response({**EnrollmentSecretSerializer(new).data, "secret": plaintext}, status=201)

@@ -7,9 +7,9 @@ import threading
 import pytest
 from playwright.sync_api import expect
 
-from fleet import services
 from fleet.choices import Compliance
 from fleet.models import Endpoint
+from fleet.services.rings import approve_package
 from mirror.models import Mirror, SyncRun, Upstream
 from tests.web import verify
 
@@ -29,9 +29,9 @@ def rings(make_group, make_package, operator):
     """pilot serves `second` (n-1 `first`); broad serves `first`."""
     pilot, broad = make_group("pilot", 10), make_group("broad", 20)
     first, second = make_package(), make_package()
-    services.approve_package(pilot, first, operator)
-    services.approve_package(pilot, second, operator)
-    services.approve_package(broad, first, operator)
+    approve_package(pilot, first, operator)
+    approve_package(pilot, second, operator)
+    approve_package(broad, first, operator)
     return pilot, broad, first.definition_version, second.definition_version
 
 

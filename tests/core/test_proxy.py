@@ -12,7 +12,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.test import RequestFactory
 
 from axes.models import AccessAttempt
-from fleet import reports
+from fleet.services import enrollment
 from core.middleware import ClientAddressMiddleware
 from core.models import AuditEvent
 from tests.processes import clean_env, run_django
@@ -109,7 +109,7 @@ def test_without_trusted_proxies_a_forged_header_does_not_dodge_the_lock_out(cli
 
 
 def enroll(client, group, **headers):
-    secret = reports.create_enrollment_secret(group, "lab")[1]
+    secret = enrollment.create_enrollment_secret(group, "lab")[1]
     response = client.post("/api/v1/enroll", {"secret": secret, "machine_id": "4f0c2b8e-1d3a-4e5f-9a6b-7c8d9e0f1a2b", "platform": "linux"},
                            content_type="application/json", **headers)
     assert response.status_code == 201, response.content

@@ -24,9 +24,9 @@ import pytest
 import requests
 
 from axes.models import AccessAttempt
-from fleet import reports
+from fleet.services import enrollment
 from fleet.models import EndpointGroup
-from fleet.services import approve_package, save_group
+from fleet.services.rings import approve_package, save_group
 from mirror.models import Mirror, Upstream
 from mirror.services.imports import import_package
 from mirror.services.mirrors import save_mirror
@@ -379,7 +379,7 @@ def test_what_the_tree_lacks_and_the_mirror_pages_are_the_portals(site, ring):
 
 
 def test_endpoints_enroll_and_report_through_nginx_and_the_portal_sees_https_and_the_host(site, ring):
-    secret = reports.create_enrollment_secret(ring.group, "lab")[1]
+    secret = enrollment.create_enrollment_secret(ring.group, "lab")[1]
     enrolled = site.post("/api/v1/enroll", json={"secret": secret, "machine_id": "0b8c5a4e-7d21-4c3f-8e9a-6f1d2c3b4a59",
                                                   "hostname": "web-1", "platform": "linux", "arch": "x86_64"})
     assert enrolled.status_code == 201, enrolled.text
@@ -396,7 +396,7 @@ def test_endpoints_enroll_and_report_through_nginx_and_the_portal_sees_https_and
 
 def test_the_audit_log_records_the_clients_address_not_nginxs(site, ring):
     # Each test that counts on its address has one of its own (127.0.0.0/8 is all this host's).
-    secret = reports.create_enrollment_secret(ring.group, "lab")[1]
+    secret = enrollment.create_enrollment_secret(ring.group, "lab")[1]
     client = site.session_from("127.0.0.3")
     enrolled = client.post(f"{site.https}/api/v1/enroll", timeout=30, headers={"X-Real-IP": "192.0.2.1"},  # nginx overwrites it
                            json={"secret": secret, "machine_id": "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "platform": "linux"})

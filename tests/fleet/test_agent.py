@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from fleet import reports, services
-from fleet.config import config_file, managed_json
 from fleet.models import Endpoint, HealthReport
+from fleet.services import enrollment, ingest, rings
+from fleet.services.config import config_file, managed_json
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "agent"
@@ -101,7 +101,7 @@ def group(make_group):
 
 @pytest.fixture
 def machine(tmp_path, live_server, group):
-    secret = reports.create_enrollment_secret(group, "lab")[1]
+    secret = enrollment.create_enrollment_secret(group, "lab")[1]
     url = group.definition_url("linux")
     # A well configured endpoint of the group, so that its reports are judged against the right URL.
     return Endpoint_(tmp_path, live_server.url, secret, env={
@@ -116,10 +116,8 @@ def assert_ok(run: Run):
 
 
 def forget_cached_groups():
-    """The portal keeps groups a few seconds per process (fleet.reports); the live server is this process."""
-    cache = getattr(reports, "_GROUPS", None)
-    if cache is not None:
-        cache.clear()
+    """The portal keeps groups a few seconds per process (fleet.services.ingest); the live server is this process."""
+    ingest._GROUPS.clear()
 
 
 def file_id(path: Path) -> tuple:
@@ -155,7 +153,7 @@ def test_the_first_run_enrolls_reports_and_installs_the_groups_config(machine, g
 
     # The token: in a root-only file, never in the log; the secret neither.
     token = machine.token_file.read_text().strip()
-    assert token.startswith("mde_ep_") and reports.endpoint_for_token(f"Bearer {token}") == endpoint
+    assert token.startswith("mde_ep_") and ingest.endpoint_for_token(f"Bearer {token}") == endpoint
     assert stat.S_IMODE(machine.token_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(machine.state.stat().st_mode) == 0o700
     assert token not in run.stderr and machine.secret not in run.stderr
@@ -182,7 +180,7 @@ def test_the_config_is_rewritten_only_when_the_groups_policy_changes(machine, gr
 
     group.fallback_to_cloud = not group.fallback_to_cloud
     group.update_interval = 3600
-    services.save_group(group)
+    rings.save_group(group)
     forget_cached_groups()  # as the portal's per-process cache would after its few seconds
     third = machine.run()
 
@@ -209,7 +207,7 @@ def test_a_deleted_config_file_is_installed_again(machine, group):
 def test_a_decommissioned_endpoint_exits_non_zero_removes_its_token_and_enrolls_again_next_time(machine):
     assert_ok(machine.run())
     endpoint = Endpoint.objects.get()
-    reports.decommission_endpoint(endpoint)
+    enrollment.decommission_endpoint(endpoint)
 
     refused = machine.run()
 

@@ -4,7 +4,7 @@ import plistlib
 
 import pytest
 
-from fleet import services
+from fleet.services import rings
 from fleet.choices import RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import Mirror
@@ -75,7 +75,7 @@ def test_an_admin_changes_a_group_and_the_change_is_audited(api, admin, make_gro
 
 def test_renaming_a_slug_moves_the_group_tree(api, admin, make_group, make_package):
     group = make_group("pilot")
-    services.approve_package(group, make_package())
+    rings.approve_package(group, make_package())
     old_tree = group.tree_path
     assert old_tree.exists()
     response = api.as_user(admin).patch(f"/api/v1/groups/{group.pk}/", {"slug": "canary"}, format="json")
@@ -149,7 +149,7 @@ def test_only_admins_change_groups(api, operator, viewer, make_group):
 
 def test_an_admin_deletes_a_group_and_its_tree(api, admin, make_group, make_package):
     group = make_group("pilot")
-    services.approve_package(group, make_package())
+    rings.approve_package(group, make_package())
     tree = group.tree_path
     assert api.as_user(admin).delete(f"/api/v1/groups/{group.pk}/").status_code == 204
     assert not EndpointGroup.objects.exists() and not tree.exists()
@@ -208,7 +208,7 @@ def test_approving_with_expected_current_null_works_when_nothing_is_approved(api
 
 def test_a_package_for_another_target_is_refused_on_package_and_nothing_changes(api, operator, make_group, make_package):
     group = make_group("pilot", platforms=("linux",))
-    services.approve_package(group, make_package())
+    rings.approve_package(group, make_package())
     mac = make_package(platform="mac")
     before = approval_state()
     response = api.as_user(operator).post(f"/api/v1/groups/{group.pk}/approve/", {"package": mac.pk}, format="json")
@@ -230,8 +230,8 @@ def test_an_unknown_package_id_is_a_field_error(api, operator, make_group):
 def test_a_stale_expected_current_is_a_409_and_nothing_changes(api, operator, make_group, make_package):
     group = make_group("pilot")
     first, second, third = make_package(), make_package(), make_package()
-    services.approve_package(group, first)
-    services.approve_package(group, second)  # approved by someone else meanwhile
+    rings.approve_package(group, first)
+    rings.approve_package(group, second)  # approved by someone else meanwhile
     before = approval_state()
     response = api.as_user(operator).post(f"/api/v1/groups/{group.pk}/approve/", {"package": third.pk, "expected_current": first.pk}, format="json")
     assert response.status_code == 409
@@ -245,8 +245,8 @@ def test_a_viewer_cannot_approve_promote_or_roll_back(api, viewer, make_group, m
     pilot = make_group("pilot", 10)
     make_group("broad", 20)
     first, second = make_package(), make_package()
-    services.approve_package(pilot, first)
-    services.approve_package(pilot, second)
+    rings.approve_package(pilot, first)
+    rings.approve_package(pilot, second)
     before = approval_state()
     api.as_user(viewer)
     target = {"platform": "linux", "arch": "x86_64"}
@@ -262,7 +262,7 @@ def test_promote_approves_in_the_next_ring_what_this_one_serves(api, operator, m
     broad = make_group("broad", 20)
     make_group("late", 30)
     package = make_package(arch="arm64")
-    services.approve_package(pilot, package)
+    rings.approve_package(pilot, package)
     response = api.as_user(operator).post(f"/api/v1/groups/{pilot.pk}/promote/",
                                           {"platform": "linux", "arch": "arm64", "expected_current": None}, format="json")
     assert response.status_code == 200, response.json()
@@ -282,7 +282,7 @@ def test_promoting_from_the_last_ring_or_with_nothing_approved_is_a_409(api, ope
     target = {"platform": "linux", "arch": "x86_64"}
     nothing = api.post(f"/api/v1/groups/{pilot.pk}/promote/", target, format="json")
     assert nothing.status_code == 409 and "nothing is approved in pilot" in nothing.json()["detail"]
-    services.approve_package(broad, make_package())
+    rings.approve_package(broad, make_package())
     before = approval_state()
     last = api.post(f"/api/v1/groups/{broad.pk}/promote/", target, format="json")
     assert last.status_code == 409 and "no ring after broad" in last.json()["detail"]
@@ -301,8 +301,8 @@ def test_a_stale_expected_current_on_promote_is_a_409(api, operator, make_group,
     pilot = make_group("pilot", 10)
     broad = make_group("broad", 20)
     old, new = make_package(), make_package()
-    services.approve_package(broad, old)
-    services.approve_package(pilot, new)
+    rings.approve_package(broad, old)
+    rings.approve_package(pilot, new)
     before = approval_state()
     response = api.as_user(operator).post(f"/api/v1/groups/{pilot.pk}/promote/",
                                           {"platform": "linux", "arch": "x86_64", "expected_current": None}, format="json")
@@ -313,8 +313,8 @@ def test_a_stale_expected_current_on_promote_is_a_409(api, operator, make_group,
 def test_an_operator_rolls_back_to_the_previous_package(api, operator, make_group, make_package):
     group = make_group("pilot")
     first, second = make_package(), make_package()
-    services.approve_package(group, first)
-    services.approve_package(group, second)
+    rings.approve_package(group, first)
+    rings.approve_package(group, second)
     response = api.as_user(operator).post(f"/api/v1/groups/{group.pk}/rollback/",
                                           {"platform": "linux", "arch": "x86_64", "expected_current": second.pk}, format="json")
     assert response.status_code == 200, response.json()
@@ -326,7 +326,7 @@ def test_an_operator_rolls_back_to_the_previous_package(api, operator, make_grou
 
 def test_a_rollback_with_no_previous_package_is_a_409_and_nothing_changes(api, operator, make_group, make_package):
     group = make_group("pilot")
-    services.approve_package(group, make_package())
+    rings.approve_package(group, make_package())
     before = approval_state()
     response = api.as_user(operator).post(f"/api/v1/groups/{group.pk}/rollback/", {"platform": "linux", "arch": "x86_64"}, format="json")
     assert response.status_code == 409
@@ -339,8 +339,8 @@ def test_a_rollback_with_no_previous_package_is_a_409_and_nothing_changes(api, o
 def test_a_rollback_with_a_stale_expected_current_is_a_409(api, operator, make_group, make_package):
     group = make_group("pilot")
     first, second = make_package(), make_package()
-    services.approve_package(group, first)
-    services.approve_package(group, second)
+    rings.approve_package(group, first)
+    rings.approve_package(group, second)
     before = approval_state()
     response = api.as_user(operator).post(f"/api/v1/groups/{group.pk}/rollback/",
                                           {"platform": "linux", "arch": "x86_64", "expected_current": first.pk}, format="json")
@@ -360,7 +360,7 @@ def test_a_bad_arch_is_a_field_error(api, operator, make_group):
 def test_status_lists_every_target_with_nulls_where_nothing_is_approved(api, viewer, make_group, make_package):
     group = make_group("pilot", platforms=("linux", "mac"))
     package = make_package(platform="mac", arch="arm64")
-    services.approve_package(group, package)
+    rings.approve_package(group, package)
     response = api.as_user(viewer).get(f"/api/v1/groups/{group.pk}/status/")
     assert response.status_code == 200
     entries = {(e["platform"], e["arch"]): e for e in response.json()}
@@ -388,10 +388,10 @@ def test_the_approval_history_is_listed_and_filtered(api, viewer, make_group, ma
     pilot = make_group("pilot", 10)
     broad = make_group("broad", 20)
     first, second = make_package(), make_package()
-    services.approve_package(pilot, first)
-    services.approve_package(pilot, second)
-    services.promote(pilot, ("linux", "production", "x86_64"))
-    services.rollback(pilot, ("linux", "production", "x86_64"))
+    rings.approve_package(pilot, first)
+    rings.approve_package(pilot, second)
+    rings.promote(pilot, ("linux", "production", "x86_64"))
+    rings.rollback(pilot, ("linux", "production", "x86_64"))
     api.as_user(viewer)
     everything = api.get("/api/v1/approvals/?ordering=created").json()
     assert [e["action"] for e in everything["results"]] == ["approve", "approve", "promote", "rollback"]
@@ -561,22 +561,22 @@ def test_the_openapi_schema_describes_the_group_api(api, viewer):
 
 def test_a_secret_created_by_the_system_shows_null_where_the_schema_says_so(api, viewer, make_group):
     # Was a schema violation: created_by came back null, documented as a string.
-    from fleet import reports
+    from fleet.services import enrollment
 
-    reports.create_enrollment_secret(make_group("pilot"), "provisioning")
+    enrollment.create_enrollment_secret(make_group("pilot"), "provisioning")
     assert api.as_user(viewer).get("/api/v1/enrollment-secrets/").json()["results"][0]["created_by"] is None
     schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
     assert schemas["EnrollmentSecret"]["properties"]["created_by"]["nullable"] is True
 
 
 def test_an_endpoints_reports_are_paginated_and_ordered_on_request(api, viewer, make_group):
-    from fleet import reports
+    from fleet.services import enrollment, ingest
     from tests.samples import DESIGN_SAMPLE
 
-    secret = reports.create_enrollment_secret(make_group("pilot"), "x")[1]
-    endpoint, _ = reports.enroll(secret, "machine-1", "host-1", "linux", "x86_64")
-    first = reports.ingest_report(endpoint, DESIGN_SAMPLE.encode()).report
-    second = reports.ingest_report(endpoint, DESIGN_SAMPLE.replace("1.407.417.0", "1.407.418.0").encode()).report
+    secret = enrollment.create_enrollment_secret(make_group("pilot"), "x")[1]
+    endpoint, _ = enrollment.enroll(secret, "machine-1", "host-1", "linux", "x86_64")
+    first = ingest.ingest_report(endpoint, DESIGN_SAMPLE.encode()).report
+    second = ingest.ingest_report(endpoint, DESIGN_SAMPLE.replace("1.407.417.0", "1.407.418.0").encode()).report
     api.as_user(viewer)
     newest_first = api.get(f"/api/v1/endpoints/{endpoint.pk}/reports/").json()
     assert newest_first["count"] == 2 and [r["id"] for r in newest_first["results"]] == [second.pk, first.pk]

@@ -12,7 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from fleet import reports
+from core.errors import Refused
+from fleet.services import enrollment, ingest
 from fleet.choices import Compliance
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, HealthReport
 from core.models import AuditEvent
@@ -236,10 +237,10 @@ def test_the_detail_page_shows_findings_with_their_fix_and_the_config_drift(clie
 
 def test_the_report_history_shows_the_last_20_each_with_its_raw_body(client, viewer, make_group):
     pilot = make_group("pilot", 10)
-    secret, plaintext = reports.create_enrollment_secret(pilot, "test")
-    endpoint, _ = reports.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")
+    secret, plaintext = enrollment.create_enrollment_secret(pilot, "test")
+    endpoint, _ = enrollment.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")
     for minute in range(22):  # one a minute: 22 at once would be a burst, refused after FLEET_REPORT_BURST
-        reports.ingest_report(Endpoint.objects.get(pk=endpoint.pk), DESIGN_SAMPLE.encode(), minute=minute)
+        ingest.ingest_report(Endpoint.objects.get(pk=endpoint.pk), DESIGN_SAMPLE.encode(), minute=minute)
     HealthReport.objects.filter(endpoint=endpoint).update(raw=DESIGN_SAMPLE + "# marker\n")
     client.force_login(viewer)
     page = client.get(f"/groups/endpoints/{endpoint.pk}/").content.decode()
@@ -287,8 +288,8 @@ def test_a_refused_move_says_why_and_changes_nothing(client, operator, fleet):
 
 def test_an_operator_decommissions_an_endpoint_after_confirming(client, operator, make_group):
     pilot = make_group("pilot", 10)
-    _, plaintext = reports.create_enrollment_secret(pilot, "test")
-    endpoint, token = reports.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")
+    _, plaintext = enrollment.create_enrollment_secret(pilot, "test")
+    endpoint, token = enrollment.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")
     assert endpoint.token_hash
     client.force_login(operator)
     url = f"/groups/endpoints/{endpoint.pk}/decommission/"
@@ -298,7 +299,7 @@ def test_an_operator_decommissions_an_endpoint_after_confirming(client, operator
     assert response.status_code == 302
     endpoint.refresh_from_db()
     assert endpoint.decommissioned_at is not None and endpoint.token_hash is None
-    assert reports.endpoint_for_token(f"Bearer {token}") is None
+    assert ingest.endpoint_for_token(f"Bearer {token}") is None
     assert AuditEvent.objects.filter(action="endpoint.decommission", actor=operator).count() == 1
     page = client.get(f"/groups/endpoints/{endpoint.pk}/").content.decode()
     assert "Decommissioned on" in page and "Decommission…" not in page
@@ -307,7 +308,7 @@ def test_an_operator_decommissions_an_endpoint_after_confirming(client, operator
 
 def test_a_viewer_sees_no_control_and_cannot_post(client, viewer, fleet):
     pilot = fleet[0]
-    secret, _ = reports.create_enrollment_secret(pilot, "pilot endpoints")
+    secret, _ = enrollment.create_enrollment_secret(pilot, "pilot endpoints")
     endpoint = Endpoint.objects.get(hostname="broad-0")
     client.force_login(viewer)
     page = client.get(f"/groups/endpoints/{endpoint.pk}/").content.decode()
@@ -329,7 +330,7 @@ def test_a_viewer_sees_no_control_and_cannot_post(client, viewer, fleet):
 
 
 def test_get_on_a_post_only_url_is_405(client, operator, fleet):
-    secret, _ = reports.create_enrollment_secret(fleet[0], "pilot endpoints")
+    secret, _ = enrollment.create_enrollment_secret(fleet[0], "pilot endpoints")
     endpoint = Endpoint.objects.get(hostname="broad-0")
     client.force_login(operator)
     for url in (f"/groups/endpoints/{endpoint.pk}/move/", "/groups/pilot/secrets/new/", f"/groups/pilot/secrets/{secret.pk}/rotate/",
@@ -370,7 +371,7 @@ def test_creating_a_secret_shows_it_once_and_stores_only_its_hash(client, operat
     again = client.get("/groups/pilot/").content.decode()
     assert plaintext not in again and f"{secret.hint}…" in again and "pilot servers" in again
     assert AuditEvent.objects.filter(action="enrollment_secret.create").count() == 1
-    endpoint, _ = reports.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")  # it works
+    endpoint, _ = enrollment.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")  # it works
     assert endpoint.group == pilot
 
 
@@ -386,7 +387,7 @@ def test_a_refused_secret_form_comes_back_on_the_group_page(client, operator, ma
 
 def test_rotating_shows_a_new_secret_and_revokes_the_old(client, operator, make_group):
     pilot = make_group("pilot", 10)
-    old, old_plaintext = reports.create_enrollment_secret(pilot, "pilot servers", operator)
+    old, old_plaintext = enrollment.create_enrollment_secret(pilot, "pilot servers", operator)
     client.force_login(operator)
     assert f'action="/groups/pilot/secrets/{old.pk}/rotate/"' in client.get("/groups/pilot/").content.decode()
     response = client.post(f"/groups/pilot/secrets/{old.pk}/rotate/")
@@ -398,17 +399,31 @@ def test_rotating_shows_a_new_secret_and_revokes_the_old(client, operator, make_
     new = EnrollmentSecret.objects.exclude(pk=old.pk).get()
     assert old.revoked_at is not None and new.revoked_at is None
     assert new.name == "pilot servers" and new.secret_hash == sha256(plaintext)
-    with pytest.raises(reports.Refused):
-        reports.enroll(old_plaintext, "machine-1", "web-1", "linux", "x86_64")
+    with pytest.raises(Refused):
+        enrollment.enroll(old_plaintext, "machine-1", "web-1", "linux", "x86_64")
     again = client.post(f"/groups/pilot/secrets/{old.pk}/rotate/")  # a revoked one is not rotated again
     assert again.status_code == 302 and "create a new one instead" in messages_of(again)[0]
     assert EnrollmentSecret.objects.count() == 2
 
 
+def test_the_page_refuses_to_rotate_a_revoked_secret_and_the_secret_stays_as_it_was(client, operator, make_group):
+    pilot = make_group("pilot", 10)
+    secret, plaintext = enrollment.create_enrollment_secret(pilot, "pilot servers")
+    enrollment.revoke_enrollment_secret(secret)
+    before, audited = list(EnrollmentSecret.objects.values()), AuditEvent.objects.count()
+    client.force_login(operator)
+    response = client.post(f"/groups/pilot/secrets/{secret.pk}/rotate/")
+    assert response.status_code == 302 and response.url == "/groups/pilot/#enrollment-secrets"
+    assert messages_of(response) == [f"Enrollment secret pilot servers ({secret.hint}…) is revoked: create a new one instead."]
+    assert list(EnrollmentSecret.objects.values()) == before and AuditEvent.objects.count() == audited
+    with pytest.raises(Refused):
+        enrollment.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")
+
+
 def test_revoking_a_secret(client, operator, make_group):
     pilot = make_group("pilot", 10)
     make_group("broad", 20)
-    secret, _ = reports.create_enrollment_secret(pilot, "pilot servers")
+    secret, _ = enrollment.create_enrollment_secret(pilot, "pilot servers")
     client.force_login(operator)
     assert client.post(f"/groups/broad/secrets/{secret.pk}/revoke/").status_code == 404  # another group's
     response = client.post(f"/groups/pilot/secrets/{secret.pk}/revoke/")

@@ -11,8 +11,8 @@ import time
 import pytest
 import requests
 
-from fleet import reports
 from fleet.models import HealthReport
+from fleet.services import enrollment
 from tests.processes import ROOT, child_env, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -46,8 +46,8 @@ def start_web(port: int, log) -> subprocess.Popen:
 
 def test_every_accepted_report_survives_killing_the_web_server_and_needs_no_broker(make_group, tmp_path):
     group = make_group("pilot")
-    _, secret = reports.create_enrollment_secret(group, "lab")
-    tokens = [reports.enroll(secret, f"machine-{i}", platform="linux")[1] for i in range(8)]
+    _, secret = enrollment.create_enrollment_secret(group, "lab")
+    tokens = [enrollment.enroll(secret, f"machine-{i}", platform="linux")[1] for i in range(8)]
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/v1/reports"
     log = open(tmp_path / "gunicorn.log", "wb")

@@ -6,8 +6,8 @@ import plistlib
 import jsonschema
 import pytest
 
-from fleet import config, services
 from fleet.choices import EnforcementLevel
+from fleet.services import config
 
 SWITCH = {"type": "string", "enum": ["enabled", "disabled"]}
 # DESIGN §2.3, written out here so the generator is checked against the table, not against itself.
@@ -125,7 +125,7 @@ SEED_SAMPLE = """{
 
 def test_the_seed_sample_imports_with_a_warning_about_its_misspelling(mirror, make_group, admin):
     group = make_group("pilot", fallback_to_cloud=True, update_interval=28800)
-    warnings = services.import_policy(group, SEED_SAMPLE, admin)
+    warnings = config.import_policy(group, SEED_SAMPLE, admin)
     group.refresh_from_db()
     assert (group.update_interval, group.fallback_to_cloud, group.offline_update, group.verify_signature) == (1202, False, True, True)
     assert any("offlineDefintionUpdateFallbackToCloud is misspelled" in w for w in warnings)
@@ -153,7 +153,7 @@ def test_wrong_types_are_refused_by_json_path_and_nothing_changes(mirror, make_g
     group = make_group("pilot")
     before = group.policy
     with pytest.raises(config.ConfigImportError) as refused:
-        services.import_policy(group, text, admin)
+        config.import_policy(group, text, admin)
     assert words in refused.value.errors[path]
     group.refresh_from_db()
     assert group.policy == before
@@ -161,7 +161,7 @@ def test_wrong_types_are_refused_by_json_path_and_nothing_changes(mirror, make_g
 
 def test_settings_the_portal_does_not_manage_are_named_in_a_warning(mirror, make_group, admin):
     group = make_group("pilot")
-    warnings = services.import_policy(group, json.dumps({
+    warnings = config.import_policy(group, json.dumps({
         "cloudService": {"enabled": True, "definitionUpdatesInterval": 600},
         "antivirusEngine": {"exclusions": [], "enforcementLevel": "real_time"},
     }), admin)

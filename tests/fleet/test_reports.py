@@ -10,7 +10,8 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from fleet import reports, services
+from core.errors import Refused
+from fleet.services import chores, enrollment, ingest, rings
 from fleet.choices import Compliance, RolloutMode
 from fleet.models import ComplianceSnapshot, Endpoint, EnrollmentSecret, HealthReport
 from core.models import AuditEvent
@@ -27,7 +28,7 @@ def pilot(make_group):
 
 @pytest.fixture
 def secret(pilot):
-    return reports.create_enrollment_secret(pilot, "lab")[1]
+    return enrollment.create_enrollment_secret(pilot, "lab")[1]
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_bad_enrollment_input_is_a_field_error_and_enrolls_nothing(agent, secret
 
 
 def test_a_revoked_or_unknown_secret_cannot_enroll(agent, secret, pilot):
-    reports.revoke_enrollment_secret(EnrollmentSecret.objects.get())
+    enrollment.revoke_enrollment_secret(EnrollmentSecret.objects.get())
     for value in (secret, "mde_enr_nope", ""):
         response = enroll(agent, value)
         assert response.status_code in (400, 401) and not Endpoint.objects.exists()
@@ -102,7 +103,7 @@ def test_a_revoked_or_unknown_secret_cannot_enroll(agent, secret, pilot):
 
 def test_a_rotated_secret_stops_working_and_its_replacement_works(agent, secret, pilot):
     old = EnrollmentSecret.objects.get()
-    new, plaintext = reports.rotate_enrollment_secret(old)
+    new, plaintext = enrollment.rotate_enrollment_secret(old)
     assert enroll(agent, secret).status_code == 401
     assert enroll(agent, plaintext).status_code == 201
 
@@ -179,7 +180,7 @@ def test_a_report_over_the_size_cap_is_a_413(agent, enrolled, settings):
 def test_wrong_revoked_and_decommissioned_tokens_get_the_same_401(agent, enrolled):
     endpoint, token = enrolled
     bodies = [post_report(agent, "mde_ep_" + "x" * 43, SEED_SAMPLE).json(), post_report(agent, "nonsense", SEED_SAMPLE).json()]
-    reports.decommission_endpoint(endpoint)
+    enrollment.decommission_endpoint(endpoint)
     response = post_report(agent, token, SEED_SAMPLE)
     assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
     bodies.append(response.json())
@@ -202,20 +203,20 @@ def test_the_burst_window_is_one_minute(enrolled, settings):
     settings.FLEET_REPORT_BURST = 1
     endpoint, _ = enrolled
     body = SEED_SAMPLE.encode()
-    reports.ingest_report(reports.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1000)
-    with pytest.raises(reports.Refused) as refused:
-        reports.ingest_report(reports.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1000)
+    ingest.ingest_report(ingest.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1000)
+    with pytest.raises(Refused) as refused:
+        ingest.ingest_report(ingest.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1000)
     assert refused.value.status == 429
-    reports.ingest_report(reports.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1001)
+    ingest.ingest_report(ingest.endpoint_for_token(f"Bearer {enrolled[1]}"), body, minute=1001)
     assert HealthReport.objects.filter(endpoint=endpoint).count() == 2
 
 
 def test_a_report_from_an_endpoint_decommissioned_while_it_was_read_is_refused_and_not_kept(enrolled):
     endpoint, token = enrolled
-    loaded = reports.endpoint_for_token(f"Bearer {token}")
-    reports.decommission_endpoint(endpoint)
-    with pytest.raises(reports.Refused) as refused:
-        reports.ingest_report(loaded, SEED_SAMPLE.encode())
+    loaded = ingest.endpoint_for_token(f"Bearer {token}")
+    enrollment.decommission_endpoint(endpoint)
+    with pytest.raises(Refused) as refused:
+        ingest.ingest_report(loaded, SEED_SAMPLE.encode())
     assert refused.value.status == 401
     assert not HealthReport.objects.exists()
     assert Endpoint.objects.get(pk=endpoint.pk).reports_received == 0
@@ -230,13 +231,13 @@ def test_reports_arriving_together_from_one_endpoint_cannot_pass_its_burst_limit
 
     def report():
         try:
-            endpoint = reports.endpoint_for_token(f"Bearer {token}")
-            reports.check_burst(endpoint, 5000)
+            endpoint = ingest.endpoint_for_token(f"Bearer {token}")
+            ingest.check_burst(endpoint, 5000)
             loaded.wait(10)
             try:
-                reports.ingest_report(endpoint, SEED_SAMPLE.encode(), minute=5000)
+                ingest.ingest_report(endpoint, SEED_SAMPLE.encode(), minute=5000)
                 outcomes.append(201)
-            except reports.Refused as exc:
+            except Refused as exc:
                 outcomes.append(exc.status)
         finally:
             connection.close()
@@ -287,8 +288,8 @@ def test_compliance_follows_what_the_endpoint_reports_against_its_group(agent, e
         return endpoint.compliance
 
     assert state() == Compliance.UP_TO_DATE
-    services.approve_package(pilot, make_package(definition="1.407.500.0"), operator)
-    reports._APPROVED.clear()
+    rings.approve_package(pilot, make_package(definition="1.407.500.0"), operator)
+    ingest._APPROVED.clear()
     assert state() == Compliance.BEHIND
     assert state(version="1.407.500.0") == Compliance.UP_TO_DATE
     assert state(version="1.407.501.0") == Compliance.UP_TO_DATE  # newer than approved is fine
@@ -305,7 +306,7 @@ def test_the_ring_gate_opens_and_closes_from_real_reports(agent, mirror, make_gr
 
     pilot = make_group("pilot", 10, RolloutMode.LATEST)
     broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=0, gate_percent=50)
-    secret = reports.create_enrollment_secret(pilot, "lab")[1]
+    secret = enrollment.create_enrollment_secret(pilot, "lab")[1]
     tokens = [enroll(agent, secret, machine_id=f"pilot-{i}").json()["token"] for i in range(4)]
     package = make_package(definition="1.407.700.0")
     publish(mirror, package)
@@ -317,10 +318,10 @@ def test_the_ring_gate_opens_and_closes_from_real_reports(agent, mirror, make_gr
         post_report(agent, token, health_text(pilot, version="1.407.700.0"))
     for token in tokens[1:]:
         post_report(agent, token, health_text(pilot, version="1.407.600.0"))
-    services.evaluate_rollouts()
+    rings.evaluate_rollouts()
     assert served() is None  # 1 of 4: 25 % < 50 %
     post_report(agent, tokens[1], health_text(pilot, version="1.407.700.0", definitions_update_fail_reason='"Signature verification failed"'))
-    services.evaluate_rollouts()
+    rings.evaluate_rollouts()
     assert served() is None
     assert "reported a definitions update failure" in broad.approvals.get(platform="linux", arch="x86_64").gate_reason
 
@@ -329,7 +330,7 @@ def test_the_ring_gate_opens_and_closes_from_real_reports(agent, mirror, make_gr
     publish(mirror, newer)
     for token in tokens[:3]:
         post_report(agent, token, health_text(pilot, version="1.407.701.0"))
-    services.evaluate_rollouts()
+    rings.evaluate_rollouts()
     assert served() == newer
 
 
@@ -390,6 +391,39 @@ def test_enrollment_secrets_are_shown_once_rotated_and_revoked_by_operators(api,
     assert api.as_user(viewer).post("/api/v1/enrollment-secrets/", {"group": "pilot", "name": "x"}, format="json").status_code == 403
 
 
+def test_the_api_refuses_to_rotate_a_revoked_or_expired_secret_and_the_secret_stays_as_it_was(api, pilot, operator, agent):
+    revoked, plaintext = enrollment.create_enrollment_secret(pilot, "datacenter")
+    enrollment.revoke_enrollment_secret(revoked)
+    expired, _ = enrollment.create_enrollment_secret(pilot, "lab")
+    EnrollmentSecret.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    before = list(EnrollmentSecret.objects.values())
+    client = api.as_user(operator)
+    response = client.post(f"/api/v1/enrollment-secrets/{revoked.pk}/rotate/")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "conflict"
+    assert body["errors"] == {"revoked_at": [f"Enrollment secret datacenter ({revoked.hint}…) is revoked: create a new one instead."]}
+    response = client.post(f"/api/v1/enrollment-secrets/{expired.pk}/rotate/")
+    assert response.status_code == 409 and list(response.json()["errors"]) == ["expires_at"]
+    assert list(EnrollmentSecret.objects.values()) == before
+    assert enroll(agent, plaintext).status_code == 401
+
+
+def test_the_api_refuses_a_secret_that_would_expire_in_the_past(api, pilot, operator):
+    response = api.as_user(operator).post("/api/v1/enrollment-secrets/", {"group": "pilot", "name": "x", "expires_at": "2001-01-01T00:00:00Z"},
+                                          format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"expires_at": ["Choose a moment in the future, or leave it empty."]}
+    assert not EnrollmentSecret.objects.exists()
+
+
+def test_moving_an_endpoint_to_its_own_group_changes_nothing_and_is_not_audited(api, enrolled, operator):
+    endpoint, _ = enrolled
+    response = api.as_user(operator).post(f"/api/v1/endpoints/{endpoint.pk}/move/", {"group": "pilot"}, format="json")
+    assert response.status_code == 200 and response.json()["group"] == "pilot"
+    assert not AuditEvent.objects.filter(action="endpoint.move").exists()
+
+
 # --- Chores ---------------------------------------------------------------------------------------------------
 
 
@@ -398,9 +432,9 @@ def test_silent_endpoints_are_marked_and_counted_in_snapshots(agent, secret, pil
     for token in tokens:
         post_report(agent, token, health_text(pilot))
     Endpoint.objects.filter(machine_id="m-0").update(last_seen=timezone.now() - timedelta(seconds=3 * pilot.update_interval + 60))
-    assert reports.mark_silent() == 1
+    assert chores.mark_silent() == 1
     assert Endpoint.objects.get(machine_id="m-0").compliance == Compliance.SILENT
-    reports.snapshot_compliance()
+    chores.snapshot_compliance()
     snapshot = ComplianceSnapshot.objects.get(group=pilot)
     assert snapshot.counts == {"silent": 1, "up_to_date": 2} and snapshot.total == 3
 
@@ -410,7 +444,7 @@ def test_old_reports_are_pruned_and_the_endpoint_keeps_its_state(agent, enrolled
     post_report(agent, token, health_text(pilot))
     post_report(agent, token, health_text(pilot))
     HealthReport.objects.filter(pk=HealthReport.objects.order_by("id").first().pk).update(received_at=timezone.now() - timedelta(days=31))
-    assert reports.prune_reports() == 1
+    assert chores.prune_reports() == 1
     endpoint.refresh_from_db()
     assert HealthReport.objects.count() == 1 and endpoint.compliance == Compliance.UP_TO_DATE and endpoint.reports_received == 2
 

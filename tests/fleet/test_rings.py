@@ -12,7 +12,18 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from fleet import services
+from fleet.services.rings import (
+    ApprovalError,
+    approve_package,
+    delete_group,
+    evaluate_rollouts,
+    packages_for,
+    plan_promotion,
+    plan_rollback,
+    promote,
+    rollback,
+    save_group,
+)
 from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import SignaturePackage
@@ -63,14 +74,14 @@ def test_a_new_version_reaches_pilot_at_once_and_broad_only_when_the_gate_holds(
 
     make_endpoints(pilot, 41, first.definition_version)
     make_endpoints(pilot, 9, "1.407.400.0")
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert served_version(client, "broad") == 404
     waiting = row(broad)
     assert waiting.gate_reason == f"pilot: 41 of 50 endpoints on {first.definition_version} (82 % < 90 %)"
     assert waiting.candidate == first
 
     make_endpoints(pilot, 50, first.definition_version)  # now 91 of 100
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert served_version(client, "broad") == first.definition_version
     approved = row(broad)
     assert approved.gate_state == GateState.CURRENT and approved.candidate is None
@@ -91,7 +102,7 @@ def test_the_gate_counts_newer_versions_and_ignores_silent_decommissioned_and_ot
     for endpoint in gone:
         endpoint.decommissioned_at = timezone.now()
         endpoint.save()
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert row(broad).current == package
 
 
@@ -101,7 +112,7 @@ def test_a_failure_reported_in_the_source_ring_since_approval_holds_the_version_
     publish(mirror, package)
     make_endpoints(pilot, 99, package.definition_version)
     make_endpoints(pilot, 1, package.definition_version, failed_at=timezone.now())
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert served_version(client, "broad") == 404
     assert row(broad).gate_reason == f"pilot: 1 of 100 endpoints reported a definitions update failure since {package.definition_version} was approved there"
 
@@ -120,11 +131,11 @@ def test_the_delay_is_counted_from_the_approval_in_the_source_ring(mirror, make_
     package = make_package()
     publish(mirror, package)
     make_endpoints(pilot, 10, package.definition_version)
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert served_version(client, "broad") == 404
     assert "due in 24.0 h (delay 24 h)" in row(broad).gate_reason
     GroupTarget.objects.filter(group=pilot).update(approved_at=timezone.now() - timedelta(hours=25))
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert served_version(client, "broad") == package.definition_version
 
 
@@ -133,14 +144,14 @@ def test_a_manual_approval_in_the_source_ring_flows_to_its_followers_at_once(mir
     broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=0, gate_percent=0)
     make_endpoints(pilot, 1, "1.0.0.0")
     package = make_package()
-    services.approve_package(pilot, package, operator)
+    approve_package(pilot, package, operator)
     assert served_version(client, "broad") == package.definition_version  # 0 % gate, 0 h delay
 
 
 def test_manual_rings_never_move_on_their_own(mirror, make_group, make_package, client):
     make_group("frozen", 10, RolloutMode.MANUAL)
     publish(mirror, make_package())
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert served_version(client, "frozen") == 404
     assert GroupTarget.objects.get(group__slug="frozen", platform="linux", arch="x86_64").gate_reason == "manual approvals only"
 
@@ -151,8 +162,8 @@ def test_manual_rings_never_move_on_their_own(mirror, make_group, make_package, 
 def test_approve_then_approve_again_keeps_n_minus_1_under_back(mirror, make_group, make_package, operator, client):
     group = make_group("pilot")
     first, second = make_package(), make_package()
-    services.approve_package(group, first, operator)
-    services.approve_package(group, second, operator)
+    approve_package(group, first, operator)
+    approve_package(group, second, operator)
     assert served_version(client, "pilot") == second.definition_version
     assert served_version(client, "pilot", back=True) == first.definition_version
     assert row(group).approved_by == operator
@@ -163,8 +174,8 @@ def test_promote_approves_in_the_next_ring_what_this_one_serves(mirror, make_gro
     make_group("early", 15, platforms=("mac",))  # next by order but does not serve linux: skipped
     make_group("broad", 20)
     package = make_package()
-    services.approve_package(pilot, package, operator)
-    services.promote(pilot, TARGET, operator)
+    approve_package(pilot, package, operator)
+    promote(pilot, TARGET, operator)
     assert served_version(client, "broad") == package.definition_version
     event = ApprovalEvent.objects.filter(group__slug="broad").get()
     assert (event.action, event.reason, event.actor_label) == (ApprovalAction.PROMOTE, "promoted from pilot", operator.username)
@@ -180,17 +191,17 @@ def test_rolling_broad_back_serves_exactly_the_previous_bytes(mirror, rings, mak
     publish(mirror, new)
     assert served_version(client, "broad") == new.definition_version
 
-    services.rollback(broad, TARGET, operator)
+    rollback(broad, TARGET, operator)
     response = client.get(ZIP_URL.format(slug="broad"))
     assert body(response) == old_bytes
     assert response["ETag"] == f'"{old.sha256}"'
     assert served_version(client, "broad", back=True) == 404  # nothing was approved before `old`
     # The rule does not put the rolled-back version straight back...
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     assert row(broad).current == old
     assert row(broad).gate_reason == f"{new.definition_version} was rolled back here; approve it by hand to serve it again"
     # ...until an operator approves it again by hand.
-    services.approve_package(broad, new, operator)
+    approve_package(broad, new, operator)
     assert served_version(client, "broad") == new.definition_version
 
 
@@ -198,18 +209,18 @@ def test_a_rollback_restores_the_n_minus_1_of_the_restored_version(mirror, make_
     group = make_group("pilot")
     a, b, c = make_package(), make_package(), make_package()
     for package in (a, b, c):
-        services.approve_package(group, package, operator)
-    services.rollback(group, TARGET, operator)
+        approve_package(group, package, operator)
+    rollback(group, TARGET, operator)
     assert (served_version(client, "pilot"), served_version(client, "pilot", back=True)) == (b.definition_version, a.definition_version)
 
 
 def test_every_approval_change_is_audited_with_who_what_and_from_which_version(mirror, make_group, make_package, operator):
     pilot, broad = make_group("pilot", 10), make_group("broad", 20)
     a, b = make_package(), make_package()
-    services.approve_package(pilot, a, operator)
-    services.approve_package(pilot, b, operator)
-    services.promote(pilot, TARGET, operator)
-    services.rollback(pilot, TARGET, operator)
+    approve_package(pilot, a, operator)
+    approve_package(pilot, b, operator)
+    promote(pilot, TARGET, operator)
+    rollback(pilot, TARGET, operator)
     events = list(AuditEvent.objects.filter(action__startswith="approval.").order_by("id").values_list("action", "actor_label", "target_label", "details"))
     target = "linux/production/arch_x86_64"
     assert events == [
@@ -235,8 +246,8 @@ def _nothing_changed(group):
 def test_a_package_for_another_target_is_refused_and_nothing_changes(mirror, make_group, make_package, operator, target):
     group = make_group("pilot")  # linux, production
     package = make_package(*target)
-    with pytest.raises(services.ApprovalError) as refused:
-        services.approve_package(group, package, operator)
+    with pytest.raises(ApprovalError) as refused:
+        approve_package(group, package, operator)
     assert refused.value.field == "package" and refused.value.status == 400
     assert str(refused.value).startswith(f"package {package.definition_version} is for {target[0]}/{target[1]}/arch_x86_64; group pilot serves")
     _nothing_changed(group)
@@ -244,36 +255,59 @@ def test_a_package_for_another_target_is_refused_and_nothing_changes(mirror, mak
 
 def test_a_rollback_with_no_previous_version_is_refused(mirror, make_group, make_package, operator, client):
     group = make_group("pilot")
-    with pytest.raises(services.ApprovalError, match="no previous version") as refused:
-        services.rollback(group, TARGET, operator)
+    with pytest.raises(ApprovalError, match="no previous version") as refused:
+        rollback(group, TARGET, operator)
     assert refused.value.status == 409
     _nothing_changed(group)
-    services.approve_package(group, make_package(), operator)
-    with pytest.raises(services.ApprovalError, match="no previous version"):
-        services.rollback(group, TARGET, operator)
+    approve_package(group, make_package(), operator)
+    with pytest.raises(ApprovalError, match="no previous version"):
+        rollback(group, TARGET, operator)
 
 
 def test_a_stale_confirmation_is_refused(mirror, make_group, make_package, operator):
     group = make_group("pilot")
     a, b, c = make_package(), make_package(), make_package()
-    services.approve_package(group, a, operator)
+    approve_package(group, a, operator)
     seen = row(group).current_id
-    services.approve_package(group, b, operator)  # someone else, meanwhile
-    with pytest.raises(services.ApprovalError, match="changed meanwhile") as refused:
-        services.approve_package(group, c, operator, expected_current=seen)
+    approve_package(group, b, operator)  # someone else, meanwhile
+    with pytest.raises(ApprovalError, match="changed meanwhile") as refused:
+        approve_package(group, c, operator, expected_current=seen)
     assert refused.value.status == 409
-    with pytest.raises(services.ApprovalError, match="changed meanwhile"):
-        services.rollback(group, TARGET, operator, expected_current=seen)
+    with pytest.raises(ApprovalError, match="changed meanwhile"):
+        rollback(group, TARGET, operator, expected_current=seen)
     assert row(group).current == b
 
 
 def test_promote_without_a_next_ring_or_an_approval_is_refused(mirror, make_group, make_package, operator):
     pilot = make_group("pilot", 10)
-    with pytest.raises(services.ApprovalError, match="no ring after pilot"):
-        services.promote(pilot, TARGET, operator)
+    with pytest.raises(ApprovalError, match="no ring after pilot"):
+        promote(pilot, TARGET, operator)
     make_group("broad", 20)
-    with pytest.raises(services.ApprovalError, match="nothing is approved in pilot"):
-        services.promote(pilot, TARGET, operator)
+    with pytest.raises(ApprovalError, match="nothing is approved in pilot"):
+        promote(pilot, TARGET, operator)
+
+
+def test_the_plans_show_what_promote_and_rollback_do_and_refuse_what_they_refuse(mirror, make_group, make_package, make_endpoints,
+                                                                                 operator):
+    pilot, broad = make_group("pilot", 10), make_group("broad", 20)
+    for plan, refusal in ((plan_promotion, "nothing is approved in pilot"), (plan_rollback, "pilot has no previous version")):
+        with pytest.raises(ApprovalError, match=refusal) as refused:
+            plan(pilot, TARGET)
+        assert refused.value.status == 409
+    first, second = make_package(), make_package()
+    approve_package(broad, first, operator)
+    approve_package(pilot, first, operator)
+    approve_package(pilot, second, operator)
+    make_endpoints(broad, 2, first.definition_version)
+    plan = plan_promotion(pilot, TARGET)
+    assert (plan.group, plan.before, plan.after, plan.endpoints) == (broad, first, second, 2)
+    assert plan.target_name == "linux/production/arch_x86_64" and plan.url == broad.definition_url("linux")
+    back = plan_rollback(pilot, TARGET)
+    assert (back.group, back.before, back.after, back.endpoints) == (pilot, second, first, 0)
+    promote(pilot, TARGET, operator, expected_current=first.pk, expected_package=second.pk)
+    for refuse in (plan_promotion, promote):  # the page and the change refuse alike, with the same words
+        with pytest.raises(ApprovalError, match=f"broad already serves {second.definition_version} for linux/production/arch_x86_64"):
+            refuse(pilot, TARGET)
 
 
 @pytest.mark.parametrize("interval", [59, 86401, 0])
@@ -302,7 +336,7 @@ def test_rings_cannot_follow_each_other_in_a_loop(mirror, make_group):
 def test_the_group_url_serves_ranges_etags_and_head(mirror, make_group, make_package, operator, client):
     group = make_group("pilot")
     package = make_package()
-    services.approve_package(group, package, operator)
+    approve_package(group, package, operator)
     url = ZIP_URL.format(slug="pilot")
     whole = package.path.read_bytes()
     partial = client.get(url, HTTP_RANGE="bytes=100-199")
@@ -327,7 +361,7 @@ def test_x_accel_mode_hands_the_group_file_to_nginx(mirror, make_group, make_pac
     settings.MIRROR_X_ACCEL_PREFIX = "/_store"
     group = make_group("pilot")
     package = make_package()
-    services.approve_package(group, package, operator)
+    approve_package(group, package, operator)
     response = client.get(ZIP_URL.format(slug="pilot"))
     assert response["X-Accel-Redirect"] == f"/_store/blobs/sha256/{package.sha256[:2]}/{package.sha256[2:4]}/{package.sha256}"
     assert response["ETag"] == f'"{package.sha256}"'
@@ -336,8 +370,8 @@ def test_x_accel_mode_hands_the_group_file_to_nginx(mirror, make_group, make_pac
 def test_the_on_disk_tree_mirrors_the_approval_in_the_layout(mirror, make_group, make_package, operator):
     group = make_group("pilot")
     a, b = make_package(), make_package()
-    services.approve_package(group, a, operator)
-    services.approve_package(group, b, operator)
+    approve_package(group, a, operator)
+    approve_package(group, b, operator)
     root = mirror.publish_path / "groups" / "pilot"
     assert group.tree_path == root
     assert json.loads((root / "linux/production/arch_x86_64/manifest.json").read_text()) == b.manifest()
@@ -349,7 +383,7 @@ def test_the_on_disk_tree_is_never_seen_half_switched(mirror, make_group, make_p
     """A reader resolving the target directory once sees a matching pair, complete, every time."""
     group = make_group("pilot")
     a, b = make_package(), make_package()
-    services.approve_package(group, a, operator)
+    approve_package(group, a, operator)
     link = group.tree_path / "linux/production/arch_x86_64"
     stop = threading.Event()
     seen, problems = set(), []
@@ -373,9 +407,9 @@ def test_the_on_disk_tree_is_never_seen_half_switched(mirror, make_group, make_p
     try:
         for i in range(60):
             if i % 3 == 2:
-                services.rollback(group, TARGET, operator)
+                rollback(group, TARGET, operator)
             else:
-                services.approve_package(group, b if row(group).current_id == a.pk else a, operator)
+                approve_package(group, b if row(group).current_id == a.pk else a, operator)
     finally:
         stop.set()
         for thread in threads:
@@ -397,20 +431,20 @@ def test_a_group_on_a_mirror_served_elsewhere_gets_a_url_in_that_tree(mirror, ma
 
 def test_renaming_a_group_moves_its_tree(mirror, make_group, make_package, operator):
     group = make_group("pilot")
-    services.approve_package(group, make_package(), operator)
+    approve_package(group, make_package(), operator)
     old = group.tree_path
     group.slug = "canary"
-    services.save_group(group, operator)
+    save_group(group, operator)
     assert not old.exists()
     assert (mirror.publish_path / "groups/canary/linux/production/arch_x86_64/updates.zip").is_file()
 
 
 def test_dropping_a_platform_drops_its_approvals_and_files(mirror, make_group, make_package, operator):
     group = make_group("both", platforms=("linux", "mac"))
-    services.approve_package(group, make_package("mac"), operator)
-    services.approve_package(group, make_package("linux"), operator)
+    approve_package(group, make_package("mac"), operator)
+    approve_package(group, make_package("linux"), operator)
     group.platforms = ["linux"]
-    services.save_group(group, operator)
+    save_group(group, operator)
     assert list(GroupTarget.objects.filter(group=group, current__isnull=False).values_list("platform", flat=True)) == ["linux"]
     assert not (group.tree_path / "mac").exists()
     assert (group.tree_path / "linux/production/arch_x86_64/updates.zip").is_file()
@@ -421,22 +455,22 @@ def test_a_ring_that_stops_following_frees_its_source_for_deletion(mirror, make_
     broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot)
     broad.rollout = RolloutMode.MANUAL
     broad.full_clean()
-    services.save_group(broad, admin)
+    save_group(broad, admin)
     broad.refresh_from_db()
     assert broad.source_group is None
-    services.delete_group(pilot, admin)
+    delete_group(pilot, admin)
     assert not EndpointGroup.objects.filter(slug="pilot").exists()
 
 
 def test_groups_with_endpoints_or_followers_cannot_be_deleted(mirror, make_group, make_endpoints, operator):
     pilot = make_group("pilot", 10)
     make_group("broad", 20, RolloutMode.AFTER, source_group=pilot)
-    with pytest.raises(services.ApprovalError, match="broad follows pilot"):
-        services.delete_group(pilot, operator)
+    with pytest.raises(ApprovalError, match="broad follows pilot"):
+        delete_group(pilot, operator)
     lonely = make_group("lonely", 30)
     make_endpoints(lonely, 2, "1.0.0.0")
-    with pytest.raises(services.ApprovalError, match="2 endpoint"):
-        services.delete_group(lonely, operator)
+    with pytest.raises(ApprovalError, match="2 endpoint"):
+        delete_group(lonely, operator)
 
 
 # --- Retention --------------------------------------------------------------------------------------------
@@ -447,8 +481,8 @@ def test_retention_never_prunes_what_a_ring_serves_or_may_roll_back_to(mirror, m
     mirror.save()
     group = make_group("broad")
     kept_current, kept_previous = make_package(), make_package()
-    services.approve_package(group, kept_previous, operator)
-    services.approve_package(group, kept_current, operator)
+    approve_package(group, kept_previous, operator)
+    approve_package(group, kept_current, operator)
     newest = [make_package() for _ in range(3)]
     publish(mirror, newest[-2])
     publish(mirror, newest[-1])
@@ -482,7 +516,7 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
         sync()
         first = standin.current(*TARGET)
         make_endpoints(pilot, 10, first["definition"])
-        services.evaluate_rollouts()
+        evaluate_rollouts()
         assert served_version(client, "pilot") == served_version(client, "broad") == first["definition"]
 
         standin.release(*TARGET)
@@ -493,7 +527,7 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
         assert hashlib.sha256(body(client.get(ZIP_URL.format(slug="pilot")))).hexdigest() == second["sha256"]
 
         make_endpoints(pilot, 90, second["definition"])  # 90 of 100
-        services.evaluate_rollouts()
+        evaluate_rollouts()
         assert served_version(client, "broad") == second["definition"]
         assert served_version(client, "broad", back=True) == first["definition"]
 
@@ -501,10 +535,10 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
 def test_promote_refuses_when_the_source_ring_changed_after_the_confirmation(mirror, make_group, make_package, operator):
     pilot, broad = make_group("pilot", 10), make_group("broad", 20)
     a, b = make_package(), make_package()
-    services.approve_package(pilot, a, operator)
-    services.approve_package(pilot, b, operator)  # after the operator confirmed promoting `a`
-    with pytest.raises(services.ApprovalError, match="changed meanwhile") as refused:
-        services.promote(pilot, TARGET, operator, expected_package=a.pk)
+    approve_package(pilot, a, operator)
+    approve_package(pilot, b, operator)  # after the operator confirmed promoting `a`
+    with pytest.raises(ApprovalError, match="changed meanwhile") as refused:
+        promote(pilot, TARGET, operator, expected_package=a.pk)
     assert refused.value.status == 409
     assert not GroupTarget.objects.filter(group=broad, current__isnull=False).exists()
 
@@ -512,13 +546,13 @@ def test_promote_refuses_when_the_source_ring_changed_after_the_confirmation(mir
 def test_packages_to_approve_are_listed_by_version_not_by_arrival(mirror, make_group, make_package):
     group = make_group("pilot")
     newer, older = make_package(definition="1.407.10.0"), make_package(definition="1.407.9.0")
-    assert [p.pk for p in services.packages_for(group, TARGET)] == [newer.pk, older.pk]
+    assert [p.pk for p in packages_for(group, TARGET)] == [newer.pk, older.pk]
 
 
 def test_serving_a_group_file_takes_one_query(mirror, make_group, make_package, operator, client, django_assert_num_queries):
     group = make_group("pilot")
     package = make_package()
-    services.approve_package(group, package, operator)
+    approve_package(group, package, operator)
     with django_assert_num_queries(1):
         assert client.get(MANIFEST_URL.format(slug="pilot"), HTTP_IF_NONE_MATCH='"nope"').status_code == 200
     with django_assert_num_queries(1):

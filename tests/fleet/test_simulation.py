@@ -3,10 +3,10 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from fleet import services
 from fleet.choices import Compliance
 from fleet.models import Endpoint, HealthReport
-from fleet.simulation import parse_mix
+from fleet.services import rings
+from standins.fleet import parse_mix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def test_simulate_fleet_enrolls_and_reports_a_realistic_mix(live_server, make_group, make_package, operator, settings):
     settings.ALLOWED_HOSTS = ["*"]
     pilot, broad = make_group("pilot", 10), make_group("broad", 20)
-    services.approve_package(pilot, make_package(definition="1.407.450.0"), operator)
-    services.approve_package(broad, make_package(definition="1.407.440.0"), operator)
+    rings.approve_package(pilot, make_package(definition="1.407.450.0"), operator)
+    rings.approve_package(broad, make_package(definition="1.407.440.0"), operator)
     call_command("simulate_fleet", "--endpoints", "60", "--url", live_server.url, "--rounds", "1", "--seed", "3")
     assert Endpoint.objects.count() == 60
     states = set(Endpoint.objects.values_list("compliance", flat=True))

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 
-from fleet import services
+from fleet.services.rings import approve_package, evaluate_rollouts, promote
 from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import Mirror
@@ -74,9 +74,9 @@ def approved(rings, make_package, operator):
     """pilot serves `second` with `first` as n-1; broad serves `first`."""
     pilot, broad = rings
     first, second = make_package(), make_package()
-    services.approve_package(pilot, first, operator)
-    services.approve_package(pilot, second, operator)
-    services.approve_package(broad, first, operator)
+    approve_package(pilot, first, operator)
+    approve_package(pilot, second, operator)
+    approve_package(broad, first, operator)
     return first, second
 
 
@@ -87,7 +87,7 @@ def test_the_list_shows_groups_in_ring_order_with_their_rollout_rule_in_words(cl
     broad = make_group("broad", 20)
     pilot = make_group("pilot", 10)
     make_group("late", 30, RolloutMode.AFTER, source_group=pilot, delay_hours=24, gate_percent=90)
-    services.approve_package(broad, make_package(definition="1.407.417.0"), operator)
+    approve_package(broad, make_package(definition="1.407.417.0"), operator)
     client.force_login(viewer)
     page = client.get("/groups/").content.decode()
     assert page.index(">Pilot</a>") < page.index(">Broad</a>") < page.index(">Late</a>")
@@ -106,7 +106,7 @@ def test_the_list_shows_why_a_ring_waits(client, viewer, make_group, make_packag
     publish(pilot.mirror, package)
     make_endpoints(pilot, 41, "1.407.417.0")
     make_endpoints(pilot, 9, "1.407.400.0")
-    services.evaluate_rollouts()
+    evaluate_rollouts()
     client.force_login(viewer)
     reason = "pilot: 41 of 50 endpoints on 1.407.417.0 (82 % &lt; 90 %)"
     assert reason in client.get("/groups/").content.decode()
@@ -291,7 +291,7 @@ def test_a_stale_promote_confirmation_shows_a_message_and_changes_nothing(client
     client.force_login(operator)
     client.get("/groups/pilot/promote/linux/x86_64/")
     meanwhile = make_package()
-    services.approve_package(broad, meanwhile, operator)  # someone else changed broad after the page was shown
+    approve_package(broad, meanwhile, operator)  # someone else changed broad after the page was shown
     response = client.post("/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True)
     assert any("changed meanwhile" in m and "reload and confirm again" in m for m in messages_of(response))
     assert "changed meanwhile" in response.content.decode()
@@ -302,7 +302,7 @@ def test_a_promote_confirmation_for_a_version_pilot_no_longer_serves_changes_not
     first, second = approved
     pilot = EndpointGroup.objects.get(slug="pilot")
     third = make_package()
-    services.approve_package(pilot, third, operator)  # pilot moved on after the page showed `second`
+    approve_package(pilot, third, operator)  # pilot moved on after the page showed `second`
     client.force_login(operator)
     response = client.post("/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True)
     assert any(f"it would now receive {third.definition_version}" in m for m in messages_of(response))
@@ -328,7 +328,7 @@ def test_a_stale_rollback_confirmation_shows_a_message_and_changes_nothing(clien
     client.force_login(operator)
     client.get("/groups/pilot/rollback/linux/x86_64/")
     third = make_package()
-    services.approve_package(pilot, third, operator)  # now third, with second as n-1
+    approve_package(pilot, third, operator)  # now third, with second as n-1
     response = client.post("/groups/pilot/rollback/linux/x86_64/", {"package": first.pk, "expected_current": second.pk}, follow=True)
     assert any("changed meanwhile" in m for m in messages_of(response))
     assert served_version(client, "pilot") == third.definition_version
@@ -338,7 +338,7 @@ def test_a_stale_rollback_confirmation_shows_a_message_and_changes_nothing(clien
 def test_promote_is_refused_when_the_next_ring_already_serves_the_version(client, operator, approved, rings):
     first, second = approved
     pilot, broad = rings
-    services.promote(pilot, TARGET, operator)
+    promote(pilot, TARGET, operator)
     client.force_login(operator)
     response = client.get("/groups/pilot/promote/linux/x86_64/", follow=True)
     assert f"Cannot promote: broad already serves {second.definition_version} for linux/production/arch_x86_64" in messages_of(response)
@@ -355,7 +355,7 @@ def test_the_approve_form_preselects_the_newest_version_not_served_yet(client, o
 
 def test_roll_back_without_a_previous_version_says_so(client, operator, rings, make_package):
     pilot, _ = rings
-    services.approve_package(pilot, make_package(), operator)
+    approve_package(pilot, make_package(), operator)
     client.force_login(operator)
     response = client.get("/groups/pilot/rollback/linux/x86_64/", follow=True)
     assert any("no previous version" in m for m in messages_of(response))
@@ -570,7 +570,7 @@ def busy(make_group, make_package, operator):
         packages = [make_package(platform=target[0], arch=target[1]) for _ in range(3)]
         for group in groups:
             for package in packages:
-                services.approve_package(group, package, operator)
+                approve_package(group, package, operator)
     return groups
 
 

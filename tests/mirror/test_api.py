@@ -172,11 +172,11 @@ def test_the_command_syncs_and_exits_non_zero_on_failure(make_mirror, standin, c
 
 def test_a_mirror_that_groups_use_cannot_be_deleted_and_nothing_is_audited(api, admin, make_mirror):
     # Was a 500: the ProtectedError of the group's foreign key escaped the view.
-    from fleet import services as fleet_services
     from fleet.models import EndpointGroup
+    from fleet.services.rings import save_group
 
     mirror = make_mirror()
-    fleet_services.save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"]))
+    save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"]))
     response = api.as_user(admin).delete(f"/api/v1/mirrors/{mirror.pk}/")
     assert response.status_code == 409
     assert response.json() == {"status": 409, "code": "conflict", "detail": "main is still in use and cannot be deleted.",

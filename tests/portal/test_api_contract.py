@@ -29,7 +29,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from fleet import reports, services as fleet_services
+from fleet.services import enrollment, ingest
+from fleet.services.rings import approve_package, save_group
 from fleet.choices import RolloutMode
 from fleet.models import EndpointGroup
 from mirror.services.mirrors import save_mirror
@@ -113,19 +114,19 @@ def contract_data(db, make_user, settings, tmp_path):
     save_mirror(Mirror(name="Spare", slug="spare", upstream=upstream, platforms=["linux"], channels=["production"],
                        archs=["x86_64"], sync_interval_minutes=0))
     request_sync(mirror, SyncTrigger.API, admin)  # stays queued: nothing runs it here
-    pilot = fleet_services.save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux", "mac"], ring_order=10),
+    pilot = save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux", "mac"], ring_order=10),
                                       admin)
-    fleet_services.save_group(EndpointGroup(name="Broad", slug="broad", mirror=mirror, platforms=["linux"], ring_order=20,
+    save_group(EndpointGroup(name="Broad", slug="broad", mirror=mirror, platforms=["linux"], ring_order=20,
                                             rollout=RolloutMode.AFTER, source_group=pilot, delay_hours=0))
-    fleet_services.save_group(EndpointGroup(name="Spare", slug="spare-ring", mirror=mirror, platforms=["linux"], ring_order=30))
+    save_group(EndpointGroup(name="Spare", slug="spare-ring", mirror=mirror, platforms=["linux"], ring_order=30))
     old, new = SignaturePackage.objects.filter(platform="linux", arch="x86_64").order_by("pk")
-    fleet_services.approve_package(pilot, old, admin)
-    fleet_services.approve_package(pilot, new, admin)
-    secret, secret_text = reports.create_enrollment_secret(pilot, "contract", admin)
-    reports.create_enrollment_secret(pilot, "spare", admin)
-    endpoint, endpoint_token = reports.enroll(secret_text, "contract-machine", "host-1", "linux", "x86_64", "101.24022.0001")
-    reports.ingest_report(endpoint, DESIGN_SAMPLE.encode())
-    reports.enroll(secret_text, "spare-machine", "host-2", "linux", "arm64")
+    approve_package(pilot, old, admin)
+    approve_package(pilot, new, admin)
+    secret, secret_text = enrollment.create_enrollment_secret(pilot, "contract", admin)
+    enrollment.create_enrollment_secret(pilot, "spare", admin)
+    endpoint, endpoint_token = enrollment.enroll(secret_text, "contract-machine", "host-1", "linux", "x86_64", "101.24022.0001")
+    ingest.ingest_report(endpoint, DESIGN_SAMPLE.encode())
+    enrollment.enroll(secret_text, "spare-machine", "host-2", "linux", "arm64")
     # Alerts with something in every list: channels, rules, a firing event, and deliveries (tests and alerts).
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.ALERT_WEBHOOK_TIMEOUT = 0.5

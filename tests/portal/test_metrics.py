@@ -13,7 +13,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from fleet import reports
+from fleet.services import enrollment
 from fleet.choices import Compliance
 from fleet.models import Endpoint
 from mirror.services.sync import request_sync, run_sync
@@ -269,7 +269,7 @@ def post_report(agent, token, body: str) -> int:
 
 
 def test_accepted_and_refused_reports_move_the_counters_and_the_latency_histogram(client, metrics_on, make_group, settings):
-    secret = reports.create_enrollment_secret(make_group("pilot"), "lab")[1]
+    secret = enrollment.create_enrollment_secret(make_group("pilot"), "lab")[1]
     agent = APIClient()
     first, second = enroll(agent, secret, GUID_A), enroll(agent, secret, GUID_B)
     before = samples(scrape(client))

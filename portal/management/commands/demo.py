@@ -90,7 +90,7 @@ class Command(serve.Command):
                 self.start_fleet(endpoints)
                 self.report_round()
                 self.backdate_and_snapshot()
-                from fleet.services import evaluate_rollouts
+                from fleet.services.rings import evaluate_rollouts
 
                 evaluate_rollouts()
                 self.banner(admin_password, time.monotonic() - started, once)
@@ -177,7 +177,7 @@ class Command(serve.Command):
 
     def create_mirror_and_rings(self):
         from fleet.models import EndpointGroup
-        from fleet.services import save_group
+        from fleet.services.rings import save_group
         from mirror.models import Mirror, SignaturePackage, Upstream
         from core.versions import version_key
         from mirror.services.mirrors import save_mirror
@@ -235,12 +235,12 @@ class Command(serve.Command):
         raise CommandError(f"the web server did not answer on {self.base_url} within 90 s")
 
     def start_fleet(self, count):
-        from fleet import reports
         from fleet.models import EndpointGroup
-        from fleet.simulation import FleetSimulator
+        from fleet.services.enrollment import create_enrollment_secret
+        from standins.fleet import FleetSimulator
 
         groups = {g.slug: g for g in EndpointGroup.objects.filter(slug__in=RING_SLUGS)}
-        secrets = {slug: reports.create_enrollment_secret(groups[slug], "demo fleet")[1] for slug in RING_SLUGS}
+        secrets = {slug: create_enrollment_secret(groups[slug], "demo fleet")[1] for slug in RING_SLUGS}
         self.simulator = FleetSimulator(self.base_url, secrets, count, seed=1)
         # Rings of realistic sizes instead of the simulator's round robin.
         rng = random.Random(2)
@@ -270,8 +270,8 @@ class Command(serve.Command):
 
     def backdate_and_snapshot(self):
         """Silent endpoints went quiet days ago; a week of snapshots gives the dashboard a trend."""
-        from fleet import reports
         from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
+        from fleet.services.chores import mark_silent, snapshot_compliance
 
         now = timezone.now()
         rng = random.Random(3)
@@ -279,7 +279,7 @@ class Command(serve.Command):
         for machine_id in silent:
             last = now - timedelta(hours=rng.randint(30, 6 * 24))
             Endpoint.objects.filter(machine_id=machine_id).update(enrolled_at=last - timedelta(days=20), last_seen=last)
-        marked = reports.mark_silent()
+        marked = mark_silent()
         self.say(f"Backdated {len(silent)} endpoints; {marked} marked silent")
         if not ComplianceSnapshot.objects.filter(taken_at__lt=now - timedelta(hours=20)).exists():
             rows = []
@@ -293,7 +293,7 @@ class Command(serve.Command):
                                                        counts=counts, total=sum(counts.values())))
             ComplianceSnapshot.objects.bulk_create(rows)
             self.say(f"Wrote {len(rows)} compliance snapshots for the last {TREND_DAYS} days")
-        reports.snapshot_compliance()
+        snapshot_compliance()
 
     # -- the living part ----------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 One generator for the UI download, the API and the endpoint agent: Linux gets
 ``mdatp_managed.json``, macOS a configuration profile (preference domain
-``com.microsoft.wdav``) with the same keys and nesting.
+``com.microsoft.wdav``) with the same keys and nesting. ``import_policy`` takes an
+existing file's policy into a group, for the UI and the API alike.
 """
 
 import hashlib
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from fleet.choices import EnforcementLevel
-from fleet.models import DEFAULT_INTERVAL, MAX_INTERVAL, MIN_INTERVAL
+from fleet.models import DEFAULT_INTERVAL, MAX_INTERVAL, MIN_INTERVAL, EndpointGroup
+from fleet.services.rings import save_group
 from mirror.choices import Platform
 
 PREFERENCE_DOMAIN = "com.microsoft.wdav"
@@ -209,3 +212,17 @@ def parse_managed_json(text: str) -> tuple[dict, list[str]]:
     if not policy:
         raise ConfigImportError({"file": "none of the offline-update settings of mdatp_managed.json were found"})
     return policy, warnings
+
+
+def import_policy(group: EndpointGroup, text: str, actor=None, request=None) -> list[str]:
+    """Take the policy of an existing mdatp_managed.json into the group; returns the warnings."""
+    policy, warnings = parse_managed_json(text)
+    changes = {field: value for field, value in policy.items() if getattr(group, field) != value}
+    for field, value in policy.items():
+        setattr(group, field, value)
+    try:
+        group.full_clean()
+    except ValidationError as exc:  # a model rule the file breaks: same words as the form
+        raise ConfigImportError({k: " ".join(v) for k, v in exc.message_dict.items()}) from None
+    save_group(group, actor, request, {"imported": changes, "warnings": warnings})
+    return warnings

@@ -1,128 +1,40 @@
-"""Endpoints: enrollment, health reports, compliance, and the periodic fleet chores.
+"""Health reports: an endpoint's token, its report parsed and judged against its group, stored.
 
 A report is accepted only once it is committed: the HealthReport row and the endpoint's
 new state are written in one transaction before the 2xx leaves, so no accepted report
-can be lost to a worker or broker restart (there is no queue in between).
+can be lost to a worker or broker restart (there is no queue in between). This is the
+portal's busiest path (every endpoint reports every few hours): its SQL is written out
+below, and what it reads of groups and approvals is cached per process for a few seconds.
 """
 
-import hashlib
 import json
-import logging
 import re
-import secrets
 import time
-from dataclasses import dataclass
 from contextlib import contextmanager
-from functools import lru_cache
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
-from django.db.models import Count, F
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
-from fleet.choices import Compliance
+from core.errors import Refused
+from core.models import hash_token
+from core.versions import version_key
+from fleet.choices import Compliance, FindingCode
 from fleet.diagnostics import Expectation, Finding, HistoryPoint, diagnose
 from fleet.health import Health, HealthParseError, parse_health
-from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget, HealthReport
-from mirror.choices import Arch, Platform
-from core.services import record_event
-from core.versions import version_key
+from fleet.models import Endpoint, EndpointGroup, GroupTarget, HealthReport
 
-log = logging.getLogger(__name__)
-MACHINE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 RECENT_KEPT = 6  # offline_definition_update changes kept on the endpoint for the known-issue rule
 UNAUTHORIZED = "missing, invalid or revoked endpoint token"
-MISCONFIGURED_CODES = {"offline_update_disabled", "verify_sig_disabled", "url_drift", "settings_drift"}
+# Findings that make an endpoint "misconfigured": its settings are not the group's.
+MISCONFIGURED_CODES = {FindingCode.OFFLINE_UPDATE_DISABLED, FindingCode.VERIFY_SIG_DISABLED, FindingCode.URL_DRIFT,
+                       FindingCode.SETTINGS_DRIFT}
 
 
-class Refused(Exception):
-    """A refused enrollment or report: ``status`` (400, 401, 403, 413, 429), ``field`` at fault, a readable message."""
-
-    def __init__(self, message: str, status: int = 400, field: str = "non_field_errors"):
-        super().__init__(message)
-        self.status = status
-        self.field = field
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-# --- Enrollment secrets ----------------------------------------------------------------------------
-
-
-def create_enrollment_secret(group: EndpointGroup, name: str, actor=None, request=None, expires_at=None) -> tuple[EnrollmentSecret, str]:
-    """A new secret for the group; the plaintext is returned once and never stored."""
-    plaintext = EnrollmentSecret.PREFIX + secrets.token_urlsafe(24)
-    secret = EnrollmentSecret.objects.create(group=group, name=name[:100] or "enrollment", hint=plaintext[:12], secret_hash=_digest(plaintext),
-                                             created_by=actor if actor is not None and actor.is_authenticated else None, expires_at=expires_at)
-    record_event(actor, "enrollment_secret.create", group, {"secret": secret.pk, "name": secret.name, "hint": secret.hint,
-                                                           "expires_at": expires_at.isoformat() if expires_at else None}, request)
-    return secret, plaintext
-
-
-def revoke_enrollment_secret(secret: EnrollmentSecret, actor=None, request=None) -> None:
-    if secret.revoked_at is None:
-        secret.revoked_at = timezone.now()
-        secret.save(update_fields=["revoked_at"])
-        record_event(actor, "enrollment_secret.revoke", secret.group, {"secret": secret.pk, "hint": secret.hint}, request)
-
-
-def rotate_enrollment_secret(secret: EnrollmentSecret, actor=None, request=None) -> tuple[EnrollmentSecret, str]:
-    """Revoke ``secret`` and create its replacement (same group, name and expiry) in one step."""
-    with transaction.atomic():
-        revoke_enrollment_secret(secret, actor, request)
-        return create_enrollment_secret(secret.group, secret.name, actor, request, secret.expires_at)
-
-
-# --- Enrollment ---------------------------------------------------------------------------------------
-
-
-def enroll(secret_text: str, machine_id: str, hostname: str = "", platform: str = "", arch: str = "", app_version: str = "",
-           request=None) -> tuple[Endpoint, str]:
-    """Join (or re-join) the secret's group; returns the endpoint and its new token, shown once.
-
-    Re-enrolling a machine id issues a new token to the same Endpoint (the old one stops
-    working) and brings a decommissioned machine back.
-    """
-    secret = EnrollmentSecret.objects.select_related("group__mirror").filter(secret_hash=_digest(secret_text or "")).first()
-    if secret is None or not secret.usable:
-        raise Refused("invalid, expired or revoked enrollment secret", 401, "secret")
-    group = secret.group
-    if not MACHINE_ID.match(machine_id or ""):
-        raise Refused("machine_id must be 1–64 letters, digits, '.', '_', ':' or '-' (e.g. the output of `mdatp health --field machine_guid`)",
-                      field="machine_id")
-    if platform not in Platform.values:
-        raise Refused(f"platform must be one of {', '.join(Platform.values)}", field="platform")
-    if platform not in group.platforms:
-        raise Refused(f"group {group.slug} has no {platform} endpoints (its platforms: {', '.join(group.platforms)})", field="platform")
-    arch = arch or Arch.X86_64
-    if arch not in Arch.values:
-        raise Refused(f"arch must be one of {', '.join(Arch.values)}", field="arch")
-    if len(hostname or "") > 255 or len(app_version or "") > 32:
-        raise Refused("hostname (255) or app_version (32) is too long", field="hostname" if len(hostname or "") > 255 else "app_version")
-    token = Endpoint.TOKEN_PREFIX + secrets.token_urlsafe(32)
-    now = timezone.now()
-    state = dict(group=group, hostname=hostname or "", platform=platform, arch=arch, token_hash=_digest(token), token_hint=token[:12],
-                 enrolled_at=now, decommissioned_at=None)
-    if app_version:
-        state["app_version"] = app_version
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                endpoint = Endpoint.objects.create(machine_id=machine_id, **state)
-                again = False
-        except IntegrityError:  # known machine (or enrolling at this very moment): the same row, a new token
-            endpoint = Endpoint.objects.select_for_update().get(machine_id=machine_id)
-            for name, value in state.items():
-                setattr(endpoint, name, value)
-            endpoint.save()
-            again = True
-        EnrollmentSecret.objects.filter(pk=secret.pk).update(last_used_at=now, enrollments=F("enrollments") + 1)
-        record_event(None, "endpoint.reenroll" if again else "endpoint.enroll", endpoint,
-                     {"group": group.slug, "secret": secret.hint, "platform": platform, "arch": arch, "hostname": hostname}, request)
-    return endpoint, token
+# --- The endpoint's token -------------------------------------------------------------------------------
 
 
 def endpoint_for_token(authorization: str) -> Endpoint | None:
@@ -135,37 +47,17 @@ def endpoint_for_token(authorization: str) -> Endpoint | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(Endpoint.TOKEN_PREFIX):
         return None
-    digest = _digest(token)
+    digest = hash_token(token)
     with _hot_cursor() as cursor:
         cursor.execute(_SELECT_ENDPOINT, [digest])
         row = cursor.fetchone()
     if row is None:
         return None
-    values = dict(zip(_ENDPOINT_COLUMNS, row))
+    values = dict(zip(_ENDPOINT_COLUMNS, row, strict=True))
     values["recent"] = _json_out(values["recent"]) or []
     endpoint = Endpoint.from_db(connection.alias, list(values), [values[f.attname] for f in Endpoint._meta.concrete_fields
                                                                  if f.attname in values])
     endpoint.group = cached_group(endpoint.group_id)
-    return endpoint
-
-
-def move_endpoint(endpoint: Endpoint, group: EndpointGroup, actor=None, request=None) -> Endpoint:
-    if endpoint.platform not in group.platforms:
-        raise Refused(f"group {group.slug} has no {endpoint.platform} endpoints", field="group")
-    old = endpoint.group
-    endpoint.group = group
-    endpoint.save(update_fields=["group"])
-    record_event(actor, "endpoint.move", endpoint, {"from": old.slug, "to": group.slug}, request)
-    return endpoint
-
-
-def decommission_endpoint(endpoint: Endpoint, actor=None, request=None) -> Endpoint:
-    """Retire a machine: its token stops working at once; its history stays."""
-    if endpoint.decommissioned_at is None:
-        endpoint.decommissioned_at = timezone.now()
-        endpoint.token_hash = None
-        endpoint.save(update_fields=["decommissioned_at", "token_hash"])
-        record_event(actor, "endpoint.decommission", endpoint, {"group": endpoint.group.slug}, request)
     return endpoint
 
 
@@ -188,7 +80,7 @@ def check_burst(endpoint: Endpoint, minute: int) -> None:
 
 
 def _throttled() -> Refused:
-    return Refused(f"too many reports from this endpoint: at most {settings.FLEET_REPORT_BURST} a minute", 429)
+    return Refused(f"too many reports from this endpoint: at most {settings.FLEET_REPORT_BURST} a minute", status=429)
 
 
 # The approved version per (group, platform, arch), cached briefly per process: reading it
@@ -225,7 +117,7 @@ def settings_drift(health: Health, group: EndpointGroup) -> Finding | None:
         return None
     listed = "; ".join(f"{key} is {str(seen).lower()}, the group wants {str(wanted).lower()}" for key, seen, wanted in differ)
     return Finding(
-        code="settings_drift", severity="warning", title="Settings differ from the group's managed configuration",
+        code=FindingCode.SETTINGS_DRIFT, severity="warning", title="Settings differ from the group's managed configuration",
         explanation=f"The endpoint reports settings its group does not set: {listed}.",
         fix="Install the group's managed configuration (mdatp_managed.json or the macOS profile) from the group page, "
             "or let the agent install it; then check with `mdatp health`.",
@@ -240,7 +132,7 @@ def judge(endpoint: Endpoint, health: Health, findings: list[Finding]) -> str:
         return Compliance.FAILING
     if codes & MISCONFIGURED_CODES:
         return Compliance.MISCONFIGURED
-    if "stale" in codes:
+    if FindingCode.STALE in codes:
         return Compliance.STALE
     approved = approved_version(endpoint.group, endpoint.platform, endpoint.arch)
     if approved and (not health.definitions_version or version_key(health.definitions_version) < version_key(approved)):
@@ -282,14 +174,14 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
     """
     minute = minute_now() if minute is None else minute
     if len(body) > settings.FLEET_REPORT_MAX_BYTES:
-        raise Refused(f"the report is {len(body)} bytes; the limit is {settings.FLEET_REPORT_MAX_BYTES}", 413)
+        raise Refused(f"the report is {len(body)} bytes; the limit is {settings.FLEET_REPORT_MAX_BYTES}", status=413)
     try:
         health = parse_health(body)
     except HealthParseError as exc:
-        raise Refused(str(exc), 400, exc.field or (f"line {exc.line}" if exc.line else "body")) from None
+        raise Refused(str(exc), exc.field or (f"line {exc.line}" if exc.line else "body")) from None
     if _guid(health.machine_guid) and _guid(endpoint.machine_id) and _guid(health.machine_guid) != _guid(endpoint.machine_id):
         # One endpoint's token must not carry another machine's state.
-        raise Refused("this report is from another machine (its machine_guid is not the one this token was enrolled for)", 403)
+        raise Refused("this report is from another machine (its machine_guid is not the one this token was enrolled for)", status=403)
     now = now or timezone.now()
     group = endpoint.group
     findings = diagnose(health, expectation(group, endpoint.platform, now), _history(endpoint))
@@ -324,7 +216,7 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
     if report.pk is None:
         if Endpoint.objects.filter(pk=endpoint.pk, decommissioned_at__isnull=True).exists():
             raise _throttled()
-        raise Refused(UNAUTHORIZED, 401)  # decommissioned while its report was being read
+        raise Refused(UNAUTHORIZED, status=401)  # decommissioned while its report was being read
     for name, value in state.items():
         setattr(endpoint, name, value)
     return Accepted(report, compliance, findings)
@@ -440,42 +332,3 @@ def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int) -> 
             cursor.execute(insert, report_params)
             return cursor.fetchone()[0]
 
-
-# --- Periodic chores --------------------------------------------------------------------------------------
-
-
-def mark_silent(now=None) -> int:
-    """Endpoints with no report for FLEET_SILENT_INTERVALS × their group's update interval become 'silent'."""
-    now = now or timezone.now()
-    marked = 0
-    for group in EndpointGroup.objects.all():
-        cutoff = now - timedelta(seconds=settings.FLEET_SILENT_INTERVALS * group.update_interval)
-        active = Endpoint.objects.filter(group=group, decommissioned_at__isnull=True).exclude(compliance=Compliance.SILENT)
-        marked += active.filter(last_seen__lt=cutoff).update(compliance=Compliance.SILENT)
-        marked += active.filter(last_seen__isnull=True, enrolled_at__lt=cutoff).update(compliance=Compliance.SILENT)
-    return marked
-
-
-def snapshot_compliance(now=None) -> int:
-    """One ComplianceSnapshot per group: endpoints per compliance state now (one grouped query)."""
-    now = now or timezone.now()
-    counts: dict[int, dict] = {}
-    rows = (Endpoint.objects.filter(decommissioned_at__isnull=True).values_list("group_id", "compliance")
-            .annotate(n=Count("id")).order_by())
-    for group_id, state, n in rows:
-        counts.setdefault(group_id, {})[state] = n
-    snapshots = [ComplianceSnapshot(group_id=pk, taken_at=now, counts=counts.get(pk, {}), total=sum(counts.get(pk, {}).values()))
-                 for pk in EndpointGroup.objects.values_list("pk", flat=True)]
-    ComplianceSnapshot.objects.bulk_create(snapshots)
-    return len(snapshots)
-
-
-def prune_reports(now=None, batch: int = 5000) -> int:
-    """Delete raw reports older than FLEET_REPORT_RETENTION_DAYS, in batches; endpoint state stays."""
-    cutoff = (now or timezone.now()) - timedelta(days=settings.FLEET_REPORT_RETENTION_DAYS)
-    removed = 0
-    while True:
-        ids = list(HealthReport.objects.filter(received_at__lt=cutoff).values_list("pk", flat=True)[:batch])
-        if not ids:
-            return removed
-        removed += HealthReport.objects.filter(pk__in=ids).delete()[0]

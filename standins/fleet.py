@@ -1,5 +1,5 @@
 """A simulated fleet: endpoints that enroll and report over HTTP like real agents, in a realistic mix
-of states. Used by ``manage.py simulate_fleet``, the demo and the benchmarks."""
+of states. Used by ``manage.py simulate_fleet``, the demo and the tests."""
 
 import random
 import uuid

@@ -3,9 +3,9 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet import reports
 from fleet.models import EndpointGroup, GroupTarget
-from fleet.simulation import DEFAULT_MIX, FleetSimulator, parse_mix
+from fleet.services.enrollment import create_enrollment_secret
+from standins.fleet import DEFAULT_MIX, FleetSimulator, parse_mix
 
 
 class Command(BaseCommand):
@@ -37,7 +37,7 @@ class Command(BaseCommand):
         chosen = [g for g in chosen if "linux" in g.platforms]
         if not chosen:
             raise CommandError("the simulated endpoints are Linux machines: choose a group with Linux endpoints")
-        secrets = {g.slug: reports.create_enrollment_secret(g, "simulate_fleet")[1] for g in chosen}
+        secrets = {g.slug: create_enrollment_secret(g, "simulate_fleet")[1] for g in chosen}
         simulator = FleetSimulator(url, secrets, endpoints, shares, seed)
         started = time.monotonic()
         try:

@@ -3,7 +3,8 @@
 UI, API, Celery tasks and the mirror's publish signal all come through here. What a
 group's endpoints receive changes only by swapping the group tree's links (disk first)
 and then the GroupTarget row, under that row's lock; every change is an ApprovalEvent
-and an audit entry.
+and an audit entry. Each refusal is checked in one function below, which both the
+confirmation pages' plans (``plan_promotion``, ``plan_rollback``) and the changes call.
 """
 
 import logging
@@ -15,25 +16,21 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from core.errors import Refused
+from core.services import record_event
+from core.versions import version_key
 from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, GroupTarget
 from mirror import tree
 from mirror.models import Publication, SignaturePackage
-from core.services import record_event
-from core.versions import version_key
 from mirror.targets import Target
 
 log = logging.getLogger(__name__)
 UNSET = object()
 
 
-class ApprovalError(Exception):
-    """A refused approval change; ``field`` names the input at fault, ``status`` the HTTP answer."""
-
-    def __init__(self, message: str, field: str = "non_field_errors", status: int = 400):
-        super().__init__(message)
-        self.field = field
-        self.status = status
+class ApprovalError(Refused):
+    """A refused approval change; ``field`` names the input at fault, ``status`` the HTTP answer (400 or 409)."""
 
 
 def is_newer(package: SignaturePackage, than: SignaturePackage | None) -> bool:
@@ -74,6 +71,38 @@ def _locked_row(group: EndpointGroup, target) -> GroupTarget:
     # The row lock serialises approval changes of one group target (UI, API, rollout rule).
     return (GroupTarget.objects.select_for_update(of=("self",)).select_related("current", "previous")
             .get(group=group, platform=platform, channel=channel, arch=arch))
+
+
+def _row(group: EndpointGroup, target) -> GroupTarget | None:
+    """The group's approval row for ``target`` as it is now, unlocked (what a confirmation page shows)."""
+    platform, channel, arch = target
+    return (GroupTarget.objects.select_related("current", "previous")
+            .filter(group=group, platform=platform, channel=channel, arch=arch).first())
+
+
+def _served_target(group: EndpointGroup, target) -> Target:
+    if not group.serves(target):
+        raise ApprovalError(f"group {group.slug} does not serve {Target(*target)}", "platform")
+    return Target(*target)
+
+
+def _unchanged(group: EndpointGroup, row: GroupTarget, expected_current) -> None:
+    """Refuse when the group serves another package than the person confirming saw (``expected_current``: an id, or None)."""
+    if expected_current is not UNSET and row.current_id != expected_current:
+        now = row.current.definition_version if row.current else "nothing"
+        raise ApprovalError(f"{group.slug} {row.target} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
+
+
+def _as_confirmed(group: EndpointGroup, target: Target, package: SignaturePackage, expected_package) -> None:
+    """Refuse when ``group`` would now receive another package than the confirmation page showed (``expected_package``, an id)."""
+    if expected_package is not UNSET and package.pk != expected_package:
+        raise ApprovalError(f"{group.slug} {target} changed meanwhile: it would now receive {package.definition_version}; "
+                            "reload and confirm again", status=409)
+
+
+def _not_served_yet(group: EndpointGroup, row: GroupTarget | None, package: SignaturePackage) -> None:
+    if row is not None and row.current_id == package.pk:
+        raise ApprovalError(f"{group.slug} already serves {package.definition_version} for {row.target}", "package", status=409)
 
 
 def check_package_for_group(group: EndpointGroup, package: SignaturePackage) -> None:
@@ -121,38 +150,37 @@ def approve_package(group: EndpointGroup, package: SignaturePackage, actor=None,
     check_package_for_group(group, package)
     with transaction.atomic():
         row = _locked_row(group, package.target)
-        if expected_current is not UNSET and row.current_id != expected_current:
-            now = row.current.definition_version if row.current else "nothing"
-            raise ApprovalError(f"{group.slug} {row.target} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
-        if row.current_id == package.pk:
-            raise ApprovalError(f"{group.slug} already serves {package.definition_version} for {row.target}", "package", status=409)
+        _unchanged(group, row, expected_current)
+        _not_served_yet(group, row, package)
         _change(group, row, package, row.current, action, actor, request, reason)
     evaluate_followers(group)
     return row
 
 
-def promote(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET) -> GroupTarget:
-    """Approve in the next ring what this ring serves for ``target``.
+# --- Promote and roll back: the plan a confirmation page shows, then the change -----------------------------
 
-    ``expected_current``: what the person saw approved in the next ring; ``expected_package``:
-    the package they saw being promoted. Either changed meanwhile: refused, nothing done.
-    """
-    target = tuple(target)
-    if not group.serves(target):
-        raise ApprovalError(f"group {group.slug} does not serve {Target(*target)}", "platform")
-    following = next_ring(group, target)
-    if following is None:
-        raise ApprovalError(f"no ring after {group.slug} serves {Target(*target)} from mirror {group.mirror.slug}", status=409)
-    with transaction.atomic():
-        # The source row stays locked until the next ring's approval is written: what was confirmed is what moves.
-        row = _locked_row(group, target)
-        if row.current is None:
-            raise ApprovalError(f"nothing is approved in {group.slug} for {Target(*target)} to promote", status=409)
-        if expected_package is not UNSET and row.current_id != expected_package:
-            raise ApprovalError(f"{group.slug} {Target(*target)} changed meanwhile: it now serves {row.current.definition_version}; "
-                                "reload and confirm again", status=409)
-        return approve_package(following, row.current, actor, request, action=ApprovalAction.PROMOTE,
-                               expected_current=expected_current, reason=f"promoted from {group.slug}")
+
+@dataclass(frozen=True)
+class Plan:
+    """What a promote or a roll back would do now: which group's URL changes, from what to what, for how many endpoints."""
+
+    group: EndpointGroup  # the group whose endpoints receive the change
+    target: Target
+    before: SignaturePackage | None
+    after: SignaturePackage
+    endpoints: int
+
+    @property
+    def target_name(self) -> str:
+        return str(self.target)
+
+    @property
+    def url(self) -> str:
+        return self.group.definition_url(self.target.platform)
+
+
+def _endpoint_count(group: EndpointGroup, target: Target) -> int:
+    return Endpoint.objects.filter(group=group, platform=target.platform, arch=target.arch, decommissioned_at__isnull=True).count()
 
 
 def next_ring(group: EndpointGroup, target) -> EndpointGroup | None:
@@ -162,21 +190,73 @@ def next_ring(group: EndpointGroup, target) -> EndpointGroup | None:
     return next((g for g in candidates if g.serves(target)), None)
 
 
-def rollback(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET) -> GroupTarget:
-    """Serve again the package approved before the current one; the rolled-back one is not re-approved automatically."""
-    target = tuple(target)
-    if not group.serves(target):
-        raise ApprovalError(f"group {group.slug} does not serve {Target(*target)}", "platform")
+def _following_ring(group: EndpointGroup, target: Target) -> EndpointGroup:
+    following = next_ring(group, target)
+    if following is None:
+        raise ApprovalError(f"no ring after {group.slug} serves {target} from mirror {group.mirror.slug}", status=409)
+    return following
+
+
+def _promoted_package(group: EndpointGroup, target: Target, row: GroupTarget | None) -> SignaturePackage:
+    if row is None or row.current is None:
+        raise ApprovalError(f"nothing is approved in {group.slug} for {target} to promote", status=409)
+    return row.current
+
+
+def _rollback_package(group: EndpointGroup, target: Target, row: GroupTarget | None) -> SignaturePackage:
+    if row is None or row.previous is None:
+        raise ApprovalError(f"{group.slug} has no previous version for {target} to roll back to", status=409)
+    return row.previous
+
+
+def plan_promotion(group: EndpointGroup, target) -> Plan:
+    """What ``promote`` would do now; the ApprovalError it would raise when it would refuse."""
+    target = _served_target(group, target)
+    following = _following_ring(group, target)
+    package = _promoted_package(group, target, _row(group, target))
+    there = _row(following, target)
+    _not_served_yet(following, there, package)
+    return Plan(following, target, there.current if there else None, package, _endpoint_count(following, target))
+
+
+def promote(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET) -> GroupTarget:
+    """Approve in the next ring what this ring serves for ``target``.
+
+    ``expected_current``: what the person saw approved in the next ring; ``expected_package``:
+    the package they saw being promoted. Either changed meanwhile: refused, nothing done.
+    """
+    target = _served_target(group, target)
+    following = _following_ring(group, target)
+    with transaction.atomic():
+        # The source row stays locked until the next ring's approval is written: what was confirmed is what moves.
+        package = _promoted_package(group, target, _locked_row(group, target))
+        _as_confirmed(following, target, package, expected_package)
+        return approve_package(following, package, actor, request, action=ApprovalAction.PROMOTE,
+                               expected_current=expected_current, reason=f"promoted from {group.slug}")
+
+
+def plan_rollback(group: EndpointGroup, target) -> Plan:
+    """What ``rollback`` would do now; the ApprovalError it would raise when it would refuse."""
+    target = _served_target(group, target)
+    row = _row(group, target)
+    return Plan(group, target, row.current if row else None, _rollback_package(group, target, row), _endpoint_count(group, target))
+
+
+def rollback(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET) -> GroupTarget:
+    """Serve again the package approved before the current one; the rolled-back one is not re-approved automatically.
+
+    ``expected_package``: the package the confirmation page showed being restored.
+    """
+    target = _served_target(group, target)
     with transaction.atomic():
         row = _locked_row(group, target)
-        if expected_current is not UNSET and row.current_id != expected_current:
-            now = row.current.definition_version if row.current else "nothing"
-            raise ApprovalError(f"{group.slug} {Target(*target)} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
-        if row.previous is None:
-            raise ApprovalError(f"{group.slug} has no previous version for {Target(*target)} to roll back to", status=409)
-        back_to = row.previous
+        if expected_package is not UNSET:
+            _as_confirmed(group, target, _rollback_package(group, target, row), expected_package)
+        _unchanged(group, row, expected_current)
+        back_to = _rollback_package(group, target, row)
         # n-1 of the restored package: what it replaced when it was approved, if still stored.
-        earlier = (ApprovalEvent.objects.filter(group=group, platform=target[0], channel=target[1], arch=target[2], package=back_to)
+        earlier = (ApprovalEvent.objects.filter(group=group, platform=target.platform, channel=target.channel, arch=target.arch,
+                                                package=back_to)
                    .exclude(action=ApprovalAction.ROLLBACK).select_related("replaced").first())
         before = earlier.replaced if earlier and earlier.replaced and earlier.replaced.path.exists() else None
         if before is not None and before.pk == row.current_id:
@@ -312,7 +392,10 @@ def on_package_published(sender, mirror, package, **kwargs) -> None:
         if group.serves(package.target):
             try:
                 evaluate_group(group)
-            except Exception:  # the mirror's publication stands; the periodic evaluation retries the ring
+            except Exception:  # noqa: BLE001 - broad on purpose, see below
+                # Whatever fails here (a full disk, a lost database connection) must not undo or fail the
+                # mirror's publication that sent the signal, nor stop the other rings: the periodic
+                # evaluation (fleet.tasks.evaluate_rollouts) retries this ring.
                 log.exception("rolling %s out to group %s failed", package, group.slug)
 
 
@@ -391,20 +474,3 @@ def packages_for(group: EndpointGroup, target) -> "list[SignaturePackage]":
     platform, channel, arch = target
     packages = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch)
     return sorted(packages, key=lambda p: (version_key(p.definition_version), version_key(p.engine_version), p.pk), reverse=True)
-
-
-def import_policy(group: EndpointGroup, text: str, actor=None, request=None) -> list[str]:
-    """Take the policy of an existing mdatp_managed.json into the group; returns the warnings."""
-    from fleet.config import ConfigImportError, parse_managed_json
-
-    policy, warnings = parse_managed_json(text)
-    changes = {field: value for field, value in policy.items() if getattr(group, field) != value}
-    for field, value in policy.items():
-        setattr(group, field, value)
-    try:
-        group.full_clean()
-    except Exception as exc:  # a model rule the file breaks: same words as the form
-        messages = getattr(exc, "message_dict", {"file": [str(exc)]})
-        raise ConfigImportError({k: " ".join(v) for k, v in messages.items()}) from None
-    save_group(group, actor, request, {"imported": changes, "warnings": warnings})
-    return warnings

@@ -1,0 +1,10 @@
+"""Fleet workflows, one module each; the UI, the API, Celery tasks and commands name the one they call.
+
+- ``rings``: approvals, promote and roll back (and their plans), rollout rules and health gates, group save/delete
+- ``enrollment``: enrollment secrets, enrolling, moving and decommissioning endpoints
+- ``ingest``: an endpoint's token and its health report, parsed, judged and stored (the hot path)
+- ``config``: the managed configuration a group's endpoints install, and importing an existing one
+- ``chores``: the periodic tasks (silent endpoints, compliance snapshots, pruning reports)
+
+Nothing is re-exported here: ``from fleet.services import rings`` says which workflow a caller uses.
+"""
