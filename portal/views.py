@@ -12,7 +12,7 @@ from django.utils.http import urlencode
 from django.core.paginator import Paginator
 from django.views.generic import TemplateView, View
 
-from fleet.choices import Compliance
+from fleet.choices import Compliance, FindingCode
 from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
 from mirror.models import Mirror, SyncRun
 from mirror.views import FAILURES_LOOKED_AT, HEAVY_RUN_FIELDS, failures_in_a_row, next_run_context
@@ -31,9 +31,6 @@ User = get_user_model()
 # The dashboard: every section is one query (or two) whatever the size of the fleet.
 TREND_DAYS = 14
 TOP_VERSIONS = 10
-# fleet.diagnostics' rule codes, then fleet.reports' own; most severe first.
-FINDING_CODES = ("update_failed", "reenable_known_issue", "offline_update_disabled", "verify_sig_disabled", "agent_too_old",
-                 "not_updated_from_mirror", "url_drift", "settings_drift", "stale", "verify_sig_not_reported", "not_real_time")
 
 
 def _short(label: str) -> str:
@@ -153,8 +150,8 @@ class DashboardView(RoleRequiredMixin, TemplateView):
     @staticmethod
     def _findings(fleet) -> list[dict]:
         """Endpoints per finding code, most common first (one query, a conditional count per code)."""
-        totals = fleet.aggregate(**{f"c_{code}": Count("id", filter=Q(finding_codes__contains=f",{code},")) for code in FINDING_CODES})
-        rows = [{"code": code, "n": totals[f"c_{code}"], "url": _list_url(finding=code)} for code in FINDING_CODES]
+        totals = fleet.aggregate(**{f"c_{code}": Count("id", filter=Q(finding_codes__contains=f",{code},")) for code in FindingCode.values})
+        rows = [{"code": code, "n": totals[f"c_{code}"], "url": _list_url(finding=code)} for code in FindingCode.values]
         return sorted((row for row in rows if row["n"]), key=lambda row: -row["n"])
 
     @staticmethod

@@ -8,11 +8,11 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.utils import timezone
 
-from fleet.choices import Compliance
+from fleet.choices import Compliance, FindingCode
 from fleet.models import ComplianceSnapshot, Endpoint
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SyncRun, Upstream
-from portal.views import FINDING_CODES, TOP_VERSIONS
+from portal.views import TOP_VERSIONS
 from tests.web import external_urls
 
 pytestmark = pytest.mark.django_db
@@ -169,7 +169,7 @@ def test_findings_are_counted_most_common_first(client, viewer, fleet):
     response, html = page(client, viewer)
     assert [(row["code"], row["n"]) for row in response.context["findings"]] == [("url_drift", 2), ("stale", 2), ("update_failed", 1)]
     assert '<a href="/groups/endpoints/?finding=url_drift">2</a>' in html
-    assert "settings_drift" in FINDING_CODES
+    assert "settings_drift" in FindingCode.values
 
 
 def test_an_empty_fleet_says_what_to_do_next(client, viewer, mirror):
@@ -214,7 +214,7 @@ def test_the_query_count_does_not_grow_with_the_fleet(client, admin, make_group,
     states = Compliance.values
     for i, endpoint in enumerate(Endpoint.objects.all()):
         Endpoint.objects.filter(pk=endpoint.pk).update(compliance=states[i % len(states)],
-                                                       finding_codes=f",{FINDING_CODES[i % len(FINDING_CODES)]},")
+                                                       finding_codes=f",{FindingCode.values[i % len(FindingCode.values)]},")
     for day in range(14):
         for group in groups:
             ComplianceSnapshot.objects.create(group=group, taken_at=timezone.now() - timedelta(days=day), counts={"up_to_date": size}, total=size)
