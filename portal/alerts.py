@@ -56,15 +56,6 @@ RESPONSE_EXCERPT = 300  # characters of a refusing receiver's answer kept in the
 # A pending delivery not attempted this long after it was due lost its task (broker restart, killed worker).
 STALLED_AFTER = timedelta(minutes=10)
 
-SEVERITY = {
-    AlertRuleKind.SYNC_FAILED: AlertSeverity.CRITICAL,
-    AlertRuleKind.SYNC_OVERDUE: AlertSeverity.WARNING,
-    AlertRuleKind.GROUP_COMPLIANCE_BELOW: AlertSeverity.WARNING,
-    AlertRuleKind.ENDPOINTS_SILENT: AlertSeverity.WARNING,
-    AlertRuleKind.GATE_HELD: AlertSeverity.WARNING,
-}
-
-
 def portal_url(path: str) -> str:
     return f"{settings.PORTAL_BASE_URL}{path}"
 
@@ -73,7 +64,9 @@ def portal_url(path: str) -> str:
 
 
 @dataclass
-class Finding:
+class ConditionMatch:
+    """One subject for which an alert rule's condition holds now (a rule's check returns one per subject)."""
+
     subject: str  # stable key of what the condition holds for: "mirror:3", "group:5", "gate:12", "fleet"
     label: str
     summary: str  # one line: the message's subject
@@ -95,19 +88,19 @@ def _groups(rule: AlertRule):
     return EndpointGroup.objects.filter(pk=rule.group_id) if rule.group_id else EndpointGroup.objects.all()
 
 
-def check_sync_failed(rule: AlertRule, now) -> list[Finding]:
+def check_sync_failed(rule: AlertRule, now) -> list[ConditionMatch]:
     """Mirrors whose last finished sync failed or partly failed."""
     from mirror.choices import SyncState
     from mirror.models import SyncRun
 
-    findings = []
+    matches = []
     for mirror in _mirrors(rule):
         run = (SyncRun.objects.filter(mirror=mirror, state__in=(SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED))
                .only("pk", "state", "error", "finished_at").order_by("-created", "-id").first())
         if run is None or run.state == SyncState.SUCCEEDED:
             continue
         partly = run.state == SyncState.PARTIAL
-        findings.append(Finding(
+        matches.append(ConditionMatch(
             subject=f"mirror:{mirror.pk}", label=f"mirror {mirror.name}",
             summary=f"Mirror {mirror.name}: sync #{run.pk} {'partly failed' if partly else 'failed'}",
             text=run.error or "The sync failed without an error message.",
@@ -116,10 +109,10 @@ def check_sync_failed(rule: AlertRule, now) -> list[Finding]:
                      "finished_at": run.finished_at.isoformat() if run.finished_at else None},
             severity=AlertSeverity.WARNING if partly else AlertSeverity.CRITICAL,
         ))
-    return findings
+    return matches
 
 
-def check_sync_overdue(rule: AlertRule, now) -> list[Finding]:
+def check_sync_overdue(rule: AlertRule, now) -> list[ConditionMatch]:
     """Mirrors without a successful sync for ``hours``: the last success, or the mirror's creation when it never had one.
 
     Without a chosen mirror, only mirrors that sync on a schedule are watched (a disabled or
@@ -127,7 +120,7 @@ def check_sync_overdue(rule: AlertRule, now) -> list[Finding]:
     """
     from mirror.choices import SyncState
 
-    findings = []
+    matches = []
     mirrors = _mirrors(rule)
     if not rule.mirror_id:
         mirrors = mirrors.filter(enabled=True, sync_interval_minutes__gt=0)
@@ -138,7 +131,7 @@ def check_sync_overdue(rule: AlertRule, now) -> list[Finding]:
             continue
         hours = (now - since).total_seconds() / 3600
         last = f"last success {timezone.localtime(since):%Y-%m-%d %H:%M %Z}" if mirror.last_success else "it never synced successfully"
-        findings.append(Finding(
+        matches.append(ConditionMatch(
             subject=f"mirror:{mirror.pk}", label=f"mirror {mirror.name}",
             summary=f"Mirror {mirror.name}: no successful sync for {hours:.0f} h",
             text=f"No sync of {mirror.name} succeeded in the last {rule.hours} h ({last}).",
@@ -146,10 +139,10 @@ def check_sync_overdue(rule: AlertRule, now) -> list[Finding]:
             details={"mirror": mirror.slug, "last_success": mirror.last_success.isoformat() if mirror.last_success else None,
                      "hours": rule.hours},
         ))
-    return findings
+    return matches
 
 
-def check_group_compliance(rule: AlertRule, now) -> list[Finding]:
+def check_group_compliance(rule: AlertRule, now) -> list[ConditionMatch]:
     """Groups where fewer than ``threshold_percent`` % of the endpoints that have reported are up to date.
 
     Decommissioned endpoints and those that never reported do not count; silent ones do (they are not up to date).
@@ -163,7 +156,7 @@ def check_group_compliance(rule: AlertRule, now) -> list[Finding]:
             .values_list("group_id", "compliance").annotate(n=Count("id")).order_by())
     for group_id, state, n in rows:
         counts.setdefault(group_id, {})[state] = n
-    findings = []
+    matches = []
     for group in groups:
         by_state = counts.get(group.pk, {})
         total = sum(by_state.values())
@@ -173,7 +166,7 @@ def check_group_compliance(rule: AlertRule, now) -> list[Finding]:
         percent = 100 * up // total  # floored, as the health gate says it
         others = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(by_state.items(), key=lambda item: -item[1])
                            if state != Compliance.UP_TO_DATE)
-        findings.append(Finding(
+        matches.append(ConditionMatch(
             subject=f"group:{group.pk}", label=f"group {group.name}",
             summary=f"Group {group.name}: {up} of {total} endpoints up to date ({percent} % < {rule.threshold_percent} %)",
             text=f"The others: {others}." if others else "",
@@ -181,13 +174,13 @@ def check_group_compliance(rule: AlertRule, now) -> list[Finding]:
             details={"group": group.slug, "up_to_date": up, "endpoints": total, "percent": percent,
                      "threshold_percent": rule.threshold_percent, "by_state": by_state},
         ))
-    return findings
+    return matches
 
 
 EXAMPLES = 10  # silent endpoints named in the message
 
 
-def check_endpoints_silent(rule: AlertRule, now) -> list[Finding]:
+def check_endpoints_silent(rule: AlertRule, now) -> list[ConditionMatch]:
     """At least ``min_endpoints`` endpoints (of the group, or of the fleet) with no report for ``days`` days.
 
     An enrolled endpoint that never reported counts from its enrollment.
@@ -205,7 +198,7 @@ def check_endpoints_silent(rule: AlertRule, now) -> list[Finding]:
     names = [host or machine for host, machine in silent.order_by("last_seen", "id").values_list("hostname", "machine_id")[:EXAMPLES]]
     where = f"group {rule.group.name}" if rule.group_id else "the fleet"
     query = {"compliance": "silent", **({"group": rule.group.slug} if rule.group_id else {})}
-    return [Finding(
+    return [ConditionMatch(
         subject=f"group:{rule.group_id}" if rule.group_id else "fleet", label=where,
         summary=f"{count} endpoint{'s' if count != 1 else ''} of {where} silent for more than {rule.days} days",
         text=f"No report for {rule.days} days from: {', '.join(names)}{' and others' if count > len(names) else ''}.",
@@ -214,7 +207,7 @@ def check_endpoints_silent(rule: AlertRule, now) -> list[Finding]:
     )]
 
 
-def check_gate_held(rule: AlertRule, now) -> list[Finding]:
+def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
     """Ring targets whose health gate has kept a due version back for more than ``hours``.
 
     "Due" is when the ring's delay after the source ring's approval ended: only the time the gate
@@ -229,7 +222,7 @@ def check_gate_held(rule: AlertRule, now) -> list[Finding]:
             .filter(gate_state=GateState.WAITING, candidate__isnull=False, group__rollout=RolloutMode.AFTER))
     if rule.group_id:
         rows = rows.filter(group_id=rule.group_id)
-    findings = []
+    matches = []
     for row in rows:
         group, source = row.group, row.group.source_group
         if source is None:
@@ -243,7 +236,7 @@ def check_gate_held(rule: AlertRule, now) -> list[Finding]:
             continue
         hours = (now - due).total_seconds() / 3600
         version = row.candidate.definition_version
-        findings.append(Finding(
+        matches.append(ConditionMatch(
             subject=f"gate:{row.pk}", label=f"group {group.name} {Target(*row.target)}",
             summary=f"Group {group.name}: {version} held back for {hours:.0f} h on {Target(*row.target)}",
             text=f"The health gate still holds: {row.gate_reason}",
@@ -251,7 +244,7 @@ def check_gate_held(rule: AlertRule, now) -> list[Finding]:
             details={"group": group.slug, "target": str(Target(*row.target)), "version": version, "source": source.slug,
                      "due_at": due.isoformat(), "reason": row.gate_reason},
         ))
-    return findings
+    return matches
 
 
 CHECKS = {
@@ -289,19 +282,19 @@ def evaluate(kinds=None, now=None) -> dict:
 
 def evaluate_rule(rule: AlertRule, now=None) -> dict:
     now = now or timezone.now()
-    findings = {finding.subject: finding for finding in CHECKS[rule.kind](rule, now)}
+    matches = {match.subject: match for match in CHECKS[rule.kind](rule, now)}
     counts = {"fired": 0, "reminded": 0, "resolved": 0}
     # One transaction per rule: its events and their deliveries are committed together, and the
     # delivery tasks are enqueued only then (transaction.on_commit), so a worker always finds its row.
     with transaction.atomic():
         open_events = {event.subject: event for event in AlertEvent.objects.filter(rule=rule, state=AlertState.FIRING)}
-        for subject, finding in findings.items():
+        for subject, match in matches.items():
             event = open_events.get(subject)
             if event is None:
-                counts["fired"] += _fire(rule, finding, now)
+                counts["fired"] += _fire(rule, match, now)
                 continue
-            AlertEvent.objects.filter(pk=event.pk).update(summary=finding.summary[:500], details={**finding.details, "text": finding.text},
-                                                          url=finding.url, severity=finding.severity, checked_at=now)
+            AlertEvent.objects.filter(pk=event.pk).update(summary=match.summary[:500], details={**match.details, "text": match.text},
+                                                          url=match.url, severity=match.severity, checked_at=now)
             if rule.renotify_hours and now - event.last_notified_at >= timedelta(hours=rule.renotify_hours):
                 # Conditional: of two evaluators at once, only one reminds.
                 if AlertEvent.objects.filter(pk=event.pk, last_notified_at=event.last_notified_at).update(last_notified_at=now):
@@ -309,7 +302,7 @@ def evaluate_rule(rule: AlertRule, now=None) -> dict:
                     notify(event, DeliveryReason.REMINDER)
                     counts["reminded"] += 1
         for subject, event in open_events.items():
-            if subject in findings:
+            if subject in matches:
                 continue
             if AlertEvent.objects.filter(pk=event.pk, state=AlertState.FIRING).update(state=AlertState.RESOLVED, resolved_at=now):
                 event.state, event.resolved_at = AlertState.RESOLVED, now
@@ -319,12 +312,12 @@ def evaluate_rule(rule: AlertRule, now=None) -> dict:
     return counts
 
 
-def _fire(rule: AlertRule, finding: Finding, now) -> int:
+def _fire(rule: AlertRule, match: ConditionMatch, now) -> int:
     try:
         with transaction.atomic():
             event = AlertEvent.objects.create(
-                rule=rule, subject=finding.subject, subject_label=finding.label[:255], severity=finding.severity,
-                summary=finding.summary[:500], details={**finding.details, "text": finding.text}, url=finding.url,
+                rule=rule, subject=match.subject, subject_label=match.label[:255], severity=match.severity,
+                summary=match.summary[:500], details={**match.details, "text": match.text}, url=match.url,
                 started_at=now, checked_at=now, last_notified_at=now)
     except IntegrityError:
         return 0  # opened by another evaluator at the same moment (one_firing_alert_per_rule_subject); it notifies
