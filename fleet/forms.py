@@ -97,7 +97,7 @@ class ApproveForm(forms.Form):
         super().__init__(*args, **kwargs)
         field = self.fields["package"]
         field.queryset = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch)
-        if packages is not None:  # rendering: the list services.packages_for gave, labelled for a person
+        if packages is not None:  # rendering: the list rings.packages_for gave, labelled for a person
             field.choices = [(p.pk, self.label(p, current)) for p in packages]
             # Preselect the newest version not served yet: approving what is served is refused anyway.
             field.initial = next((p.pk for p in packages if current is None or p.pk != current.pk), None)

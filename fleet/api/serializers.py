@@ -37,7 +37,7 @@ class PackageBriefSerializer(serializers.ModelSerializer):
 
 
 class TargetStatusSerializer(serializers.Serializer):
-    """One entry of services.group_status: what the group serves for a target, n-1 and the rollout verdict."""
+    """One entry of rings.group_status: what the group serves for a target, n-1 and the rollout verdict."""
 
     platform = serializers.ChoiceField(choices=Platform.choices)
     channel = serializers.ChoiceField(choices=Channel.choices)
