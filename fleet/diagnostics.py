@@ -9,7 +9,7 @@ from the endpoint's stored reports, and maps findings onto its models.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -45,7 +45,7 @@ class Expectation:
         if isinstance(self.staleness_hours, bool) or not isinstance(self.staleness_hours, int) or self.staleness_hours < 1:
             raise ValueError(f"staleness_hours must be a whole number of hours ≥ 1, got {self.staleness_hours!r}")
         if self.now.tzinfo is None:  # a naive "now" is read as UTC, like the reports' dates
-            object.__setattr__(self, "now", self.now.replace(tzinfo=timezone.utc))
+            object.__setattr__(self, "now", self.now.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import Any
 
@@ -155,7 +155,7 @@ def canonical_key(name: str) -> str:
     return KEY_ALIASES.get(snake, snake)
 
 
-def parse_mdatp_datetime(value: Any, tz: tzinfo = timezone.utc) -> datetime | None:
+def parse_mdatp_datetime(value: Any, tz: tzinfo = UTC) -> datetime | None:
     """An aware UTC datetime from what mdatp prints for a date, or None when it is not one.
 
     Accepts the text form ("Mar 14, 2024 at 12:13:17 PM", read in ``tz`` since the agent
@@ -171,7 +171,7 @@ def parse_mdatp_datetime(value: Any, tz: tzinfo = timezone.utc) -> datetime | No
                 return None
             if number > 1e11:  # milliseconds: 1e11 seconds is the year 5138
                 number /= 1000
-            return datetime.fromtimestamp(number, tz=timezone.utc)
+            return datetime.fromtimestamp(number, tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
     if not isinstance(value, str):
@@ -186,19 +186,19 @@ def parse_mdatp_datetime(value: Any, tz: tzinfo = timezone.utc) -> datetime | No
             hour = hour % 12 + (12 if ampm == "pm" else 0)
         try:
             local = datetime(int(match["year"]), month, int(match["day"]), hour, int(match["m"]), int(match["s"] or 0), tzinfo=tz)
-            return local.astimezone(timezone.utc)
+            return local.astimezone(UTC)
         except (OverflowError, ValueError):
             return None
     try:
         parsed = datetime.fromisoformat(text)
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)).astimezone(timezone.utc)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)).astimezone(UTC)
     except (OverflowError, ValueError):
         return None
 
 
 # --- Entry point ----------------------------------------------------------------------------------
 
-def parse_health(body: str | bytes, *, text_tz: tzinfo = timezone.utc) -> Health:
+def parse_health(body: str | bytes, *, text_tz: tzinfo = UTC) -> Health:
     """A ``Health`` from the body of ``mdatp health`` (text or ``--output json``).
 
     Raises ``HealthParseError`` for an empty body, a body that is neither form, a JSON

@@ -308,3 +308,6 @@ class ComplianceSnapshot(models.Model):
 
     class Meta:
         ordering = ["-taken_at", "group"]
+
+    def __str__(self):
+        return f"{self.group} at {self.taken_at:%Y-%m-%d %H:%M}"
