@@ -6,10 +6,11 @@ class FleetConfig(AppConfig):
     verbose_name = "Fleet"
 
     def ready(self):
+        from fleet import receivers
         from fleet.services import rings
-        from mirror.services import retention
-        from mirror.signals import package_published
+        from mirror.signals import collect_package_references, package_published, package_usage
 
+        # mirror tells and asks through its signals; it never imports fleet.
         package_published.connect(rings.on_package_published, dispatch_uid="fleet.rollout")
-        if rings.referenced_package_ids not in retention.REFERENCE_SOURCES:
-            retention.REFERENCE_SOURCES.append(rings.referenced_package_ids)
+        collect_package_references.connect(receivers.package_references, dispatch_uid="fleet.package_references")
+        package_usage.connect(receivers.package_usage, dispatch_uid="fleet.package_usage")

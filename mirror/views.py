@@ -17,6 +17,7 @@ from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_prox
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
+from mirror.signals import PackageUsage, UsageRow, package_usage
 from mirror.serving import not_found, send_package_file
 from core.choices import Role
 from core.generic import ObjectFormView
@@ -331,15 +332,14 @@ class PackageDetailView(RoleRequiredMixin, DetailView):
     context_object_name = "package"
 
     def get_context_data(self, **kwargs):
-        from fleet.models import GroupTarget  # fleet builds on mirror, not the other way round
-
         package = self.object
         publications = (Publication.objects.select_related("mirror")
                         .filter(Q(current=package) | Q(previous=package)).order_by("mirror__name"))
-        approvals = (GroupTarget.objects.select_related("group")
-                     .filter(Q(current=package) | Q(previous=package)).order_by("group__ring_order", "group__name"))
-        return super().get_context_data(
-            publications=[(p, "current" if p.current_id == package.pk else "n-1") for p in publications],
-            approvals=[(a, "current" if a.current_id == package.pk else "previous (n-1)") for a in approvals],
-            **kwargs,
-        )
+        published = PackageUsage(
+            key="published-on", title="Published on mirrors", holder="Mirror", since="Published at (UTC)",
+            empty="No mirror publishes it now.",
+            rows=[UsageRow(p.mirror.name, mirror_url(p.mirror), "current" if p.current_id == package.pk else "n-1", p.published_at)
+                  for p in publications])
+        # The apps above mirror add who else serves it (fleet: the groups that approve it), each as a table.
+        others = [usage for _receiver, usage in package_usage.send(sender=SignaturePackage, package=package) if usage]
+        return super().get_context_data(usages=[published, *others], **kwargs)

@@ -33,8 +33,6 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Q
-from django.db.models.signals import post_save
-from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
@@ -325,8 +323,9 @@ def _fire(rule: AlertRule, match: ConditionMatch, now) -> int:
     return 1
 
 
-def on_sync_finished(run) -> None:
-    """A sync ended: evaluate the sync rules now rather than at beat's next round (connected in portal.models)."""
+def on_sync_finished(sender, run, **kwargs) -> None:
+    """mirror's sync_finished: evaluate the sync rules now rather than at beat's next round, so that a failure
+    alerts promptly and a success resolves (connected in portal.apps)."""
     from mirror.choices import ACTIVE_SYNC_STATES
 
     if run.state in ACTIVE_SYNC_STATES or not AlertRule.objects.filter(enabled=True, kind__in=SYNC_KINDS).exists():
@@ -605,11 +604,3 @@ def delete_rule(rule: AlertRule, actor=None, request=None) -> None:
     with transaction.atomic():
         record_event(actor, "alert_rule.delete", rule, {"kind": rule.kind, "condition": rule.condition}, request)
         rule.delete()
-
-
-@receiver(post_save, sender="mirror.SyncRun", dispatch_uid="portal.alerts.sync_finished")
-def _sync_run_saved(sender, instance, update_fields=None, **kwargs):
-    # mirror.services.sync.finish_run saves the state with update_fields: a finished sync is checked at
-    # once (a failure alerts promptly, a success resolves) rather than at beat's next round.
-    if update_fields and "state" in update_fields:
-        on_sync_finished(instance)

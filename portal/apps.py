@@ -6,4 +6,7 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self):
-        from portal import alerts  # noqa: F401  connects the sync-finished alert hook
+        from mirror.signals import sync_finished
+        from portal import alerts
+
+        sync_finished.connect(alerts.on_sync_finished, dispatch_uid="portal.alerts.sync_finished")

@@ -5,11 +5,7 @@ from django.db.models import Max
 from core.services import record_event
 from mirror import tree
 from mirror.models import Mirror, Publication, SignaturePackage
-
-
-# Other apps add what they serve (fleet: the packages approved for rings), so that
-# retention never removes a package someone serves or may roll back to.
-REFERENCE_SOURCES = []
+from mirror.signals import collect_package_references
 
 
 def referenced_package_ids() -> set[int]:
@@ -17,8 +13,10 @@ def referenced_package_ids() -> set[int]:
     ids = set()
     for current, previous in Publication.objects.values_list("current_id", "previous_id"):
         ids.update(filter(None, (current, previous)))
-    for source in REFERENCE_SOURCES:
-        ids.update(source())
+    # The other apps answer with what they serve (fleet: the packages approved for rings), so that
+    # retention never removes a package someone serves or may roll back to.
+    for _receiver, referenced in collect_package_references.send(sender=SignaturePackage):
+        ids.update(referenced or ())
     return ids
 
 

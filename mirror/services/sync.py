@@ -12,6 +12,7 @@ from core.services import record_event
 from mirror.choices import ACTIVE_SYNC_STATES, SyncState, SyncTrigger, TargetOutcome
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
 from mirror.services.publish import publish
+from mirror.signals import sync_finished
 from mirror.store import PackageError, human_size, ingest, tmp_dir, verify_zip
 from mirror.targets import Target
 from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url
@@ -65,11 +66,13 @@ def claim_run(run_id: int) -> SyncRun | None:
 
 
 def finish_run(run: SyncRun, state: str, error: str = "") -> None:
+    """End ``run`` in its final state, then tell whoever listens (portal's alerts) through sync_finished."""
     run.state = state
     run.error = error
     run.finished_at = timezone.now()
     run.current_target = ""
     run.save(update_fields=["state", "error", "finished_at", "current_target", "results", "log", "bytes_done"])
+    sync_finished.send(sender=SyncRun, run=run)
 
 
 def _log(run: SyncRun, line: str) -> None:

@@ -8,6 +8,7 @@ from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Publication, SignaturePackage, SyncRun
 from mirror.services.retention import prune_packages
 from mirror.services.sync import request_sync, run_sync
+from mirror.signals import collect_package_references
 from mirror.store import tmp_dir
 from mirror.upstream import UpstreamError, parse_manifest_xml
 from tests.mirror.helpers import sync, tree_snapshot
@@ -243,3 +244,23 @@ def test_pruning_never_removes_a_published_package_even_past_retention(make_mirr
     sync(mirror)
     prune_packages()
     assert SignaturePackage.objects.count() == 2  # current and n-1 are both published
+
+
+def test_pruning_keeps_a_package_another_app_answers_it_still_serves(make_mirror, standin):
+    # The apps above mirror answer collect_package_references (fleet: what rings serve or may roll back to).
+    mirror = make_mirror(retention=1, keep_previous=False)
+    sync(mirror)
+    first = SignaturePackage.objects.get()
+    standin.release()
+    sync(mirror)
+
+    def serves_the_first(sender, **kwargs):
+        return {first.pk}
+
+    collect_package_references.connect(serves_the_first, dispatch_uid="test.serves_the_first")
+    try:
+        assert prune_packages()["removed"] == 0
+    finally:
+        collect_package_references.disconnect(dispatch_uid="test.serves_the_first")
+    assert prune_packages()["removed"] == 1
+    assert not SignaturePackage.objects.filter(pk=first.pk).exists()
