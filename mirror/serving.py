@@ -16,7 +16,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse, HttpResponseNotAllowed, HttpResponseNotModified, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseNotModified,
+    StreamingHttpResponse,
+)
 from django.utils.http import http_date, parse_etags, parse_http_date_safe, quote_etag
 
 ALLOWED_METHODS = ["GET", "HEAD"]

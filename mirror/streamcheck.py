@@ -46,10 +46,7 @@ class ZipStreamVerifier:
     def feed(self, data) -> None:
         data = memoryview(data)
         while data and not (self.gave_up or self.reached_end or self.failed):
-            if self._member is None:
-                data = self._header(data)
-            else:
-                data = self._content(data)
+            data = self._header(data) if self._member is None else self._content(data)
 
     def _fill(self, data: memoryview, taken: int, need: int) -> int:
         more = max(0, min(need - len(self._pending), len(data) - taken))

@@ -11,17 +11,17 @@ from django.views.decorators.http import require_http_methods
 from django.views.generic import DetailView, TemplateView, View
 from django_filters.views import FilterView
 
+from core.choices import Role
+from core.generic import ObjectFormView
+from core.roles import RoleRequiredMixin
 from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
 from mirror.filtersets import SyncRunFilterSet
 from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_proxy
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
-from mirror.signals import PackageUsage, UsageRow, package_usage
 from mirror.serving import not_found, send_package_file
-from core.choices import Role
-from core.generic import ObjectFormView
-from core.roles import RoleRequiredMixin
+from mirror.signals import PackageUsage, UsageRow, package_usage
 from mirror.targets import Target
 
 BACK = "_back"

@@ -11,6 +11,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from core.api.errors import Conflict
+from core.api.schema import error_response
+from core.choices import Role
 from mirror.api.serializers import (
     MirrorSerializer,
     PackageImportSerializer,
@@ -26,9 +29,6 @@ from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror,
 from mirror.services.sync import request_sync
 from mirror.store import PackageError, tmp_dir
 from mirror.upstream import UpstreamError
-from core.api.errors import Conflict
-from core.api.schema import error_response
-from core.choices import Role
 
 
 class AuditedModelViewSet(viewsets.ModelViewSet):

@@ -36,7 +36,7 @@ class Upstream(models.Model):
         return self.name
 
     def clean(self):
-        if self.proxy_url and not self.proxy_url.split("://", 1)[0] in ("http", "https", "socks5", "socks5h"):
+        if self.proxy_url and self.proxy_url.split("://", 1)[0] not in ("http", "https", "socks5", "socks5h"):
             raise ValidationError({"proxy_url": "Use http://, https:// or socks5:// followed by host:port."})
         if self.ca_bundle and not self.ca_bundle.startswith("/"):
             raise ValidationError({"ca_bundle": "Give an absolute path to a PEM file."})

@@ -7,10 +7,10 @@ import zipfile
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.models import AuditEvent
 from mirror.choices import SyncState, SyncTrigger, UpstreamKind
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
 from mirror.services.sync import request_sync, run_sync
-from core.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils.http import http_date
 
 from mirror.models import Mirror, SignaturePackage, Upstream
-from mirror.serving import CHUNK_SIZE
 from mirror.services.publish import publish
+from mirror.serving import CHUNK_SIZE
 from mirror.store import ingest, sha256_of
 from mirror.views import published_file
 

@@ -330,10 +330,12 @@ def test_a_client_can_resume_after_a_reset(http, upstream):
     upstream.clear_requests()
 
     received = bytearray()
-    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
-        with http.get(url, stream=True, timeout=5) as response:
-            for chunk in response.iter_content(4096):
-                received += chunk
+    with (
+        pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)),
+        http.get(url, stream=True, timeout=5) as response,
+    ):
+        for chunk in response.iter_content(4096):
+            received += chunk
     assert 0 < len(received) < current["size"]
 
     headers = {"Range": f"bytes={len(received)}-", "If-Range": response.headers["ETag"]}

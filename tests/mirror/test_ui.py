@@ -8,11 +8,11 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.utils import timezone
 
+from core.models import AuditEvent
 from fleet.models import EndpointGroup, GroupTarget
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.models.mirrors import RESERVED_SLUGS
-from core.models import AuditEvent
 from tests.web import external_urls
 
 pytestmark = pytest.mark.django_db
