@@ -55,7 +55,12 @@ class ObjectFormView(RoleRequiredMixin, TemplateView):
         form = self.form_class(request.POST, instance=obj)
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(form=form, obj=obj, **saved), status=400)
-        result = self.save(form, form.changes())
+        try:
+            result = self.save(form, form.changes())
+        except Refused as exc:
+            # The service's rule, shown where the form would show its own errors.
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            return self.render_to_response(self.get_context_data(form=form, obj=obj, **saved), status=400)
         if isinstance(result, HttpResponse):
             return result
         messages.success(request, f"{self.noun} {result.name} {'updated' if obj else 'created'}.")

@@ -5,11 +5,11 @@ from django import forms
 from django.db import models
 from django.db.models import Q
 
+from core.forms import ChangesMixin
 from mirror.choices import Arch, Channel, Platform
 from mirror.filtersets import SignaturePackageFilterSet
 from mirror.models import Mirror, Upstream
-
-MASK = "***"
+from mirror.models.mirrors import MASK, masked_proxy
 
 
 def formfield(db_field, **kwargs):
@@ -27,37 +27,9 @@ class AnyChoices(forms.MultipleChoiceField):
         return True
 
 
-def masked_proxy(url: str) -> str:
-    """http://user:secret@proxy:3128 -> http://***@proxy:3128: credentials are kept, never shown again."""
-    if url and "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}"
-    return url
-
-
 class MaskedProxyInput(forms.TextInput):
     def format_value(self, value):
         return masked_proxy(super().format_value(value) or "") or None
-
-
-class ChangesMixin:
-    """What a save changes, for the audit log: {field: {"from": …, "to": …}} (every field on creation)."""
-
-    secret_fields = ()
-
-    def _plain(self, name, value):
-        if hasattr(value, "_meta"):
-            return str(value)
-        return masked_proxy(value) if name in self.secret_fields else value
-
-    def remember(self):
-        self.before = {name: self._plain(name, getattr(self.instance, name)) for name in self.fields} if self.instance.pk else {}
-
-    def changes(self) -> dict:
-        after = {name: self._plain(name, getattr(self.instance, name)) for name in self.fields}
-        if not self.before:
-            return {"fields": after}
-        return {name: {"from": self.before[name], "to": value} for name, value in after.items() if self.before[name] != value}
 
 
 class MirrorForm(ChangesMixin, forms.ModelForm):
@@ -100,7 +72,9 @@ class MirrorForm(ChangesMixin, forms.ModelForm):
 
 
 class UpstreamForm(ChangesMixin, forms.ModelForm):
-    secret_fields = ("proxy_url",)
+    def plain(self, name, value):
+        # The proxy's credentials never reach the audit log.
+        return masked_proxy(value) if name == "proxy_url" else super().plain(name, value)
 
     class Meta:
         model = Upstream
@@ -119,19 +93,9 @@ class UpstreamForm(ChangesMixin, forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.stored_proxy = self.instance.proxy_url if self.instance.pk else ""
         self.fields["proxy_url"].help_text = ("e.g. http://user:password@proxy:3128. Credentials are kept but never shown again: "
                                               f"leave {MASK} in place to keep them.")
         self.remember()
-
-    def clean_proxy_url(self):
-        value = self.cleaned_data["proxy_url"].strip()
-        if f"://{MASK}@" in value:
-            # The masked value shown on the page: keep the stored credentials if the rest is unchanged.
-            if self.stored_proxy and masked_proxy(self.stored_proxy) == value:
-                return self.stored_proxy
-            raise forms.ValidationError("Type the proxy's user and password again (they are never shown back).")
-        return value
 
 
 class PackageFilterSet(SignaturePackageFilterSet):

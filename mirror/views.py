@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from django.contrib import messages
-from django.db.models import Count, Prefetch, ProtectedError, Q
+from django.db.models import Count, Prefetch, Q
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -11,12 +11,12 @@ from django.views.decorators.http import require_http_methods
 from django.views.generic import DetailView, TemplateView, View
 from django_filters.views import FilterView
 
-from core.choices import Role
-from core.generic import ObjectFormView
+from core.generic import ObjectDeleteView, ObjectFormView
 from core.roles import RoleRequiredMixin
 from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
 from mirror.filtersets import SyncRunFilterSet
-from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm, masked_proxy
+from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm
+from mirror.models.mirrors import masked_proxy
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
 from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
@@ -223,28 +223,27 @@ class MirrorFormView(ObjectFormView):
         return {"has_upstream": Upstream.objects.exists()}
 
 
-class MirrorDeleteView(RoleRequiredMixin, TemplateView):
+class MirrorDeleteView(ObjectDeleteView):
     """GET: what deleting removes; POST: delete (admins)."""
 
     template_name = "mirror/mirror_confirm_delete.html"
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
+    noun = "Mirror"
+    deleted_message = "{noun} {name} deleted. Its packages stay in the store until retention prunes them."
 
-    def get(self, request, slug):
-        mirror = get_mirror(slug)
-        return self.render_to_response(self.get_context_data(
-            mirror=mirror, publications=mirror.publications.count(), runs=mirror.sync_runs.count()))
+    def get_object(self):
+        return get_mirror(self.kwargs["slug"])
 
-    def post(self, request, slug):
-        mirror = get_mirror(slug)
-        try:
-            delete_mirror(mirror, request.user, request)
-        except ProtectedError as exc:
-            users = sorted({str(obj) for obj in exc.protected_objects})
-            messages.error(request, f"Mirror {mirror.name} is still used by {', '.join(users)}; move or delete those first.")
-            return redirect(mirror_url(mirror))
-        messages.success(request, f"Mirror {mirror.name} deleted. Its packages stay in the store until retention prunes them.")
-        return redirect("mirror:mirror_list")
+    def confirm_context(self, mirror):
+        return {"mirror": mirror, "publications": mirror.publications.count(), "runs": mirror.sync_runs.count()}
+
+    def delete(self, mirror):
+        delete_mirror(mirror, self.request.user, self.request)
+
+    def success_url(self, mirror):
+        return reverse("mirror:mirror_list")
+
+    def protected_url(self, mirror):
+        return mirror_url(mirror)
 
 
 class UpstreamFormView(ObjectFormView):
@@ -266,20 +265,21 @@ class UpstreamFormView(ObjectFormView):
         return {"used_by": list(upstream.mirrors.all()) if upstream else []}
 
 
-class UpstreamDeleteView(RoleRequiredMixin, View):
-    required_role = Role.ADMIN
-    write_role = Role.ADMIN
-    http_method_names = ["post"]
+class UpstreamDeleteView(ObjectDeleteView):
+    noun = "Upstream"
+    protected_message = "{noun} {name} is still used by a mirror; change that mirror's upstream first."
 
-    def post(self, request, pk):
-        upstream = get_object_or_404(Upstream, pk=pk)
-        try:
-            delete_upstream(upstream, request.user, request)
-        except ProtectedError:
-            messages.error(request, f"Upstream {upstream.name} is still used by a mirror; change that mirror's upstream first.")
-            return redirect("mirror:upstream_update", pk=upstream.pk)
-        messages.success(request, f"Upstream {upstream.name} deleted.")
-        return redirect("mirror:mirror_list")
+    def get_object(self):
+        return get_object_or_404(Upstream, pk=self.kwargs["pk"])
+
+    def delete(self, upstream):
+        delete_upstream(upstream, self.request.user, self.request)
+
+    def success_url(self, upstream):
+        return reverse("mirror:mirror_list")
+
+    def protected_url(self, upstream):
+        return reverse("mirror:upstream_update", args=[upstream.pk])
 
 
 class RunListView(RoleRequiredMixin, FilterView):

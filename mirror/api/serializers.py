@@ -3,6 +3,7 @@ from rest_framework import serializers
 from core.api.serializers import ModelCleanMixin
 from mirror.choices import Arch, Channel, Platform
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
+from mirror.models.mirrors import masked_proxy
 
 
 class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
@@ -13,9 +14,7 @@ class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
-        if "@" in data.get("proxy_url", ""):
-            scheme, rest = data["proxy_url"].split("://", 1)
-            data["proxy_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        data["proxy_url"] = masked_proxy(data.get("proxy_url", ""))
         return data
 
 

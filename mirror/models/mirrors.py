@@ -10,6 +10,15 @@ from mirror.choices import Arch, Channel, Platform, UpstreamKind
 from mirror.targets import Target
 
 MICROSOFT_BASE_URL = "https://go.microsoft.com/fwlink/"
+MASK = "***"
+
+
+def masked_proxy(url: str) -> str:
+    """http://user:secret@proxy:3128 -> http://***@proxy:3128: credentials are kept, never shown again."""
+    if url and "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}"
+    return url
 LINK_IDS = {Platform.LINUX: "2144709", Platform.MAC: "2120136"}
 # /mirror/<these>/ are the mirror pages (mirror/urls.py), so no mirror may be named so.
 RESERVED_SLUGS = ("groups", "new", "runs", "packages", "upstreams")

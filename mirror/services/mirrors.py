@@ -4,8 +4,10 @@ import json
 
 from django.db import transaction
 
+from core.errors import Refused
 from core.services import record_event
 from mirror.models import Mirror, Upstream
+from mirror.models.mirrors import MASK, masked_proxy
 
 
 def schedule_name(mirror: Mirror) -> str:
@@ -28,6 +30,9 @@ def update_schedule(mirror: Mirror) -> None:
 
 def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None = None) -> Mirror:
     created = mirror.pk is None
+    if not created and Mirror.objects.filter(pk=mirror.pk).exclude(slug=mirror.slug).exists():
+        # The published tree's folder and every endpoint's offlineDefinitionUpdateUrl are named after it.
+        raise Refused("A mirror's slug is fixed once created: its published tree and its endpoints' URLs use it.", "slug")
     with transaction.atomic():
         mirror.save()
         update_schedule(mirror)
@@ -49,6 +54,13 @@ def delete_mirror(mirror: Mirror, actor=None, request=None) -> None:
 
 def save_upstream(upstream: Upstream, actor=None, request=None, changes: dict | None = None) -> Upstream:
     created = upstream.pk is None
+    upstream.proxy_url = (upstream.proxy_url or "").strip()
+    if f"://{MASK}@" in upstream.proxy_url:
+        # The masked value the page and the API show, sent back: the stored credentials stay if the rest is unchanged.
+        stored = "" if created else Upstream.objects.filter(pk=upstream.pk).values_list("proxy_url", flat=True).first() or ""
+        if not stored or masked_proxy(stored) != upstream.proxy_url:
+            raise Refused("Type the proxy's user and password again (they are never shown back).", "proxy_url")
+        upstream.proxy_url = stored
     with transaction.atomic():
         upstream.save()
         record_event(actor, "upstream.create" if created else "upstream.update", upstream, changes or {}, request)

@@ -231,3 +231,30 @@ def test_a_change_is_audited_field_by_field_without_the_proxy_password(api, admi
     assert event.details == {"proxy_url": {"from": "", "to": "http://***@proxy.example.org:3128"}, "timeout": {"from": 5, "to": 90}}
     assert api.patch(f"/api/v1/mirrors/{mirror.pk}/", {"retention": 3, "x\u0000": 1}, format="json").status_code == 200
     assert AuditEvent.objects.get(action="mirror.update").details == {"retention": {"from": 5, "to": 3}}
+
+
+def test_the_api_keeps_the_stored_proxy_credentials_when_the_masked_value_comes_back(api, admin, make_mirror):
+    # The rule the upstream page had alone: a GET, edit, PUT round trip must not save "***" as the password.
+    upstream = make_mirror().upstream
+    Upstream.objects.filter(pk=upstream.pk).update(proxy_url="http://svc:s3cret@proxy.lan:3128")
+    shown = api.as_user(admin).get(f"/api/v1/upstreams/{upstream.pk}/").json()
+    assert shown["proxy_url"] == "http://***@proxy.lan:3128"
+    assert api.put(f"/api/v1/upstreams/{upstream.pk}/", {**shown, "timeout": 90}, format="json").status_code == 200
+    upstream.refresh_from_db()
+    assert (upstream.proxy_url, upstream.timeout) == ("http://svc:s3cret@proxy.lan:3128", 90)
+    # Masked, but for another proxy: the credentials cannot be guessed, so they must be typed.
+    response = api.patch(f"/api/v1/upstreams/{upstream.pk}/", {"proxy_url": "http://***@other.lan:3128"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"proxy_url": ["Type the proxy's user and password again (they are never shown back)."]}
+    upstream.refresh_from_db()
+    assert upstream.proxy_url == "http://svc:s3cret@proxy.lan:3128"
+
+
+def test_a_mirrors_slug_is_fixed_once_created_in_the_api_as_in_the_ui(api, admin, make_mirror):
+    mirror = make_mirror()
+    response = api.as_user(admin).patch(f"/api/v1/mirrors/{mirror.pk}/", {"slug": "renamed"}, format="json")
+    assert response.status_code == 400
+    assert "slug is fixed once created" in response.json()["errors"]["slug"][0]
+    mirror.refresh_from_db()
+    assert mirror.slug != "renamed"
+    assert not AuditEvent.objects.filter(action="mirror.update").exists()
