@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
+from django.db import models
 
 from core.choices import Role, TokenScope
 
@@ -38,3 +39,21 @@ class UserCreateForm(forms.Form):
 class UserUpdateForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
     is_active = forms.BooleanField(required=False, label="Active")
+
+
+class ChangesMixin:
+    """What a ModelForm's save changes, for the audit log: {field: {"from": …, "to": …}}, or {"fields": {…}} on
+    creation. The form calls ``remember()`` at the end of ``__init__``; ``plain(name, value)`` says how a value is
+    recorded (another object by its name; a form overrides it to mask a secret or name objects otherwise)."""
+
+    def plain(self, name, value):
+        return str(value) if isinstance(value, models.Model) else value
+
+    def remember(self):
+        self.before = {name: self.plain(name, getattr(self.instance, name)) for name in self.fields} if self.instance.pk else {}
+
+    def changes(self) -> dict:
+        after = {name: self.plain(name, getattr(self.instance, name)) for name in self.fields}
+        if not self.before:
+            return {"fields": after}
+        return {name: {"from": self.before[name], "to": value} for name, value in after.items() if self.before[name] != value}

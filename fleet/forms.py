@@ -1,6 +1,8 @@
 from django import forms
+from django.db import models
 
 from core.errors import Refused
+from core.forms import ChangesMixin
 from fleet.choices import EnforcementLevel
 from fleet.models import MAX_INTERVAL, MIN_INTERVAL, EndpointGroup
 from fleet.services.enrollment import check_expiry
@@ -10,7 +12,7 @@ from mirror.models import SignaturePackage
 IMPORT_MAX_BYTES = 256 * 1024  # an mdatp_managed.json is a few hundred bytes; refuse anything absurd
 
 
-class EndpointGroupForm(forms.ModelForm):
+class EndpointGroupForm(ChangesMixin, forms.ModelForm):
     """A ring: where its endpoints fetch, how new versions arrive, and the managed configuration they get."""
 
     # A JSON list on the model; checkboxes here. Not required at form level so that the
@@ -58,7 +60,7 @@ class EndpointGroupForm(forms.ModelForm):
         self.fields["update_interval"].widget.attrs.update(min=MIN_INTERVAL, max=MAX_INTERVAL)
         self.fields["gate_percent"].widget.attrs.update(max=100)
         self.fields["slug"].help_text = "In the group's URLs: /mirror/groups/<slug>/…"
-        self.before = {name: self._plain(getattr(self.instance, name)) for name in self.fields} if self.instance.pk else {}
+        self.remember()
 
     def sections(self):
         return [(legend, [self[name] for name in names]) for legend, names in self.SECTIONS]
@@ -72,16 +74,8 @@ class EndpointGroupForm(forms.ModelForm):
                 kept = [e for e in errors.data if getattr(e, "code", None) not in ("min_value", "max_value")]
                 errors.data[:] = kept or errors.data
 
-    @staticmethod
-    def _plain(value):
-        return value.slug if hasattr(value, "_meta") else value  # the mirror and the source ring by slug
-
-    def changes(self) -> dict:
-        """What the save changes, for the audit log: {field: {"from": …, "to": …}} (every field on creation)."""
-        after = {name: self._plain(getattr(self.instance, name)) for name in self.fields}
-        if not self.before:
-            return {"fields": after}
-        return {name: {"from": self.before[name], "to": value} for name, value in after.items() if self.before[name] != value}
+    def plain(self, name, value):
+        return value.slug if isinstance(value, models.Model) else value  # the mirror and the source ring by slug
 
 
 class ApproveForm(forms.Form):
