@@ -106,16 +106,17 @@ class GroupViewSet(AuditedModelViewSet):
 
     def perform_create(self, serializer):
         data = serializer.validated_data
+        # The same details as the group form records: every field on creation, from/to on a change.
         serializer.instance = rings.save_group(EndpointGroup(**data), self.request.user, self.request,
-                                                  {name: _plain(value) for name, value in data.items()})
+                                               {"fields": {name: _plain(value) for name, value in data.items()}})
 
     def perform_update(self, serializer):
         group = serializer.instance
         before = EndpointGroup.objects.get(pk=group.pk)
         for name, value in serializer.validated_data.items():
             setattr(group, name, value)
-        changes = {name: _plain(value) for name, value in serializer.validated_data.items()
-                   if _plain(getattr(before, name)) != _plain(value)}
+        changes = {name: {"from": _plain(getattr(before, name)), "to": _plain(value)}
+                   for name, value in serializer.validated_data.items() if _plain(getattr(before, name)) != _plain(value)}
         serializer.instance = rings.save_group(group, self.request.user, self.request, changes)
 
     def perform_destroy(self, instance):

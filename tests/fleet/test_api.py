@@ -45,7 +45,8 @@ def test_an_admin_creates_a_group_and_gets_its_urls_and_tree(api, admin, mirror,
                             "mac": f"{settings.PORTAL_BASE_URL}/mirror/groups/pilot/mac/production/"}
     assert body["tree_path"] == str(group.tree_path)
     assert body["update_interval"] == 28800 and body["rollout"] == "manual"
-    assert AuditEvent.objects.filter(action="group.create", target_label="Pilot", actor_label="alice").exists()
+    event = AuditEvent.objects.get(action="group.create", target_label="Pilot", actor_label="alice")
+    assert event.details["fields"]["mirror"] == "main"  # every field, the mirror by slug, as the group form records it
     # save_group ran: the group has a row per target it serves.
     assert GroupTarget.objects.filter(group=group).count() == 4
 
@@ -70,7 +71,8 @@ def test_an_admin_changes_a_group_and_the_change_is_audited(api, admin, make_gro
     group.refresh_from_db()
     assert (group.update_interval, group.fallback_to_cloud) == (3600, True)
     event = AuditEvent.objects.get(action="group.update")
-    assert event.details == {"update_interval": 3600, "fallback_to_cloud": True}
+    # As the group form records it (tests/fleet/test_ui.py): from and to.
+    assert event.details == {"update_interval": {"from": 28800, "to": 3600}, "fallback_to_cloud": {"from": False, "to": True}}
 
 
 def test_renaming_a_slug_moves_the_group_tree(api, admin, make_group, make_package):
