@@ -1,4 +1,4 @@
-"""Workflows of the portal app: the audit log, API tokens, users. UI and API both call these."""
+"""Workflows every app shares: the audit log, API tokens, users, heartbeats. UI, API, CLI and tasks all call these."""
 
 import socket
 from datetime import timedelta
