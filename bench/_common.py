@@ -12,8 +12,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1_000_000  # figures use decimal MB (10^6 bytes)
 # Variables that could point a child at a real deployment; removed from its environment.
-SCRUBBED = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "PORTAL_STORE_ROOT", "SECRET_KEY",
-            "DJANGO_SETTINGS_MODULE", "PORTAL_VAR_DIR", "DEBUG")
+SCRUBBED = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "REDIS_URL",
+    "PORTAL_STORE_ROOT",
+    "SECRET_KEY",
+    "DJANGO_SETTINGS_MODULE",
+    "PORTAL_VAR_DIR",
+    "DEBUG",
+)
 
 # CPU seconds (user + system) of the child that run_measured reaped last.
 LAST_CPU = [0.0]
@@ -32,8 +40,9 @@ def fmt_size(n: int) -> str:
 
 def portal_env(var_dir: Path) -> dict:
     """os.environ without anything that could reach a real deployment, pointed at a throw-away var dir."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in SCRUBBED and not (k.endswith("_FILE") and k[:-5] in SCRUBBED)}
+    env = {
+        k: v for k, v in os.environ.items() if k not in SCRUBBED and not (k.endswith("_FILE") and k[:-5] in SCRUBBED)
+    }
     env.update(PORTAL_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="portal.settings", DEBUG="false")
     return env
 
@@ -84,13 +93,16 @@ def run_django(python, code, env, *args, timeout=1800) -> dict:
     """Run ``code`` with ``python -c`` in the portal's environment; its last stdout line is JSON."""
     import json
 
-    done = subprocess.run([python, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [python, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if done.returncode != 0:
         raise BenchError(f"child exited {done.returncode}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- A throw-away PostgreSQL database (the benchmarks that need the real engine) ------------------
+
 
 def database_name(url: str, default: str) -> str:
     from urllib.parse import urlsplit
@@ -105,7 +117,9 @@ def admin_sql(url: str, sql: str) -> None:
     import psycopg
 
     parts = urlsplit(url)
-    with psycopg.connect(urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment)), autocommit=True) as conn:
+    with psycopg.connect(
+        urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment)), autocommit=True
+    ) as conn:
         conn.execute(sql)
 
 
@@ -131,7 +145,7 @@ def proc_stat(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()  # fields from 3 (state) on; comm may hold spaces
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
 
 
 def descendants(pid: int) -> list[int]:
@@ -185,6 +199,9 @@ def cpu_since(groups: dict, before: dict) -> dict:
     spent = {}
     for name in groups:
         was = before[name]
-        deltas = [(user - was.get(pid, (0, 0))[0], system - was.get(pid, (0, 0))[1]) for pid, (user, system) in after[name].items()]
+        deltas = [
+            (user - was.get(pid, (0, 0))[0], system - was.get(pid, (0, 0))[1])
+            for pid, (user, system) in after[name].items()
+        ]
         spent[name] = (sum(d[0] for d in deltas), sum(d[1] for d in deltas))
     return spent | {"<machine>": after["<machine>"] - before["<machine>"]}

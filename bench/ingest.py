@@ -42,10 +42,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
-    BenchError, admin_sql, cpu_before, cpu_since, create_database, database_name, descendants, drop_database, free_port, portal_env,
-    portal_python, run_django,
+    BenchError,
+    admin_sql,
+    cpu_before,
+    cpu_since,
+    create_database,
+    database_name,
+    descendants,
+    drop_database,
+    free_port,
+    portal_env,
+    portal_python,
+    run_django,
 )
-
 
 
 def resource_children() -> tuple[float, float]:
@@ -79,6 +88,7 @@ def wait_http(url: str, timeout: float) -> None:
         except OSError:
             time.sleep(0.2)
     raise BenchError(f"{url} did not answer within {timeout} s")
+
 
 SEED = r"""
 import hashlib, json, sys, time
@@ -174,17 +184,30 @@ end
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_ingest"),
-                        help="PostgreSQL URL; its database is created and dropped by the bench")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="the cache, as in production; '' for none")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_ingest"),
+        help="PostgreSQL URL; its database is created and dropped by the bench",
+    )
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/11", help="the cache, as in production; '' for none"
+    )
     parser.add_argument("--endpoints", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=20, help="seconds of load")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--web-workers", type=int, default=3,
-                        help="gunicorn workers (manage.py serve --web-workers): 3 was best on 2 cores, 2 and 4 within 15 %%")
-    parser.add_argument("--commit-delay", type=int, default=0,
-                        help="PostgreSQL commit_delay (µs) for the bench database: commits arriving together share one WAL flush")
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=3,
+        help="gunicorn workers (manage.py serve --web-workers): 3 was best on 2 cores, 2 and 4 within 15 %%",
+    )
+    parser.add_argument(
+        "--commit-delay",
+        type=int,
+        default=0,
+        help="PostgreSQL commit_delay (µs) for the bench database: commits arriving together share one WAL flush",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory and database")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
@@ -194,7 +217,9 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     db_name = database_name(args.database_url, "portal_bench_ingest")
     env = portal_env(work / "var")
-    env.update(DATABASE_URL=args.database_url, DEBUG="false", FLEET_REPORT_BURST="100", ALLOWED_HOSTS="localhost,127.0.0.1")
+    env.update(
+        DATABASE_URL=args.database_url, DEBUG="false", FLEET_REPORT_BURST="100", ALLOWED_HOSTS="localhost,127.0.0.1"
+    )
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     gunicorn = None
@@ -207,48 +232,101 @@ def main(argv=None) -> int:
             import redis
 
             redis.Redis.from_url(args.redis_url).flushdb()
-        subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
         tokens = work / "tokens.txt"
         seeded = run_django(python, SEED, env, str(args.endpoints), str(tokens))
         print(f"enrolled {args.endpoints:,} endpoints in {seeded['seconds']:.1f} s (bulk, untimed below)")
-        body = subprocess.run([str(ROOT / "agent" / "testing" / "mdatp"), "health"], capture_output=True, check=True, env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": seeded["url"],
-            "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": seeded["url"]}).stdout
+        body = subprocess.run(
+            [str(ROOT / "agent" / "testing" / "mdatp"), "health"],
+            capture_output=True,
+            check=True,
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": seeded["url"],
+                "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": seeded["url"],
+            },
+        ).stdout
         (work / "body.txt").write_bytes(body)
         (work / "report.lua").write_text(WRK_SCRIPT)
 
         port = free_port()
         log = open(work / "gunicorn.log", "wb")
         # The same command line as portal/management/commands/serve.py uses for "web".
-        gunicorn = subprocess.Popen([python, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                                     "--workers", str(args.web_workers), "--timeout", "120", "--graceful-timeout", "10",
-                                     "--access-logfile", str(work / "access.log"), "--no-control-socket"],
-                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        gunicorn = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "portal.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.web_workers),
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "10",
+                "--access-logfile",
+                str(work / "access.log"),
+                "--no-control-socket",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_http(f"http://127.0.0.1:{port}/healthz", 60)
         # Warm every worker (imports, connections) before the clock starts.
-        subprocess.run(["wrk", "-t1", "-c8", "-d2s", "-s", str(work / "report.lua"), f"http://127.0.0.1:{port}"],
-                       env={**os.environ, "BENCH_TOKENS": str(tokens), "BENCH_BODY": str(work / "body.txt")}, capture_output=True, check=True)
+        subprocess.run(
+            ["wrk", "-t1", "-c8", "-d2s", "-s", str(work / "report.lua"), f"http://127.0.0.1:{port}"],
+            env={**os.environ, "BENCH_TOKENS": str(tokens), "BENCH_BODY": str(work / "body.txt")},
+            capture_output=True,
+            check=True,
+        )
         warm = run_django(python, COUNT, env)
 
-        print(f"load: wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s, gunicorn {args.web_workers} sync workers, "
-              f"{os.cpu_count()} cores shared by wrk, gunicorn, PostgreSQL and Redis; report body {len(body)} bytes (mdatp health text); "
-              f"commit_delay {args.commit_delay} µs")
+        print(
+            f"load: wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s, gunicorn {args.web_workers} sync workers, "
+            f"{os.cpu_count()} cores shared by wrk, gunicorn, PostgreSQL and Redis; report body {len(body)} bytes (mdatp health text); "
+            f"commit_delay {args.commit_delay} µs"
+        )
         # CPU seconds per process group over the run: what a report costs, whatever else the
         # machine does meanwhile (the rate itself depends on the 2 shared cores being free).
-        groups = {"gunicorn": lambda: descendants(gunicorn.pid), "postgresql": lambda: processes_named("postgres"),
-                  "redis": lambda: processes_named("redis-server")}
+        groups = {
+            "gunicorn": lambda: descendants(gunicorn.pid),
+            "postgresql": lambda: processes_named("postgres"),
+            "redis": lambda: processes_named("redis-server"),
+        }
         cpu_start = cpu_before(groups)
         wrk_cpu = resource_children()
-        done = subprocess.run(["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "--timeout", "10s",
-                               "-s", str(work / "report.lua"), f"http://127.0.0.1:{port}"],
-                              env={**os.environ, "BENCH_TOKENS": str(tokens), "BENCH_BODY": str(work / "body.txt")},
-                              capture_output=True, text=True, timeout=args.duration + 120)
+        done = subprocess.run(
+            [
+                "wrk",
+                f"-t{args.wrk_threads}",
+                f"-c{args.connections}",
+                f"-d{args.duration}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-s",
+                str(work / "report.lua"),
+                f"http://127.0.0.1:{port}",
+            ],
+            env={**os.environ, "BENCH_TOKENS": str(tokens), "BENCH_BODY": str(work / "body.txt")},
+            capture_output=True,
+            text=True,
+            timeout=args.duration + 120,
+        )
         line = next((line for line in done.stdout.splitlines() if line.startswith("BENCH_RESULT ")), None)
         if done.returncode != 0 or line is None:
             raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         result = json.loads(line.removeprefix("BENCH_RESULT "))
         spent = cpu_since(groups, cpu_start)
-        spent["wrk"] = tuple(a - b for a, b in zip(resource_children(), wrk_cpu))  # wrk has exited: its rusage, not /proc
+        spent["wrk"] = tuple(
+            a - b for a, b in zip(resource_children(), wrk_cpu, strict=True)
+        )  # wrk has exited: its rusage, not /proc
         after = run_django(python, COUNT, env)
         seconds = result["duration_us"] / 1e6
         stored = after["reports"] - warm["reports"]
@@ -257,20 +335,31 @@ def main(argv=None) -> int:
         print(f"  refused (non-2xx)     {result['bad']:>10,}  {result['statuses'] or ''}")
         print(f"  socket errors         {result['socket_errors']:>10,}")
         print(f"  reports/s (2xx)       {result['ok'] / seconds:>10,.0f}")
-        print(f"  latency p50 / p90 / p99 / max   {result['p50_us'] / 1000:.1f} / {result['p90_us'] / 1000:.1f} / "
-              f"{result['p99_us'] / 1000:.1f} / {result['max_us'] / 1000:.1f} ms")
-        print(f"  report rows before / after      {warm['reports']:,} / {after['reports']:,} (+{stored:,});"
-              f" endpoints that have reported: {after['reported']:,} of {args.endpoints:,}")
+        print(
+            f"  latency p50 / p90 / p99 / max   {result['p50_us'] / 1000:.1f} / {result['p90_us'] / 1000:.1f} / "
+            f"{result['p99_us'] / 1000:.1f} / {result['max_us'] / 1000:.1f} ms"
+        )
+        print(
+            f"  report rows before / after      {warm['reports']:,} / {after['reports']:,} (+{stored:,});"
+            f" endpoints that have reported: {after['reported']:,} of {args.endpoints:,}"
+        )
         lost = max(0, result["ok"] - stored)
-        print(f"  accepted but missing: {lost} (a 201 means committed; new rows - 2xx = {stored - result['ok']}: requests in flight"
-              f" when wrk stopped, committed but not counted, at most {args.connections})")
+        print(
+            f"  accepted but missing: {lost} (a 201 means committed; new rows - 2xx = {stored - result['ok']}: requests in flight"
+            f" when wrk stopped, committed but not counted, at most {args.connections})"
+        )
         reports = max(1, result["ok"] + result["bad"])
         named = {name: sum(spent[name]) for name in [*groups, "wrk"]}
-        print("  CPU per report (ms)   " + ", ".join(f"{name} {1000 * cpu / reports:.2f}" for name, cpu in named.items())
-              + f"; all processes {1000 * sum(named.values()) / reports:.2f}; the whole machine {1000 * spent['<machine>'] / reports:.2f}"
-              f" ({spent['<machine>'] / seconds:.2f} of {os.cpu_count()} cores busy)")
-        print(f"  gunicorn user / system          {1000 * spent['gunicorn'][0] / reports:.2f} / {1000 * spent['gunicorn'][1] / reports:.2f} ms"
-              f"; PostgreSQL {1000 * spent['postgresql'][0] / reports:.2f} / {1000 * spent['postgresql'][1] / reports:.2f} ms")
+        print(
+            "  CPU per report (ms)   "
+            + ", ".join(f"{name} {1000 * cpu / reports:.2f}" for name, cpu in named.items())
+            + f"; all processes {1000 * sum(named.values()) / reports:.2f}; the whole machine {1000 * spent['<machine>'] / reports:.2f}"
+            f" ({spent['<machine>'] / seconds:.2f} of {os.cpu_count()} cores busy)"
+        )
+        print(
+            f"  gunicorn user / system          {1000 * spent['gunicorn'][0] / reports:.2f} / {1000 * spent['gunicorn'][1] / reports:.2f} ms"
+            f"; PostgreSQL {1000 * spent['postgresql'][0] / reports:.2f} / {1000 * spent['postgresql'][1] / reports:.2f} ms"
+        )
         print()
         print(f"RESULT reports/s = {result['ok'] / seconds:.0f}  p99 = {result['p99_us'] / 1000:.1f} ms  lost = {lost}")
     except BenchError as exc:

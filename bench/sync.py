@@ -41,8 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import (LAST_CPU, MB, BenchError, fmt_size, portal_env, portal_python,  # noqa: E402
-                     run_measured, tail)
+from _common import LAST_CPU, MB, BenchError, fmt_size, portal_env, portal_python, run_measured, tail  # noqa: E402
 
 from standins.upstream import LINUX_LINK_ID, StandinUpstream, parse_size  # noqa: E402
 
@@ -161,8 +160,15 @@ class Portal:
 
     def start_warm(self) -> None:
         log = open(self.logs / "warm.log", "wb")
-        self.warm = subprocess.Popen([self.python, "-c", WARM, SLUG], cwd=ROOT, env=self.env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log, text=True)
+        self.warm = subprocess.Popen(
+            [self.python, "-c", WARM, SLUG],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
         self._warm_line()
 
     def _warm_line(self) -> dict:
@@ -261,7 +267,9 @@ def bench_main(standin, portal, size, repeat, work) -> None:
     curl_dir.mkdir(exist_ok=True)
     curls, checked, warms, colds = [], [], [], []
     cpu = {"curl": [], "curl server": [], "warm": [], "warm server": []}
-    print(f"package {fmt_size(size)} = {size} bytes, target {'/'.join(TARGET)}, {repeat} repeat(s), upstream {standin.base_url}")
+    print(
+        f"package {fmt_size(size)} = {size} bytes, target {'/'.join(TARGET)}, {repeat} repeat(s), upstream {standin.base_url}"
+    )
     portal.start_warm()
     for i in range(1, repeat + 1):
         # Each sync needs a version the portal doesn't have yet: one release per sync.
@@ -286,9 +294,11 @@ def bench_main(standin, portal, size, repeat, work) -> None:
         checked.append(mb / k_time)
         warms.append(mb / w["wall"])
         colds.append(mb / c["wall"])
-        print(f"  #{i}: curl {c_time:5.2f} s {curls[-1]:6.1f} MB/s | curl+sha256sum+sync {k_time:5.2f} s {checked[-1]:6.1f} MB/s | warm worker {w['wall']:5.2f} s {warms[-1]:6.1f} MB/s"
-              f" | sync_mirror --now {c['wall']:5.2f} s {colds[-1]:6.1f} MB/s (run {c['run']:.2f} s), peak RSS {c['rss'] / MB:.0f} MB",
-              flush=True)
+        print(
+            f"  #{i}: curl {c_time:5.2f} s {curls[-1]:6.1f} MB/s | curl+sha256sum+sync {k_time:5.2f} s {checked[-1]:6.1f} MB/s | warm worker {w['wall']:5.2f} s {warms[-1]:6.1f} MB/s"
+            f" | sync_mirror --now {c['wall']:5.2f} s {colds[-1]:6.1f} MB/s (run {c['run']:.2f} s), peak RSS {c['rss'] / MB:.0f} MB",
+            flush=True,
+        )
     portal.stop_warm()
 
     def best_median(values):
@@ -306,7 +316,9 @@ def bench_main(standin, portal, size, repeat, work) -> None:
     print("       on a thread beside it, fdatasync every 32 MiB, store ingest (atomic rename), publish")
     print("       (atomic swap), SyncRun bookkeeping.")
     print("sync_mirror --now = the same in a new process: adds Python + Django start-up (about 0.7 s here).")
-    print(f"MB = 10^6 bytes; curl writes without fsync or hashing; os.sync() (untimed) before each step. {repeat} repeat(s); best = fastest.")
+    print(
+        f"MB = 10^6 bytes; curl writes without fsync or hashing; os.sync() (untimed) before each step. {repeat} repeat(s); best = fastest."
+    )
     print()
     rows = [
         ("size", fmt_size(size), ""),
@@ -324,14 +336,22 @@ def bench_main(standin, portal, size, repeat, work) -> None:
     print()
     med = {key: statistics.median(values) for key, values in cpu.items()}
     print("CPU seconds per download (median, user + system; the server is the stand-in in this process):")
-    print(f"  curl         {med['curl']:.3f} + server {med['curl server']:.3f} = {med['curl'] + med['curl server']:.3f}")
-    print(f"  warm worker  {med['warm']:.3f} + server {med['warm server']:.3f} = {med['warm'] + med['warm server']:.3f}")
+    print(
+        f"  curl         {med['curl']:.3f} + server {med['curl server']:.3f} = {med['curl'] + med['curl server']:.3f}"
+    )
+    print(
+        f"  warm worker  {med['warm']:.3f} + server {med['warm server']:.3f} = {med['warm'] + med['warm server']:.3f}"
+    )
     checks = checks_cpu(Path(pkg["path"]))
-    print(f"  of which the checks curl does not do, sha256 + CRC-32 of {fmt_size(size)} on one core: {checks:.3f} s"
-          f" ({os.cpu_count()} cores here, one of them busy serving)")
+    print(
+        f"  of which the checks curl does not do, sha256 + CRC-32 of {fmt_size(size)} on one core: {checks:.3f} s"
+        f" ({os.cpu_count()} cores here, one of them busy serving)"
+    )
     print()
-    print(f"RATIO warm worker/curl = {w_med / c_med:.2f}  (median; size {fmt_size(size)}; sync_mirror --now/curl {s_med / c_med:.2f};"
-          f" warm worker/curl+sha256sum+sync {w_med / k_med:.2f})")
+    print(
+        f"RATIO warm worker/curl = {w_med / c_med:.2f}  (median; size {fmt_size(size)}; sync_mirror --now/curl {s_med / c_med:.2f};"
+        f" warm worker/curl+sha256sum+sync {w_med / k_med:.2f})"
+    )
 
 
 def bench_rss(standin, portal, sizes) -> None:
@@ -346,7 +366,10 @@ def bench_rss(standin, portal, sizes) -> None:
         pkg = prepare_release(standin)
         settle()
         s = portal.sync(pkg, sync_timeout(size))
-        print(f"  {fmt_size(size):>6} {s['wall']:8.2f} {pkg['size'] / s['wall'] / MB:8.1f} {s['rss'] / MB:12.0f}", flush=True)
+        print(
+            f"  {fmt_size(size):>6} {s['wall']:8.2f} {pkg['size'] / s['wall'] / MB:8.1f} {s['rss'] / MB:12.0f}",
+            flush=True,
+        )
 
 
 def main(argv=None) -> int:

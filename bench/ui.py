@@ -36,7 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
-    BenchError, create_database, database_name, drop_database, portal_env, portal_python, run_django,
+    BenchError,
+    create_database,
+    database_name,
+    drop_database,
+    portal_env,
+    portal_python,
+    run_django,
 )
 
 TARGET_MS = 300
@@ -234,8 +240,11 @@ print(json.dumps(results))
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_ui"),
-                        help="PostgreSQL URL; its database is created and dropped by the bench")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_ui"),
+        help="PostgreSQL URL; its database is created and dropped by the bench",
+    )
     parser.add_argument("--endpoints", type=int, default=100_000)
     parser.add_argument("--reports", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=20, help="timed GETs per URL")
@@ -249,25 +258,38 @@ def main(argv=None) -> int:
     env.update(DATABASE_URL=args.database_url, DEBUG="false", ALLOWED_HOSTS="testserver,localhost,127.0.0.1")
     try:
         create_database(args.database_url, db_name)
-        subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
         # DEBUG off serves hashed static names from the manifest, as in production: build it in the throw-away var dir.
-        subprocess.run([python, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [python, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
         seeded = run_django(python, SEED, env, str(args.endpoints), str(args.reports), timeout=3600)
-        print(f"seeded {args.endpoints:,} endpoints, {args.reports:,} health reports, {seeded['snapshots']:,} snapshots in "
-              f"{seeded['seconds']:.1f} s (endpoints {seeded['endpoints_s']:.1f} s, reports COPY {seeded['reports_s']:.1f} s, "
-              f"snapshots + ANALYZE {seeded['rest_s']:.1f} s); fleet_healthreport {seeded['report_mb']:,.0f} MB, "
-              f"fleet_endpoint {seeded['endpoint_mb']:,.0f} MB", flush=True)
+        print(
+            f"seeded {args.endpoints:,} endpoints, {args.reports:,} health reports, {seeded['snapshots']:,} snapshots in "
+            f"{seeded['seconds']:.1f} s (endpoints {seeded['endpoints_s']:.1f} s, reports COPY {seeded['reports_s']:.1f} s, "
+            f"snapshots + ANALYZE {seeded['rest_s']:.1f} s); fleet_healthreport {seeded['report_mb']:,.0f} MB, "
+            f"fleet_endpoint {seeded['endpoint_mb']:,.0f} MB",
+            flush=True,
+        )
         results = run_django(python, MEASURE, env, str(args.requests), str(TARGET_MS), timeout=3600)
-        print(f"{args.requests} timed GETs per URL after one warm-up, django.test.Client in one process (no HTTP server), "
-              f"DEBUG off, {os.cpu_count()} cores; queries: one more request under CaptureQueriesContext")
+        print(
+            f"{args.requests} timed GETs per URL after one warm-up, django.test.Client in one process (no HTTP server), "
+            f"DEBUG off, {os.cpu_count()} cores; queries: one more request under CaptureQueriesContext"
+        )
         print()
         print(f"  {'page':<36} {'median ms':>10} {'p95 ms':>8} {'queries':>8} {'SQL ms':>8}  vs {TARGET_MS} ms")
         for r in results:
             verdict = "under" if r["median"] < TARGET_MS else "OVER"
-            print(f"  {r['name']:<36} {r['median']:>10.1f} {r['p95']:>8.1f} {r['queries']:>8} {r['sql_ms']:>8.1f}  {verdict}")
+            print(
+                f"  {r['name']:<36} {r['median']:>10.1f} {r['p95']:>8.1f} {r['queries']:>8} {r['sql_ms']:>8.1f}  {verdict}"
+            )
         print()
-        print(f"  query counts are for --endpoints {args.endpoints:,} --reports {args.reports:,}; run with "
-              f"--endpoints 1000 --reports 10000 (or the default sizes) to see whether they grow with the fleet")
+        print(
+            f"  query counts are for --endpoints {args.endpoints:,} --reports {args.reports:,}; run with "
+            f"--endpoints 1000 --reports 10000 (or the default sizes) to see whether they grow with the fleet"
+        )
         for r in results:
             if args.sql or r["explain"]:
                 print(f"\n  {r['name']} ({r['url']}), slowest queries:")
@@ -278,7 +300,9 @@ def main(argv=None) -> int:
                 print("      " + r["explain"].replace("\n", "\n      "))
         by_name = {r["name"]: r for r in results}
         print()
-        print(f"RESULT dashboard_ms={by_name['dashboard']['median']:.1f} endpoint_list_ms={by_name['endpoint_list']['median']:.1f}")
+        print(
+            f"RESULT dashboard_ms={by_name['dashboard']['median']:.1f} endpoint_list_ms={by_name['endpoint_list']['median']:.1f}"
+        )
     except (BenchError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -60,7 +60,9 @@ def env_networks(name: str) -> list:
     try:
         return [ipaddress.ip_network(item, strict=False) for item in env_list(name, [])]
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}: {exc} (use comma-separated addresses or CIDRs, e.g. 127.0.0.1,192.168.0.0/24)") from None
+        raise ImproperlyConfigured(
+            f"{name}: {exc} (use comma-separated addresses or CIDRs, e.g. 127.0.0.1,192.168.0.0/24)"
+        ) from None
 
 
 def address_in(address: str, networks) -> bool:

@@ -45,4 +45,6 @@ class AuditEventFilterSet(django_filters.FilterSet):
         return queryset.filter(action__startswith=f"{value}.")
 
     def filter_q(self, queryset, name, value):
-        return queryset.filter(Q(target_label__icontains=value) | Q(action__icontains=value) | Q(actor_label__icontains=value))
+        return queryset.filter(
+            Q(target_label__icontains=value) | Q(action__icontains=value) | Q(actor_label__icontains=value)
+        )

@@ -11,14 +11,22 @@ User = get_user_model()
 class ApiTokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses it, e.g. 'ansible-prod'.")
     scope = forms.ChoiceField(choices=TokenScope.choices, initial=TokenScope.READ)
-    expires_in_days = forms.IntegerField(min_value=1, max_value=3650, required=False, label="Expires in (days)", help_text="Empty: never expires.")
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, label="Expires in (days)", help_text="Empty: never expires."
+    )
 
 
 class UserCreateForm(forms.Form):
-    username = forms.RegexField(r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Letters, digits and @.+-_ only."})
+    username = forms.RegexField(
+        r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Letters, digits and @.+-_ only."}
+    )
     email = forms.EmailField(required=False)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
-    password = forms.CharField(widget=forms.PasswordInput, required=False, help_text="Empty: the account cannot sign in until a password is set.")
+    password = forms.CharField(
+        widget=forms.PasswordInput,
+        required=False,
+        help_text="Empty: the account cannot sign in until a password is set.",
+    )
 
     def clean_username(self):
         username = self.cleaned_data["username"]
@@ -50,10 +58,16 @@ class ChangesMixin:
         return str(value) if isinstance(value, models.Model) else value
 
     def remember(self):
-        self.before = {name: self.plain(name, getattr(self.instance, name)) for name in self.fields} if self.instance.pk else {}
+        self.before = (
+            {name: self.plain(name, getattr(self.instance, name)) for name in self.fields} if self.instance.pk else {}
+        )
 
     def changes(self) -> dict:
         after = {name: self.plain(name, getattr(self.instance, name)) for name in self.fields}
         if not self.before:
             return {"fields": after}
-        return {name: {"from": self.before[name], "to": value} for name, value in after.items() if self.before[name] != value}
+        return {
+            name: {"from": self.before[name], "to": value}
+            for name, value in after.items()
+            if self.before[name] != value
+        }

@@ -3,13 +3,12 @@
 import os
 import time
 
+from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
-
-from celery import current_app
 
 
 def check_database() -> None:

@@ -28,7 +28,9 @@ class ClientAddressMiddleware:
 
     def __call__(self, request):
         real_ip = request.META.get("HTTP_X_REAL_IP")
-        if real_ip and address_in(request.META.get("REMOTE_ADDR", ""), self.proxies):  # not an IP (a Unix socket): not trusted
+        if real_ip and address_in(
+            request.META.get("REMOTE_ADDR", ""), self.proxies
+        ):  # not an IP (a Unix socket): not trusted
             try:
                 request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(real_ip.strip()))
             except ValueError:

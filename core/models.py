@@ -25,7 +25,9 @@ class AuditEvent(models.Model):
     """One recorded change: who did what to which object, with the details. Append-only."""
 
     created = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # Kept as text too: the entry must still say who it was after the user is gone.
     actor_label = models.CharField(max_length=150)
     action = models.CharField(max_length=64, db_index=True, help_text="<object>.<verb>, e.g. token.create")
@@ -61,7 +63,9 @@ def hash_token(raw: str) -> str:
 class ApiTokenQuerySet(models.QuerySet):
     def usable(self):
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
 
 
 class ApiToken(models.Model):

@@ -59,9 +59,8 @@ class HasRole(permissions.BasePermission):
         required = getattr(view, "read_role", Role.VIEWER) if safe else getattr(view, "write_role", Role.OPERATOR)
         if not has_role(user, required):
             role = user_role(user)
-            self.message = (
-                f"This action needs the {Role(required).label.lower()} role; "
-                + (f"you are a {role.label.lower()}." if role else "your account has no role.")
+            self.message = f"This action needs the {Role(required).label.lower()} role; " + (
+                f"you are a {role.label.lower()}." if role else "your account has no role."
             )
             return False
         token = request.auth

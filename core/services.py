@@ -32,7 +32,9 @@ def record_event(actor, action: str, target=None, details: dict | None = None, r
         label = actor.get_username()
     else:
         actor, label = None, "system"
-    event = AuditEvent(actor=actor, actor_label=label, action=action, details=details or {}, ip_address=client_ip(request))
+    event = AuditEvent(
+        actor=actor, actor_label=label, action=action, details=details or {}, ip_address=client_ip(request)
+    )
     if target is not None:
         event.target_type = target._meta.label_lower
         event.target_id = str(target.pk)
@@ -53,7 +55,13 @@ def create_api_token(user, name: str, scope: str = TokenScope.READ, expires_in_d
     # One transaction: a token never exists without its audit entry.
     with transaction.atomic():
         token.save()
-        record_event(user, "token.create", token, {"scope": scope, "expires_at": token.expires_at and token.expires_at.isoformat()}, request)
+        record_event(
+            user,
+            "token.create",
+            token,
+            {"scope": scope, "expires_at": token.expires_at and token.expires_at.isoformat()},
+            request,
+        )
     return token, raw
 
 
@@ -101,5 +109,7 @@ def update_user(actor, user, role: Role | None = None, is_active: bool | None = 
 
 
 def record_heartbeat(name: str) -> Heartbeat:
-    heartbeat, _ = Heartbeat.objects.update_or_create(name=name, defaults={"seen_at": timezone.now(), "hostname": socket.gethostname()})
+    heartbeat, _ = Heartbeat.objects.update_or_create(
+        name=name, defaults={"seen_at": timezone.now(), "hostname": socket.gethostname()}
+    )
     return heartbeat

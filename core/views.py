@@ -52,7 +52,9 @@ class ApiTokenRevokeView(RoleRequiredMixin, TemplateView):
     http_method_names = ["post"]
 
     def post(self, request, pk):
-        tokens = ApiToken.objects.all() if has_role(request.user, Role.ADMIN) else ApiToken.objects.filter(user=request.user)
+        tokens = (
+            ApiToken.objects.all() if has_role(request.user, Role.ADMIN) else ApiToken.objects.filter(user=request.user)
+        )
         token = get_object_or_404(tokens, pk=pk)
         services.revoke_api_token(request.user, token, request=request)
         messages.success(request, f"Token “{token.name}” revoked; it no longer works.")
@@ -66,7 +68,14 @@ class UserListView(RoleRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         users = User.objects.prefetch_related("groups").order_by("username")
-        rows = [(user, user_role(user), UserUpdateForm(initial={"role": user_role(user), "is_active": user.is_active}, prefix=f"u{user.pk}")) for user in users]
+        rows = [
+            (
+                user,
+                user_role(user),
+                UserUpdateForm(initial={"role": user_role(user), "is_active": user.is_active}, prefix=f"u{user.pk}"),
+            )
+            for user in users
+        ]
         kwargs.setdefault("form", UserCreateForm())
         return super().get_context_data(rows=rows, **kwargs)
 
@@ -91,8 +100,13 @@ class UserUpdateView(RoleRequiredMixin, TemplateView):
             messages.error(request, f"{user.username}: " + "; ".join(e for errs in form.errors.values() for e in errs))
         else:
             try:
-                services.update_user(request.user, user, role=Role(form.cleaned_data["role"]), is_active=form.cleaned_data["is_active"],
-                                     request=request)
+                services.update_user(
+                    request.user,
+                    user,
+                    role=Role(form.cleaned_data["role"]),
+                    is_active=form.cleaned_data["is_active"],
+                    request=request,
+                )
             except Refused as exc:
                 messages.error(request, exc.message)
             else:

@@ -42,7 +42,11 @@ class Expectation:
     def __post_init__(self):
         if self.platform not in MIN_APP_VERSION:
             raise ValueError(f"unknown platform {self.platform!r}; use {' or '.join(MIN_APP_VERSION)}")
-        if isinstance(self.staleness_hours, bool) or not isinstance(self.staleness_hours, int) or self.staleness_hours < 1:
+        if (
+            isinstance(self.staleness_hours, bool)
+            or not isinstance(self.staleness_hours, int)
+            or self.staleness_hours < 1
+        ):
             raise ValueError(f"staleness_hours must be a whole number of hours ≥ 1, got {self.staleness_hours!r}")
         if self.now.tzinfo is None:  # a naive "now" is read as UTC, like the reports' dates
             object.__setattr__(self, "now", self.now.replace(tzinfo=UTC))
@@ -60,8 +64,13 @@ class HistoryPoint:
 
     @classmethod
     def from_health(cls, health: Health, received_at: datetime) -> HistoryPoint:
-        return cls(received_at, health.offline_update, health.fail_reason, health.update_source_uri,
-                   health.offline_url_configured)
+        return cls(
+            received_at,
+            health.offline_update,
+            health.fail_reason,
+            health.update_source_uri,
+            health.offline_url_configured,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class Finding:
 
 
 # --- Helpers ----------------------------------------------------------------------------------
+
 
 @lru_cache(maxsize=1024)  # every report compares the same few URLs (its group's, its mirror's)
 def _normal_url(url: str | None) -> str:
@@ -149,12 +159,15 @@ CHECK = "mdatp health --details definitions"
 
 # --- Rules (one finding each) -----------------------------------------------------------------
 
+
 def _update_failed(h: Health, e: Expectation, history):
     if not h.fail_reason:
         return None
     mirror = h.offline_url_configured or e.group_url
     return Finding(
-        FindingCode.UPDATE_FAILED, "critical", "The last signature update failed",
+        FindingCode.UPDATE_FAILED,
+        "critical",
+        "The last signature update failed",
         f"The agent reports definitions_update_fail_reason {_q(h.fail_reason)}. It still runs definitions "
         f"{h.definitions_version or '(version not reported)'} (definitions_status {_q(h.definitions_status)}).",
         "1. Check the endpoint reaches the mirror: `mdatp connectivity test` and "
@@ -169,17 +182,21 @@ def _offline_update_disabled(h: Health, e: Expectation, history):
     if not e.wants_offline_update or (h.offline_update or "").lower() == ENABLED:
         return None
     if h.offline_update is None:
-        seen = ("The report does not include offline_definition_update (the agent may predate the feature, "
-                "or the report is partial)")
+        seen = (
+            "The report does not include offline_definition_update (the agent may predate the feature, "
+            "or the report is partial)"
+        )
     else:
         seen = f"offline_definition_update is {_q(h.offline_update)}"
     return Finding(
-        FindingCode.OFFLINE_UPDATE_DISABLED, "critical", "Offline signature updates are not enabled",
+        FindingCode.OFFLINE_UPDATE_DISABLED,
+        "critical",
+        "Offline signature updates are not enabled",
         f"{seen}, but the group's policy enables offline updates: the endpoint does not fetch signatures from "
         "the mirror.",
-        f"Install {_config_where(e.platform)}, which sets antivirusEngine.offlineDefinitionUpdate = \"enabled\" "
+        f'Install {_config_where(e.platform)}, which sets antivirusEngine.offlineDefinitionUpdate = "enabled" '
         f"and antivirusEngine.offlineDefinitionUpdateUrl = {e.group_url}. Then check `{CHECK}`: "
-        "offline_definition_update must read \"enabled\" [managed].",
+        'offline_definition_update must read "enabled" [managed].',
         {"offline_definition_update": h.offline_update},
     )
 
@@ -189,23 +206,30 @@ def _verify_sig(h: Health, e: Expectation, history):
         return None
     if h.verify_sig is None or h.verify_sig.upper() == "DEPRECATED":
         newer = h.extra.get("engine_signature_verification")
-        said = ("prints \"DEPRECATED\" for offline_definition_update_verify_sig"
-                if h.verify_sig else "does not include offline_definition_update_verify_sig in its report")
+        said = (
+            'prints "DEPRECATED" for offline_definition_update_verify_sig'
+            if h.verify_sig
+            else "does not include offline_definition_update_verify_sig in its report"
+        )
         return Finding(
-            FindingCode.VERIFY_SIG_NOT_REPORTED, "info", "Signature verification is not reported by this agent version",
+            FindingCode.VERIFY_SIG_NOT_REPORTED,
+            "info",
+            "Signature verification is not reported by this agent version",
             f"This agent (app {h.app_version or 'version not reported'}) {said}: the setting is no longer reported "
             "there, so the report cannot show whether packages are verified. This is not a misconfiguration."
             + (f" The agent reports engine_signature_verification {_q(newer)} instead." if newer is not None else ""),
-            "Nothing to change on the endpoint. Keep features.offlineDefinitionUpdateVerifySig = \"enabled\" in "
+            'Nothing to change on the endpoint. Keep features.offlineDefinitionUpdateVerifySig = "enabled" in '
             f"{_config_where(e.platform)}.",
             {"offline_definition_update_verify_sig": h.verify_sig, "engine_signature_verification": newer},
         )
     return Finding(
-        FindingCode.VERIFY_SIG_DISABLED, "warning", "Offline packages are loaded without signature verification",
-        f"offline_definition_update_verify_sig is {_q(h.verify_sig)}, but the group's policy wants \"enabled\": "
+        FindingCode.VERIFY_SIG_DISABLED,
+        "warning",
+        "Offline packages are loaded without signature verification",
+        f'offline_definition_update_verify_sig is {_q(h.verify_sig)}, but the group\'s policy wants "enabled": '
         "the endpoint would load a package from the mirror without checking Microsoft's signature.",
-        f"Set features.offlineDefinitionUpdateVerifySig = \"enabled\" in {_config_where(e.platform)} and install it; "
-        f"then check `{CHECK}`: offline_definition_update_verify_sig must read \"enabled\".",
+        f'Set features.offlineDefinitionUpdateVerifySig = "enabled" in {_config_where(e.platform)} and install it; '
+        f'then check `{CHECK}`: offline_definition_update_verify_sig must read "enabled".',
         {"offline_definition_update_verify_sig": h.verify_sig},
     )
 
@@ -217,27 +241,44 @@ def _not_updated_from_mirror(h: Health, e: Expectation, history):
         return None
     source = h.update_source_uri
     if not source:
-        seen = (f"definitions_update_source_uri is empty: the endpoint has never updated from the mirror "
-                f"{configured} it is configured with.")
+        seen = (
+            f"definitions_update_source_uri is empty: the endpoint has never updated from the mirror "
+            f"{configured} it is configured with."
+        )
     elif _is_microsoft_cloud(source):
-        why = ("offline_definition_update_fallback_to_cloud is true, so a failure at the mirror is hidden"
-               if h.fallback_to_cloud else
-               "either the mirror failed and the agent fell back, or the last update predates the offline configuration")
-        seen = (f"The last update came from {source} (Microsoft's cloud), not from the configured mirror "
-                f"{configured}: {why}.")
+        why = (
+            "offline_definition_update_fallback_to_cloud is true, so a failure at the mirror is hidden"
+            if h.fallback_to_cloud
+            else "either the mirror failed and the agent fell back, or the last update predates the offline configuration"
+        )
+        seen = (
+            f"The last update came from {source} (Microsoft's cloud), not from the configured mirror "
+            f"{configured}: {why}."
+        )
     else:
         seen = f"The last update came from {source}, not from the configured mirror {configured}."
-    fix = (f"1. Check the endpoint reaches the mirror: `mdatp connectivity test` and {_mirror_probe(configured)}.\n"
-           "2. Update now: `mdatp definitions update`.\n"
-           f"3. Check `{CHECK}`: definitions_update_source_uri must equal offline_definition_url_configured, and "
-           "definitions_update_fail_reason must be empty.")
+    fix = (
+        f"1. Check the endpoint reaches the mirror: `mdatp connectivity test` and {_mirror_probe(configured)}.\n"
+        "2. Update now: `mdatp definitions update`.\n"
+        f"3. Check `{CHECK}`: definitions_update_source_uri must equal offline_definition_url_configured, and "
+        "definitions_update_fail_reason must be empty."
+    )
     if h.fallback_to_cloud:
-        fix += ("\nWhile antivirusEngine.offlineDefinitionUpdateFallbackToCloud is true, cloud updates hide mirror "
-                "failures; set it to false in the managed configuration if the endpoint must use the mirror only.")
+        fix += (
+            "\nWhile antivirusEngine.offlineDefinitionUpdateFallbackToCloud is true, cloud updates hide mirror "
+            "failures; set it to false in the managed configuration if the endpoint must use the mirror only."
+        )
     return Finding(
-        FindingCode.NOT_UPDATED_FROM_MIRROR, "warning", "Signatures did not come from the mirror", seen, fix,
-        {"definitions_update_source_uri": source, "offline_definition_url_configured": configured,
-         "offline_definition_update_fallback_to_cloud": h.fallback_to_cloud},
+        FindingCode.NOT_UPDATED_FROM_MIRROR,
+        "warning",
+        "Signatures did not come from the mirror",
+        seen,
+        fix,
+        {
+            "definitions_update_source_uri": source,
+            "offline_definition_url_configured": configured,
+            "offline_definition_update_fallback_to_cloud": h.fallback_to_cloud,
+        },
     )
 
 
@@ -249,11 +290,17 @@ def _url_drift(h: Health, e: Expectation, history):
         seen = f"The endpoint reports no offline_definition_url_configured; its group serves {e.group_url}."
     else:
         managed = "offline_definition_url_configured" in h.managed_keys
-        seen = (f"offline_definition_url_configured is {configured}, but the group serves {e.group_url}: the endpoint "
-                "does not have the group's managed configuration (an old file, another group's, or a local setting"
-                + ("" if managed else "; the URL is not even [managed]") + ").")
+        seen = (
+            f"offline_definition_url_configured is {configured}, but the group serves {e.group_url}: the endpoint "
+            "does not have the group's managed configuration (an old file, another group's, or a local setting"
+            + ("" if managed else "; the URL is not even [managed]")
+            + ")."
+        )
     return Finding(
-        FindingCode.URL_DRIFT, "warning", "The endpoint does not use its group's mirror URL", seen,
+        FindingCode.URL_DRIFT,
+        "warning",
+        "The endpoint does not use its group's mirror URL",
+        seen,
         f"Install {_config_where(e.platform)} (antivirusEngine.offlineDefinitionUpdateUrl = {e.group_url}); then "
         "`mdatp health --field offline_definition_url_configured` must print that URL with [managed].",
         {"offline_definition_url_configured": configured, "group_url": e.group_url},
@@ -268,21 +315,28 @@ def _stale(h: Health, e: Expectation, history):
         age = timedelta(minutes=h.definitions_updated_minutes_ago)
     too_old = age is not None and age > timedelta(hours=e.staleness_hours)
     if h.definitions_status is not None and h.definitions_status != UP_TO_DATE:
-        reasons.append(f"definitions_status is {_q(h.definitions_status)}, not \"up_to_date\"")
+        reasons.append(f'definitions_status is {_q(h.definitions_status)}, not "up_to_date"')
     if too_old:
         when = f" (on {h.definitions_updated_at:%Y-%m-%d %H:%M} UTC)" if h.definitions_updated_at else ""
-        reasons.append(f"definitions {h.definitions_version or '(version not reported)'} were updated "
-                       f"{_age(age)} ago{when}, more than the group's {e.staleness_hours} h threshold")
+        reasons.append(
+            f"definitions {h.definitions_version or '(version not reported)'} were updated "
+            f"{_age(age)} ago{when}, more than the group's {e.staleness_hours} h threshold"
+        )
     if not reasons:
         return None
     return Finding(
-        FindingCode.STALE, "critical" if too_old else "warning", "Signatures are stale",
+        FindingCode.STALE,
+        "critical" if too_old else "warning",
+        "Signatures are stale",
         "; ".join(reasons) + ".",
         "Update now: `mdatp definitions update`, then check `" + CHECK + "`. If it does not get newer, see "
         "definitions_update_fail_reason and check that the group's approved package is published on the mirror.",
-        {"definitions_status": h.definitions_status, "definitions_version": h.definitions_version,
-         "definitions_updated_at": h.definitions_updated_at.isoformat() if h.definitions_updated_at else None,
-         "age_hours": round(age.total_seconds() / 3600, 1) if age is not None else None},
+        {
+            "definitions_status": h.definitions_status,
+            "definitions_version": h.definitions_version,
+            "definitions_updated_at": h.definitions_updated_at.isoformat() if h.definitions_updated_at else None,
+            "age_hours": round(age.total_seconds() / 3600, 1) if age is not None else None,
+        },
     )
 
 
@@ -294,16 +348,20 @@ def _not_real_time(h: Health, e: Expectation, history):
         return None
     reasons = []
     if level_off:
-        reasons.append(f"the antivirus enforcement level is {h.enforcement_level} (real_time_protection_enabled "
-                       f"{_q(h.real_time_protection)}, passive_mode_enabled {_q(h.passive_mode)})")
+        reasons.append(
+            f"the antivirus enforcement level is {h.enforcement_level} (real_time_protection_enabled "
+            f"{_q(h.real_time_protection)}, passive_mode_enabled {_q(h.passive_mode)})"
+        )
     if h.automatic_updates is False:
         reasons.append("automatic_definition_update_enabled is false")
     return Finding(
-        FindingCode.NOT_REAL_TIME, "warning", "Automatic offline updates do not run on this endpoint",
+        FindingCode.NOT_REAL_TIME,
+        "warning",
+        "Automatic offline updates do not run on this endpoint",
         f"Automatic offline updates run only when the enforcement level is real_time and automatic definition "
         f"updates are enabled, but {' and '.join(reasons)}. Until then only a manual `mdatp definitions update` "
         "updates the signatures.",
-        f"Set antivirusEngine.enforcementLevel = \"real_time\" and cloudService.automaticDefinitionUpdateEnabled = true "
+        f'Set antivirusEngine.enforcementLevel = "real_time" and cloudService.automaticDefinitionUpdateEnabled = true '
         f"in {_config_where(e.platform)}; or, if the endpoint must stay "
         f"{h.enforcement_level or 'as it is'}, schedule `mdatp definitions update` (cron on Linux, launchd on macOS).",
         {"enforcement_level": h.enforcement_level, "automatic_definition_update_enabled": h.automatic_updates},
@@ -317,10 +375,14 @@ def _agent_too_old(h: Health, e: Expectation, history):
     if e.platform == "mac":
         fix = "Update Microsoft Defender with Microsoft AutoUpdate (`msupdate --install --apps WDAV00`) or your MDM."
     else:
-        fix = ("Upgrade the mdatp package: `sudo apt-get install --only-upgrade mdatp`, `sudo dnf upgrade mdatp` "
-               "or `sudo zypper update mdatp`.")
+        fix = (
+            "Upgrade the mdatp package: `sudo apt-get install --only-upgrade mdatp`, `sudo dnf upgrade mdatp` "
+            "or `sudo zypper update mdatp`."
+        )
     return Finding(
-        FindingCode.AGENT_TOO_OLD, "critical", "The Defender agent is too old for offline updates",
+        FindingCode.AGENT_TOO_OLD,
+        "critical",
+        "The Defender agent is too old for offline updates",
         f"app_version is {h.app_version}; offline security intelligence updates need {minimum} or later on "
         f"{PLATFORM_NAMES[e.platform]}.",
         fix + " Then check `mdatp version`.",
@@ -331,8 +393,9 @@ def _agent_too_old(h: Health, e: Expectation, history):
 def _reenable_known_issue(h: Health, e: Expectation, history):
     # Known issue of the source document: enable the feature, disable it to update from the cloud,
     # enable it again, and offline updates can keep failing until the agent is restarted.
-    failing = bool(h.fail_reason) or (bool(h.offline_url_configured)
-                                      and not _from_mirror(h.update_source_uri, h.offline_url_configured))
+    failing = bool(h.fail_reason) or (
+        bool(h.offline_url_configured) and not _from_mirror(h.update_source_uri, h.offline_url_configured)
+    )
     if (h.offline_update or "").lower() != ENABLED or not failing:
         return None
     points = sorted(history, key=lambda p: p.received_at) + [HistoryPoint.from_health(h, e.now)]
@@ -349,14 +412,19 @@ def _reenable_known_issue(h: Health, e: Expectation, history):
     if stage < 3:
         return None
     first, disabled, again = moments
-    what = (f"definitions_update_fail_reason {_q(h.fail_reason)}" if h.fail_reason else
-            f"the last update came from {h.update_source_uri or '(nowhere)'} instead of {h.offline_url_configured}")
+    what = (
+        f"definitions_update_fail_reason {_q(h.fail_reason)}"
+        if h.fail_reason
+        else f"the last update came from {h.update_source_uri or '(nowhere)'} instead of {h.offline_url_configured}"
+    )
     if e.platform == "mac":
         restart = "Restart the Defender daemon (or reboot the Mac)"
     else:
         restart = "Restart the agent: `sudo systemctl restart mdatp`"
     return Finding(
-        FindingCode.REENABLE_KNOWN_ISSUE, "critical", "Known issue: offline updates fail after the feature was re-enabled",
+        FindingCode.REENABLE_KNOWN_ISSUE,
+        "critical",
+        "Known issue: offline updates fail after the feature was re-enabled",
         f"offline_definition_update was enabled (seen {first:%Y-%m-%d %H:%M}), disabled (seen {disabled:%Y-%m-%d %H:%M}) "
         f"and enabled again (seen {again:%Y-%m-%d %H:%M}); now {what}. This is a known issue of the agent: after "
         "re-enabling the feature, offline updates can keep failing.",
@@ -364,8 +432,13 @@ def _reenable_known_issue(h: Health, e: Expectation, history):
         "2. Update: `mdatp definitions update`.\n"
         f"3. Check `{CHECK}`: definitions_update_source_uri must equal offline_definition_url_configured, and that URL "
         f"must be the group's ({e.group_url}).",
-        {"enabled_at": first.isoformat(), "disabled_at": disabled.isoformat(), "reenabled_at": again.isoformat(),
-         "definitions_update_fail_reason": h.fail_reason, "definitions_update_source_uri": h.update_source_uri},
+        {
+            "enabled_at": first.isoformat(),
+            "disabled_at": disabled.isoformat(),
+            "reenabled_at": again.isoformat(),
+            "definitions_update_fail_reason": h.fail_reason,
+            "definitions_update_source_uri": h.update_source_uri,
+        },
     )
 
 

@@ -17,15 +17,34 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
 
     # A JSON list on the model; checkboxes here. Not required at form level so that the
     # model's own sentence ("Choose at least one of linux, mac.") is the one shown.
-    platforms = forms.MultipleChoiceField(choices=Platform.choices, widget=forms.CheckboxSelectMultiple, required=False,
-                                          help_text=EndpointGroup._meta.get_field("platforms").help_text)
+    platforms = forms.MultipleChoiceField(
+        choices=Platform.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text=EndpointGroup._meta.get_field("platforms").help_text,
+    )
 
     class Meta:
         model = EndpointGroup
         fields = [
-            "name", "slug", "description", "mirror", "platforms", "channel", "ring_order", "staleness_hours",
-            "rollout", "source_group", "delay_hours", "gate_percent",
-            "automatic_updates", "update_interval", "offline_update", "fallback_to_cloud", "verify_signature", "enforcement_level",
+            "name",
+            "slug",
+            "description",
+            "mirror",
+            "platforms",
+            "channel",
+            "ring_order",
+            "staleness_hours",
+            "rollout",
+            "source_group",
+            "delay_hours",
+            "gate_percent",
+            "automatic_updates",
+            "update_interval",
+            "offline_update",
+            "fallback_to_cloud",
+            "verify_signature",
+            "enforcement_level",
         ]
         labels = {
             "staleness_hours": "Staleness threshold (hours)",
@@ -44,8 +63,17 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
     SECTIONS = (
         ("Ring", ("name", "slug", "description", "mirror", "platforms", "channel", "ring_order", "staleness_hours")),
         ("How new versions arrive", ("rollout", "source_group", "delay_hours", "gate_percent")),
-        ("Managed configuration (mdatp_managed.json)", ("automatic_updates", "update_interval", "offline_update",
-                                                         "fallback_to_cloud", "verify_signature", "enforcement_level")),
+        (
+            "Managed configuration (mdatp_managed.json)",
+            (
+                "automatic_updates",
+                "update_interval",
+                "offline_update",
+                "fallback_to_cloud",
+                "verify_signature",
+                "enforcement_level",
+            ),
+        ),
     )
 
     def __init__(self, *args, **kwargs):
@@ -81,7 +109,9 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
 class ApproveForm(forms.Form):
     """Serve one package to a group's target; ``expected_current`` is what the operator saw approved."""
 
-    package = forms.ModelChoiceField(queryset=SignaturePackage.objects.none(), empty_label=None, label="Version to approve")
+    package = forms.ModelChoiceField(
+        queryset=SignaturePackage.objects.none(), empty_label=None, label="Version to approve"
+    )
     expected_current = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, group, target, packages=None, current=None, **kwargs):
@@ -113,8 +143,12 @@ class ImportPolicyForm(forms.Form):
     """An existing mdatp_managed.json, uploaded or pasted, whose policy the group takes."""
 
     file = forms.FileField(required=False, label="mdatp_managed.json file")
-    text = forms.CharField(required=False, label="…or paste its content", strip=False,
-                           widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}))
+    text = forms.CharField(
+        required=False,
+        label="…or paste its content",
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
+    )
 
     def clean(self):
         data = super().clean()
@@ -123,7 +157,9 @@ class ImportPolicyForm(forms.Form):
             raise forms.ValidationError("Give a file or paste its content, not both.")
         if upload:
             if upload.size > IMPORT_MAX_BYTES:
-                self.add_error("file", f"{upload.size} bytes is too large for an mdatp_managed.json (at most {IMPORT_MAX_BYTES}).")
+                self.add_error(
+                    "file", f"{upload.size} bytes is too large for an mdatp_managed.json (at most {IMPORT_MAX_BYTES})."
+                )
                 return data
             try:
                 data["content"] = upload.read().decode("utf-8-sig")
@@ -144,13 +180,16 @@ class ImportPolicyForm(forms.Form):
 class EndpointMoveForm(forms.Form):
     """Move an endpoint to another group; only groups with its platform are offered (the server checks again)."""
 
-    group = forms.ModelChoiceField(queryset=EndpointGroup.objects.all(), to_field_name="slug", empty_label=None, label="Move to group")
+    group = forms.ModelChoiceField(
+        queryset=EndpointGroup.objects.all(), to_field_name="slug", empty_label=None, label="Move to group"
+    )
 
     def __init__(self, *args, endpoint=None, groups=None, **kwargs):
         super().__init__(*args, **kwargs)
         if endpoint is not None and groups is not None:  # rendering: the groups it can join, by name
-            self.fields["group"].choices = [(g.slug, g.name) for g in groups
-                                            if g.pk != endpoint.group_id and endpoint.platform in g.platforms]
+            self.fields["group"].choices = [
+                (g.slug, g.name) for g in groups if g.pk != endpoint.group_id and endpoint.platform in g.platforms
+            ]
 
 
 class EnrollmentSecretForm(forms.Form):
@@ -158,7 +197,9 @@ class EnrollmentSecretForm(forms.Form):
 
     name = forms.CharField(max_length=100, help_text="Where it is used, e.g. “pilot servers (Ansible)”.")
     expires_at = forms.DateTimeField(
-        required=False, label="Expires (optional)", help_text="After this moment it enrolls nothing; empty: until revoked.",
+        required=False,
+        label="Expires (optional)",
+        help_text="After this moment it enrolls nothing; empty: until revoked.",
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )

@@ -96,7 +96,9 @@ _LINE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)[ \t]*:(?P<value>.*)$")
 _SCOPE_TAG = re.compile(r"^(?P<value>.*?\S)[ \t]*\[(?P<scope>[A-Za-z_]+)\]$")
 _INT = re.compile(r"^[+-]?\d+$")
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
-_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
+}
 # "Mar 14, 2024 at 12:13:17 PM" (also without " at ", without seconds, or on a 24-hour clock)
 _MDATP_DATE = re.compile(
     r"^(?P<mon>[A-Za-z]{3})[a-z]*\.? +(?P<day>\d{1,2}),? +(?P<year>\d{4})(?: +at)? +"
@@ -185,7 +187,9 @@ def parse_mdatp_datetime(value: Any, tz: tzinfo = UTC) -> datetime | None:
         if ampm:
             hour = hour % 12 + (12 if ampm == "pm" else 0)
         try:
-            local = datetime(int(match["year"]), month, int(match["day"]), hour, int(match["m"]), int(match["s"] or 0), tzinfo=tz)
+            local = datetime(
+                int(match["year"]), month, int(match["day"]), hour, int(match["m"]), int(match["s"] or 0), tzinfo=tz
+            )
             return local.astimezone(UTC)
         except (OverflowError, ValueError):
             return None
@@ -197,6 +201,7 @@ def parse_mdatp_datetime(value: Any, tz: tzinfo = UTC) -> datetime | None:
 
 
 # --- Entry point ----------------------------------------------------------------------------------
+
 
 def parse_health(body: str | bytes, *, text_tz: tzinfo = UTC) -> Health:
     """A ``Health`` from the body of ``mdatp health`` (text or ``--output json``).
@@ -240,6 +245,7 @@ class _Pair:
 
 
 # --- Text form ------------------------------------------------------------------------------------
+
 
 def _shown(line: str, limit: int = 60) -> str:
     return repr(line if len(line) <= limit else line[:limit] + "…")
@@ -298,6 +304,7 @@ def _text_pairs(body: str) -> list[_Pair]:
 
 # --- JSON form ------------------------------------------------------------------------------------
 
+
 def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -331,7 +338,9 @@ def _json_pairs(body: str) -> list[_Pair]:
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise HealthParseError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", line=exc.lineno) from None
+        raise HealthParseError(
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", line=exc.lineno
+        ) from None
     except ValueError as exc:  # e.g. a number too long to convert
         raise HealthParseError(f"invalid JSON: {exc}") from None
     except RecursionError:
@@ -356,14 +365,18 @@ def _json_pairs(body: str) -> list[_Pair]:
             if "$type" in inner:
                 enum = inner.pop("$type")
                 if not isinstance(enum, str):
-                    raise HealthParseError(f"field {name!r}: expected \"$type\" to be a string, got {_describe(enum)}", field=name)
+                    raise HealthParseError(
+                        f'field {name!r}: expected "$type" to be a string, got {_describe(enum)}', field=name
+                    )
                 value = _camel_enum(enum)
             else:
                 value = inner.pop("value")
             if "scope" in inner:
                 scope = inner.pop("scope")
                 if not isinstance(scope, str):
-                    raise HealthParseError(f"field {name!r}: expected \"scope\" to be a string, got {_describe(scope)}", field=name)
+                    raise HealthParseError(
+                        f'field {name!r}: expected "scope" to be a string, got {_describe(scope)}', field=name
+                    )
                 scope = scope.lower()
             members = inner  # anything else the agent added to the object: kept
         key = canonical_key(name)
@@ -372,7 +385,9 @@ def _json_pairs(body: str) -> list[_Pair]:
             if isinstance(value, dict) or (isinstance(value, list) and kind != "list"):
                 raise HealthParseError(f"field {name!r}: expected a single value, got {_describe(value)}", field=name)
             if kind == "list" and isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
-                raise HealthParseError(f"field {name!r}: expected a list of strings, got a nested list or object", field=name)
+                raise HealthParseError(
+                    f"field {name!r}: expected a list of strings, got a nested list or object", field=name
+                )
         pairs.append(_Pair(key, value, scope, field=name, members=members))
     return pairs
 
@@ -443,7 +458,8 @@ def _build(pairs: list[_Pair], form: str, tz: tzinfo) -> Health:
         seen[pair.key] = pair
     if not any(key in seen for key in DEFINITIONS_KEYS):
         raise HealthParseError(
-            "no definitions keys in the report: expected at least one of " + ", ".join(DEFINITIONS_KEYS)
+            "no definitions keys in the report: expected at least one of "
+            + ", ".join(DEFINITIONS_KEYS)
             + " (run 'mdatp health' or 'mdatp health --details definitions')"
         )
     health = Health(form=form)

@@ -19,30 +19,56 @@ class EndpointGroup(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     description = models.TextField(blank=True)
     mirror = models.ForeignKey("mirror.Mirror", on_delete=models.PROTECT, related_name="groups")
-    platforms = models.JSONField(default=list, help_text="Platforms of the group's endpoints; each must be synced by the mirror.")
+    platforms = models.JSONField(
+        default=list, help_text="Platforms of the group's endpoints; each must be synced by the mirror."
+    )
     channel = models.CharField(max_length=12, choices=Channel.choices, default=Channel.PRODUCTION)
-    ring_order = models.PositiveIntegerField(default=10, help_text="Rings roll out in increasing order: pilot 10, broad 20…")
-    staleness_hours = models.PositiveIntegerField(default=48, validators=[MinValueValidator(1)],
-                                                  help_text="Definitions older than this, or no report for this long, are stale.")
+    ring_order = models.PositiveIntegerField(
+        default=10, help_text="Rings roll out in increasing order: pilot 10, broad 20…"
+    )
+    staleness_hours = models.PositiveIntegerField(
+        default=48,
+        validators=[MinValueValidator(1)],
+        help_text="Definitions older than this, or no report for this long, are stale.",
+    )
 
     # How new versions arrive.
     rollout = models.CharField(max_length=8, choices=RolloutMode.choices, default=RolloutMode.MANUAL)
-    source_group = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="followers",
-                                     help_text="For 'after': the ring whose approvals this one follows.")
-    delay_hours = models.PositiveIntegerField(default=24, help_text="For 'after': hours a version must have been approved in the source ring.")
-    gate_percent = models.PositiveIntegerField(default=90, validators=[MinValueValidator(0), MaxValueValidator(100)],
-                                               help_text="For 'after': share of the source ring's reporting endpoints that must run the version.")
+    source_group = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="followers",
+        help_text="For 'after': the ring whose approvals this one follows.",
+    )
+    delay_hours = models.PositiveIntegerField(
+        default=24, help_text="For 'after': hours a version must have been approved in the source ring."
+    )
+    gate_percent = models.PositiveIntegerField(
+        default=90,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="For 'after': share of the source ring's reporting endpoints that must run the version.",
+    )
 
     # The managed configuration (DESIGN §2.3).
     automatic_updates = models.BooleanField(default=True, help_text="cloudService.automaticDefinitionUpdateEnabled")
-    update_interval = models.PositiveIntegerField(default=DEFAULT_INTERVAL,
-                                                  validators=[MinValueValidator(MIN_INTERVAL), MaxValueValidator(MAX_INTERVAL)],
-                                                  help_text="cloudService.definitionUpdatesInterval, seconds (60–86400).")
+    update_interval = models.PositiveIntegerField(
+        default=DEFAULT_INTERVAL,
+        validators=[MinValueValidator(MIN_INTERVAL), MaxValueValidator(MAX_INTERVAL)],
+        help_text="cloudService.definitionUpdatesInterval, seconds (60–86400).",
+    )
     offline_update = models.BooleanField(default=True, help_text="antivirusEngine.offlineDefinitionUpdate")
-    fallback_to_cloud = models.BooleanField(default=False, help_text="antivirusEngine.offlineDefinitionUpdateFallbackToCloud")
+    fallback_to_cloud = models.BooleanField(
+        default=False, help_text="antivirusEngine.offlineDefinitionUpdateFallbackToCloud"
+    )
     verify_signature = models.BooleanField(default=True, help_text="features.offlineDefinitionUpdateVerifySig")
-    enforcement_level = models.CharField(max_length=10, choices=EnforcementLevel.choices, blank=True,
-                                         help_text="antivirusEngine.enforcementLevel; empty: not managed.")
+    enforcement_level = models.CharField(
+        max_length=10,
+        choices=EnforcementLevel.choices,
+        blank=True,
+        help_text="antivirusEngine.enforcementLevel; empty: not managed.",
+    )
 
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(auto_now=True)
@@ -60,17 +86,25 @@ class EndpointGroup(models.Model):
         if not isinstance(self.platforms, list) or not self.platforms:
             errors["platforms"] = f"Choose at least one of {', '.join(Platform.values)}."
         elif unknown := [p for p in self.platforms if p not in Platform.values]:
-            errors["platforms"] = f"Unknown platform {', '.join(map(str, unknown))}; choose from {', '.join(Platform.values)}."
+            errors["platforms"] = (
+                f"Unknown platform {', '.join(map(str, unknown))}; choose from {', '.join(Platform.values)}."
+            )
         else:
             self.platforms = [p for p in Platform.values if p in self.platforms]
         if self.mirror_id and "platforms" not in errors:
             missing = [p for p in self.platforms if p not in self.mirror.platforms]
             if missing:
-                errors["platforms"] = f"Mirror {self.mirror.slug} does not sync {', '.join(missing)}; it syncs {', '.join(self.mirror.platforms)}."
+                errors["platforms"] = (
+                    f"Mirror {self.mirror.slug} does not sync {', '.join(missing)}; it syncs {', '.join(self.mirror.platforms)}."
+                )
             if self.channel not in self.mirror.channels:
-                errors["channel"] = f"Mirror {self.mirror.slug} does not sync the {self.channel} channel; it syncs {', '.join(self.mirror.channels)}."
+                errors["channel"] = (
+                    f"Mirror {self.mirror.slug} does not sync the {self.channel} channel; it syncs {', '.join(self.mirror.channels)}."
+                )
         if not MIN_INTERVAL <= (self.update_interval or 0) <= MAX_INTERVAL:
-            errors["update_interval"] = f"Give a number of seconds between {MIN_INTERVAL} and {MAX_INTERVAL} (default {DEFAULT_INTERVAL}, 8 hours)."
+            errors["update_interval"] = (
+                f"Give a number of seconds between {MIN_INTERVAL} and {MAX_INTERVAL} (default {DEFAULT_INTERVAL}, 8 hours)."
+            )
         if self.rollout != RolloutMode.AFTER:
             self.source_group = None  # only 'after' follows a ring; a stale link would block deleting that ring
         elif self.source_group_id is None:
@@ -78,7 +112,9 @@ class EndpointGroup(models.Model):
         elif self.pk and self.source_group_id == self.pk:
             errors["source_group"] = "A ring cannot follow itself."
         elif self.pk and self._follows(self.source_group):
-            errors["source_group"] = f"{self.source_group} already follows {self} (directly or through other rings): that would be a loop."
+            errors["source_group"] = (
+                f"{self.source_group} already follows {self} (directly or through other rings): that would be a loop."
+            )
         elif self.source_group.mirror_id != self.mirror_id or self.source_group.channel != self.channel:
             errors["source_group"] = "The source ring must use the same mirror and channel."
         if errors:
@@ -117,7 +153,14 @@ class EndpointGroup(models.Model):
         return {name: getattr(self, name) for name in POLICY_FIELDS}
 
 
-POLICY_FIELDS = ("automatic_updates", "update_interval", "offline_update", "fallback_to_cloud", "verify_signature", "enforcement_level")
+POLICY_FIELDS = (
+    "automatic_updates",
+    "update_interval",
+    "offline_update",
+    "fallback_to_cloud",
+    "verify_signature",
+    "enforcement_level",
+)
 
 
 class GroupTarget(models.Model):
@@ -127,19 +170,31 @@ class GroupTarget(models.Model):
     platform = models.CharField(max_length=8, choices=Platform.choices)
     channel = models.CharField(max_length=12, choices=Channel.choices)
     arch = models.CharField(max_length=8, choices=Arch.choices)
-    current = models.ForeignKey("mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    previous = models.ForeignKey("mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    current = models.ForeignKey(
+        "mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    previous = models.ForeignKey(
+        "mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     approved_at = models.DateTimeField(null=True, blank=True)
-    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # The rollout rule's last verdict, written by fleet.services.rings.evaluate_group.
     gate_state = models.CharField(max_length=8, choices=GateState.choices, default=GateState.MANUAL)
     gate_reason = models.CharField(max_length=500, blank=True)
-    candidate = models.ForeignKey("mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    candidate = models.ForeignKey(
+        "mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["group__ring_order", "group__name", "platform", "channel", "arch"]
-        constraints = [models.UniqueConstraint(fields=["group", "platform", "channel", "arch"], name="one_approval_per_group_target")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "platform", "channel", "arch"], name="one_approval_per_group_target"
+            )
+        ]
 
     def __str__(self):
         return f"{self.group.slug}/{self.target}"
@@ -158,19 +213,27 @@ class ApprovalEvent(models.Model):
     arch = models.CharField(max_length=8, choices=Arch.choices)
     action = models.CharField(max_length=8, choices=ApprovalAction.choices)
     # Versions are copied as text: the history stays readable after a package is pruned.
-    package = models.ForeignKey("mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    package = models.ForeignKey(
+        "mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     definition_version = models.CharField(max_length=32)
     engine_version = models.CharField(max_length=32)
-    replaced = models.ForeignKey("mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    replaced = models.ForeignKey(
+        "mirror.SignaturePackage", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     replaced_version = models.CharField(max_length=32, blank=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     actor_label = models.CharField(max_length=150, default="system")
     reason = models.CharField(max_length=500, blank=True)
     created = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created", "-id"]
-        indexes = [models.Index(fields=["group", "platform", "channel", "arch", "-created"], name="approval_event_target")]
+        indexes = [
+            models.Index(fields=["group", "platform", "channel", "arch", "-created"], name="approval_event_target")
+        ]
 
     def __str__(self):
         return f"{self.group.slug}/{self.platform}/{self.channel}/arch_{self.arch}: {self.action} {self.definition_version}"
@@ -186,7 +249,9 @@ class EnrollmentSecret(models.Model):
     hint = models.CharField(max_length=16)
     secret_hash = models.CharField(max_length=64, unique=True)
     created = models.DateTimeField(default=timezone.now)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -241,18 +306,24 @@ class Endpoint(models.Model):
     automatic_updates = models.BooleanField(null=True, blank=True)
     enforcement_level = models.CharField(max_length=16, blank=True)
     healthy = models.BooleanField(null=True, blank=True)
-    last_update_failure_at = models.DateTimeField(null=True, blank=True, help_text="When it last reported a definitions update failure.")
+    last_update_failure_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it last reported a definitions update failure."
+    )
     # Judged against the group when the report arrived (and by the silence check).
     compliance = models.CharField(max_length=16, choices=Compliance.choices, default=Compliance.NEW)
     findings = models.JSONField(default=list, blank=True)
-    finding_codes = models.CharField(max_length=300, blank=True, help_text="',code,code,' for filtering without scanning findings.")
+    finding_codes = models.CharField(
+        max_length=300, blank=True, help_text="',code,code,' for filtering without scanning findings."
+    )
     # The reported offline_definition_update values as they changed: [[ISO time, value], …], oldest first.
     # All the known-issue rule needs from history, so it never reads the report table.
     recent = models.JSONField(default=list, blank=True)
     reports_received = models.PositiveIntegerField(default=0)
     # The report rate limit (FLEET_REPORT_BURST a minute), counted on the row that each report
     # updates anyway: exact across web processes and nodes, and no extra round trip.
-    burst_minute = models.PositiveIntegerField(default=0, help_text="The minute (Unix time // 60) burst_count counts reports in.")
+    burst_minute = models.PositiveIntegerField(
+        default=0, help_text="The minute (Unix time // 60) burst_count counts reports in."
+    )
     burst_count = models.PositiveIntegerField(default=0)
 
     class Meta:

@@ -15,10 +15,24 @@ def package_references(sender, **kwargs) -> set[int]:
 
 def package_usage(sender, package, **kwargs) -> PackageUsage:
     """package_usage: the groups that approve ``package``, in ring order, for the package's page."""
-    approvals = (GroupTarget.objects.select_related("group")
-                 .filter(Q(current=package) | Q(previous=package)).order_by("group__ring_order", "group__name"))
+    approvals = (
+        GroupTarget.objects.select_related("group")
+        .filter(Q(current=package) | Q(previous=package))
+        .order_by("group__ring_order", "group__name")
+    )
     return PackageUsage(
-        key="approved-in", title="Approved in groups", holder="Group", since="Approved at (UTC)", empty="No group approves it.",
-        rows=[UsageRow(approval.group.name, reverse("fleet:group_detail", args=[approval.group.slug]),
-                       "current" if approval.current_id == package.pk else "previous (n-1)", approval.approved_at)
-              for approval in approvals])
+        key="approved-in",
+        title="Approved in groups",
+        holder="Group",
+        since="Approved at (UTC)",
+        empty="No group approves it.",
+        rows=[
+            UsageRow(
+                approval.group.name,
+                reverse("fleet:group_detail", args=[approval.group.slug]),
+                "current" if approval.current_id == package.pk else "previous (n-1)",
+                approval.approved_at,
+            )
+            for approval in approvals
+        ],
+    )

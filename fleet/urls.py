@@ -21,8 +21,20 @@ urlpatterns = [
     path("<slug:slug>/promote/<str:platform>/<str:arch>/", views.GroupPromoteView.as_view(), name="group_promote"),
     path("<slug:slug>/rollback/<str:platform>/<str:arch>/", views.GroupRollbackView.as_view(), name="group_rollback"),
     path("<slug:slug>/import/", views.GroupImportView.as_view(), name="group_import"),
-    path("<slug:slug>/managed-config/<str:platform>/", views.GroupManagedConfigView.as_view(), name="group_managed_config"),
+    path(
+        "<slug:slug>/managed-config/<str:platform>/",
+        views.GroupManagedConfigView.as_view(),
+        name="group_managed_config",
+    ),
     path("<slug:slug>/secrets/new/", views.EnrollmentSecretCreateView.as_view(), name="enrollmentsecret_create"),
-    path("<slug:slug>/secrets/<int:pk>/rotate/", views.EnrollmentSecretRotateView.as_view(), name="enrollmentsecret_rotate"),
-    path("<slug:slug>/secrets/<int:pk>/revoke/", views.EnrollmentSecretRevokeView.as_view(), name="enrollmentsecret_revoke"),
+    path(
+        "<slug:slug>/secrets/<int:pk>/rotate/",
+        views.EnrollmentSecretRotateView.as_view(),
+        name="enrollmentsecret_rotate",
+    ),
+    path(
+        "<slug:slug>/secrets/<int:pk>/revoke/",
+        views.EnrollmentSecretRevokeView.as_view(),
+        name="enrollmentsecret_revoke",
+    ),
 ]

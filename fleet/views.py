@@ -61,12 +61,21 @@ def group_file(request, slug, platform, channel, arch, filename):
     # exists only for a target the group serves. Building it with select_related of the five
     # models cost more CPU than the whole rest of a 304 (bench/serve.py).
     which = "previous" if back else "current"
-    found = (GroupTarget.objects.order_by().filter(group__slug=slug, platform=platform, channel=base_channel, arch=arch, **{f"{which}__isnull": False})
-             .values_list("approved_at", f"{which}__sha256", f"{which}__engine_version", f"{which}__definition_version")[:1])
+    found = (
+        GroupTarget.objects.order_by()
+        .filter(group__slug=slug, platform=platform, channel=base_channel, arch=arch, **{f"{which}__isnull": False})
+        .values_list("approved_at", f"{which}__sha256", f"{which}__engine_version", f"{which}__definition_version")[:1]
+    )
     if found:
         approved_at, sha256, engine, definition = found[0]
-        package = SignaturePackage(platform=platform, channel=base_channel, arch=arch, sha256=sha256, engine_version=engine,
-                                   definition_version=definition)
+        package = SignaturePackage(
+            platform=platform,
+            channel=base_channel,
+            arch=arch,
+            sha256=sha256,
+            engine_version=engine,
+            definition_version=definition,
+        )
         # The URL's content changes when the approval does, even back to an older package.
         return send_package_file(request, package, filename, approved_at)
     group = EndpointGroup.objects.select_related("mirror").filter(slug=slug).first()
@@ -116,18 +125,24 @@ class GroupListView(RoleRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         # Two queries whatever the number of groups: the groups, then all their approvals.
-        groups = (EndpointGroup.objects.select_related("mirror", "source_group")
-                  .prefetch_related(Prefetch("approvals", queryset=GroupTarget.objects.select_related("current")))
-                  .order_by("ring_order", "name"))
+        groups = (
+            EndpointGroup.objects.select_related("mirror", "source_group")
+            .prefetch_related(Prefetch("approvals", queryset=GroupTarget.objects.select_related("current")))
+            .order_by("ring_order", "name")
+        )
         rows = []
         for group in groups:
             approvals = {row.target: row for row in group.approvals.all()}
-            rows.append({
-                "group": group,
-                "rollout": rollout_words(group),
-                "platforms": [Platform(p).label for p in group.platforms],
-                "targets": [{"name": f"{p}/arch_{a}", "row": approvals.get((p, c, a))} for p, c, a in group.targets()],
-            })
+            rows.append(
+                {
+                    "group": group,
+                    "rollout": rollout_words(group),
+                    "platforms": [Platform(p).label for p in group.platforms],
+                    "targets": [
+                        {"name": f"{p}/arch_{a}", "row": approvals.get((p, c, a))} for p, c, a in group.targets()
+                    ],
+                }
+            )
         return super().get_context_data(rows=rows, **kwargs)
 
 
@@ -145,8 +160,9 @@ class GroupDetailView(RoleRequiredMixin, TemplateView):
             target = (status["platform"], status["channel"], status["arch"])
             item = {**status, "name": Target(*target), "platform_label": Platform(status["platform"]).label}
             if can_approve:
-                item["approve_form"] = ApproveForm(group=group, target=target, packages=rings.packages_for(group, target),
-                                                   current=status["current"])
+                item["approve_form"] = ApproveForm(
+                    group=group, target=target, packages=rings.packages_for(group, target), current=status["current"]
+                )
                 item["next_ring"] = rings.next_ring(group, target) if status["current"] else None
             targets.append(item)
         if import_form is None and has_role(user, Role.ADMIN):
@@ -189,7 +205,11 @@ class GroupFormView(ObjectFormView):
         initial = {}
         mirrors = list(Mirror.objects.all()[:2])
         if len(mirrors) == 1:  # the usual single mirror: preselect it and what it syncs
-            initial = {"mirror": mirrors[0], "platforms": mirrors[0].platforms, "channel": next(iter(mirrors[0].channels), None)}
+            initial = {
+                "mirror": mirrors[0],
+                "platforms": mirrors[0].platforms,
+                "channel": next(iter(mirrors[0].channels), None),
+            }
         highest = EndpointGroup.objects.aggregate(highest=Max("ring_order"))["highest"]
         initial["ring_order"] = (highest or 0) + 10
         return initial
@@ -214,7 +234,9 @@ class GroupApproveView(RoleRequiredMixin, View):
             return redirect(group_url(group))
         package = form.cleaned_data["package"]
         try:
-            row = rings.approve_package(group, package, request.user, request, expected_current=form.cleaned_data["expected_current"])
+            row = rings.approve_package(
+                group, package, request.user, request, expected_current=form.cleaned_data["expected_current"]
+            )
         except rings.ApprovalError as exc:
             messages.error(request, f"Nothing approved: {exc}")
         else:
@@ -249,7 +271,9 @@ class TargetActionView(RoleRequiredMixin, TemplateView):
         except rings.ApprovalError as exc:
             messages.error(request, f"Cannot {self.verb}: {exc}")
             return redirect(group_url(group))
-        form = ConfirmForm(initial={"expected_current": plan.before.pk if plan.before else None, "package": plan.after.pk})
+        form = ConfirmForm(
+            initial={"expected_current": plan.before.pk if plan.before else None, "package": plan.after.pk}
+        )
         return self.render_to_response(self.get_context_data(group=group, plan=plan, form=form, verb=self.verb))
 
     def post(self, request, slug, platform, arch):
@@ -257,7 +281,9 @@ class TargetActionView(RoleRequiredMixin, TemplateView):
         target = group_target(group, platform, arch)
         form = ConfirmForm(request.POST)
         if not form.is_valid():
-            messages.error(request, f"Nothing changed: this {self.verb} confirmation is incomplete; start again from this page.")
+            messages.error(
+                request, f"Nothing changed: this {self.verb} confirmation is incomplete; start again from this page."
+            )
             return redirect(group_url(group))
         try:
             done = self.apply(group, target, self.plan(group, target), form.cleaned_data)
@@ -275,10 +301,17 @@ class GroupPromoteView(TargetActionView):
         return rings.plan_promotion(group, target)
 
     def apply(self, group, target, plan, confirmed) -> str:
-        row = rings.promote(group, target, self.request.user, self.request, expected_current=confirmed["expected_current"],
-                            expected_package=confirmed["package"])
-        return (f"{row.group.name} now serves {row.current.definition_version} for {target} "
-                f"(promoted from {group.name}).")
+        row = rings.promote(
+            group,
+            target,
+            self.request.user,
+            self.request,
+            expected_current=confirmed["expected_current"],
+            expected_package=confirmed["package"],
+        )
+        return (
+            f"{row.group.name} now serves {row.current.definition_version} for {target} (promoted from {group.name})."
+        )
 
 
 class GroupRollbackView(TargetActionView):
@@ -288,10 +321,18 @@ class GroupRollbackView(TargetActionView):
         return rings.plan_rollback(group, target)
 
     def apply(self, group, target, plan, confirmed) -> str:
-        row = rings.rollback(group, target, self.request.user, self.request, expected_current=confirmed["expected_current"],
-                             expected_package=confirmed["package"])
-        return (f"{group.name} rolled back to {row.current.definition_version} for {target}; "
-                f"{plan.before.definition_version} is not approved again automatically.")
+        row = rings.rollback(
+            group,
+            target,
+            self.request.user,
+            self.request,
+            expected_current=confirmed["expected_current"],
+            expected_package=confirmed["package"],
+        )
+        return (
+            f"{group.name} rolled back to {row.current.definition_version} for {target}; "
+            f"{plan.before.definition_version} is not approved again automatically."
+        )
 
 
 class GroupImportView(GroupDetailView):
@@ -342,19 +383,34 @@ class GroupManagedConfigView(RoleRequiredMixin, View):
 ENDPOINT_PAGE_SIZE = 50
 # How a state or a finding reads at a glance (the .state classes of portal.css).
 COMPLIANCE_TONE = {
-    Compliance.UP_TO_DATE: "ok", Compliance.BEHIND: "warn", Compliance.STALE: "warn", Compliance.SILENT: "warn",
-    Compliance.NEW: "muted", Compliance.FAILING: "bad", Compliance.MISCONFIGURED: "bad",
+    Compliance.UP_TO_DATE: "ok",
+    Compliance.BEHIND: "warn",
+    Compliance.STALE: "warn",
+    Compliance.SILENT: "warn",
+    Compliance.NEW: "muted",
+    Compliance.FAILING: "bad",
+    Compliance.MISCONFIGURED: "bad",
 }
 SEVERITY_TONE = {"critical": "bad", "warning": "warn", "info": "muted"}
 FILTER_ORDER = ["q", "group", "compliance", "version", "finding", "platform", "arch", "decommissioned"]
 CURSOR_KEYS = ("after", "before", "format")
-CSV_COLUMNS = ["hostname", "machine_id", "group", "platform", "arch", "compliance", "definitions_version", "last_seen", "findings",
-               "app_version"]
+CSV_COLUMNS = [
+    "hostname",
+    "machine_id",
+    "group",
+    "platform",
+    "arch",
+    "compliance",
+    "definitions_version",
+    "last_seen",
+    "findings",
+    "app_version",
+]
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run these cells as formulas
 
 
 def short_label(compliance) -> str:
-    """"Misconfigured (settings differ from the group's)" → "Misconfigured", for counters and tables."""
+    """ "Misconfigured (settings differ from the group's)" → "Misconfigured", for counters and tables."""
     return str(Compliance(compliance).label).split(" (")[0]
 
 
@@ -382,8 +438,13 @@ def endpoint_filter(request) -> EndpointFilterSet:
     fields["finding"].widget.attrs["placeholder"] = "update_failed"
     fields["q"].label = "Hostname or machine id"
     fields["decommissioned"].label = "Show"
-    fields["decommissioned"].widget = forms.Select(choices=[("false", "Active endpoints"), ("true", "Decommissioned only"),
-                                                             ("unknown", "Active and decommissioned")])
+    fields["decommissioned"].widget = forms.Select(
+        choices=[
+            ("false", "Active endpoints"),
+            ("true", "Decommissioned only"),
+            ("unknown", "Active and decommissioned"),
+        ]
+    )
     filterset.form.order_fields(FILTER_ORDER)
     return filterset
 
@@ -404,12 +465,16 @@ def keyset_page(queryset, after=None, before=None, size=ENDPOINT_PAGE_SIZE):
     queryset = queryset.order_by("hostname", "pk")
     if before:
         hostname, pk = before
-        rows = list(queryset.filter(Q(hostname__lt=hostname) | Q(hostname=hostname, pk__lt=pk)).order_by("-hostname", "-pk")[:size + 1])
+        rows = list(
+            queryset.filter(Q(hostname__lt=hostname) | Q(hostname=hostname, pk__lt=pk)).order_by("-hostname", "-pk")[
+                : size + 1
+            ]
+        )
         return rows[:size][::-1], len(rows) > size, True
     if after:
         hostname, pk = after
         queryset = queryset.filter(Q(hostname__gt=hostname) | Q(hostname=hostname, pk__gt=pk))
-    rows = list(queryset[:size + 1])
+    rows = list(queryset[: size + 1])
     return rows[:size], after is not None, len(rows) > size
 
 
@@ -443,13 +508,32 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
             if counts.get(value):
                 link = params.copy()
                 link["compliance"] = value
-                summary.append({"value": value, "label": short_label(value), "count": counts[value], "tone": COMPLIANCE_TONE[value],
-                                 "url": f"?{link.urlencode()}", "current": params.get("compliance") == value})
+                summary.append(
+                    {
+                        "value": value,
+                        "label": short_label(value),
+                        "count": counts[value],
+                        "tone": COMPLIANCE_TONE[value],
+                        "url": f"?{link.urlencode()}",
+                        "current": params.get("compliance") == value,
+                    }
+                )
 
         after, before = parse_cursor(request.GET.get("after")), parse_cursor(request.GET.get("before"))
-        page = (queryset.select_related("group")
-                .only("hostname", "machine_id", "group__name", "group__slug", "platform", "arch", "compliance", "definitions_version",
-                      "last_seen", "finding_codes", "app_version", "decommissioned_at"))
+        page = queryset.select_related("group").only(
+            "hostname",
+            "machine_id",
+            "group__name",
+            "group__slug",
+            "platform",
+            "arch",
+            "compliance",
+            "definitions_version",
+            "last_seen",
+            "finding_codes",
+            "app_version",
+            "decommissioned_at",
+        )
         rows, has_previous, has_next = keyset_page(page, after, before) if total else ([], False, False)
         for endpoint in rows:
             endpoint.tone = COMPLIANCE_TONE.get(endpoint.compliance, "muted")
@@ -461,7 +545,9 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
             link[key] = cursor_of(endpoint)
             return f"?{link.urlencode()}"
 
-        filtered = any(params.get(name) for name in FILTER_ORDER if name != "decommissioned") or params.get("decommissioned") not in (None, "", "false")
+        filtered = any(params.get(name) for name in FILTER_ORDER if name != "decommissioned") or params.get(
+            "decommissioned"
+        ) not in (None, "", "false")
         return super().get_context_data(
             filter=filterset,
             summary=summary,
@@ -493,10 +579,23 @@ def csv_cell(value) -> str:
 def export_endpoints(request):
     """The filtered list as CSV, streamed in chunks: memory stays flat at any fleet size."""
     filterset = endpoint_filter(request)
-    rows = (filtered_endpoints(filterset).order_by("hostname", "pk")
-            .values_list("hostname", "machine_id", "group__slug", "platform", "arch", "compliance", "definitions_version", "last_seen",
-                         "finding_codes", "app_version")
-            .iterator(chunk_size=2000))
+    rows = (
+        filtered_endpoints(filterset)
+        .order_by("hostname", "pk")
+        .values_list(
+            "hostname",
+            "machine_id",
+            "group__slug",
+            "platform",
+            "arch",
+            "compliance",
+            "definitions_version",
+            "last_seen",
+            "finding_codes",
+            "app_version",
+        )
+        .iterator(chunk_size=2000)
+    )
     writer = csv.writer(Echo())
 
     def lines():
@@ -544,20 +643,52 @@ def config_drift(endpoint: Endpoint) -> list[dict]:
     wanted = managed_settings(endpoint.group, endpoint.platform)
     engine, cloud, features = wanted["antivirusEngine"], wanted["cloudService"], wanted["features"]
     rows = [
-        ("Mirror URL", "antivirusEngine.offlineDefinitionUpdateUrl", endpoint.offline_url_configured or None,
-         engine["offlineDefinitionUpdateUrl"], same_url),
-        ("Offline update", "antivirusEngine.offlineDefinitionUpdate", _switch(endpoint.offline_update),
-         engine["offlineDefinitionUpdate"], None),
-        ("Verify the signature", "features.offlineDefinitionUpdateVerifySig", _switch(endpoint.verify_sig),
-         features["offlineDefinitionUpdateVerifySig"], None),
-        ("Fall back to Microsoft's cloud", "antivirusEngine.offlineDefinitionUpdateFallbackToCloud", _flag(endpoint.fallback_to_cloud),
-         _flag(engine["offlineDefinitionUpdateFallbackToCloud"]), None),
-        ("Automatic updates", "cloudService.automaticDefinitionUpdateEnabled", _flag(endpoint.automatic_updates),
-         _flag(cloud["automaticDefinitionUpdateEnabled"]), None),
+        (
+            "Mirror URL",
+            "antivirusEngine.offlineDefinitionUpdateUrl",
+            endpoint.offline_url_configured or None,
+            engine["offlineDefinitionUpdateUrl"],
+            same_url,
+        ),
+        (
+            "Offline update",
+            "antivirusEngine.offlineDefinitionUpdate",
+            _switch(endpoint.offline_update),
+            engine["offlineDefinitionUpdate"],
+            None,
+        ),
+        (
+            "Verify the signature",
+            "features.offlineDefinitionUpdateVerifySig",
+            _switch(endpoint.verify_sig),
+            features["offlineDefinitionUpdateVerifySig"],
+            None,
+        ),
+        (
+            "Fall back to Microsoft's cloud",
+            "antivirusEngine.offlineDefinitionUpdateFallbackToCloud",
+            _flag(endpoint.fallback_to_cloud),
+            _flag(engine["offlineDefinitionUpdateFallbackToCloud"]),
+            None,
+        ),
+        (
+            "Automatic updates",
+            "cloudService.automaticDefinitionUpdateEnabled",
+            _flag(endpoint.automatic_updates),
+            _flag(cloud["automaticDefinitionUpdateEnabled"]),
+            None,
+        ),
     ]
     if "enforcementLevel" in engine:
-        rows.append(("Enforcement level", "antivirusEngine.enforcementLevel", (endpoint.enforcement_level or "").lower() or None,
-                     engine["enforcementLevel"], None))
+        rows.append(
+            (
+                "Enforcement level",
+                "antivirusEngine.enforcementLevel",
+                (endpoint.enforcement_level or "").lower() or None,
+                engine["enforcementLevel"],
+                None,
+            )
+        )
     drift = []
     for label, key, reported, expected, same in rows:
         if reported is None:
@@ -566,7 +697,9 @@ def config_drift(endpoint: Endpoint) -> list[dict]:
             state, tone = "matches", "ok"
         else:
             state, tone = "differs", "bad"
-        drift.append({"label": label, "key": key, "reported": reported, "wanted": expected, "state": state, "tone": tone})
+        drift.append(
+            {"label": label, "key": key, "reported": reported, "wanted": expected, "state": state, "tone": tone}
+        )
     return drift
 
 
@@ -577,16 +710,23 @@ class EndpointDetailView(RoleRequiredMixin, TemplateView):
         return self.render_to_response(self.get_context_data(endpoint=get_endpoint(pk)))
 
     def get_context_data(self, endpoint, **kwargs):
-        findings = [{**finding, "tone": SEVERITY_TONE.get(finding.get("severity"), "muted")}
-                    for finding in endpoint.findings or [] if isinstance(finding, dict)]
+        findings = [
+            {**finding, "tone": SEVERITY_TONE.get(finding.get("severity"), "muted")}
+            for finding in endpoint.findings or []
+            if isinstance(finding, dict)
+        ]
         history = list(endpoint.reports.all()[:20])
         for report in history:
             report.tone = COMPLIANCE_TONE.get(report.compliance, "muted")
-            report.state_label = short_label(report.compliance) if report.compliance in Compliance.values else report.compliance
+            report.state_label = (
+                short_label(report.compliance) if report.compliance in Compliance.values else report.compliance
+            )
             report.codes = finding_codes(report.finding_codes)
         move_form = None
         if has_role(self.request.user, Role.OPERATOR):
-            move_form = EndpointMoveForm(endpoint=endpoint, groups=EndpointGroup.objects.select_related("mirror").order_by("ring_order", "name"))
+            move_form = EndpointMoveForm(
+                endpoint=endpoint, groups=EndpointGroup.objects.select_related("mirror").order_by("ring_order", "name")
+            )
         return super().get_context_data(
             endpoint=endpoint,
             state_label=short_label(endpoint.compliance),
@@ -617,8 +757,11 @@ class EndpointMoveView(RoleRequiredMixin, View):
             if group.pk == before.pk:
                 messages.info(request, f"{endpoint} is already in {group.name}.")
                 return redirect(endpoint_url(endpoint))
-            messages.success(request, f"{endpoint} moved from {before.name} to {group.name}: it gets {group.name}'s URL and policy "
-                                      "with its next managed configuration, and is judged against them from its next report.")
+            messages.success(
+                request,
+                f"{endpoint} moved from {before.name} to {group.name}: it gets {group.name}'s URL and policy "
+                "with its next managed configuration, and is judged against them from its next report.",
+            )
         return redirect(endpoint_url(endpoint))
 
 
@@ -632,7 +775,9 @@ class EndpointDecommissionView(RoleRequiredMixin, TemplateView):
     def get(self, request, pk):
         endpoint = get_endpoint(pk)
         if endpoint.decommissioned_at:
-            messages.info(request, f"{endpoint} was already decommissioned on {endpoint.decommissioned_at:%Y-%m-%d %H:%M}.")
+            messages.info(
+                request, f"{endpoint} was already decommissioned on {endpoint.decommissioned_at:%Y-%m-%d %H:%M}."
+            )
             return redirect(endpoint_url(endpoint))
         return self.render_to_response(self.get_context_data(endpoint=endpoint))
 
@@ -646,8 +791,11 @@ class EndpointDecommissionView(RoleRequiredMixin, TemplateView):
         except Refused as exc:
             messages.error(request, f"{endpoint} not decommissioned: {exc}.")
         else:
-            messages.success(request, f"{endpoint} decommissioned: its token no longer works; its history stays. "
-                                      "Enrolling it again with a secret brings it back.")
+            messages.success(
+                request,
+                f"{endpoint} decommissioned: its token no longer works; its history stays. "
+                "Enrolling it again with a secret brings it back.",
+            )
         return redirect(endpoint_url(endpoint))
 
 
@@ -664,15 +812,27 @@ class GroupPageView(GroupDetailView):
     def get_context_data(self, group, secret_form=None, **kwargs):
         if secret_form is None and has_role(self.request.user, Role.OPERATOR):
             secret_form = EnrollmentSecretForm(initial={"name": f"{group.slug} endpoints"})
-        return super().get_context_data(group=group, secret_form=secret_form,
-                                        enrollment_secrets=list(group.enrollment_secrets.select_related("created_by")), **kwargs)
+        return super().get_context_data(
+            group=group,
+            secret_form=secret_form,
+            enrollment_secrets=list(group.enrollment_secrets.select_related("created_by")),
+            **kwargs,
+        )
 
 
 def secret_shown_once(request, group, secret, plaintext, replaced=None):
     """The page that shows a new secret's plaintext, rendered from the POST itself: never in a URL, a message or a cache."""
-    response = render(request, "fleet/enrollmentsecret_created.html", {
-        "group": group, "secret": secret, "plaintext": plaintext, "replaced": replaced, "portal_url": settings.PORTAL_BASE_URL,
-    })
+    response = render(
+        request,
+        "fleet/enrollmentsecret_created.html",
+        {
+            "group": group,
+            "secret": secret,
+            "plaintext": plaintext,
+            "replaced": replaced,
+            "portal_url": settings.PORTAL_BASE_URL,
+        },
+    )
     response["Cache-Control"] = "no-store"
     return response
 
@@ -686,8 +846,9 @@ class EnrollmentSecretCreateView(GroupPageView):
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(group=group, secret_form=form), status=400)
         try:
-            secret, plaintext = enrollment.create_enrollment_secret(group, form.cleaned_data["name"], request.user, request,
-                                                                    form.cleaned_data["expires_at"])
+            secret, plaintext = enrollment.create_enrollment_secret(
+                group, form.cleaned_data["name"], request.user, request, form.cleaned_data["expires_at"]
+            )
         except Refused as exc:
             form.add_error(exc.field, exc.message)
             return self.render_to_response(self.get_context_data(group=group, secret_form=form), status=400)
@@ -724,6 +885,9 @@ class EnrollmentSecretRevokeView(RoleRequiredMixin, View):
             messages.info(request, f"Enrollment secret {secret.name} ({secret.hint}…) was already revoked.")
         else:
             enrollment.revoke_enrollment_secret(secret, request.user, request)
-            messages.success(request, f"Enrollment secret {secret.name} ({secret.hint}…) revoked: new enrollments with it are refused; "
-                                      "endpoints it enrolled keep their own tokens.")
+            messages.success(
+                request,
+                f"Enrollment secret {secret.name} ({secret.hint}…) revoked: new enrollments with it are refused; "
+                "endpoints it enrolled keep their own tokens.",
+            )
         return redirect(secrets_url(group))

@@ -40,8 +40,20 @@ class MirrorForm(ChangesMixin, forms.ModelForm):
     class Meta:
         model = Mirror
         formfield_callback = formfield
-        fields = ["name", "slug", "upstream", "platforms", "channels", "archs", "keep_previous", "enabled",
-                  "sync_interval_minutes", "retention", "publish_root", "public_base_url"]
+        fields = [
+            "name",
+            "slug",
+            "upstream",
+            "platforms",
+            "channels",
+            "archs",
+            "keep_previous",
+            "enabled",
+            "sync_interval_minutes",
+            "retention",
+            "publish_root",
+            "public_base_url",
+        ]
         labels = {
             "keep_previous": "Publish the previous version (n-1)",
             "enabled": "Sync on schedule",
@@ -79,7 +91,17 @@ class UpstreamForm(ChangesMixin, forms.ModelForm):
     class Meta:
         model = Upstream
         formfield_callback = formfield
-        fields = ["name", "kind", "base_url", "linux_link_id", "mac_link_id", "proxy_url", "verify_tls", "ca_bundle", "timeout"]
+        fields = [
+            "name",
+            "kind",
+            "base_url",
+            "linux_link_id",
+            "mac_link_id",
+            "proxy_url",
+            "verify_tls",
+            "ca_bundle",
+            "timeout",
+        ]
         labels = {
             "base_url": "Base URL",
             "linux_link_id": "Linux fwlink id",
@@ -93,8 +115,10 @@ class UpstreamForm(ChangesMixin, forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["proxy_url"].help_text = ("e.g. http://user:password@proxy:3128. Credentials are kept but never shown again: "
-                                              f"leave {MASK} in place to keep them.")
+        self.fields["proxy_url"].help_text = (
+            "e.g. http://user:password@proxy:3128. Credentials are kept but never shown again: "
+            f"leave {MASK} in place to keep them."
+        )
         self.remember()
 
 

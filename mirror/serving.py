@@ -45,7 +45,9 @@ class _ByteRange:
 _UNSATISFIABLE = object()
 
 
-def send_file(request, path: Path, *, content_type: str, etag: str, last_modified: datetime, accel_path: str | None = None) -> HttpResponse:
+def send_file(
+    request, path: Path, *, content_type: str, etag: str, last_modified: datetime, accel_path: str | None = None
+) -> HttpResponse:
     """Answer GET/HEAD for the file at ``path``, whose identity is ``etag`` (e.g. its sha256)."""
     if request.method not in ALLOWED_METHODS:
         return HttpResponseNotAllowed(ALLOWED_METHODS)
@@ -92,7 +94,7 @@ def send_bytes(request, data: bytes, *, content_type: str, etag: str, last_modif
     if wanted is None:
         response = HttpResponse(data, content_type=content_type)
     else:
-        response = HttpResponse(data[wanted.start:wanted.end + 1], status=206, content_type=content_type)
+        response = HttpResponse(data[wanted.start : wanted.end + 1], status=206, content_type=content_type)
     return _with_headers(response, headers, len(data), wanted)
 
 
@@ -237,9 +239,21 @@ def send_package_file(request, package, filename: str, last_modified: datetime) 
 
     if filename == "manifest.json":
         data = json.dumps(package.manifest()).encode()
-        return send_bytes(request, data, content_type="application/json", etag=hashlib.sha256(data).hexdigest(), last_modified=last_modified)
+        return send_bytes(
+            request,
+            data,
+            content_type="application/json",
+            etag=hashlib.sha256(data).hexdigest(),
+            last_modified=last_modified,
+        )
     if filename == "updates.zip":
         path = package.path
-        return send_file(request, path, content_type="application/zip", etag=package.sha256, last_modified=last_modified,
-                         accel_path=path.relative_to(settings.PORTAL_STORE_ROOT).as_posix())
+        return send_file(
+            request,
+            path,
+            content_type="application/zip",
+            etag=package.sha256,
+            last_modified=last_modified,
+            accel_path=path.relative_to(settings.PORTAL_STORE_ROOT).as_posix(),
+        )
     return not_found(f"no file named {filename} in the layout")

@@ -72,10 +72,16 @@ class ZipStreamVerifier:
         taken = self._fill(data, taken, 30 + name_len + extra_len)
         if len(self._pending) < 30 + name_len + extra_len:
             return data[taken:]
-        (_, _, flags, method, _, _, crc, compressed, size, name_len, _) = struct.unpack_from("<4sHHHHHIIIHH", self._pending)
+        (_, _, flags, method, _, _, crc, compressed, size, name_len, _) = struct.unpack_from(
+            "<4sHHHHHIIIHH", self._pending
+        )
         raw_name = bytes(self._pending[30 : 30 + name_len])
         name = raw_name.decode("utf-8" if flags & FLAG_UTF8 else "cp437", errors="replace")
-        if flags & (FLAG_ENCRYPTED | FLAG_DESCRIPTOR) or method not in (STORED, DEFLATED) or 0xFFFFFFFF in (compressed, size):
+        if (
+            flags & (FLAG_ENCRYPTED | FLAG_DESCRIPTOR)
+            or method not in (STORED, DEFLATED)
+            or 0xFFFFFFFF in (compressed, size)
+        ):
             self.gave_up = True
             return data[taken:]
         self._member = _Member(self._offset, name, method, crc, compressed, size)
@@ -113,7 +119,9 @@ class ZipStreamVerifier:
         """True when every member listed in the central directory was checked in the stream."""
         if self.gave_up or self.failed or not self.reached_end or len(infolist) != len(self.members):
             return False
-        return all(self.members.get(i.header_offset) == (i.filename, i.CRC, i.compress_size, i.file_size) for i in infolist)
+        return all(
+            self.members.get(i.header_offset) == (i.filename, i.CRC, i.compress_size, i.file_size) for i in infolist
+        )
 
 
 class _TooLong(Exception):
@@ -173,7 +181,9 @@ class StreamCheck:
         self._unsynced = 0
         self._queues = [queue.Queue(maxsize=QUEUE_BLOCKS), queue.Queue(maxsize=QUEUE_BLOCKS)]
         self._threads = [
-            threading.Thread(target=self._drain, args=(self._queues[0], self.digest.update), name="stream-sha256", daemon=True),
+            threading.Thread(
+                target=self._drain, args=(self._queues[0], self.digest.update), name="stream-sha256", daemon=True
+            ),
             threading.Thread(target=self._drain, args=(self._queues[1], self.zip.feed), name="stream-zip", daemon=True),
         ]
         if fileno is not None:

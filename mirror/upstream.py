@@ -110,7 +110,9 @@ def parse_manifest_json(text: str) -> RemoteVersion:
         data = json.loads(text)
         return check_versions(str(data["EngineVersion"]), str(data["DefinitionVersion"]))
     except (ValueError, KeyError, TypeError):
-        raise UpstreamError(f"the upstream manifest.json has no EngineVersion and DefinitionVersion ({describe_body(text)})") from None
+        raise UpstreamError(
+            f"the upstream manifest.json has no EngineVersion and DefinitionVersion ({describe_body(text)})"
+        ) from None
 
 
 def check_versions(engine: str, definition: str, date: str = "") -> RemoteVersion:
@@ -162,7 +164,9 @@ class Retrier:
 
 
 def _status_error(response, what: str) -> UpstreamError:
-    return UpstreamError(f"upstream returned HTTP {response.status_code} for the {what} ({describe_response(response)})")
+    return UpstreamError(
+        f"upstream returned HTTP {response.status_code} for the {what} ({describe_response(response)})"
+    )
 
 
 def fetch_version(session, upstream, target) -> RemoteVersion:
@@ -248,7 +252,9 @@ def download(session, url: str, dest: Path, timeout: int, progress=None) -> Down
                     raise _status_error(response, "package")
                 content_type = response.headers.get("Content-Type", "").lower()
                 if "text/html" in content_type:
-                    raise UpstreamError(f"upstream returned an HTML page instead of a zip ({describe_response(response)})")
+                    raise UpstreamError(
+                        f"upstream returned an HTML page instead of a zip ({describe_response(response)})"
+                    )
                 appending = response.status_code == 206 and have > 0
                 if appending:
                     resumed_from = resumed_from or have
@@ -279,10 +285,19 @@ def download(session, url: str, dest: Path, timeout: int, progress=None) -> Down
                 if expected is not None and size != expected:
                     # Not a cut-off transfer to resume: the bytes themselves are wrong.
                     partial.discard()
-                    raise UpstreamError(f"the package download is {'longer' if size > expected else 'shorter'} than announced: got {size} of {expected} bytes")
+                    raise UpstreamError(
+                        f"the package download is {'longer' if size > expected else 'shorter'} than announced: got {size} of {expected} bytes"
+                    )
                 return Download(dest, sha256, size, response.url, resumed_from, check.zip)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+        ) as exc:
             if retrier.wait():
                 continue
             got = dest.stat().st_size if dest.exists() else 0
-            raise UpstreamError(f"the package download failed after {retrier.attempts} attempts ({got} bytes received): {short_error(exc)}") from None
+            raise UpstreamError(
+                f"the package download failed after {retrier.attempts} attempts ({got} bytes received): {short_error(exc)}"
+            ) from None

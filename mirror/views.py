@@ -16,8 +16,8 @@ from core.roles import RoleRequiredMixin
 from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
 from mirror.filtersets import SyncRunFilterSet
 from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm
-from mirror.models.mirrors import masked_proxy
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
+from mirror.models.mirrors import masked_proxy
 from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
 from mirror.serving import not_found, send_package_file
@@ -37,13 +37,18 @@ def published_file(request, slug, platform, channel, arch, filename):
     if mirror is None:
         return not_found(f"no mirror named {slug}")
     base_channel = channel.removesuffix(BACK)
-    publication = (Publication.objects.select_related("current", "previous")
-                   .filter(mirror=mirror, platform=platform, channel=base_channel, arch=arch).first())
+    publication = (
+        Publication.objects.select_related("current", "previous")
+        .filter(mirror=mirror, platform=platform, channel=base_channel, arch=arch)
+        .first()
+    )
     if publication is None:
         return not_found(f"nothing is published for {platform}/{base_channel}/arch_{arch} on mirror {slug}")
     package = publication.previous if channel.endswith(BACK) else publication.current
     if package is None:
-        return not_found(f"no previous package (n-1) is published for {platform}/{base_channel}/arch_{arch} on mirror {slug}")
+        return not_found(
+            f"no previous package (n-1) is published for {platform}/{base_channel}/arch_{arch} on mirror {slug}"
+        )
     # The URL's content changed when the publication did, even for an old package.
     return send_package_file(request, package, filename, publication.published_at or package.downloaded_at)
 
@@ -114,11 +119,13 @@ def result_rows(run: SyncRun) -> list[dict]:
     rows = []
     for result in run.results or []:
         outcome = result.get("outcome", "")
-        rows.append({
-            **result,
-            "outcome_label": TargetOutcome(outcome).label if outcome in TargetOutcome.values else outcome,
-            "failed": outcome == TargetOutcome.FAILED,
-        })
+        rows.append(
+            {
+                **result,
+                "outcome_label": TargetOutcome(outcome).label if outcome in TargetOutcome.values else outcome,
+                "failed": outcome == TargetOutcome.FAILED,
+            }
+        )
     return rows
 
 
@@ -128,21 +135,24 @@ class MirrorListView(RoleRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         # Three queries whatever the number of mirrors: the mirrors, their last runs, the upstreams.
         recent = SyncRun.objects.defer(*HEAVY_RUN_FIELDS).order_by("-created", "-id")[:FAILURES_LOOKED_AT]
-        mirrors = (Mirror.objects.select_related("upstream")
-                   .prefetch_related(Prefetch("sync_runs", queryset=recent, to_attr="recent_runs")))
+        mirrors = Mirror.objects.select_related("upstream").prefetch_related(
+            Prefetch("sync_runs", queryset=recent, to_attr="recent_runs")
+        )
         rows = []
         for mirror in mirrors:
             last = mirror.recent_runs[0] if mirror.recent_runs else None
             failures = failures_in_a_row(mirror.recent_runs)
-            rows.append({
-                "mirror": mirror,
-                "targets": mirror.targets(),
-                "schedule": schedule_words(mirror),
-                "last": last,
-                **next_run_context(mirror, last),
-                "failures": failures,
-                "failures_capped": failures == FAILURES_LOOKED_AT,
-            })
+            rows.append(
+                {
+                    "mirror": mirror,
+                    "targets": mirror.targets(),
+                    "schedule": schedule_words(mirror),
+                    "last": last,
+                    **next_run_context(mirror, last),
+                    "failures": failures,
+                    "failures_capped": failures == FAILURES_LOOKED_AT,
+                }
+            )
         upstreams = Upstream.objects.annotate(mirror_count=Count("mirrors"))
         return super().get_context_data(rows=rows, upstreams=upstreams, **kwargs)
 
@@ -154,7 +164,9 @@ class MirrorDetailView(RoleRequiredMixin, TemplateView):
         return self.render_to_response(self.get_context_data(mirror=get_mirror(slug)))
 
     def get_context_data(self, mirror, **kwargs):
-        publications = {(p.platform, p.channel, p.arch): p for p in mirror.publications.select_related("current", "previous")}
+        publications = {
+            (p.platform, p.channel, p.arch): p for p in mirror.publications.select_related("current", "previous")
+        }
         targets = []
         for target in mirror.targets():
             publication = publications.pop(target, None)
@@ -169,8 +181,11 @@ class MirrorDetailView(RoleRequiredMixin, TemplateView):
             schedule=schedule_words(mirror),
             **next_run_context(mirror, runs[0] if runs else None),
             targets=targets,
-            urls=[(Platform(p).label if p in Platform.values else p, c, mirror.definition_url(p, c))
-                  for p in mirror.platforms for c in mirror.channels],
+            urls=[
+                (Platform(p).label if p in Platform.values else p, c, mirror.definition_url(p, c))
+                for p in mirror.platforms
+                for c in mirror.channels
+            ],
             runs=runs,
             active_run=active,
             proxy=masked_proxy(mirror.upstream.proxy_url),
@@ -179,7 +194,7 @@ class MirrorDetailView(RoleRequiredMixin, TemplateView):
 
 
 class MirrorSyncView(RoleRequiredMixin, View):
-    """"Sync now" (operators): queue a sync, or show the one already queued or running."""
+    """ "Sync now" (operators): queue a sync, or show the one already queued or running."""
 
     http_method_names = ["post"]
 
@@ -189,8 +204,11 @@ class MirrorSyncView(RoleRequiredMixin, View):
         if created:
             messages.success(request, f"Sync #{run.pk} of {mirror.name} queued.")
         else:
-            messages.info(request, f"A sync of {mirror.name} is already {run.get_state_display().lower()} (#{run.pk}): "
-                                   "here it is; no other was started.")
+            messages.info(
+                request,
+                f"A sync of {mirror.name} is already {run.get_state_display().lower()} (#{run.pk}): "
+                "here it is; no other was started.",
+            )
         return redirect(run_url(run))
 
 
@@ -333,13 +351,27 @@ class PackageDetailView(RoleRequiredMixin, DetailView):
 
     def get_context_data(self, **kwargs):
         package = self.object
-        publications = (Publication.objects.select_related("mirror")
-                        .filter(Q(current=package) | Q(previous=package)).order_by("mirror__name"))
+        publications = (
+            Publication.objects.select_related("mirror")
+            .filter(Q(current=package) | Q(previous=package))
+            .order_by("mirror__name")
+        )
         published = PackageUsage(
-            key="published-on", title="Published on mirrors", holder="Mirror", since="Published at (UTC)",
+            key="published-on",
+            title="Published on mirrors",
+            holder="Mirror",
+            since="Published at (UTC)",
             empty="No mirror publishes it now.",
-            rows=[UsageRow(p.mirror.name, mirror_url(p.mirror), "current" if p.current_id == package.pk else "n-1", p.published_at)
-                  for p in publications])
+            rows=[
+                UsageRow(
+                    p.mirror.name,
+                    mirror_url(p.mirror),
+                    "current" if p.current_id == package.pk else "n-1",
+                    p.published_at,
+                )
+                for p in publications
+            ],
+        )
         # The apps above mirror add who else serves it (fleet: the groups that approve it), each as a table.
         others = [usage for _receiver, usage in package_usage.send(sender=SignaturePackage, package=package) if usage]
         return super().get_context_data(usages=[published, *others], **kwargs)

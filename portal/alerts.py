@@ -36,9 +36,9 @@ from django.db.models import Count, F, Max, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from core.services import record_event
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertSeverity, AlertState, DeliveryReason, DeliveryStatus
 from portal.models import HIDDEN, AlertChannel, AlertDelivery, AlertEvent, AlertRule
-from core.services import record_event
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ RETRYABLE_STATUS = {408, 429}
 RESPONSE_EXCERPT = 300  # characters of a refusing receiver's answer kept in the delivery's error
 # A pending delivery not attempted this long after it was due lost its task (broker restart, killed worker).
 STALLED_AFTER = timedelta(minutes=10)
+
 
 def portal_url(path: str) -> str:
     return f"{settings.PORTAL_BASE_URL}{path}"
@@ -93,20 +94,32 @@ def check_sync_failed(rule: AlertRule, now) -> list[ConditionMatch]:
 
     matches = []
     for mirror in _mirrors(rule):
-        run = (SyncRun.objects.filter(mirror=mirror, state__in=(SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED))
-               .only("pk", "state", "error", "finished_at").order_by("-created", "-id").first())
+        run = (
+            SyncRun.objects.filter(mirror=mirror, state__in=(SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED))
+            .only("pk", "state", "error", "finished_at")
+            .order_by("-created", "-id")
+            .first()
+        )
         if run is None or run.state == SyncState.SUCCEEDED:
             continue
         partly = run.state == SyncState.PARTIAL
-        matches.append(ConditionMatch(
-            subject=f"mirror:{mirror.pk}", label=f"mirror {mirror.name}",
-            summary=f"Mirror {mirror.name}: sync #{run.pk} {'partly failed' if partly else 'failed'}",
-            text=run.error or "The sync failed without an error message.",
-            url=portal_url(reverse("mirror:run_detail", args=[run.pk])),
-            details={"mirror": mirror.slug, "run": run.pk, "state": run.state, "error": run.error,
-                     "finished_at": run.finished_at.isoformat() if run.finished_at else None},
-            severity=AlertSeverity.WARNING if partly else AlertSeverity.CRITICAL,
-        ))
+        matches.append(
+            ConditionMatch(
+                subject=f"mirror:{mirror.pk}",
+                label=f"mirror {mirror.name}",
+                summary=f"Mirror {mirror.name}: sync #{run.pk} {'partly failed' if partly else 'failed'}",
+                text=run.error or "The sync failed without an error message.",
+                url=portal_url(reverse("mirror:run_detail", args=[run.pk])),
+                details={
+                    "mirror": mirror.slug,
+                    "run": run.pk,
+                    "state": run.state,
+                    "error": run.error,
+                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                },
+                severity=AlertSeverity.WARNING if partly else AlertSeverity.CRITICAL,
+            )
+        )
     return matches
 
 
@@ -122,21 +135,33 @@ def check_sync_overdue(rule: AlertRule, now) -> list[ConditionMatch]:
     mirrors = _mirrors(rule)
     if not rule.mirror_id:
         mirrors = mirrors.filter(enabled=True, sync_interval_minutes__gt=0)
-    mirrors = mirrors.annotate(last_success=Max("sync_runs__finished_at", filter=Q(sync_runs__state=SyncState.SUCCEEDED)))
+    mirrors = mirrors.annotate(
+        last_success=Max("sync_runs__finished_at", filter=Q(sync_runs__state=SyncState.SUCCEEDED))
+    )
     for mirror in mirrors:
         since = mirror.last_success or mirror.created
         if now - since <= timedelta(hours=rule.hours):
             continue
         hours = (now - since).total_seconds() / 3600
-        last = f"last success {timezone.localtime(since):%Y-%m-%d %H:%M %Z}" if mirror.last_success else "it never synced successfully"
-        matches.append(ConditionMatch(
-            subject=f"mirror:{mirror.pk}", label=f"mirror {mirror.name}",
-            summary=f"Mirror {mirror.name}: no successful sync for {hours:.0f} h",
-            text=f"No sync of {mirror.name} succeeded in the last {rule.hours} h ({last}).",
-            url=portal_url(reverse("mirror:mirror_detail", args=[mirror.slug])),
-            details={"mirror": mirror.slug, "last_success": mirror.last_success.isoformat() if mirror.last_success else None,
-                     "hours": rule.hours},
-        ))
+        last = (
+            f"last success {timezone.localtime(since):%Y-%m-%d %H:%M %Z}"
+            if mirror.last_success
+            else "it never synced successfully"
+        )
+        matches.append(
+            ConditionMatch(
+                subject=f"mirror:{mirror.pk}",
+                label=f"mirror {mirror.name}",
+                summary=f"Mirror {mirror.name}: no successful sync for {hours:.0f} h",
+                text=f"No sync of {mirror.name} succeeded in the last {rule.hours} h ({last}).",
+                url=portal_url(reverse("mirror:mirror_detail", args=[mirror.slug])),
+                details={
+                    "mirror": mirror.slug,
+                    "last_success": mirror.last_success.isoformat() if mirror.last_success else None,
+                    "hours": rule.hours,
+                },
+            )
+        )
     return matches
 
 
@@ -150,8 +175,13 @@ def check_group_compliance(rule: AlertRule, now) -> list[ConditionMatch]:
 
     groups = list(_groups(rule))
     counts: dict[int, dict[str, int]] = {}
-    rows = (Endpoint.objects.filter(group__in=groups, decommissioned_at__isnull=True).exclude(compliance=Compliance.NEW)
-            .values_list("group_id", "compliance").annotate(n=Count("id")).order_by())
+    rows = (
+        Endpoint.objects.filter(group__in=groups, decommissioned_at__isnull=True)
+        .exclude(compliance=Compliance.NEW)
+        .values_list("group_id", "compliance")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     for group_id, state, n in rows:
         counts.setdefault(group_id, {})[state] = n
     matches = []
@@ -162,16 +192,28 @@ def check_group_compliance(rule: AlertRule, now) -> list[ConditionMatch]:
         if not total or up * 100 >= rule.threshold_percent * total:
             continue
         percent = 100 * up // total  # floored, as the health gate says it
-        others = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(by_state.items(), key=lambda item: -item[1])
-                           if state != Compliance.UP_TO_DATE)
-        matches.append(ConditionMatch(
-            subject=f"group:{group.pk}", label=f"group {group.name}",
-            summary=f"Group {group.name}: {up} of {total} endpoints up to date ({percent} % < {rule.threshold_percent} %)",
-            text=f"The others: {others}." if others else "",
-            url=portal_url(f"{reverse('fleet:endpoint_list')}?{urlencode({'group': group.slug})}"),
-            details={"group": group.slug, "up_to_date": up, "endpoints": total, "percent": percent,
-                     "threshold_percent": rule.threshold_percent, "by_state": by_state},
-        ))
+        others = ", ".join(
+            f"{n} {state.replace('_', ' ')}"
+            for state, n in sorted(by_state.items(), key=lambda item: -item[1])
+            if state != Compliance.UP_TO_DATE
+        )
+        matches.append(
+            ConditionMatch(
+                subject=f"group:{group.pk}",
+                label=f"group {group.name}",
+                summary=f"Group {group.name}: {up} of {total} endpoints up to date ({percent} % < {rule.threshold_percent} %)",
+                text=f"The others: {others}." if others else "",
+                url=portal_url(f"{reverse('fleet:endpoint_list')}?{urlencode({'group': group.slug})}"),
+                details={
+                    "group": group.slug,
+                    "up_to_date": up,
+                    "endpoints": total,
+                    "percent": percent,
+                    "threshold_percent": rule.threshold_percent,
+                    "by_state": by_state,
+                },
+            )
+        )
     return matches
 
 
@@ -186,23 +228,35 @@ def check_endpoints_silent(rule: AlertRule, now) -> list[ConditionMatch]:
     from fleet.models import Endpoint
 
     cutoff = now - timedelta(days=rule.days)
-    silent = (Endpoint.objects.filter(decommissioned_at__isnull=True)
-              .filter(Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True, enrolled_at__lt=cutoff)))
+    silent = Endpoint.objects.filter(decommissioned_at__isnull=True).filter(
+        Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True, enrolled_at__lt=cutoff)
+    )
     if rule.group_id:
         silent = silent.filter(group_id=rule.group_id)
     count = silent.count()
     if count < rule.min_endpoints:
         return []
-    names = [host or machine for host, machine in silent.order_by("last_seen", "id").values_list("hostname", "machine_id")[:EXAMPLES]]
+    names = [
+        host or machine
+        for host, machine in silent.order_by("last_seen", "id").values_list("hostname", "machine_id")[:EXAMPLES]
+    ]
     where = f"group {rule.group.name}" if rule.group_id else "the fleet"
     query = {"compliance": "silent", **({"group": rule.group.slug} if rule.group_id else {})}
-    return [ConditionMatch(
-        subject=f"group:{rule.group_id}" if rule.group_id else "fleet", label=where,
-        summary=f"{count} endpoint{'s' if count != 1 else ''} of {where} silent for more than {rule.days} days",
-        text=f"No report for {rule.days} days from: {', '.join(names)}{' and others' if count > len(names) else ''}.",
-        url=portal_url(f"{reverse('fleet:endpoint_list')}?{urlencode(query)}"),
-        details={"silent": count, "days": rule.days, "examples": names, **({"group": rule.group.slug} if rule.group_id else {})},
-    )]
+    return [
+        ConditionMatch(
+            subject=f"group:{rule.group_id}" if rule.group_id else "fleet",
+            label=where,
+            summary=f"{count} endpoint{'s' if count != 1 else ''} of {where} silent for more than {rule.days} days",
+            text=f"No report for {rule.days} days from: {', '.join(names)}{' and others' if count > len(names) else ''}.",
+            url=portal_url(f"{reverse('fleet:endpoint_list')}?{urlencode(query)}"),
+            details={
+                "silent": count,
+                "days": rule.days,
+                "examples": names,
+                **({"group": rule.group.slug} if rule.group_id else {}),
+            },
+        )
+    ]
 
 
 def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
@@ -216,8 +270,9 @@ def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
     from fleet.services.rings import was_rolled_back
     from mirror.targets import Target
 
-    rows = (GroupTarget.objects.select_related("group__source_group", "candidate")
-            .filter(gate_state=GateState.WAITING, candidate__isnull=False, group__rollout=RolloutMode.AFTER))
+    rows = GroupTarget.objects.select_related("group__source_group", "candidate").filter(
+        gate_state=GateState.WAITING, candidate__isnull=False, group__rollout=RolloutMode.AFTER
+    )
     if rule.group_id:
         rows = rows.filter(group_id=rule.group_id)
     matches = []
@@ -225,8 +280,11 @@ def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
         group, source = row.group, row.group.source_group
         if source is None:
             continue
-        approved_at = (GroupTarget.objects.filter(group=source, platform=row.platform, channel=row.channel, arch=row.arch)
-                       .values_list("approved_at", flat=True).first())
+        approved_at = (
+            GroupTarget.objects.filter(group=source, platform=row.platform, channel=row.channel, arch=row.arch)
+            .values_list("approved_at", flat=True)
+            .first()
+        )
         if approved_at is None:
             continue
         due = approved_at + timedelta(hours=group.delay_hours)
@@ -234,14 +292,23 @@ def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
             continue
         hours = (now - due).total_seconds() / 3600
         version = row.candidate.definition_version
-        matches.append(ConditionMatch(
-            subject=f"gate:{row.pk}", label=f"group {group.name} {Target(*row.target)}",
-            summary=f"Group {group.name}: {version} held back for {hours:.0f} h on {Target(*row.target)}",
-            text=f"The health gate still holds: {row.gate_reason}",
-            url=portal_url(reverse("fleet:group_detail", args=[group.slug])),
-            details={"group": group.slug, "target": str(Target(*row.target)), "version": version, "source": source.slug,
-                     "due_at": due.isoformat(), "reason": row.gate_reason},
-        ))
+        matches.append(
+            ConditionMatch(
+                subject=f"gate:{row.pk}",
+                label=f"group {group.name} {Target(*row.target)}",
+                summary=f"Group {group.name}: {version} held back for {hours:.0f} h on {Target(*row.target)}",
+                text=f"The health gate still holds: {row.gate_reason}",
+                url=portal_url(reverse("fleet:group_detail", args=[group.slug])),
+                details={
+                    "group": group.slug,
+                    "target": str(Target(*row.target)),
+                    "version": version,
+                    "source": source.slug,
+                    "due_at": due.isoformat(),
+                    "reason": row.gate_reason,
+                },
+            )
+        )
     return matches
 
 
@@ -291,18 +358,27 @@ def evaluate_rule(rule: AlertRule, now=None) -> dict:
             if event is None:
                 counts["fired"] += _fire(rule, match, now)
                 continue
-            AlertEvent.objects.filter(pk=event.pk).update(summary=match.summary[:500], details={**match.details, "text": match.text},
-                                                          url=match.url, severity=match.severity, checked_at=now)
-            if rule.renotify_hours and now - event.last_notified_at >= timedelta(hours=rule.renotify_hours):
-                # Conditional: of two evaluators at once, only one reminds.
-                if AlertEvent.objects.filter(pk=event.pk, last_notified_at=event.last_notified_at).update(last_notified_at=now):
-                    event.refresh_from_db()
-                    notify(event, DeliveryReason.REMINDER)
-                    counts["reminded"] += 1
+            AlertEvent.objects.filter(pk=event.pk).update(
+                summary=match.summary[:500],
+                details={**match.details, "text": match.text},
+                url=match.url,
+                severity=match.severity,
+                checked_at=now,
+            )
+            due = rule.renotify_hours and now - event.last_notified_at >= timedelta(hours=rule.renotify_hours)
+            # Conditional: of two evaluators at once, only one reminds.
+            if due and AlertEvent.objects.filter(pk=event.pk, last_notified_at=event.last_notified_at).update(
+                last_notified_at=now
+            ):
+                event.refresh_from_db()
+                notify(event, DeliveryReason.REMINDER)
+                counts["reminded"] += 1
         for subject, event in open_events.items():
             if subject in matches:
                 continue
-            if AlertEvent.objects.filter(pk=event.pk, state=AlertState.FIRING).update(state=AlertState.RESOLVED, resolved_at=now):
+            if AlertEvent.objects.filter(pk=event.pk, state=AlertState.FIRING).update(
+                state=AlertState.RESOLVED, resolved_at=now
+            ):
                 event.state, event.resolved_at = AlertState.RESOLVED, now
                 if rule.notify_resolved:
                     notify(event, DeliveryReason.RESOLVED)
@@ -314,9 +390,17 @@ def _fire(rule: AlertRule, match: ConditionMatch, now) -> int:
     try:
         with transaction.atomic():
             event = AlertEvent.objects.create(
-                rule=rule, subject=match.subject, subject_label=match.label[:255], severity=match.severity,
-                summary=match.summary[:500], details={**match.details, "text": match.text}, url=match.url,
-                started_at=now, checked_at=now, last_notified_at=now)
+                rule=rule,
+                subject=match.subject,
+                subject_label=match.label[:255],
+                severity=match.severity,
+                summary=match.summary[:500],
+                details={**match.details, "text": match.text},
+                url=match.url,
+                started_at=now,
+                checked_at=now,
+                last_notified_at=now,
+            )
     except IntegrityError:
         return 0  # opened by another evaluator at the same moment (one_firing_alert_per_rule_subject); it notifies
     notify(event, DeliveryReason.FIRING)
@@ -343,10 +427,18 @@ def notify(event: AlertEvent, reason: str) -> list[AlertDelivery]:
     return [queue_delivery(channel, reason, event) for channel in event.rule.channels.all() if channel.enabled]
 
 
-def queue_delivery(channel: AlertChannel, reason: str, event: AlertEvent | None = None, actor=None, max_attempts=None) -> AlertDelivery:
+def queue_delivery(
+    channel: AlertChannel, reason: str, event: AlertEvent | None = None, actor=None, max_attempts=None
+) -> AlertDelivery:
     delivery = AlertDelivery.objects.create(
-        channel=channel, channel_name=channel.name, event=event, reason=reason, next_attempt_at=timezone.now(),
-        max_attempts=max_attempts or settings.ALERT_DELIVERY_ATTEMPTS, requested_by=actor if actor and actor.is_authenticated else None)
+        channel=channel,
+        channel_name=channel.name,
+        event=event,
+        reason=reason,
+        next_attempt_at=timezone.now(),
+        max_attempts=max_attempts or settings.ALERT_DELIVERY_ATTEMPTS,
+        requested_by=actor if actor and actor.is_authenticated else None,
+    )
     delivery.payload = build_payload(delivery)
     delivery.save(update_fields=["payload"])
     if reason != DeliveryReason.TEST:
@@ -363,19 +455,34 @@ def _enqueue(task, *args, **kwargs) -> None:
         log.exception("could not enqueue %s%s", task.name, args)
 
 
-STATUS_WORDS = {DeliveryReason.FIRING: "", DeliveryReason.REMINDER: "Still firing: ", DeliveryReason.RESOLVED: "Resolved: "}
+STATUS_WORDS = {
+    DeliveryReason.FIRING: "",
+    DeliveryReason.REMINDER: "Still firing: ",
+    DeliveryReason.RESOLVED: "Resolved: ",
+}
 
 
 def build_payload(delivery: AlertDelivery) -> dict:
     """The message, as the webhook's JSON body; the e-mail uses its subject and text."""
     event = delivery.event
-    base = {"delivery": delivery.pk, "status": delivery.reason, "timestamp": timezone.now().isoformat(), "portal": settings.PORTAL_BASE_URL}
+    base = {
+        "delivery": delivery.pk,
+        "status": delivery.reason,
+        "timestamp": timezone.now().isoformat(),
+        "portal": settings.PORTAL_BASE_URL,
+    }
     if event is None:
         url = portal_url(reverse("alertchannel_detail", args=[delivery.channel_id]))
-        return {**base, "kind": "test", "severity": AlertSeverity.INFO,
-                "subject": f"Test message to alert channel {delivery.channel_name}",
-                "text": f"This is a test message from the portal at {settings.PORTAL_BASE_URL}. Alerts sent to this channel look like it.\n{url}",
-                "url": url, "rule": None, "event": None}
+        return {
+            **base,
+            "kind": "test",
+            "severity": AlertSeverity.INFO,
+            "subject": f"Test message to alert channel {delivery.channel_name}",
+            "text": f"This is a test message from the portal at {settings.PORTAL_BASE_URL}. Alerts sent to this channel look like it.\n{url}",
+            "url": url,
+            "rule": None,
+            "event": None,
+        }
     rule = event.rule
     resolved = delivery.reason == DeliveryReason.RESOLVED
     lines = [event.summary]
@@ -383,7 +490,9 @@ def build_payload(delivery: AlertDelivery) -> dict:
         lines.append(event.details["text"])
     since = timezone.localtime(event.started_at)
     if resolved:
-        lines.append(f"Firing since {since:%Y-%m-%d %H:%M %Z}, resolved at {timezone.localtime(event.resolved_at):%Y-%m-%d %H:%M %Z}.")
+        lines.append(
+            f"Firing since {since:%Y-%m-%d %H:%M %Z}, resolved at {timezone.localtime(event.resolved_at):%Y-%m-%d %H:%M %Z}."
+        )
     else:
         lines.append(f"Firing since {since:%Y-%m-%d %H:%M %Z}.")
     lines.append(f"Rule “{rule.name}”: {rule.condition}.")
@@ -397,9 +506,15 @@ def build_payload(delivery: AlertDelivery) -> dict:
         "text": "\n".join(lines),
         "url": event.url,
         "rule": {"id": rule.pk, "name": rule.name, "condition": rule.condition},
-        "event": {"id": event.pk, "subject": event.subject, "label": event.subject_label, "state": event.state,
-                  "started_at": event.started_at.isoformat(), "resolved_at": event.resolved_at.isoformat() if event.resolved_at else None,
-                  "details": {key: value for key, value in event.details.items() if key != "text"}},
+        "event": {
+            "id": event.pk,
+            "subject": event.subject,
+            "label": event.subject_label,
+            "state": event.state,
+            "started_at": event.started_at.isoformat(),
+            "resolved_at": event.resolved_at.isoformat() if event.resolved_at else None,
+            "details": {key: value for key, value in event.details.items() if key != "text"},
+        },
     }
 
 
@@ -438,7 +553,9 @@ def send_webhook(channel: AlertChannel, delivery: AlertDelivery) -> int:
     host = urlsplit(channel.url).netloc
     try:
         # stream=True: only the first bytes of the answer are read, whatever its size.
-        with requests.post(channel.url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False, stream=True) as response:
+        with requests.post(
+            channel.url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False, stream=True
+        ) as response:
             status = response.status_code
             excerpt = "" if status < 300 else _excerpt(response)
     except requests.Timeout:
@@ -473,9 +590,13 @@ def send_email(channel: AlertChannel, delivery: AlertDelivery) -> None:
     payload = delivery.payload
     subject = f"[{str(payload.get('severity', 'info')).upper()}] {payload.get('subject', '')}"
     try:
-        send_mail(subject[:250], payload.get("text", ""), settings.DEFAULT_FROM_EMAIL, channel.recipients, fail_silently=False)
+        send_mail(
+            subject[:250], payload.get("text", ""), settings.DEFAULT_FROM_EMAIL, channel.recipients, fail_silently=False
+        )
     except (smtplib.SMTPException, OSError) as exc:
-        raise DeliveryError(f"the mail server refused the message or could not be reached: {type(exc).__name__}: {exc}") from None
+        raise DeliveryError(
+            f"the mail server refused the message or could not be reached: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def attempt_delivery(delivery_id: int) -> float | None:
@@ -486,7 +607,8 @@ def attempt_delivery(delivery_id: int) -> float | None:
     """
     # Claimed with a conditional update: a duplicate task (redelivered message, re-queued stall) finds nothing to send.
     claimed = AlertDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING).update(
-        status=DeliveryStatus.SENDING, attempts=F("attempts") + 1, last_attempt_at=timezone.now())
+        status=DeliveryStatus.SENDING, attempts=F("attempts") + 1, last_attempt_at=timezone.now()
+    )
     if not claimed:
         return None
     delivery = AlertDelivery.objects.select_related("channel").get(pk=delivery_id)
@@ -510,14 +632,31 @@ def attempt_delivery(delivery_id: int) -> float | None:
             wait = settings.ALERT_RETRY_BACKOFF * 2 ** (delivery.attempts - 1)
             delivery.status, delivery.next_attempt_at = DeliveryStatus.PENDING, timezone.now() + timedelta(seconds=wait)
             delivery.save(update_fields=["status", "error", "response_status", "next_attempt_at"])
-            log.info("alert delivery %s to %s: attempt %s failed (%s); next in %g s",
-                     delivery.pk, delivery.channel_name, delivery.attempts, exc, wait)
+            log.info(
+                "alert delivery %s to %s: attempt %s failed (%s); next in %g s",
+                delivery.pk,
+                delivery.channel_name,
+                delivery.attempts,
+                exc,
+                wait,
+            )
             return wait
         delivery.status, delivery.next_attempt_at, delivery.finished_at = DeliveryStatus.FAILED, None, timezone.now()
         delivery.save(update_fields=["status", "error", "response_status", "next_attempt_at", "finished_at"])
-        log.warning("alert delivery %s to %s failed after %s attempt(s): %s", delivery.pk, delivery.channel_name, delivery.attempts, exc)
+        log.warning(
+            "alert delivery %s to %s failed after %s attempt(s): %s",
+            delivery.pk,
+            delivery.channel_name,
+            delivery.attempts,
+            exc,
+        )
         return None
-    delivery.status, delivery.error, delivery.next_attempt_at, delivery.finished_at = DeliveryStatus.DELIVERED, "", None, timezone.now()
+    delivery.status, delivery.error, delivery.next_attempt_at, delivery.finished_at = (
+        DeliveryStatus.DELIVERED,
+        "",
+        None,
+        timezone.now(),
+    )
     delivery.save(update_fields=["status", "error", "response_status", "next_attempt_at", "finished_at"])
     return None
 
@@ -529,10 +668,14 @@ def requeue_stalled(now=None) -> int:
     now = now or timezone.now()
     # An attempt lasts at most the webhook's two timeouts or the mail server's: one older than that died with its worker.
     longest = timedelta(seconds=2 * settings.ALERT_WEBHOOK_TIMEOUT + (settings.EMAIL_TIMEOUT or 60))
-    AlertDelivery.objects.filter(status=DeliveryStatus.SENDING, last_attempt_at__lt=now - STALLED_AFTER - longest).update(
-        status=DeliveryStatus.PENDING, next_attempt_at=now - STALLED_AFTER)
-    stalled = list(AlertDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - STALLED_AFTER)
-                   .values_list("pk", flat=True)[:500])
+    AlertDelivery.objects.filter(
+        status=DeliveryStatus.SENDING, last_attempt_at__lt=now - STALLED_AFTER - longest
+    ).update(status=DeliveryStatus.PENDING, next_attempt_at=now - STALLED_AFTER)
+    stalled = list(
+        AlertDelivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=now - STALLED_AFTER
+        ).values_list("pk", flat=True)[:500]
+    )
     if stalled:
         # Pushed forward so that a worker still busy with long syncs is not sent the same delivery every minute.
         AlertDelivery.objects.filter(pk__in=stalled).update(next_attempt_at=now)
@@ -547,7 +690,13 @@ def send_test(channel: AlertChannel, actor=None, request=None) -> AlertDelivery:
     delivery = queue_delivery(channel, DeliveryReason.TEST, actor=actor, max_attempts=1)
     attempt_delivery(delivery.pk)
     delivery.refresh_from_db()
-    record_event(actor, "alert_channel.test", channel, {"delivery": delivery.pk, "status": delivery.status, "error": delivery.error}, request)
+    record_event(
+        actor,
+        "alert_channel.test",
+        channel,
+        {"delivery": delivery.pk, "status": delivery.status, "error": delivery.error},
+        request,
+    )
     return delivery
 
 
@@ -595,7 +744,9 @@ def save_rule(rule: AlertRule, channels=None, actor=None, request=None, changes:
         if channels is not None:
             rule.channels.set(channels)
         if not rule.enabled:
-            AlertEvent.objects.filter(rule=rule, state=AlertState.FIRING).update(state=AlertState.RESOLVED, resolved_at=timezone.now())
+            AlertEvent.objects.filter(rule=rule, state=AlertState.FIRING).update(
+                state=AlertState.RESOLVED, resolved_at=timezone.now()
+            )
         record_event(actor, "alert_rule.create" if created else "alert_rule.update", rule, changes or {}, request)
     return rule
 

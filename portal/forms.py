@@ -6,7 +6,6 @@ from django.db import models
 from mirror.forms import formfield
 from portal.models import AlertChannel, AlertRule
 
-
 # --- Alerts -----------------------------------------------------------------------------------------
 
 
@@ -56,8 +55,20 @@ class AlertChannelForm(AuditedChangesMixin, forms.ModelForm):
 class AlertRuleForm(AuditedChangesMixin, forms.ModelForm):
     class Meta:
         model = AlertRule
-        fields = ["name", "kind", "enabled", "mirror", "group", "hours", "days", "threshold_percent", "min_endpoints",
-                  "channels", "renotify_hours", "notify_resolved"]
+        fields = [
+            "name",
+            "kind",
+            "enabled",
+            "mirror",
+            "group",
+            "hours",
+            "days",
+            "threshold_percent",
+            "min_endpoints",
+            "channels",
+            "renotify_hours",
+            "notify_resolved",
+        ]
         labels = {
             "kind": "Alert when",
             "enabled": "Enabled",
@@ -72,7 +83,10 @@ class AlertRuleForm(AuditedChangesMixin, forms.ModelForm):
 
     SECTIONS = (
         ("Rule", ("name", "kind", "enabled")),
-        ("Condition (each kind uses only its own fields)", ("mirror", "group", "hours", "days", "threshold_percent", "min_endpoints")),
+        (
+            "Condition (each kind uses only its own fields)",
+            ("mirror", "group", "hours", "days", "threshold_percent", "min_endpoints"),
+        ),
         ("Notify", ("channels", "renotify_hours", "notify_resolved")),
     )
 
@@ -80,7 +94,9 @@ class AlertRuleForm(AuditedChangesMixin, forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["mirror"].empty_label = "Every mirror"
         self.fields["group"].empty_label = "Every group"
-        self.fields["channels"].help_text = "" if AlertChannel.objects.exists() else "No channel yet: add one first, or alerts are only listed here."
+        self.fields["channels"].help_text = (
+            "" if AlertChannel.objects.exists() else "No channel yet: add one first, or alerts are only listed here."
+        )
 
     def sections(self):
         return [(legend, [self[name] for name in names]) for legend, names in self.SECTIONS]

@@ -31,14 +31,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from core.api.errors import error_body
+from core.env import address_in
 from fleet.choices import Compliance
 from fleet.metrics import LIVE, PREFIX
 from fleet.models import EndpointGroup
 from mirror.choices import SyncState, TargetOutcome
 from mirror.models import Mirror, SignaturePackage, SyncRun
 from mirror.targets import Target
-from core.api.errors import error_body
-from core.env import address_in
 
 FINISHED = (SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED)
 # Runs read per mirror to find each target's last success (see DatabaseCollector.last_successes).
@@ -48,6 +48,7 @@ RECENT_RUNS_PER_MIRROR = 50
 
 # Read once, like prometheus_client itself (values.ValueClass): the mode cannot change later.
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
 
 def reset_multiprocess_dir() -> dict:
     """Empty ``settings.METRICS_MULTIPROC_DIR`` before the web server starts, and return the
@@ -76,7 +77,9 @@ class DatabaseCollector:
     def collect(self):
         families = self.families()
         # Query 1: the mirrors, for their slugs and targets.
-        mirrors = {mirror.pk: mirror for mirror in Mirror.objects.order_by().only("slug", "platforms", "channels", "archs")}
+        mirrors = {
+            mirror.pk: mirror for mirror in Mirror.objects.order_by().only("slug", "platforms", "channels", "archs")
+        }
         self.add_syncs(families, mirrors)
         self.add_packages(families)
         self.add_endpoints(families)
@@ -86,17 +89,28 @@ class DatabaseCollector:
     def families() -> dict:
         target = ["platform", "channel", "arch"]
         return {
-            "syncs": CounterMetricFamily(f"{PREFIX}syncs", "Finished mirror syncs, by outcome (partial: some targets failed).",
-                                         labels=["mirror", "outcome"]),
-            "sync_bytes": CounterMetricFamily(f"{PREFIX}sync_bytes", "Bytes downloaded from the upstream by the mirror's syncs.",
-                                              labels=["mirror"]),
-            "last_success": GaugeMetricFamily(f"{PREFIX}last_successful_sync_timestamp_seconds",
-                                              "Unix time of the end of the last sync that left a target up to date (new or unchanged).",
-                                              labels=["mirror", *target]),
+            "syncs": CounterMetricFamily(
+                f"{PREFIX}syncs",
+                "Finished mirror syncs, by outcome (partial: some targets failed).",
+                labels=["mirror", "outcome"],
+            ),
+            "sync_bytes": CounterMetricFamily(
+                f"{PREFIX}sync_bytes", "Bytes downloaded from the upstream by the mirror's syncs.", labels=["mirror"]
+            ),
+            "last_success": GaugeMetricFamily(
+                f"{PREFIX}last_successful_sync_timestamp_seconds",
+                "Unix time of the end of the last sync that left a target up to date (new or unchanged).",
+                labels=["mirror", *target],
+            ),
             "packages": GaugeMetricFamily(f"{PREFIX}packages", "Signature packages stored.", labels=target),
-            "package_bytes": GaugeMetricFamily(f"{PREFIX}package_bytes", "Bytes of the signature packages stored.", labels=target),
-            "endpoints": GaugeMetricFamily(f"{PREFIX}endpoints", "Endpoints not decommissioned, by group and compliance state.",
-                                           labels=["group", "compliance"]),
+            "package_bytes": GaugeMetricFamily(
+                f"{PREFIX}package_bytes", "Bytes of the signature packages stored.", labels=target
+            ),
+            "endpoints": GaugeMetricFamily(
+                f"{PREFIX}endpoints",
+                "Endpoints not decommissioned, by group and compliance state.",
+                labels=["group", "compliance"],
+            ),
         }
 
     def add_syncs(self, families, mirrors):
@@ -104,8 +118,11 @@ class DatabaseCollector:
         downloaded = defaultdict(int)
         last_full_success = {}
         # Query 2: one row per mirror and state.
-        rows = SyncRun.objects.order_by().values("mirror_id", "state").annotate(runs=Count("id"), bytes=Sum("bytes_done"),
-                                                                               last=Max("finished_at"))
+        rows = (
+            SyncRun.objects.order_by()
+            .values("mirror_id", "state")
+            .annotate(runs=Count("id"), bytes=Sum("bytes_done"), last=Max("finished_at"))
+        )
         for row in rows:
             counts[row["mirror_id"], row["state"]] += row["runs"]
             downloaded[row["mirror_id"]] += row["bytes"] or 0
@@ -128,11 +145,17 @@ class DatabaseCollector:
         bounded per mirror by a window). A target not seen succeeding in them falls back to the
         mirror's last fully succeeded run, which succeeded for every target it had then.
         """
-        recent = (SyncRun.objects.filter(state__in=FINISHED, finished_at__isnull=False)
-                  .annotate(recency=Window(RowNumber(), partition_by=F("mirror_id"), order_by=[F("finished_at").desc(), F("id").desc()]))
-                  .filter(recency__lte=RECENT_RUNS_PER_MIRROR)
-                  .order_by()
-                  .values_list("mirror_id", "finished_at", "results"))
+        recent = (
+            SyncRun.objects.filter(state__in=FINISHED, finished_at__isnull=False)
+            .annotate(
+                recency=Window(
+                    RowNumber(), partition_by=F("mirror_id"), order_by=[F("finished_at").desc(), F("id").desc()]
+                )
+            )
+            .filter(recency__lte=RECENT_RUNS_PER_MIRROR)
+            .order_by()
+            .values_list("mirror_id", "finished_at", "results")
+        )
         found = {}
         runs_read = defaultdict(int)
         for mirror_id, finished_at, results in recent:
@@ -152,8 +175,11 @@ class DatabaseCollector:
 
     def add_packages(self, families):
         # Query 4: one row per target.
-        rows = SignaturePackage.objects.order_by("platform", "channel", "arch").values("platform", "channel", "arch").annotate(
-            count=Count("id"), bytes=Sum("size"))
+        rows = (
+            SignaturePackage.objects.order_by("platform", "channel", "arch")
+            .values("platform", "channel", "arch")
+            .annotate(count=Count("id"), bytes=Sum("size"))
+        )
         for row in rows:
             labels = [row["platform"], row["channel"], row["arch"]]
             families["packages"].add_metric(labels, row["count"])
@@ -163,8 +189,11 @@ class DatabaseCollector:
         counts = defaultdict(int)
         groups = []
         # Query 5: from the groups, so that a group without endpoints still shows its zeros.
-        rows = EndpointGroup.objects.order_by().values_list("slug", "endpoints__compliance").annotate(
-            count=Count("endpoints", filter=Q(endpoints__decommissioned_at__isnull=True)))
+        rows = (
+            EndpointGroup.objects.order_by()
+            .values_list("slug", "endpoints__compliance")
+            .annotate(count=Count("endpoints", filter=Q(endpoints__decommissioned_at__isnull=True)))
+        )
         for slug, compliance, count in rows:
             if slug not in groups:
                 groups.append(slug)
@@ -216,8 +245,10 @@ def metrics_view(request):
         # Off by default, like any other door: the numbers describe the fleet to whoever reads them.
         return JsonResponse(error_body(404, "not_found", DISABLED), status=404)
     if settings.METRICS_ALLOWED_IPS and not _address_allowed(request):
-        return JsonResponse(error_body(403, "permission_denied", "this address may not read the metrics (METRICS_ALLOWED_IPS)"),
-                            status=403)
+        return JsonResponse(
+            error_body(403, "permission_denied", "this address may not read the metrics (METRICS_ALLOWED_IPS)"),
+            status=403,
+        )
     if settings.METRICS_TOKEN and not _token_matches(request):
         response = JsonResponse(error_body(401, "not_authenticated", "missing or invalid metrics token"), status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'

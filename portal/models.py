@@ -30,7 +30,9 @@ class AlertChannel(models.Model):
     # Kept as given, not hashed: every message is signed with it (HMAC-SHA256). Shown once, on creation or rotation.
     secret = models.CharField(max_length=100, blank=True)
     secret_hint = models.CharField(max_length=16, blank=True)
-    enabled = models.BooleanField(default=True, help_text="Disabled: alerts are not sent here (a test message still is).")
+    enabled = models.BooleanField(
+        default=True, help_text="Disabled: alerts are not sent here (a test message still is)."
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -115,21 +117,51 @@ class AlertRule(models.Model):
     enabled = models.BooleanField(default=True)
     # Empty: every mirror / every group. A watched mirror or group cannot be deleted while a rule
     # names it: its alerting must not disappear without an admin deciding so (and an audit entry).
-    mirror = models.ForeignKey("mirror.Mirror", on_delete=models.PROTECT, null=True, blank=True, related_name="alert_rules",
-                               help_text="Sync rules: the mirror watched; empty: every mirror.")
-    group = models.ForeignKey("fleet.EndpointGroup", on_delete=models.PROTECT, null=True, blank=True, related_name="alert_rules",
-                              help_text="Group rules: the group watched; empty: every group.")
-    hours = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(24 * 365)],
-                                        help_text="No successful sync for (sync overdue), or a version held back for (gate held), this many hours.")
-    days = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(365)],
-                                       help_text="Endpoints silent: no report for this many days.")
-    threshold_percent = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)],
-                                                    help_text="Group compliance: alert below this % of up-to-date endpoints (of those that reported).")
-    min_endpoints = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)],
-                                                help_text="Endpoints silent: alert from this many silent endpoints on.")
+    mirror = models.ForeignKey(
+        "mirror.Mirror",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="alert_rules",
+        help_text="Sync rules: the mirror watched; empty: every mirror.",
+    )
+    group = models.ForeignKey(
+        "fleet.EndpointGroup",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="alert_rules",
+        help_text="Group rules: the group watched; empty: every group.",
+    )
+    hours = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 365)],
+        help_text="No successful sync for (sync overdue), or a version held back for (gate held), this many hours.",
+    )
+    days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(365)],
+        help_text="Endpoints silent: no report for this many days.",
+    )
+    threshold_percent = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Group compliance: alert below this % of up-to-date endpoints (of those that reported).",
+    )
+    min_endpoints = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="Endpoints silent: alert from this many silent endpoints on.",
+    )
     channels = models.ManyToManyField(AlertChannel, blank=True, related_name="rules")
-    renotify_hours = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(24 * 30)],
-                                                 help_text="While it keeps firing, send a reminder every this many hours; 0: never.")
+    renotify_hours = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(24 * 30)],
+        help_text="While it keeps firing, send a reminder every this many hours; 0: never.",
+    )
     notify_resolved = models.BooleanField(default=True, help_text="Send a message when the condition no longer holds.")
     created = models.DateTimeField(default=timezone.now)
 
@@ -167,7 +199,7 @@ class AlertRule(models.Model):
             AlertRuleKind.SYNC_OVERDUE: f"no successful sync of {mirror} for {self.hours} h",
             AlertRuleKind.GROUP_COMPLIANCE_BELOW: f"fewer than {self.threshold_percent} % of {group}'s endpoints up to date",
             AlertRuleKind.ENDPOINTS_SILENT: f"{self.min_endpoints} or more endpoints of {'the fleet' if not self.group_id else group} "
-                                            f"silent for {self.days} days",
+            f"silent for {self.days} days",
             AlertRuleKind.GATE_HELD: f"a health gate of {group} holds a version back for {self.hours} h",
         }.get(self.kind, self.kind)
 
@@ -193,7 +225,11 @@ class AlertEvent(models.Model):
         ordering = ["-started_at", "-id"]
         constraints = [
             # One open alert per rule and subject, even with two evaluators at once (beat and a failed sync).
-            models.UniqueConstraint(fields=["rule", "subject"], condition=Q(state=AlertState.FIRING), name="one_firing_alert_per_rule_subject"),
+            models.UniqueConstraint(
+                fields=["rule", "subject"],
+                condition=Q(state=AlertState.FIRING),
+                name="one_firing_alert_per_rule_subject",
+            ),
         ]
 
     def __str__(self):
@@ -204,18 +240,26 @@ class AlertDelivery(models.Model):
     """One message to one channel (an alert starting, a reminder, its end, or a test) and the outcome of every attempt."""
 
     # Kept when the channel or the rule goes: the delivery log outlives them.
-    channel = models.ForeignKey(AlertChannel, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
+    channel = models.ForeignKey(
+        AlertChannel, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries"
+    )
     channel_name = models.CharField(max_length=100)
     event = models.ForeignKey(AlertEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
     reason = models.CharField(max_length=8, choices=DeliveryReason.choices)
-    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING, db_index=True)
+    status = models.CharField(
+        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING, db_index=True
+    )
     # The message, built once: every attempt sends the same body (receivers can de-duplicate on "delivery").
     payload = models.JSONField(default=dict)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
-    response_status = models.PositiveIntegerField(null=True, blank=True, help_text="The webhook's HTTP status on the last attempt.")
+    response_status = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The webhook's HTTP status on the last attempt."
+    )
     error = models.TextField(blank=True, help_text="Why the last attempt failed.")
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created = models.DateTimeField(default=timezone.now, db_index=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

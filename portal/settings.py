@@ -111,7 +111,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # planning them anew was most of PostgreSQL's CPU per report. Django's own queries are
     # bound on the client and never prepared. Behind PgBouncer in transaction mode older than
     # 1.21 (no max_prepared_statements), set DATABASE_PREPARED_STATEMENTS=false.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        0 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and locks ----------------------------------------------------------
@@ -203,11 +205,22 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Tags and operation ids from the resource (mirrors, groups_approve_create), not "v1".
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {"Platform": "mirror.choices.Platform", "Channel": "mirror.choices.Channel", "Arch": "mirror.choices.Arch",
-                            "TokenScope": "core.choices.TokenScope"},
+    "ENUM_NAME_OVERRIDES": {
+        "Platform": "mirror.choices.Platform",
+        "Channel": "mirror.choices.Channel",
+        "Arch": "mirror.choices.Arch",
+        "TokenScope": "core.choices.TokenScope",
+    },
     # Endpoints authenticate with their own token (fleet.api.agent), outside DRF's authentication classes.
-    "APPEND_COMPONENTS": {"securitySchemes": {"endpointToken": {
-        "type": "http", "scheme": "bearer", "description": "An endpoint's own token (mde_ep_…), returned once by POST /api/v1/enroll."}}},
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "endpointToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An endpoint's own token (mde_ep_…), returned once by POST /api/v1/enroll.",
+            }
+        }
+    },
 }
 
 # --- Static files -------------------------------------------------------------
@@ -240,18 +253,29 @@ CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "core.tasks.heartbeat", "schedule": float(PORTAL_HEARTBEAT_SECONDS)},
     "mirror-prune-packages": {"task": "mirror.tasks.prune_packages", "schedule": 6 * 3600.0},
     # Ring delays expire and health gates open as endpoints report: re-check every few minutes.
-    "fleet-evaluate-rollouts": {"task": "fleet.tasks.evaluate_rollouts", "schedule": float(env_int("FLEET_ROLLOUT_CHECK_SECONDS", 300))},
+    "fleet-evaluate-rollouts": {
+        "task": "fleet.tasks.evaluate_rollouts",
+        "schedule": float(env_int("FLEET_ROLLOUT_CHECK_SECONDS", 300)),
+    },
     "fleet-mark-silent": {"task": "fleet.tasks.mark_silent", "schedule": 300.0},
-    "fleet-snapshot-compliance": {"task": "fleet.tasks.snapshot_compliance", "schedule": float(env_int("FLEET_SNAPSHOT_SECONDS", 3600))},
+    "fleet-snapshot-compliance": {
+        "task": "fleet.tasks.snapshot_compliance",
+        "schedule": float(env_int("FLEET_SNAPSHOT_SECONDS", 3600)),
+    },
     "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": 6 * 3600.0},
     # Alert rules are checked every minute; each message is then its own task (portal.alerts).
-    "portal-evaluate-alerts": {"task": "portal.tasks.evaluate_alerts", "schedule": float(env_int("ALERT_CHECK_SECONDS", 60))},
+    "portal-evaluate-alerts": {
+        "task": "portal.tasks.evaluate_alerts",
+        "schedule": float(env_int("ALERT_CHECK_SECONDS", 60)),
+    },
 }
 
 # --- Fleet --------------------------------------------------------------------
 FLEET_REPORT_MAX_BYTES = env_int("FLEET_REPORT_MAX_BYTES", 64 * 1024)  # a full `mdatp health` is a few kB
 FLEET_REPORT_BURST = env_int("FLEET_REPORT_BURST", 10)  # reports per endpoint per minute; more is a 429
-FLEET_SILENT_INTERVALS = env_int("FLEET_SILENT_INTERVALS", 3)  # silent after this many update intervals without a report
+FLEET_SILENT_INTERVALS = env_int(
+    "FLEET_SILENT_INTERVALS", 3
+)  # silent after this many update intervals without a report
 FLEET_REPORT_RETENTION_DAYS = env_int("FLEET_REPORT_RETENTION_DAYS", 30)
 
 # --- Mirror -------------------------------------------------------------------
@@ -283,8 +307,9 @@ TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 # Without EMAIL_HOST, mail is written to the worker's console (bin/run's output): a bare machine
 # has no mail server, and an alert e-mail must still be visible somewhere.
 EMAIL_HOST = env_str("EMAIL_HOST") or ""
-EMAIL_BACKEND = env_str("EMAIL_BACKEND") or ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
-                                              else "django.core.mail.backends.console.EmailBackend")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""  # or EMAIL_HOST_PASSWORD_FILE
@@ -293,5 +318,9 @@ EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS, usually port 4
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # seconds: a dead mail server must not hold a worker
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or f"portal@{_base_host or 'localhost'}"
 ALERT_DELIVERY_ATTEMPTS = env_int("ALERT_DELIVERY_ATTEMPTS", 5)  # per message, then it is marked failed
-ALERT_RETRY_BACKOFF = float(env_str("ALERT_RETRY_BACKOFF") or 30.0)  # seconds before the 2nd attempt, doubled after each
-ALERT_WEBHOOK_TIMEOUT = float(env_str("ALERT_WEBHOOK_TIMEOUT") or 5.0)  # seconds to connect, and between bytes of the answer
+ALERT_RETRY_BACKOFF = float(
+    env_str("ALERT_RETRY_BACKOFF") or 30.0
+)  # seconds before the 2nd attempt, doubled after each
+ALERT_WEBHOOK_TIMEOUT = float(
+    env_str("ALERT_WEBHOOK_TIMEOUT") or 5.0
+)  # seconds to connect, and between bytes of the answer

@@ -1,8 +1,8 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal import metrics, views
 from core.api.errors import api_not_found, api_server_error
+from portal import metrics, views
 
 urlpatterns = [
     # First: every endpoint posts here every few hours, so its URL is matched before all others.

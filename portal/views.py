@@ -3,27 +3,27 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, Prefetch, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
-from django.core.paginator import Paginator
 from django.views.generic import TemplateView, View
 
+from core.choices import Role
+from core.generic import ObjectDeleteView, ObjectFormView
+from core.models import AuditEvent, Heartbeat
+from core.roles import RoleRequiredMixin
 from fleet.choices import Compliance, FindingCode
 from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
 from mirror.models import Mirror, SyncRun
 from mirror.views import FAILURES_LOOKED_AT, HEAVY_RUN_FIELDS, failures_in_a_row, next_run_context
 from portal import alerts
-from core.choices import Role
 from portal.choices import AlertChannelKind, AlertState, DeliveryStatus
 from portal.forms import AlertChannelForm, AlertRuleForm
-from core.generic import ObjectDeleteView, ObjectFormView
-from core.models import AuditEvent, Heartbeat
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
-from core.roles import RoleRequiredMixin
 
 User = get_user_model()
 
@@ -34,7 +34,7 @@ TOP_VERSIONS = 10
 
 
 def _short(label: str) -> str:
-    """"Failing (the last update failed)" → "Failing": for column headers."""
+    """ "Failing (the last update failed)" → "Failing": for column headers."""
     return label.split(" (", 1)[0]
 
 
@@ -64,11 +64,19 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         data = {
             "states": [{"value": s["value"], "label": s["label"]} for s in compliance["states"]],
             "overall": [cell["n"] for cell in compliance["overall"]["cells"]],
-            "versions": {"labels": [row["version"] for row in versions["rows"]],
-                         "series": [{"label": g.name, "data": [row["cells"][i]["n"] for row in versions["rows"]]}
-                                    for i, g in enumerate(versions["groups"])]},
-            "trend": {"labels": [row["day"].isoformat() for row in trend["rows"]],
-                      "series": {s["value"]: [row["counts"][i] for row in trend["rows"]] for i, s in enumerate(compliance["states"])}},
+            "versions": {
+                "labels": [row["version"] for row in versions["rows"]],
+                "series": [
+                    {"label": g.name, "data": [row["cells"][i]["n"] for row in versions["rows"]]}
+                    for i, g in enumerate(versions["groups"])
+                ],
+            },
+            "trend": {
+                "labels": [row["day"].isoformat() for row in trend["rows"]],
+                "series": {
+                    s["value"]: [row["counts"][i] for row in trend["rows"]] for i, s in enumerate(compliance["states"])
+                },
+            },
         }
         return super().get_context_data(
             heartbeat=heartbeat,
@@ -99,34 +107,63 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         def row(group, by_state):
             total = sum(by_state.values())
             where = {"group": group.slug} if group else {}
-            return {"group": group, "total": total, "url": _list_url(**where),
-                    "cells": [{"n": by_state.get(s["value"], 0), "percent": _percent(by_state.get(s["value"], 0), total),
-                               "url": _list_url(**where, compliance=s["value"])} for s in states]}
+            return {
+                "group": group,
+                "total": total,
+                "url": _list_url(**where),
+                "cells": [
+                    {
+                        "n": by_state.get(s["value"], 0),
+                        "percent": _percent(by_state.get(s["value"], 0), total),
+                        "url": _list_url(**where, compliance=s["value"]),
+                    }
+                    for s in states
+                ],
+            }
 
         overall: dict[str, int] = {}
         for by_state in counts.values():
             for state, n in by_state.items():
                 overall[state] = overall.get(state, 0) + n
         total = sum(overall.values())
-        return {"states": states, "overall": row(None, overall), "groups": [row(g, counts.get(g.pk, {})) for g in groups],
-                "total": total, "reported": total - overall.get(Compliance.NEW, 0)}
+        return {
+            "states": states,
+            "overall": row(None, overall),
+            "groups": [row(g, counts.get(g.pk, {})) for g in groups],
+            "total": total,
+            "reported": total - overall.get(Compliance.NEW, 0),
+        }
 
     @staticmethod
     def _versions(fleet, groups) -> dict:
         """The TOP_VERSIONS most run definitions versions × the groups running them (one query)."""
         counts: dict[str, dict[int, int]] = {}
-        for version, group_id, n in (fleet.exclude(definitions_version="").values_list("definitions_version", "group_id")
-                                     .annotate(n=Count("id")).order_by()):
+        for version, group_id, n in (
+            fleet.exclude(definitions_version="")
+            .values_list("definitions_version", "group_id")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
             counts.setdefault(version, {})[group_id] = n
         ranked = sorted(counts, key=lambda v: (-sum(counts[v].values()), v))
         top = ranked[:TOP_VERSIONS]
         shown = [g for g in groups if any(g.pk in counts[v] for v in top)]
-        rows = [{"version": v, "total": sum(counts[v].values()), "url": _list_url(version=v),
-                 "cells": [{"n": counts[v].get(g.pk, 0), "url": _list_url(group=g.slug, version=v)} for g in shown]}
-                for v in top]
+        rows = [
+            {
+                "version": v,
+                "total": sum(counts[v].values()),
+                "url": _list_url(version=v),
+                "cells": [{"n": counts[v].get(g.pk, 0), "url": _list_url(group=g.slug, version=v)} for g in shown],
+            }
+            for v in top
+        ]
         others = ranked[TOP_VERSIONS:]
-        return {"groups": shown, "rows": rows, "other_versions": len(others),
-                "other_endpoints": sum(sum(counts[v].values()) for v in others)}
+        return {
+            "groups": shown,
+            "rows": rows,
+            "other_versions": len(others),
+            "other_endpoints": sum(sum(counts[v].values()) for v in others),
+        }
 
     def _trend(self, groups) -> dict:
         """Per day of the last TREND_DAYS, the day's last snapshot of each group summed (one query); ?group= narrows it."""
@@ -143,14 +180,22 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             total = days.setdefault(day, {})
             for state, n in counts.items():
                 total[state] = total.get(state, 0) + n
-        rows = [{"day": day, "counts": [days[day].get(value, 0) for value in Compliance.values], "total": sum(days[day].values())}
-                for day in sorted(days)]
+        rows = [
+            {
+                "day": day,
+                "counts": [days[day].get(value, 0) for value in Compliance.values],
+                "total": sum(days[day].values()),
+            }
+            for day in sorted(days)
+        ]
         return {"selected": selected, "rows": rows, "days": TREND_DAYS}
 
     @staticmethod
     def _findings(fleet) -> list[dict]:
         """Endpoints per finding code, most common first (one query, a conditional count per code)."""
-        totals = fleet.aggregate(**{f"c_{code}": Count("id", filter=Q(finding_codes__contains=f",{code},")) for code in FindingCode.values})
+        totals = fleet.aggregate(
+            **{f"c_{code}": Count("id", filter=Q(finding_codes__contains=f",{code},")) for code in FindingCode.values}
+        )
         rows = [{"code": code, "n": totals[f"c_{code}"], "url": _list_url(finding=code)} for code in FindingCode.values]
         return sorted((row for row in rows if row["n"]), key=lambda row: -row["n"])
 
@@ -161,10 +206,16 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         rows = []
         for mirror in Mirror.objects.prefetch_related(Prefetch("sync_runs", queryset=recent, to_attr="recent_runs")):
             last = mirror.recent_runs[0] if mirror.recent_runs else None
-            rows.append({"mirror": mirror, "last": last, "failures": failures_in_a_row(mirror.recent_runs),
-                         "url": reverse("mirror:mirror_detail", args=[mirror.slug]),
-                         "run_url": reverse("mirror:run_detail", args=[last.pk]) if last else None,
-                         **next_run_context(mirror, last)})
+            rows.append(
+                {
+                    "mirror": mirror,
+                    "last": last,
+                    "failures": failures_in_a_row(mirror.recent_runs),
+                    "url": reverse("mirror:mirror_detail", args=[mirror.slug]),
+                    "run_url": reverse("mirror:run_detail", args=[last.pk]) if last else None,
+                    **next_run_context(mirror, last),
+                }
+            )
         return rows
 
 
@@ -178,13 +229,23 @@ class AlertListView(RoleRequiredMixin, TemplateView):
     template_name = "portal/alert_list.html"
 
     def get_context_data(self, **kwargs):
-        rules = (AlertRule.objects.select_related("mirror", "group").prefetch_related("channels")
-                 .annotate(firing=Count("events", filter=Q(events__state=AlertState.FIRING))).order_by("name"))
+        rules = (
+            AlertRule.objects.select_related("mirror", "group")
+            .prefetch_related("channels")
+            .annotate(firing=Count("events", filter=Q(events__state=AlertState.FIRING)))
+            .order_by("name")
+        )
         channels = AlertChannel.objects.annotate(rule_count=Count("rules")).order_by("name")
         firing = AlertEvent.objects.filter(state=AlertState.FIRING).select_related("rule")
-        resolved = AlertEvent.objects.filter(state=AlertState.RESOLVED).select_related("rule").order_by("-resolved_at", "-id")[:RECENT_ALERTS]
+        resolved = (
+            AlertEvent.objects.filter(state=AlertState.RESOLVED)
+            .select_related("rule")
+            .order_by("-resolved_at", "-id")[:RECENT_ALERTS]
+        )
         deliveries = AlertDelivery.objects.select_related("event__rule")[:RECENT_DELIVERIES]
-        return super().get_context_data(rules=rules, channels=channels, firing=firing, resolved=resolved, deliveries=deliveries, **kwargs)
+        return super().get_context_data(
+            rules=rules, channels=channels, firing=firing, resolved=resolved, deliveries=deliveries, **kwargs
+        )
 
 
 class AlertRuleFormView(ObjectFormView):
@@ -202,7 +263,9 @@ class AlertRuleFormView(ObjectFormView):
         return {"channels": list(AlertChannel.objects.filter(enabled=True))}
 
     def save(self, form, changes):
-        return alerts.save_rule(form.save(commit=False), form.cleaned_data["channels"], self.request.user, self.request, changes)
+        return alerts.save_rule(
+            form.save(commit=False), form.cleaned_data["channels"], self.request.user, self.request, changes
+        )
 
     def success_url(self, rule):
         return reverse("alert_list")
@@ -249,10 +312,17 @@ class AlertChannelFormView(ObjectFormView):
 
 
 def render_secret(request, channel: AlertChannel, secret: str, created: bool):
-    return render(request, "portal/alertchannel_secret.html", {
-        "channel": channel, "secret": secret, "created": created,
-        "signature_header": alerts.SIGNATURE_HEADER, "timestamp_header": alerts.TIMESTAMP_HEADER,
-    })
+    return render(
+        request,
+        "portal/alertchannel_secret.html",
+        {
+            "channel": channel,
+            "secret": secret,
+            "created": created,
+            "signature_header": alerts.SIGNATURE_HEADER,
+            "timestamp_header": alerts.TIMESTAMP_HEADER,
+        },
+    )
 
 
 class AlertChannelDetailView(RoleRequiredMixin, TemplateView):
@@ -263,14 +333,22 @@ class AlertChannelDetailView(RoleRequiredMixin, TemplateView):
 
     def get(self, request, pk):
         channel = get_object_or_404(AlertChannel, pk=pk)
-        page = Paginator(channel.deliveries.select_related("event__rule", "requested_by"), self.paginate_by).get_page(request.GET.get("page"))
-        return self.render_to_response(self.get_context_data(
-            channel=channel, rules=channel.rules.all(), page_obj=page, deliveries=page.object_list,
-            is_webhook=channel.kind == AlertChannelKind.WEBHOOK))
+        page = Paginator(channel.deliveries.select_related("event__rule", "requested_by"), self.paginate_by).get_page(
+            request.GET.get("page")
+        )
+        return self.render_to_response(
+            self.get_context_data(
+                channel=channel,
+                rules=channel.rules.all(),
+                page_obj=page,
+                deliveries=page.object_list,
+                is_webhook=channel.kind == AlertChannelKind.WEBHOOK,
+            )
+        )
 
 
 class AlertChannelTestView(RoleRequiredMixin, View):
-    """"Send a test message": one attempt, now, and its outcome on the channel's page."""
+    """ "Send a test message": one attempt, now, and its outcome on the channel's page."""
 
     required_role = Role.ADMIN
     write_role = Role.ADMIN

@@ -11,11 +11,15 @@ import requests
 # Share of endpoints per profile (a typical fleet: mostly fine, a tail of every kind of trouble).
 DEFAULT_MIX = {"healthy": 70, "behind": 10, "failing": 5, "misconfigured": 5, "stale": 5, "silent": 5}
 PROFILES = tuple(DEFAULT_MIX)
-FAIL_REASONS = ("Network error: could not reach the update source", "Signature verification failed", "Not enough disk space")
+FAIL_REASONS = (
+    "Network error: could not reach the update source",
+    "Signature verification failed",
+    "Not enough disk space",
+)
 
 
 def parse_mix(text: str) -> dict:
-    """"healthy=80,failing=20" -> {"healthy": 80, "failing": 20}; ValueError saying what is wrong."""
+    """ "healthy=80,failing=20" -> {"healthy": 80, "failing": 20}; ValueError saying what is wrong."""
     mix = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, share = part.partition("=")
@@ -50,12 +54,23 @@ class SimulatedEndpoint:
         url = self.definition_url
         version = approved or "1.407.417.0"
         values = {
-            "healthy": "true", "health_issues": "[]", "licensed": "true", "engine_version": '"1.1.24020.4"', "app_version": '"101.24032.0007"',
-            "machine_guid": f'"{self.machine_id}"', "real_time_protection_enabled": "true [managed]", "passive_mode_enabled": "false",
-            "automatic_definition_update_enabled": "true [managed]", "definitions_updated_minutes_ago": str(rng.randint(1, 240)),
-            "definitions_version": f'"{version}"', "definitions_status": '"up_to_date"', "definitions_update_source_uri": f'"{url}"',
-            "definitions_update_fail_reason": '""', "offline_definition_url_configured": f'"{url}" [managed]',
-            "offline_definition_update": '"enabled" [managed]', "offline_definition_update_verify_sig": '"enabled" [managed]',
+            "healthy": "true",
+            "health_issues": "[]",
+            "licensed": "true",
+            "engine_version": '"1.1.24020.4"',
+            "app_version": '"101.24032.0007"',
+            "machine_guid": f'"{self.machine_id}"',
+            "real_time_protection_enabled": "true [managed]",
+            "passive_mode_enabled": "false",
+            "automatic_definition_update_enabled": "true [managed]",
+            "definitions_updated_minutes_ago": str(rng.randint(1, 240)),
+            "definitions_version": f'"{version}"',
+            "definitions_status": '"up_to_date"',
+            "definitions_update_source_uri": f'"{url}"',
+            "definitions_update_fail_reason": '""',
+            "offline_definition_url_configured": f'"{url}" [managed]',
+            "offline_definition_update": '"enabled" [managed]',
+            "offline_definition_update_verify_sig": '"enabled" [managed]',
             "offline_definition_update_fallback_to_cloud": "false[managed]",
         }
         if self.profile == "behind":
@@ -77,7 +92,9 @@ class SimulatedEndpoint:
 class FleetSimulator:
     """Enroll ``count`` endpoints spread over ``groups`` (name -> enrollment secret) and post their reports."""
 
-    def __init__(self, base_url: str, secrets: dict, count: int, mix: dict | None = None, seed: int = 1, workers: int = 8):
+    def __init__(
+        self, base_url: str, secrets: dict, count: int, mix: dict | None = None, seed: int = 1, workers: int = 8
+    ):
         self.base_url = base_url.rstrip("/")
         self.secrets = secrets
         self.rng = random.Random(seed)
@@ -86,8 +103,12 @@ class FleetSimulator:
         names = list(secrets)
         profiles = self.rng.choices(list(mix), weights=list(mix.values()), k=count)
         self.endpoints = [
-            SimulatedEndpoint(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"sim-{seed}-{i}")), f"sim-{names[i % len(names)]}-{i:05d}", names[i % len(names)],
-                              profiles[i])
+            SimulatedEndpoint(
+                str(uuid.uuid5(uuid.NAMESPACE_DNS, f"sim-{seed}-{i}")),
+                f"sim-{names[i % len(names)]}-{i:05d}",
+                names[i % len(names)],
+                profiles[i],
+            )
             for i in range(count)
         ]
         self.session = requests.Session()
@@ -97,11 +118,21 @@ class FleetSimulator:
 
     def enroll(self) -> int:
         def one(endpoint):
-            response = self._post("enroll", json={"secret": self.secrets[endpoint.group], "machine_id": endpoint.machine_id,
-                                                  "hostname": endpoint.hostname, "platform": "linux", "arch": "x86_64",
-                                                  "app_version": "101.24032.0007"})
+            response = self._post(
+                "enroll",
+                json={
+                    "secret": self.secrets[endpoint.group],
+                    "machine_id": endpoint.machine_id,
+                    "hostname": endpoint.hostname,
+                    "platform": "linux",
+                    "arch": "x86_64",
+                    "app_version": "101.24032.0007",
+                },
+            )
             if response.status_code != 201:
-                raise RuntimeError(f"enrolling {endpoint.hostname} failed: HTTP {response.status_code} {response.text[:200]}")
+                raise RuntimeError(
+                    f"enrolling {endpoint.hostname} failed: HTTP {response.status_code} {response.text[:200]}"
+                )
             data = response.json()
             endpoint.token, endpoint.definition_url = data["token"], data["definition_url"]
 
@@ -117,8 +148,11 @@ class FleetSimulator:
             if endpoint.profile == "silent":
                 return "silent"
             rng = random.Random(f"{endpoint.machine_id}-{self.rng.random()}")
-            response = self._post("reports", data=endpoint.health(approved.get(endpoint.group), rng),
-                                  headers={"Authorization": f"Bearer {endpoint.token}", "Content-Type": "text/plain"})
+            response = self._post(
+                "reports",
+                data=endpoint.health(approved.get(endpoint.group), rng),
+                headers={"Authorization": f"Bearer {endpoint.token}", "Content-Type": "text/plain"},
+            )
             return response.status_code
 
         with ThreadPoolExecutor(self.workers) as pool:

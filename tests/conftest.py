@@ -39,7 +39,10 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _plain_static_storage(settings):
     # Tests render templates without running collectstatic first.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -119,8 +122,15 @@ def store(settings, tmp_path):
 @pytest.fixture
 def mirror(db, store):
     upstream = Upstream.objects.create(name="microsoft")
-    return Mirror.objects.create(name="main", slug="main", upstream=upstream, platforms=["linux", "mac"], channels=["production"],
-                                 archs=["x86_64", "arm64"], sync_interval_minutes=0)
+    return Mirror.objects.create(
+        name="main",
+        slug="main",
+        upstream=upstream,
+        platforms=["linux", "mac"],
+        channels=["production"],
+        archs=["x86_64", "arm64"],
+        sync_interval_minutes=0,
+    )
 
 
 @pytest.fixture
@@ -138,8 +148,15 @@ def make_package(store, tmp_path):
         path.write_bytes(raw.getvalue())
         sha256 = sha256_of(path)
         ingest(path, sha256)
-        return SignaturePackage.objects.create(platform=platform, channel=channel, arch=arch, engine_version=engine,
-                                               definition_version=definition, size=len(raw.getvalue()), sha256=sha256)
+        return SignaturePackage.objects.create(
+            platform=platform,
+            channel=channel,
+            arch=arch,
+            engine_version=engine,
+            definition_version=definition,
+            size=len(raw.getvalue()),
+            sha256=sha256,
+        )
 
     return make
 
@@ -149,8 +166,15 @@ def make_group(mirror):
     def make(slug, ring_order=10, rollout=RolloutMode.MANUAL, platforms=("linux",), **extra):
         from fleet.services import rings
 
-        group = EndpointGroup(name=slug.title(), slug=slug, mirror=mirror, platforms=list(platforms), ring_order=ring_order,
-                              rollout=rollout, **extra)
+        group = EndpointGroup(
+            name=slug.title(),
+            slug=slug,
+            mirror=mirror,
+            platforms=list(platforms),
+            ring_order=ring_order,
+            rollout=rollout,
+            **extra,
+        )
         group.full_clean()
         return rings.save_group(group)
 
@@ -165,11 +189,21 @@ def make_endpoints():
     def make(group, count, version, platform="linux", arch="x86_64", seen=None, failed_at=None, prefix=None):
         prefix = prefix or f"{group.slug}-{version}-{Endpoint.objects.count()}"
         seen = seen or timezone.now()
-        return Endpoint.objects.bulk_create([
-            Endpoint(machine_id=f"{prefix}-{i}", hostname=f"{prefix}-{i}", group=group, platform=platform, arch=arch,
-                     definitions_version=version, last_seen=seen, last_update_failure_at=failed_at)
-            for i in range(count)
-        ])
+        return Endpoint.objects.bulk_create(
+            [
+                Endpoint(
+                    machine_id=f"{prefix}-{i}",
+                    hostname=f"{prefix}-{i}",
+                    group=group,
+                    platform=platform,
+                    arch=arch,
+                    definitions_version=version,
+                    last_seen=seen,
+                    last_update_failure_at=failed_at,
+                )
+                for i in range(count)
+            ]
+        )
 
     return make
 

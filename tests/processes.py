@@ -52,9 +52,25 @@ def celery_worker(log_path: Path, **env_overrides):
     """A real Celery worker (solo pool: the task runs in this very process) until the block ends."""
     log = open(log_path, "wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool=solo", "--loglevel=INFO", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", f"--hostname=test-{os.getpid()}-{time.monotonic_ns()}@%h"],
-        cwd=ROOT, env=child_env(**env_overrides), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname=test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        ],
+        cwd=ROOT,
+        env=child_env(**env_overrides),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for(lambda: b"ready." in log_path.read_bytes() or worker.poll() is not None, 60, "the worker to start")
@@ -103,8 +119,18 @@ def alive(pid) -> bool:
 
 # --- As on a bare machine --------------------------------------------------------------------------
 
-SERVICE_VARS = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "SECRET_KEY", "SECRET_KEY_FILE", "DEBUG", "ALLOWED_HOSTS",
-                "PORTAL_BASE_URL", "PORTAL_STORE_ROOT", "PORTAL_VAR_DIR")
+SERVICE_VARS = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "SECRET_KEY_FILE",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "PORTAL_BASE_URL",
+    "PORTAL_STORE_ROOT",
+    "PORTAL_VAR_DIR",
+)
 
 
 def clean_env(var_dir, **overrides) -> dict:
@@ -139,7 +165,10 @@ def start_portal(tmp_path, **env):
     log = open(tmp_path / "run.log", "a+")
     process = subprocess.Popen(
         ["sh", str(ROOT / "bin" / "run"), "--port", str(port), "--web-workers", "1", "--worker-concurrency", "1"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=clean_env(tmp_path / "var", VENV=sys.prefix, PORTAL_HEARTBEAT_SECONDS=2, **env),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=clean_env(tmp_path / "var", VENV=sys.prefix, PORTAL_HEARTBEAT_SECONDS=2, **env),
     )
     return process, f"http://127.0.0.1:{port}", log
 

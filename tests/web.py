@@ -46,8 +46,12 @@ def get_or_none(url, **kwargs):
 def sign_in(base, username, password) -> requests.Session:
     session = requests.Session()
     session.get(f"{base}/login/", timeout=5)
-    response = session.post(f"{base}/login/", data={"username": username, "password": password,
-                            "csrfmiddlewaretoken": session.cookies["csrftoken"]}, headers={"Referer": f"{base}/login/"}, timeout=10)
+    response = session.post(
+        f"{base}/login/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": f"{base}/login/"},
+        timeout=10,
+    )
     assert response.url == f"{base}/", f"sign-in failed: {response.status_code}"
     return session
 
@@ -94,5 +98,11 @@ class Receiver:
 
 def verify(secret: str, headers: dict, body: bytes) -> bool:
     """What the README tells receivers to do."""
-    expected = "sha256=" + hmac.new(secret.encode(), headers["X-Portal-Timestamp"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers["X-Portal-Signature"]) and abs(time.time() - int(headers["X-Portal-Timestamp"])) < 300
+    expected = (
+        "sha256="
+        + hmac.new(secret.encode(), headers["X-Portal-Timestamp"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    )
+    return (
+        hmac.compare_digest(expected, headers["X-Portal-Signature"])
+        and abs(time.time() - int(headers["X-Portal-Timestamp"])) < 300
+    )

@@ -41,11 +41,22 @@ class Conflict(exceptions.ValidationError):
 MESSAGES = {"type": "array", "items": {"type": "string"}}
 
 
-@extend_schema_field({"type": "object", "additionalProperties": {"anyOf": [
-    MESSAGES,
-    {"type": "object", "description": "A list's or nested field's messages, by index or sub-field."},
-    {"type": "array", "items": {"type": "object"}, "description": "Messages of each item of a nested list."},
-]}})
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [
+                MESSAGES,
+                {"type": "object", "description": "A list's or nested field's messages, by index or sub-field."},
+                {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "Messages of each item of a nested list.",
+                },
+            ]
+        },
+    }
+)
 class FieldErrorsField(serializers.DictField):
     pass
 
@@ -54,11 +65,16 @@ class ApiErrorSerializer(serializers.Serializer):
     """The API's one error body: every refusal of every operation (core.api.schema adds it to each)."""
 
     status = serializers.IntegerField(help_text="The HTTP status, repeated.")
-    code = serializers.CharField(help_text="Machine-readable: invalid, parse_error, not_authenticated, authentication_failed, "
-                                           "permission_denied, not_found, method_not_allowed, conflict, too_large, throttled...")
+    code = serializers.CharField(
+        help_text="Machine-readable: invalid, parse_error, not_authenticated, authentication_failed, "
+        "permission_denied, not_found, method_not_allowed, conflict, too_large, throttled..."
+    )
     detail = serializers.CharField(help_text="One readable sentence.")
-    errors = FieldErrorsField(required=False, help_text="Invalid input and conflicts only: field (or JSON path of an imported "
-                                                        "file) -> messages; non_field_errors for the request as a whole.")
+    errors = FieldErrorsField(
+        required=False,
+        help_text="Invalid input and conflicts only: field (or JSON path of an imported "
+        "file) -> messages; non_field_errors for the request as a whole.",
+    )
 
 
 def error_body(status_code: int, code: str, detail: str, errors=None) -> dict:
@@ -77,7 +93,9 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, Refused):
         # A service's refusal reaches the API as the UI shows it: the same words, on the same field.
-        exc = (Conflict if exc.status == status.HTTP_409_CONFLICT else exceptions.ValidationError)({exc.field: [exc.message]})
+        exc = (Conflict if exc.status == status.HTTP_409_CONFLICT else exceptions.ValidationError)(
+            {exc.field: [exc.message]}
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -100,4 +118,6 @@ def json_error_view(status_code: int, code: str, detail: str):
 
 
 api_not_found = json_error_view(status.HTTP_404_NOT_FOUND, "not_found", "No API endpoint or object at this URL.")
-api_server_error = json_error_view(status.HTTP_500_INTERNAL_SERVER_ERROR, "server_error", "The server failed; the error has been logged.")
+api_server_error = json_error_view(
+    status.HTTP_500_INTERNAL_SERVER_ERROR, "server_error", "The server failed; the error has been logged."
+)

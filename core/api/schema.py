@@ -17,14 +17,30 @@ from rest_framework.permissions import AllowAny
 from core.api.errors import ApiErrorSerializer, error_body
 
 ERROR_EXAMPLES = {
-    400: ("Invalid input", error_body(400, "invalid", "name: This field is required.", {"name": ["This field is required."]})),
+    400: (
+        "Invalid input",
+        error_body(400, "invalid", "name: This field is required.", {"name": ["This field is required."]}),
+    ),
     401: ("No or bad credentials", error_body(401, "authentication_failed", "Invalid API token.")),
-    403: ("Role or token scope too low", error_body(403, "permission_denied", "This action needs the operator role; you are a viewer.")),
+    403: (
+        "Role or token scope too low",
+        error_body(403, "permission_denied", "This action needs the operator role; you are a viewer."),
+    ),
     404: ("No such object or page", error_body(404, "not_found", "Not found.")),
-    409: ("Conflict with the current state", error_body(409, "conflict", "ring broad follows pilot; change its rollout first",
-                                                        {"non_field_errors": ["ring broad follows pilot; change its rollout first"]})),
+    409: (
+        "Conflict with the current state",
+        error_body(
+            409,
+            "conflict",
+            "ring broad follows pilot; change its rollout first",
+            {"non_field_errors": ["ring broad follows pilot; change its rollout first"]},
+        ),
+    ),
     413: ("Body too large", error_body(413, "too_large", "the report is larger than 65536 bytes")),
-    429: ("Too many requests", error_body(429, "throttled", "too many reports from this endpoint: at most 10 a minute")),
+    429: (
+        "Too many requests",
+        error_body(429, "throttled", "too many reports from this endpoint: at most 10 a minute"),
+    ),
 }
 ERROR_DESCRIPTIONS = {
     400: "Invalid input: `errors` names each field at fault.",
@@ -36,12 +52,18 @@ ERROR_DESCRIPTIONS = {
 
 def error_examples(code: int) -> list[OpenApiExample]:
     summary, body = ERROR_EXAMPLES.get(code, ERROR_EXAMPLES[400])
-    return [OpenApiExample(f"{code}", value={**body, "status": code}, summary=summary, response_only=True, status_codes=[str(code)])]
+    return [
+        OpenApiExample(
+            f"{code}", value={**body, "status": code}, summary=summary, response_only=True, status_codes=[str(code)]
+        )
+    ]
 
 
 def error_response(code: int, description: str = "") -> OpenApiResponse:
     """The error body for ``code``, for views that declare an unusual error themselves."""
-    return OpenApiResponse(ApiErrorSerializer, description=description or ERROR_DESCRIPTIONS.get(code, ""), examples=error_examples(code))
+    return OpenApiResponse(
+        ApiErrorSerializer, description=description or ERROR_DESCRIPTIONS.get(code, ""), examples=error_examples(code)
+    )
 
 
 class PortalAutoSchema(AutoSchema):
@@ -85,8 +107,12 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
     name = "apiToken"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "A personal API token (mdo_…), from the API tokens page: "
-                                                                   "`Authorization: Bearer mdo_…`. Read-only tokens cannot write."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal API token (mdo_…), from the API tokens page: "
+            "`Authorization: Bearer mdo_…`. Read-only tokens cannot write.",
+        }
 
 
 class OrderingFilterParameter(OpenApiFilterExtension):
@@ -100,10 +126,12 @@ class OrderingFilterParameter(OpenApiFilterExtension):
             return self.target.get_schema_operation_parameters(view)  # DRF's own: a plain string
         fields = [name for name, _ in self.target.get_valid_fields(None, view, {"request": None})]
         values = [value for name in fields for value in (name, f"-{name}")]
-        return [build_parameter_type(
-            name=self.target.ordering_param,
-            schema=build_array_type(build_basic_type(OpenApiTypes.STR) | {"enum": values}),
-            location=OpenApiParameter.QUERY,
-            description=f"Order by {', '.join(fields)}; `-` before a field for descending, several comma-separated.",
-            explode=False,
-        )]
+        return [
+            build_parameter_type(
+                name=self.target.ordering_param,
+                schema=build_array_type(build_basic_type(OpenApiTypes.STR) | {"enum": values}),
+                location=OpenApiParameter.QUERY,
+                description=f"Order by {', '.join(fields)}; `-` before a field for descending, several comma-separated.",
+                explode=False,
+            )
+        ]

@@ -41,7 +41,17 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = ["id", "created", "actor", "action", "target_type", "target_id", "target_label", "details", "ip_address"]
+        fields = [
+            "id",
+            "created",
+            "actor",
+            "action",
+            "target_type",
+            "target_id",
+            "target_label",
+            "details",
+            "ip_address",
+        ]
         read_only_fields = fields
 
 
@@ -51,18 +61,33 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "owner", "scope", "hint", "state", "created", "expires_at", "last_used_at", "revoked_at"]
+        fields = [
+            "id",
+            "name",
+            "owner",
+            "scope",
+            "hint",
+            "state",
+            "created",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+        ]
         read_only_fields = fields
 
 
 class ApiTokenCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scope = serializers.ChoiceField(choices=TokenScope.choices, default=TokenScope.READ)
-    expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True, help_text="Omit for a token that never expires.")
+    expires_in_days = serializers.IntegerField(
+        min_value=1, max_value=3650, required=False, allow_null=True, help_text="Omit for a token that never expires."
+    )
 
 
 class ApiTokenCreatedSerializer(ApiTokenSerializer):
-    token = serializers.CharField(read_only=True, help_text="The token itself. Shown only in this response; store it now.")
+    token = serializers.CharField(
+        read_only=True, help_text="The token itself. Shown only in this response; store it now."
+    )
 
     class Meta(ApiTokenSerializer.Meta):
         fields = ApiTokenSerializer.Meta.fields + ["token"]
@@ -83,8 +108,12 @@ class UserSerializer(serializers.ModelSerializer):
 
 
 class MeSerializer(UserSerializer):
-    token_scope = serializers.ChoiceField(choices=TokenScope.choices, read_only=True, allow_null=True,
-                                          help_text="The scope of the API token used; null when signed in with a session.")
+    token_scope = serializers.ChoiceField(
+        choices=TokenScope.choices,
+        read_only=True,
+        allow_null=True,
+        help_text="The scope of the API token used; null when signed in with a session.",
+    )
 
     class Meta(UserSerializer.Meta):
         fields = [*UserSerializer.Meta.fields, "token_scope"]
@@ -95,7 +124,12 @@ class UserCreateSerializer(serializers.Serializer):
     username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
     email = serializers.EmailField(required=False, allow_blank=True, default="")
     role = serializers.ChoiceField(choices=Role.choices)
-    password = serializers.CharField(required=False, write_only=True, style={"input_type": "password"}, help_text="Omit to create an account that cannot sign in until a password is set.")
+    password = serializers.CharField(
+        required=False,
+        write_only=True,
+        style={"input_type": "password"},
+        help_text="Omit to create an account that cannot sign in until a password is set.",
+    )
 
     def validate_username(self, value):
         if User.objects.filter(username__iexact=value).exists():

@@ -34,7 +34,9 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["created", "action", "actor_label"]
 
 
-class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+class ApiTokenViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
     """Personal API tokens. Everyone manages their own; admins see and revoke all."""
 
     serializer_class = ApiTokenSerializer
@@ -48,9 +50,17 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
             return tokens
         return tokens.filter(user=self.request.user)
 
-    @extend_schema(request=ApiTokenCreateSerializer, responses={201: ApiTokenCreatedSerializer}, examples=[
-        OpenApiExample("A read-write token for 90 days", request_only=True,
-                       value={"name": "ansible", "scope": "write", "expires_in_days": 90})])
+    @extend_schema(
+        request=ApiTokenCreateSerializer,
+        responses={201: ApiTokenCreatedSerializer},
+        examples=[
+            OpenApiExample(
+                "A read-write token for 90 days",
+                request_only=True,
+                value={"name": "ansible", "scope": "write", "expires_in_days": 90},
+            )
+        ],
+    )
     def create(self, request):
         # A token must not be able to mint more tokens: a leaked one would then
         # outlive its own revocation.
@@ -69,7 +79,13 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
         return Response(ApiTokenSerializer(token).data)
 
 
-class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
+class UserViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
     """Accounts and their roles (admin only). Accounts are deactivated, never deleted, so the audit log keeps its actors."""
 
     queryset = User.objects.prefetch_related("groups").order_by("username")
@@ -80,8 +96,17 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     filterset_fields = ["is_active"]
     ordering_fields = ["username", "date_joined", "last_login"]
 
-    @extend_schema(request=UserCreateSerializer, responses={201: UserSerializer}, examples=[
-        OpenApiExample("An operator", request_only=True, value={"username": "oscar", "email": "oscar@example.org", "role": "operator"})])
+    @extend_schema(
+        request=UserCreateSerializer,
+        responses={201: UserSerializer},
+        examples=[
+            OpenApiExample(
+                "An operator",
+                request_only=True,
+                value={"username": "oscar", "email": "oscar@example.org", "role": "operator"},
+            )
+        ],
+    )
     def create(self, request):
         form = UserCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)

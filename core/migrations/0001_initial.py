@@ -65,7 +65,7 @@ class Migration(migrations.Migration):
                         'ordering': ['-created', '-id'],
                     },
                 ),
-    
+
             ],
         ),
     ]

@@ -36,8 +36,17 @@ def get_or_create(collection, lookup, fields):
 
 # 1. An upstream (where packages come from) and a mirror of it.
 upstream = get_or_create("upstreams", {"name": "microsoft"}, {"base_url": UPSTREAM})
-mirror = get_or_create("mirrors", {"slug": "main"}, {"name": "Main", "upstream": upstream["id"], "platforms": ["linux"],
-                                                     "channels": ["production"], "archs": ["x86_64"]})
+mirror = get_or_create(
+    "mirrors",
+    {"slug": "main"},
+    {
+        "name": "Main",
+        "upstream": upstream["id"],
+        "platforms": ["linux"],
+        "channels": ["production"],
+        "archs": ["x86_64"],
+    },
+)
 
 # 2. Sync now (202 with the run) and poll the run until it is finished.
 run = call("POST", f"mirrors/{mirror['id']}/sync/").json()
@@ -49,10 +58,15 @@ if run["state"] != "succeeded":
 print(f"sync {run['id']} succeeded: {[result['outcome'] for result in run['results']]}")
 
 # 3. A ring that takes only what is approved, and the package the mirror now publishes approved for it.
-group = get_or_create("groups", {"slug": "pilot"}, {"name": "Pilot", "mirror": "main", "platforms": ["linux"], "rollout": "manual"})
+group = get_or_create(
+    "groups", {"slug": "pilot"}, {"name": "Pilot", "mirror": "main", "platforms": ["linux"], "rollout": "manual"}
+)
 published = call("GET", f"mirrors/{mirror['id']}/").json()["publications"][0]
-package = call("GET", "packages/", params={"platform": "linux", "channel": "production", "arch": "x86_64",
-                                           "definition_version": published["current"]}).json()["results"][0]
+package = call(
+    "GET",
+    "packages/",
+    params={"platform": "linux", "channel": "production", "arch": "x86_64", "definition_version": published["current"]},
+).json()["results"][0]
 target = next(t for t in call("GET", f"groups/{group['id']}/status/").json() if t["arch"] == "x86_64")
 current = target["current"]["id"] if target["current"] else None
 if current != package["id"]:

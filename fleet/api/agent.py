@@ -32,7 +32,9 @@ CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 413
 
 def refusal(exc: Refused, response_class=Response):
     errors = {exc.field: [str(exc)]} if exc.status == 400 else None
-    response = response_class(error_body(exc.status, CODES.get(exc.status, "error"), str(exc), errors), status=exc.status)
+    response = response_class(
+        error_body(exc.status, CODES.get(exc.status, "error"), str(exc), errors), status=exc.status
+    )
     if exc.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="endpoint"'
     return response
@@ -56,19 +58,25 @@ class EnrollSerializer(serializers.Serializer):
     app_version = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
 
 
-EnrolledSerializer = inline_serializer("Enrolled", {
-    "endpoint": serializers.IntegerField(),
-    "token": serializers.CharField(help_text="Shown once: keep it in a root-only file."),
-    "group": serializers.CharField(),
-    "definition_url": serializers.CharField(help_text="The group's offlineDefinitionUpdateUrl for this platform."),
-    "report_url": serializers.CharField(),
-    "config_url": serializers.CharField(),
-})
-ReportAcceptedSerializer = inline_serializer("ReportAccepted", {
-    "report": serializers.IntegerField(),
-    "compliance": serializers.CharField(),
-    "findings": serializers.ListField(child=serializers.CharField()),
-})
+EnrolledSerializer = inline_serializer(
+    "Enrolled",
+    {
+        "endpoint": serializers.IntegerField(),
+        "token": serializers.CharField(help_text="Shown once: keep it in a root-only file."),
+        "group": serializers.CharField(),
+        "definition_url": serializers.CharField(help_text="The group's offlineDefinitionUpdateUrl for this platform."),
+        "report_url": serializers.CharField(),
+        "config_url": serializers.CharField(),
+    },
+)
+ReportAcceptedSerializer = inline_serializer(
+    "ReportAccepted",
+    {
+        "report": serializers.IntegerField(),
+        "compliance": serializers.CharField(),
+        "findings": serializers.ListField(child=serializers.CharField()),
+    },
+)
 
 
 def _too_big(request) -> bool:
@@ -82,18 +90,39 @@ class EnrollView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=EnrollSerializer, responses={201: EnrolledSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
-                                                        413: ErrorSerializer},
-                   tags=["endpoints (agent)"], auth=[], examples=[
-                       OpenApiExample("A Linux server", request_only=True, value={
-                           "secret": "mde_enr_…", "machine_id": "0f3c8c1e-5b1d-4c6e-9a7e-2d4f7b9e1a20", "hostname": "web-01",
-                           "platform": "linux", "arch": "x86_64", "app_version": "101.24022.0001"}),
-                       OpenApiExample("Enrolled", response_only=True, status_codes=["201"], value={
-                           "endpoint": 17, "token": "mde_ep_…", "group": "pilot",
-                           "definition_url": "https://portal.example.org/mirror/groups/pilot/linux/production/",
-                           "report_url": "https://portal.example.org/api/v1/reports",
-                           "config_url": "https://portal.example.org/api/v1/endpoint/managed-config"}),
-                   ])
+    @extend_schema(
+        request=EnrollSerializer,
+        responses={201: EnrolledSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 413: ErrorSerializer},
+        tags=["endpoints (agent)"],
+        auth=[],
+        examples=[
+            OpenApiExample(
+                "A Linux server",
+                request_only=True,
+                value={
+                    "secret": "mde_enr_…",
+                    "machine_id": "0f3c8c1e-5b1d-4c6e-9a7e-2d4f7b9e1a20",
+                    "hostname": "web-01",
+                    "platform": "linux",
+                    "arch": "x86_64",
+                    "app_version": "101.24022.0001",
+                },
+            ),
+            OpenApiExample(
+                "Enrolled",
+                response_only=True,
+                status_codes=["201"],
+                value={
+                    "endpoint": 17,
+                    "token": "mde_ep_…",
+                    "group": "pilot",
+                    "definition_url": "https://portal.example.org/mirror/groups/pilot/linux/production/",
+                    "report_url": "https://portal.example.org/api/v1/reports",
+                    "config_url": "https://portal.example.org/api/v1/endpoint/managed-config",
+                },
+            ),
+        ],
+    )
     def post(self, request):
         """Join a group with one of its enrollment secrets; returns this machine's token (shown once)."""
         if _too_big(request):
@@ -102,14 +131,29 @@ class EnrollView(APIView):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            endpoint, token = enrollment.enroll(data["secret"], data["machine_id"], data["hostname"], data["platform"], data["arch"],
-                                                data["app_version"], request)
+            endpoint, token = enrollment.enroll(
+                data["secret"],
+                data["machine_id"],
+                data["hostname"],
+                data["platform"],
+                data["arch"],
+                data["app_version"],
+                request,
+            )
         except Refused as exc:
             return refusal(exc)
         base = request.build_absolute_uri("/api/v1/")
-        return Response({"endpoint": endpoint.pk, "token": token, "group": endpoint.group.slug,
-                         "definition_url": endpoint.group.definition_url(endpoint.platform),
-                         "report_url": base + "reports", "config_url": base + "endpoint/managed-config"}, status=201)
+        return Response(
+            {
+                "endpoint": endpoint.pk,
+                "token": token,
+                "group": endpoint.group.slug,
+                "definition_url": endpoint.group.definition_url(endpoint.platform),
+                "report_url": base + "reports",
+                "config_url": base + "endpoint/managed-config",
+            },
+            status=201,
+        )
 
 
 class ReportView(APIView):
@@ -119,14 +163,29 @@ class ReportView(APIView):
 
     @extend_schema(
         request={"text/plain": OpenApiTypes.STR, "application/json": OpenApiTypes.OBJECT},
-        responses={201: ReportAcceptedSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 413: ErrorSerializer,
-                   429: ErrorSerializer},
-        tags=["endpoints (agent)"], auth=[{"endpointToken": []}],
+        responses={
+            201: ReportAcceptedSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            413: ErrorSerializer,
+            429: ErrorSerializer,
+        },
+        tags=["endpoints (agent)"],
+        auth=[{"endpointToken": []}],
         description="The body is the output of `mdatp health` (text, or `--output json`). A 201 means the report is committed.",
-        examples=[OpenApiExample("mdatp health --details definitions", request_only=True, media_type="text/plain", value=(
-            'definitions_version                         : "1.407.417.0"\n'
-            'definitions_status                          : "up_to_date"\n'
-            'offline_definition_update                   : "enabled" [managed]\n'))],
+        examples=[
+            OpenApiExample(
+                "mdatp health --details definitions",
+                request_only=True,
+                media_type="text/plain",
+                value=(
+                    'definitions_version                         : "1.407.417.0"\n'
+                    'definitions_status                          : "up_to_date"\n'
+                    'offline_definition_update                   : "enabled" [managed]\n'
+                ),
+            )
+        ],
     )
     def post(self, request):
         """Post this endpoint's health report (its token in `Authorization: Bearer`)."""
@@ -137,8 +196,11 @@ class ReportView(APIView):
         # a fifth of a report's CPU (bench/ingest.py). The view stays an APIView for the schema;
         # its one method runs on the plain Django request.
         if request.method != "POST":
-            return JsonResponse(error_body(405, "method_not_allowed", f'Method "{request.method}" not allowed.'), status=405,
-                                headers={"Allow": "POST"})
+            return JsonResponse(
+                error_body(405, "method_not_allowed", f'Method "{request.method}" not allowed.'),
+                status=405,
+                headers={"Allow": "POST"},
+            )
         started = time.perf_counter()
         response = post_report(request)
         metrics.observe_report(response.status_code, time.perf_counter() - started)
@@ -157,17 +219,30 @@ def post_report(request) -> JsonResponse:
         accepted = ingest.ingest_report(endpoint, request.body, minute=minute)
     except Refused as exc:
         return refusal(exc, JsonResponse)
-    return JsonResponse({"report": accepted.report.pk, "compliance": accepted.compliance,
-                         "findings": [f.code for f in accepted.findings]}, status=201)
+    return JsonResponse(
+        {
+            "report": accepted.report.pk,
+            "compliance": accepted.compliance,
+            "findings": [f.code for f in accepted.findings],
+        },
+        status=201,
+    )
 
 
 class EndpointConfigView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "application/x-apple-aspen-config"): OpenApiTypes.BINARY,
-                              304: OpenApiResponse(description="Not modified (If-None-Match)"), 401: ErrorSerializer},
-                   tags=["endpoints (agent)"], auth=[{"endpointToken": []}])
+    @extend_schema(
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/x-apple-aspen-config"): OpenApiTypes.BINARY,
+            304: OpenApiResponse(description="Not modified (If-None-Match)"),
+            401: ErrorSerializer,
+        },
+        tags=["endpoints (agent)"],
+        auth=[{"endpointToken": []}],
+    )
     def get(self, request):
         """This endpoint's group's managed configuration for its platform, with an ETag."""
         endpoint = ingest.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
@@ -176,6 +251,8 @@ class EndpointConfigView(APIView):
         # Fresh, not the report path's cached group: a policy change must show at the next fetch.
         group = EndpointGroup.objects.select_related("mirror").get(pk=endpoint.group_id)
         file = config_file(group, endpoint.platform)
-        response = send_bytes(request._request, file.body, content_type=file.content_type, etag=file.etag, last_modified=group.updated)
+        response = send_bytes(
+            request._request, file.body, content_type=file.content_type, etag=file.etag, last_modified=group.updated
+        )
         response["Cache-Control"] = "private, no-cache"
         return response

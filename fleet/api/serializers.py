@@ -10,19 +10,51 @@ from mirror.models import Mirror, SignaturePackage
 class GroupSerializer(ModelCleanMixin, serializers.ModelSerializer):
     """An endpoint group (ring): its mirror and platforms, its rollout rule and the policy of its managed configuration."""
 
-    mirror = serializers.SlugRelatedField(slug_field="slug", queryset=Mirror.objects.all(), help_text="The mirror's slug.")
-    platforms = serializers.ListField(child=serializers.ChoiceField(choices=Platform.choices), allow_empty=False,
-                                      help_text="Platforms of the group's endpoints; each must be synced by the mirror.")
-    source_group = serializers.SlugRelatedField(slug_field="slug", queryset=EndpointGroup.objects.all(), allow_null=True, required=False,
-                                                help_text="For rollout 'after': the slug of the ring this one follows.")
+    mirror = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Mirror.objects.all(), help_text="The mirror's slug."
+    )
+    platforms = serializers.ListField(
+        child=serializers.ChoiceField(choices=Platform.choices),
+        allow_empty=False,
+        help_text="Platforms of the group's endpoints; each must be synced by the mirror.",
+    )
+    source_group = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=EndpointGroup.objects.all(),
+        allow_null=True,
+        required=False,
+        help_text="For rollout 'after': the slug of the ring this one follows.",
+    )
     urls = serializers.SerializerMethodField(help_text="offlineDefinitionUpdateUrl per platform.")
     tree_path = serializers.CharField(read_only=True, help_text="The group's tree on the portal's disk.")
 
     class Meta:
         model = EndpointGroup
-        fields = ["id", "name", "slug", "description", "mirror", "platforms", "channel", "ring_order", "staleness_hours", "rollout",
-                  "source_group", "delay_hours", "gate_percent", "automatic_updates", "update_interval", "offline_update",
-                  "fallback_to_cloud", "verify_signature", "enforcement_level", "urls", "tree_path", "created", "updated"]
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "description",
+            "mirror",
+            "platforms",
+            "channel",
+            "ring_order",
+            "staleness_hours",
+            "rollout",
+            "source_group",
+            "delay_hours",
+            "gate_percent",
+            "automatic_updates",
+            "update_interval",
+            "offline_update",
+            "fallback_to_cloud",
+            "verify_signature",
+            "enforcement_level",
+            "urls",
+            "tree_path",
+            "created",
+            "updated",
+        ]
         read_only_fields = ["created", "updated"]
 
     def get_urls(self, group) -> dict[str, str]:
@@ -49,7 +81,9 @@ class TargetStatusSerializer(serializers.Serializer):
     approved_by = serializers.CharField(allow_null=True, help_text="Username, or null for the rollout rule.")
     gate_state = serializers.ChoiceField(choices=GateState.choices)
     gate_reason = serializers.CharField(allow_blank=True, help_text="Why the rollout rule waits, or what it last did.")
-    candidate = PackageBriefSerializer(allow_null=True, help_text="The package the rollout rule waits to approve, or null.")
+    candidate = PackageBriefSerializer(
+        allow_null=True, help_text="The package the rollout rule waits to approve, or null."
+    )
     checked_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -60,10 +94,15 @@ class PromoteResultSerializer(TargetStatusSerializer):
 
 
 class ApproveSerializer(serializers.Serializer):
-    package = serializers.PrimaryKeyRelatedField(queryset=SignaturePackage.objects.all(), help_text="Id of the package to serve.")
-    expected_current = serializers.IntegerField(required=False, allow_null=True,
-                                                help_text="Id of the package you saw approved (null: none). When given and the "
-                                                          "group now serves something else, the request is refused with 409.")
+    package = serializers.PrimaryKeyRelatedField(
+        queryset=SignaturePackage.objects.all(), help_text="Id of the package to serve."
+    )
+    expected_current = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Id of the package you saw approved (null: none). When given and the "
+        "group now serves something else, the request is refused with 409.",
+    )
 
 
 class TargetActionSerializer(serializers.Serializer):
@@ -71,22 +110,31 @@ class TargetActionSerializer(serializers.Serializer):
 
     platform = serializers.ChoiceField(choices=Platform.choices)
     arch = serializers.ChoiceField(choices=Arch.choices)
-    expected_current = serializers.IntegerField(required=False, allow_null=True,
-                                                help_text="Id of the package you saw approved in the ring being changed (null: none); "
-                                                          "a mismatch is refused with 409.")
+    expected_current = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Id of the package you saw approved in the ring being changed (null: none); "
+        "a mismatch is refused with 409.",
+    )
 
 
 class ConfigImportSerializer(serializers.Serializer):
-    content = serializers.CharField(required=False, trim_whitespace=False, help_text="The text of an mdatp_managed.json.")
+    content = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="The text of an mdatp_managed.json."
+    )
     file = serializers.FileField(required=False, help_text="An mdatp_managed.json, instead of content.")
 
     def validate(self, attrs):
         if bool(attrs.get("content")) == bool(attrs.get("file")):
-            raise serializers.ValidationError({"content": ["Give the file's text as content, or upload it as file (one of the two)."]})
+            raise serializers.ValidationError(
+                {"content": ["Give the file's text as content, or upload it as file (one of the two)."]}
+            )
         if attrs.get("file"):
             raw = attrs["file"].read(1_000_001)
             if len(raw) > 1_000_000:
-                raise serializers.ValidationError({"file": ["An mdatp_managed.json is a few hundred bytes; this file is over 1 MB."]})
+                raise serializers.ValidationError(
+                    {"file": ["An mdatp_managed.json is a few hundred bytes; this file is over 1 MB."]}
+                )
             try:
                 attrs["content"] = raw.decode("utf-8-sig")
             except UnicodeDecodeError:
@@ -103,7 +151,9 @@ class ConfigImportTextSerializer(serializers.Serializer):
 
 
 class ConfigImportResultSerializer(serializers.Serializer):
-    warnings = serializers.ListField(child=serializers.CharField(), help_text="What was not taken as is (misspelled or unmanaged keys).")
+    warnings = serializers.ListField(
+        child=serializers.CharField(), help_text="What was not taken as is (misspelled or unmanaged keys)."
+    )
     group = GroupSerializer(help_text="The group with the imported policy.")
 
 
@@ -114,8 +164,21 @@ class ApprovalEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApprovalEvent
-        fields = ["id", "group", "platform", "channel", "arch", "action", "package", "definition_version", "engine_version",
-                  "replaced_version", "actor", "reason", "created"]
+        fields = [
+            "id",
+            "group",
+            "platform",
+            "channel",
+            "arch",
+            "action",
+            "package",
+            "definition_version",
+            "engine_version",
+            "replaced_version",
+            "actor",
+            "reason",
+            "created",
+        ]
         read_only_fields = fields
 
 
@@ -124,10 +187,34 @@ class EndpointSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Endpoint
-        fields = ["id", "machine_id", "hostname", "group", "platform", "arch", "enrolled_at", "decommissioned_at", "last_seen",
-                  "app_version", "engine_version", "definitions_version", "definitions_status", "definitions_updated_at",
-                  "update_source_uri", "offline_url_configured", "fail_reason", "offline_update", "verify_sig", "fallback_to_cloud",
-                  "automatic_updates", "enforcement_level", "healthy", "compliance", "findings", "reports_received"]
+        fields = [
+            "id",
+            "machine_id",
+            "hostname",
+            "group",
+            "platform",
+            "arch",
+            "enrolled_at",
+            "decommissioned_at",
+            "last_seen",
+            "app_version",
+            "engine_version",
+            "definitions_version",
+            "definitions_status",
+            "definitions_updated_at",
+            "update_source_uri",
+            "offline_url_configured",
+            "fail_reason",
+            "offline_update",
+            "verify_sig",
+            "fallback_to_cloud",
+            "automatic_updates",
+            "enforcement_level",
+            "healthy",
+            "compliance",
+            "findings",
+            "reports_received",
+        ]
         read_only_fields = fields
 
 
@@ -150,7 +237,18 @@ class EnrollmentSecretSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EnrollmentSecret
-        fields = ["id", "group", "name", "hint", "created", "created_by", "expires_at", "revoked_at", "last_used_at", "enrollments"]
+        fields = [
+            "id",
+            "group",
+            "name",
+            "hint",
+            "created",
+            "created_by",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "enrollments",
+        ]
         read_only_fields = ["hint", "created", "created_by", "revoked_at", "last_used_at", "enrollments"]
 
 

@@ -49,9 +49,13 @@ from mirror.choices import Platform
 from mirror.serving import send_bytes
 
 ERROR = ApiErrorSerializer
-REFUSED = {400: OpenApiResponse(ERROR, description="Invalid input, or a package the group does not serve."),
-           403: OpenApiResponse(ERROR, description="The caller's role does not allow it."),
-           409: OpenApiResponse(ERROR, description="The group changed meanwhile (expected_current), or there is nothing to do it with.")}
+REFUSED = {
+    400: OpenApiResponse(ERROR, description="Invalid input, or a package the group does not serve."),
+    403: OpenApiResponse(ERROR, description="The caller's role does not allow it."),
+    409: OpenApiResponse(
+        ERROR, description="The group changed meanwhile (expected_current), or there is nothing to do it with."
+    ),
+}
 
 
 TARGET_EXAMPLE = OpenApiExample("Linux x86_64", request_only=True, value={"platform": "linux", "arch": "x86_64"})
@@ -75,21 +79,51 @@ def _plain(value):
 
 
 def _status_entry(group, target) -> dict:
-    return next(entry for entry in rings.group_status(group) if (entry["platform"], entry["channel"], entry["arch"]) == tuple(target))
+    return next(
+        entry
+        for entry in rings.group_status(group)
+        if (entry["platform"], entry["channel"], entry["arch"]) == tuple(target)
+    )
 
 
 def _expected(data):
     return data.get("expected_current", rings.UNSET)
 
 
-@extend_schema_view(create=extend_schema(examples=[
-    OpenApiExample("A pilot ring", request_only=True, value={
-        "name": "Pilot", "slug": "pilot", "mirror": "main", "platforms": ["linux", "mac"], "channel": "production", "ring_order": 10,
-        "rollout": "latest"}),
-    OpenApiExample("A ring that follows pilot", request_only=True, value={
-        "name": "Broad", "slug": "broad", "mirror": "main", "platforms": ["linux"], "ring_order": 20, "rollout": "after",
-        "source_group": "pilot", "delay_hours": 24, "gate_percent": 90}),
-]))
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "A pilot ring",
+                request_only=True,
+                value={
+                    "name": "Pilot",
+                    "slug": "pilot",
+                    "mirror": "main",
+                    "platforms": ["linux", "mac"],
+                    "channel": "production",
+                    "ring_order": 10,
+                    "rollout": "latest",
+                },
+            ),
+            OpenApiExample(
+                "A ring that follows pilot",
+                request_only=True,
+                value={
+                    "name": "Broad",
+                    "slug": "broad",
+                    "mirror": "main",
+                    "platforms": ["linux"],
+                    "ring_order": 20,
+                    "rollout": "after",
+                    "source_group": "pilot",
+                    "delay_hours": 24,
+                    "gate_percent": 90,
+                },
+            ),
+        ]
+    )
+)
 class GroupViewSet(AuditedModelViewSet):
     """Endpoint groups (rings): each has its policy, its rollout rule and a mirror URL serving only what it approved.
 
@@ -107,22 +141,31 @@ class GroupViewSet(AuditedModelViewSet):
     def perform_create(self, serializer):
         data = serializer.validated_data
         # The same details as the group form records: every field on creation, from/to on a change.
-        serializer.instance = rings.save_group(EndpointGroup(**data), self.request.user, self.request,
-                                               {"fields": {name: _plain(value) for name, value in data.items()}})
+        serializer.instance = rings.save_group(
+            EndpointGroup(**data),
+            self.request.user,
+            self.request,
+            {"fields": {name: _plain(value) for name, value in data.items()}},
+        )
 
     def perform_update(self, serializer):
         group = serializer.instance
         before = EndpointGroup.objects.get(pk=group.pk)
         for name, value in serializer.validated_data.items():
             setattr(group, name, value)
-        changes = {name: {"from": _plain(getattr(before, name)), "to": _plain(value)}
-                   for name, value in serializer.validated_data.items() if _plain(getattr(before, name)) != _plain(value)}
+        changes = {
+            name: {"from": _plain(getattr(before, name)), "to": _plain(value)}
+            for name, value in serializer.validated_data.items()
+            if _plain(getattr(before, name)) != _plain(value)
+        }
         serializer.instance = rings.save_group(group, self.request.user, self.request, changes)
 
     def perform_destroy(self, instance):
         rings.delete_group(instance, self.request.user, self.request)
 
-    @extend_schema(responses={204: None, 409: OpenApiResponse(ERROR, description="Rings follow it or endpoints are in it.")})
+    @extend_schema(
+        responses={204: None, 409: OpenApiResponse(ERROR, description="Rings follow it or endpoints are in it.")}
+    )
     def destroy(self, request, *args, **kwargs):
         return super().destroy(request, *args, **kwargs)
 
@@ -134,8 +177,17 @@ class GroupViewSet(AuditedModelViewSet):
         """Per target (platform, channel, arch): the package served, n-1, and where the rollout rule stands."""
         return Response(TargetStatusSerializer(rings.group_status(self.get_object()), many=True).data)
 
-    @extend_schema(request=ApproveSerializer, responses={200: TargetStatusSerializer, **REFUSED}, examples=[
-        OpenApiExample("Approve package 42, having seen 41 approved", request_only=True, value={"package": 42, "expected_current": 41})])
+    @extend_schema(
+        request=ApproveSerializer,
+        responses={200: TargetStatusSerializer, **REFUSED},
+        examples=[
+            OpenApiExample(
+                "Approve package 42, having seen 41 approved",
+                request_only=True,
+                value={"package": 42, "expected_current": 41},
+            )
+        ],
+    )
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
     def approve(self, request, pk=None):
         """Serve a package to the group for its target; the one it replaces becomes n-1."""
@@ -143,10 +195,14 @@ class GroupViewSet(AuditedModelViewSet):
         form = ApproveSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         package = form.validated_data["package"]
-        row = rings.approve_package(group, package, request.user, request, expected_current=_expected(form.validated_data))
+        row = rings.approve_package(
+            group, package, request.user, request, expected_current=_expected(form.validated_data)
+        )
         return Response(TargetStatusSerializer(_status_entry(group, row.target)).data)
 
-    @extend_schema(request=TargetActionSerializer, responses={200: PromoteResultSerializer, **REFUSED}, examples=[TARGET_EXAMPLE])
+    @extend_schema(
+        request=TargetActionSerializer, responses={200: PromoteResultSerializer, **REFUSED}, examples=[TARGET_EXAMPLE]
+    )
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
     def promote(self, request, pk=None):
         """Approve in the next ring (same mirror and channel, next ring_order) what this ring serves for the target.
@@ -157,11 +213,19 @@ class GroupViewSet(AuditedModelViewSet):
         form = TargetActionSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        row = rings.promote(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
+        row = rings.promote(
+            group,
+            (data["platform"], group.channel, data["arch"]),
+            request.user,
+            request,
+            expected_current=_expected(data),
+        )
         following = EndpointGroup.objects.select_related("mirror").get(pk=row.group_id)
         return Response(PromoteResultSerializer({"group": following.slug, **_status_entry(following, row.target)}).data)
 
-    @extend_schema(request=TargetActionSerializer, responses={200: TargetStatusSerializer, **REFUSED}, examples=[TARGET_EXAMPLE])
+    @extend_schema(
+        request=TargetActionSerializer, responses={200: TargetStatusSerializer, **REFUSED}, examples=[TARGET_EXAMPLE]
+    )
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR, filter_backends=[])
     def rollback(self, request, pk=None):
         """Serve again the package approved before the current one (n-1)."""
@@ -169,23 +233,48 @@ class GroupViewSet(AuditedModelViewSet):
         form = TargetActionSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        row = rings.rollback(group, (data["platform"], group.channel, data["arch"]), request.user, request, expected_current=_expected(data))
+        row = rings.rollback(
+            group,
+            (data["platform"], group.channel, data["arch"]),
+            request.user,
+            request,
+            expected_current=_expected(data),
+        )
         return Response(TargetStatusSerializer(_status_entry(group, row.target)).data)
 
     # --- The managed configuration (DESIGN §2.3) ---
 
     @extend_schema(
-        parameters=[OpenApiParameter("platform", str, enum=Platform.values, required=True,
-                                     description="linux: mdatp_managed.json; mac: a configuration profile (.mobileconfig).")],
+        parameters=[
+            OpenApiParameter(
+                "platform",
+                str,
+                enum=Platform.values,
+                required=True,
+                description="linux: mdatp_managed.json; mac: a configuration profile (.mobileconfig).",
+            )
+        ],
         responses={
-            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="mdatp_managed.json (platform=linux)."),
-            (200, "application/x-apple-aspen-config"): OpenApiResponse(OpenApiTypes.BINARY, description="Configuration profile (platform=mac)."),
+            (200, "application/json"): OpenApiResponse(
+                OpenApiTypes.OBJECT, description="mdatp_managed.json (platform=linux)."
+            ),
+            (200, "application/x-apple-aspen-config"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="Configuration profile (platform=mac)."
+            ),
             304: OpenApiResponse(description="Not modified (If-None-Match matched the ETag)."),
-            400: OpenApiResponse(ERROR, description="Missing or unknown platform, or one the group has no endpoints of."),
+            400: OpenApiResponse(
+                ERROR, description="Missing or unknown platform, or one the group has no endpoints of."
+            ),
         },
     )
-    @action(detail=True, methods=["get"], url_path="managed-config", filter_backends=[], pagination_class=None,
-            content_negotiation_class=IgnoreAccept)
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="managed-config",
+        filter_backends=[],
+        pagination_class=None,
+        content_negotiation_class=IgnoreAccept,
+    )
     def managed_config(self, request, pk=None):
         """The managed configuration the group's endpoints install, with ETag (a matching If-None-Match gets a 304)."""
         group = self.get_object()
@@ -196,22 +285,42 @@ class GroupViewSet(AuditedModelViewSet):
             config = config_file(group, platform)
         except ValueError as exc:
             raise exceptions.ValidationError({"platform": [str(exc)]}) from None
-        response = send_bytes(request, config.body, content_type=config.content_type, etag=config.etag, last_modified=group.updated)
+        response = send_bytes(
+            request, config.body, content_type=config.content_type, etag=config.etag, last_modified=group.updated
+        )
         response["Content-Disposition"] = f'attachment; filename="{config.filename}"'
         return response
 
     @extend_schema(
         request={"application/json": ConfigImportTextSerializer, "multipart/form-data": ConfigImportFileSerializer},
-        responses={200: ConfigImportResultSerializer,
-                   400: OpenApiResponse(ERROR, description="errors keyed by the JSON path at fault, e.g. cloudService.definitionUpdatesInterval."),
-                   403: OpenApiResponse(ERROR, description="Admins only.")},
-        examples=[OpenApiExample("Microsoft's sample mdatp_managed.json", request_only=True, media_type="application/json", value={
-            "content": '{"cloudService": {"automaticDefinitionUpdateEnabled": true, "definitionUpdatesInterval": 1202}, '
-                       '"antivirusEngine": {"offlineDefinitionUpdateFallbackToCloud": false, "offlineDefinitionUpdate": "enabled"}, '
-                       '"features": {"offlineDefinitionUpdateVerifySig": "enabled"}}'})],
+        responses={
+            200: ConfigImportResultSerializer,
+            400: OpenApiResponse(
+                ERROR,
+                description="errors keyed by the JSON path at fault, e.g. cloudService.definitionUpdatesInterval.",
+            ),
+            403: OpenApiResponse(ERROR, description="Admins only."),
+        },
+        examples=[
+            OpenApiExample(
+                "Microsoft's sample mdatp_managed.json",
+                request_only=True,
+                media_type="application/json",
+                value={
+                    "content": '{"cloudService": {"automaticDefinitionUpdateEnabled": true, "definitionUpdatesInterval": 1202}, '
+                    '"antivirusEngine": {"offlineDefinitionUpdateFallbackToCloud": false, "offlineDefinitionUpdate": "enabled"}, '
+                    '"features": {"offlineDefinitionUpdateVerifySig": "enabled"}}'
+                },
+            )
+        ],
     )
-    @action(detail=True, methods=["post"], url_path="import-config", parser_classes=[JSONParser, MultiPartParser, FormParser],
-            filter_backends=[])
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="import-config",
+        parser_classes=[JSONParser, MultiPartParser, FormParser],
+        filter_backends=[],
+    )
     def import_config(self, request, pk=None):
         """Take the policy of an existing mdatp_managed.json into the group (its URL is always the group's own)."""
         group = self.get_object()
@@ -221,7 +330,9 @@ class GroupViewSet(AuditedModelViewSet):
             warnings = import_policy(group, form.validated_data["content"], request.user, request)
         except ConfigImportError as exc:
             raise exceptions.ValidationError({path: [message] for path, message in exc.errors.items()}) from None
-        return Response({"warnings": warnings, "group": GroupSerializer(group, context=self.get_serializer_context()).data})
+        return Response(
+            {"warnings": warnings, "group": GroupSerializer(group, context=self.get_serializer_context()).data}
+        )
 
 
 class ApprovalEventViewSet(viewsets.ReadOnlyModelViewSet):
@@ -242,8 +353,11 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["hostname", "last_seen", "definitions_version", "compliance"]
     write_role = Role.OPERATOR
 
-    @extend_schema(request=EndpointMoveSerializer, responses={200: EndpointSerializer, 400: ERROR, 403: ERROR},
-                   examples=[OpenApiExample("To ring broad", request_only=True, value={"group": "broad"})])
+    @extend_schema(
+        request=EndpointMoveSerializer,
+        responses={200: EndpointSerializer, 400: ERROR, 403: ERROR},
+        examples=[OpenApiExample("To ring broad", request_only=True, value={"group": "broad"})],
+    )
     @action(detail=True, methods=["post"], filter_backends=[])
     def move(self, request, pk=None):
         """Move the endpoint to another group (it gets that group's URL with its next config)."""
@@ -261,8 +375,13 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(EndpointSerializer(endpoint).data)
 
     @extend_schema(responses={200: HealthReportSerializer(many=True)})
-    @action(detail=True, methods=["get"], filter_backends=[OrderingFilter], ordering_fields=["received_at"],
-            serializer_class=HealthReportSerializer)
+    @action(
+        detail=True,
+        methods=["get"],
+        filter_backends=[OrderingFilter],
+        ordering_fields=["received_at"],
+        serializer_class=HealthReportSerializer,
+    )
     def reports(self, request, pk=None):
         """The endpoint's stored reports, newest first (raw and parsed)."""
         # Not get_object(): its filter_queryset() would order the endpoints by the reports' ordering.
@@ -281,14 +400,23 @@ class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
     ordering_fields = ["created", "name", "last_used_at"]
     write_role = Role.OPERATOR
 
-    @extend_schema(responses={201: EnrollmentSecretCreatedSerializer, 400: ERROR, 403: ERROR}, examples=[
-        OpenApiExample("For ring pilot, valid until the end of the year", request_only=True,
-                       value={"group": "pilot", "name": "linux servers", "expires_at": "2030-12-31T23:59:59Z"})])
+    @extend_schema(
+        responses={201: EnrollmentSecretCreatedSerializer, 400: ERROR, 403: ERROR},
+        examples=[
+            OpenApiExample(
+                "For ring pilot, valid until the end of the year",
+                request_only=True,
+                value={"group": "pilot", "name": "linux servers", "expires_at": "2030-12-31T23:59:59Z"},
+            )
+        ],
+    )
     def create(self, request, *args, **kwargs):
         form = EnrollmentSecretSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        secret, plaintext = enrollment.create_enrollment_secret(data["group"], data["name"], request.user, request, data.get("expires_at"))
+        secret, plaintext = enrollment.create_enrollment_secret(
+            data["group"], data["name"], request.user, request, data.get("expires_at")
+        )
         return Response({**EnrollmentSecretSerializer(secret).data, "secret": plaintext}, status=201)
 
     @extend_schema(request=None, responses={200: EnrollmentSecretSerializer, 403: ERROR})
@@ -298,8 +426,14 @@ class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         enrollment.revoke_enrollment_secret(secret, request.user, request)
         return Response(EnrollmentSecretSerializer(secret).data)
 
-    @extend_schema(request=None, responses={201: EnrollmentSecretCreatedSerializer, 403: ERROR,
-                                            409: OpenApiResponse(ERROR, description="The secret is revoked or expired: create a new one.")})
+    @extend_schema(
+        request=None,
+        responses={
+            201: EnrollmentSecretCreatedSerializer,
+            403: ERROR,
+            409: OpenApiResponse(ERROR, description="The secret is revoked or expired: create a new one."),
+        },
+    )
     @action(detail=True, methods=["post"], filter_backends=[])
     def rotate(self, request, pk=None):
         """Revoke this secret and return its replacement (shown once); a revoked or expired secret is not rotated."""

@@ -16,7 +16,9 @@ def mark_silent(now=None) -> int:
     marked = 0
     for group in EndpointGroup.objects.all():
         cutoff = now - timedelta(seconds=settings.FLEET_SILENT_INTERVALS * group.update_interval)
-        active = Endpoint.objects.filter(group=group, decommissioned_at__isnull=True).exclude(compliance=Compliance.SILENT)
+        active = Endpoint.objects.filter(group=group, decommissioned_at__isnull=True).exclude(
+            compliance=Compliance.SILENT
+        )
         marked += active.filter(last_seen__lt=cutoff).update(compliance=Compliance.SILENT)
         marked += active.filter(last_seen__isnull=True, enrolled_at__lt=cutoff).update(compliance=Compliance.SILENT)
     return marked
@@ -26,12 +28,18 @@ def snapshot_compliance(now=None) -> int:
     """One ComplianceSnapshot per group: endpoints per compliance state now (one grouped query)."""
     now = now or timezone.now()
     counts: dict[int, dict] = {}
-    rows = (Endpoint.objects.filter(decommissioned_at__isnull=True).values_list("group_id", "compliance")
-            .annotate(n=Count("id")).order_by())
+    rows = (
+        Endpoint.objects.filter(decommissioned_at__isnull=True)
+        .values_list("group_id", "compliance")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     for group_id, state, n in rows:
         counts.setdefault(group_id, {})[state] = n
-    snapshots = [ComplianceSnapshot(group_id=pk, taken_at=now, counts=counts.get(pk, {}), total=sum(counts.get(pk, {}).values()))
-                 for pk in EndpointGroup.objects.values_list("pk", flat=True)]
+    snapshots = [
+        ComplianceSnapshot(group_id=pk, taken_at=now, counts=counts.get(pk, {}), total=sum(counts.get(pk, {}).values()))
+        for pk in EndpointGroup.objects.values_list("pk", flat=True)
+    ]
     ComplianceSnapshot.objects.bulk_create(snapshots)
     return len(snapshots)
 

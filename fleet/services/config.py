@@ -113,13 +113,16 @@ def config_file(group, platform: str) -> ConfigFile:
     if platform not in Platform.values:
         raise ValueError(f"unknown platform {platform!r}; use {' or '.join(Platform.values)}")
     if platform not in group.platforms:
-        raise ValueError(f"group {group.slug} has no {platform} endpoints (its platforms: {', '.join(group.platforms)})")
+        raise ValueError(
+            f"group {group.slug} has no {platform} endpoints (its platforms: {', '.join(group.platforms)})"
+        )
     if platform == Platform.LINUX:
         return ConfigFile(managed_json(group), "application/json", "mdatp_managed.json")
     return ConfigFile(mobileconfig(group), "application/x-apple-aspen-config", f"{group.slug}.mobileconfig")
 
 
 # --- Import -------------------------------------------------------------------------------------
+
 
 def _bool(value):
     if isinstance(value, bool):
@@ -134,8 +137,15 @@ def _switch_value(value):
 
 
 def _interval(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
-        raise TypeError(f"expected a whole number of seconds ({MIN_INTERVAL}–{MAX_INTERVAL}, default {DEFAULT_INTERVAL})")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise TypeError(
+            f"expected a whole number of seconds ({MIN_INTERVAL}–{MAX_INTERVAL}, default {DEFAULT_INTERVAL})"
+        )
     if not MIN_INTERVAL <= value <= MAX_INTERVAL:
         raise TypeError(f"{int(value)} is outside {MIN_INTERVAL}–{MAX_INTERVAL} seconds")
     return int(value)
@@ -188,9 +198,15 @@ def parse_managed_json(text: str) -> tuple[dict, list[str]]:
             warnings.append(f"antivirusEngine.{MISSPELLED_FALLBACK} ignored: the correctly spelled key is also present")
         else:
             antivirus = {**antivirus, "offlineDefinitionUpdateFallbackToCloud": antivirus[MISSPELLED_FALLBACK]}
-            warnings.append(f"antivirusEngine.{MISSPELLED_FALLBACK} is misspelled (as in Microsoft's sample): read as "
-                            "offlineDefinitionUpdateFallbackToCloud, which is what the generated file uses")
-    sections = {"cloudService": data.get("cloudService"), "antivirusEngine": antivirus, "features": data.get("features")}
+            warnings.append(
+                f"antivirusEngine.{MISSPELLED_FALLBACK} is misspelled (as in Microsoft's sample): read as "
+                "offlineDefinitionUpdateFallbackToCloud, which is what the generated file uses"
+            )
+    sections = {
+        "cloudService": data.get("cloudService"),
+        "antivirusEngine": antivirus,
+        "features": data.get("features"),
+    }
     for (section, key), (field, convert) in IMPORTED.items():
         values = sections.get(section)
         if not isinstance(values, dict) or key not in values:
@@ -200,10 +216,17 @@ def parse_managed_json(text: str) -> tuple[dict, list[str]]:
         except TypeError as exc:
             errors[f"{section}.{key}"] = f"{exc}, got {_describe(values[key])}"
     if "offlineDefinitionUpdateUrl" in antivirus:
-        warnings.append(f"antivirusEngine.offlineDefinitionUpdateUrl ({antivirus['offlineDefinitionUpdateUrl']}) ignored: "
-                        "the group's own URL is used")
-    known = {f"{s}.{k}" for s, k in IMPORTED} | {"antivirusEngine.offlineDefinitionUpdateUrl", f"antivirusEngine.{MISSPELLED_FALLBACK}"}
-    others = sorted(f"{s}.{k}" for s, values in data.items() if isinstance(values, dict) for k in values if f"{s}.{k}" not in known)
+        warnings.append(
+            f"antivirusEngine.offlineDefinitionUpdateUrl ({antivirus['offlineDefinitionUpdateUrl']}) ignored: "
+            "the group's own URL is used"
+        )
+    known = {f"{s}.{k}" for s, k in IMPORTED} | {
+        "antivirusEngine.offlineDefinitionUpdateUrl",
+        f"antivirusEngine.{MISSPELLED_FALLBACK}",
+    }
+    others = sorted(
+        f"{s}.{k}" for s, values in data.items() if isinstance(values, dict) for k in values if f"{s}.{k}" not in known
+    )
     others += sorted(s for s, values in data.items() if not isinstance(values, dict) and s not in errors)
     if others:
         warnings.append(f"not managed by the portal, left out: {', '.join(others)}")

@@ -30,14 +30,32 @@ def check_expiry(expires_at) -> None:
         raise Refused("Choose a moment in the future, or leave it empty.", "expires_at")
 
 
-def create_enrollment_secret(group: EndpointGroup, name: str, actor=None, request=None, expires_at=None) -> tuple[EnrollmentSecret, str]:
+def create_enrollment_secret(
+    group: EndpointGroup, name: str, actor=None, request=None, expires_at=None
+) -> tuple[EnrollmentSecret, str]:
     """A new secret for the group; the plaintext is returned once and never stored."""
     check_expiry(expires_at)
     plaintext = EnrollmentSecret.PREFIX + secrets.token_urlsafe(24)
-    secret = EnrollmentSecret.objects.create(group=group, name=name[:100] or "enrollment", hint=plaintext[:12], secret_hash=hash_token(plaintext),
-                                             created_by=actor if actor is not None and actor.is_authenticated else None, expires_at=expires_at)
-    record_event(actor, "enrollment_secret.create", group, {"secret": secret.pk, "name": secret.name, "hint": secret.hint,
-                                                           "expires_at": expires_at.isoformat() if expires_at else None}, request)
+    secret = EnrollmentSecret.objects.create(
+        group=group,
+        name=name[:100] or "enrollment",
+        hint=plaintext[:12],
+        secret_hash=hash_token(plaintext),
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+        expires_at=expires_at,
+    )
+    record_event(
+        actor,
+        "enrollment_secret.create",
+        group,
+        {
+            "secret": secret.pk,
+            "name": secret.name,
+            "hint": secret.hint,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+        request,
+    )
     return secret, plaintext
 
 
@@ -45,7 +63,9 @@ def revoke_enrollment_secret(secret: EnrollmentSecret, actor=None, request=None)
     if secret.revoked_at is None:
         secret.revoked_at = timezone.now()
         secret.save(update_fields=["revoked_at"])
-        record_event(actor, "enrollment_secret.revoke", secret.group, {"secret": secret.pk, "hint": secret.hint}, request)
+        record_event(
+            actor, "enrollment_secret.revoke", secret.group, {"secret": secret.pk, "hint": secret.hint}, request
+        )
 
 
 def rotate_enrollment_secret(secret: EnrollmentSecret, actor=None, request=None) -> tuple[EnrollmentSecret, str]:
@@ -59,10 +79,18 @@ def rotate_enrollment_secret(secret: EnrollmentSecret, actor=None, request=None)
         EnrollmentSecret.objects.select_for_update().filter(pk=secret.pk).exists()
         secret.refresh_from_db(fields=["revoked_at", "expires_at"])
         if secret.revoked_at is not None:
-            raise Refused(f"Enrollment secret {secret.name} ({secret.hint}…) is revoked: create a new one instead.", "revoked_at", 409)
+            raise Refused(
+                f"Enrollment secret {secret.name} ({secret.hint}…) is revoked: create a new one instead.",
+                "revoked_at",
+                409,
+            )
         if not secret.usable:
-            raise Refused(f"Enrollment secret {secret.name} ({secret.hint}…) has expired; its replacement would too: "
-                          "create a new one with a later expiry.", "expires_at", 409)
+            raise Refused(
+                f"Enrollment secret {secret.name} ({secret.hint}…) has expired; its replacement would too: "
+                "create a new one with a later expiry.",
+                "expires_at",
+                409,
+            )
         revoke_enrollment_secret(secret, actor, request)
         return create_enrollment_secret(secret.group, secret.name, actor, request, secret.expires_at)
 
@@ -70,33 +98,58 @@ def rotate_enrollment_secret(secret: EnrollmentSecret, actor=None, request=None)
 # --- Enrollment ---------------------------------------------------------------------------------------
 
 
-def enroll(secret_text: str, machine_id: str, hostname: str = "", platform: str = "", arch: str = "", app_version: str = "",
-           request=None) -> tuple[Endpoint, str]:
+def enroll(
+    secret_text: str,
+    machine_id: str,
+    hostname: str = "",
+    platform: str = "",
+    arch: str = "",
+    app_version: str = "",
+    request=None,
+) -> tuple[Endpoint, str]:
     """Join (or re-join) the secret's group; returns the endpoint and its new token, shown once.
 
     Re-enrolling a machine id issues a new token to the same Endpoint (the old one stops
     working) and brings a decommissioned machine back.
     """
-    secret = EnrollmentSecret.objects.select_related("group__mirror").filter(secret_hash=hash_token(secret_text or "")).first()
+    secret = (
+        EnrollmentSecret.objects.select_related("group__mirror")
+        .filter(secret_hash=hash_token(secret_text or ""))
+        .first()
+    )
     if secret is None or not secret.usable:
         raise Refused("invalid, expired or revoked enrollment secret", "secret", 401)
     group = secret.group
     if not MACHINE_ID.match(machine_id or ""):
-        raise Refused("machine_id must be 1–64 letters, digits, '.', '_', ':' or '-' (e.g. the output of `mdatp health --field machine_guid`)",
-                      "machine_id")
+        raise Refused(
+            "machine_id must be 1–64 letters, digits, '.', '_', ':' or '-' (e.g. the output of `mdatp health --field machine_guid`)",
+            "machine_id",
+        )
     if platform not in Platform.values:
         raise Refused(f"platform must be one of {', '.join(Platform.values)}", "platform")
     if platform not in group.platforms:
-        raise Refused(f"group {group.slug} has no {platform} endpoints (its platforms: {', '.join(group.platforms)})", "platform")
+        raise Refused(
+            f"group {group.slug} has no {platform} endpoints (its platforms: {', '.join(group.platforms)})", "platform"
+        )
     arch = arch or Arch.X86_64
     if arch not in Arch.values:
         raise Refused(f"arch must be one of {', '.join(Arch.values)}", "arch")
     if len(hostname or "") > 255 or len(app_version or "") > 32:
-        raise Refused("hostname (255) or app_version (32) is too long", "hostname" if len(hostname or "") > 255 else "app_version")
+        raise Refused(
+            "hostname (255) or app_version (32) is too long", "hostname" if len(hostname or "") > 255 else "app_version"
+        )
     token = Endpoint.TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = timezone.now()
-    state = dict(group=group, hostname=hostname or "", platform=platform, arch=arch, token_hash=hash_token(token), token_hint=token[:12],
-                 enrolled_at=now, decommissioned_at=None)
+    state = dict(
+        group=group,
+        hostname=hostname or "",
+        platform=platform,
+        arch=arch,
+        token_hash=hash_token(token),
+        token_hint=token[:12],
+        enrolled_at=now,
+        decommissioned_at=None,
+    )
     if app_version:
         state["app_version"] = app_version
     with transaction.atomic():
@@ -111,8 +164,13 @@ def enroll(secret_text: str, machine_id: str, hostname: str = "", platform: str 
             endpoint.save()
             again = True
         EnrollmentSecret.objects.filter(pk=secret.pk).update(last_used_at=now, enrollments=F("enrollments") + 1)
-        record_event(None, "endpoint.reenroll" if again else "endpoint.enroll", endpoint,
-                     {"group": group.slug, "secret": secret.hint, "platform": platform, "arch": arch, "hostname": hostname}, request)
+        record_event(
+            None,
+            "endpoint.reenroll" if again else "endpoint.enroll",
+            endpoint,
+            {"group": group.slug, "secret": secret.hint, "platform": platform, "arch": arch, "hostname": hostname},
+            request,
+        )
     return endpoint, token
 
 

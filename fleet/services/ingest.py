@@ -30,8 +30,12 @@ from fleet.models import Endpoint, EndpointGroup, GroupTarget, HealthReport
 RECENT_KEPT = 6  # offline_definition_update changes kept on the endpoint for the known-issue rule
 UNAUTHORIZED = "missing, invalid or revoked endpoint token"
 # Findings that make an endpoint "misconfigured": its settings are not the group's.
-MISCONFIGURED_CODES = {FindingCode.OFFLINE_UPDATE_DISABLED, FindingCode.VERIFY_SIG_DISABLED, FindingCode.URL_DRIFT,
-                       FindingCode.SETTINGS_DRIFT}
+MISCONFIGURED_CODES = {
+    FindingCode.OFFLINE_UPDATE_DISABLED,
+    FindingCode.VERIFY_SIG_DISABLED,
+    FindingCode.URL_DRIFT,
+    FindingCode.SETTINGS_DRIFT,
+}
 
 
 # --- The endpoint's token -------------------------------------------------------------------------------
@@ -55,8 +59,11 @@ def endpoint_for_token(authorization: str) -> Endpoint | None:
         return None
     values = dict(zip(_ENDPOINT_COLUMNS, row, strict=True))
     values["recent"] = _json_out(values["recent"]) or []
-    endpoint = Endpoint.from_db(connection.alias, list(values), [values[f.attname] for f in Endpoint._meta.concrete_fields
-                                                                 if f.attname in values])
+    endpoint = Endpoint.from_db(
+        connection.alias,
+        list(values),
+        [values[f.attname] for f in Endpoint._meta.concrete_fields if f.attname in values],
+    )
     endpoint.group = cached_group(endpoint.group_id)
     return endpoint
 
@@ -94,16 +101,27 @@ def approved_version(group: EndpointGroup, platform: str, arch: str) -> str | No
     hit = _APPROVED.get(key)
     if hit and hit[1] > time.monotonic():
         return hit[0]
-    version = (GroupTarget.objects.filter(group=group, platform=platform, channel=group.channel, arch=arch, current__isnull=False)
-               .values_list("current__definition_version", flat=True).first())
+    version = (
+        GroupTarget.objects.filter(
+            group=group, platform=platform, channel=group.channel, arch=arch, current__isnull=False
+        )
+        .values_list("current__definition_version", flat=True)
+        .first()
+    )
     _APPROVED[key] = (version, time.monotonic() + APPROVED_TTL)
     return version
 
 
 def expectation(group: EndpointGroup, platform: str, now) -> Expectation:
-    return Expectation(group_url=group.definition_url(platform), wants_offline_update=group.offline_update,
-                       wants_verify_sig=group.verify_signature, wants_automatic_updates=group.automatic_updates,
-                       platform=platform, staleness_hours=group.staleness_hours, now=now)
+    return Expectation(
+        group_url=group.definition_url(platform),
+        wants_offline_update=group.offline_update,
+        wants_verify_sig=group.verify_signature,
+        wants_automatic_updates=group.automatic_updates,
+        platform=platform,
+        staleness_hours=group.staleness_hours,
+        now=now,
+    )
 
 
 def settings_drift(health: Health, group: EndpointGroup) -> Finding | None:
@@ -115,12 +133,16 @@ def settings_drift(health: Health, group: EndpointGroup) -> Finding | None:
         differ.append(("automaticDefinitionUpdateEnabled", health.automatic_updates, group.automatic_updates))
     if not differ:
         return None
-    listed = "; ".join(f"{key} is {str(seen).lower()}, the group wants {str(wanted).lower()}" for key, seen, wanted in differ)
+    listed = "; ".join(
+        f"{key} is {str(seen).lower()}, the group wants {str(wanted).lower()}" for key, seen, wanted in differ
+    )
     return Finding(
-        code=FindingCode.SETTINGS_DRIFT, severity="warning", title="Settings differ from the group's managed configuration",
+        code=FindingCode.SETTINGS_DRIFT,
+        severity="warning",
+        title="Settings differ from the group's managed configuration",
         explanation=f"The endpoint reports settings its group does not set: {listed}.",
         fix="Install the group's managed configuration (mdatp_managed.json or the macOS profile) from the group page, "
-            "or let the agent install it; then check with `mdatp health`.",
+        "or let the agent install it; then check with `mdatp health`.",
         values={key: seen for key, seen, _ in differ},
     )
 
@@ -179,9 +201,16 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
         health = parse_health(body)
     except HealthParseError as exc:
         raise Refused(str(exc), exc.field or (f"line {exc.line}" if exc.line else "body")) from None
-    if _guid(health.machine_guid) and _guid(endpoint.machine_id) and _guid(health.machine_guid) != _guid(endpoint.machine_id):
+    if (
+        _guid(health.machine_guid)
+        and _guid(endpoint.machine_id)
+        and _guid(health.machine_guid) != _guid(endpoint.machine_id)
+    ):
         # One endpoint's token must not carry another machine's state.
-        raise Refused("this report is from another machine (its machine_guid is not the one this token was enrolled for)", status=403)
+        raise Refused(
+            "this report is from another machine (its machine_guid is not the one this token was enrolled for)",
+            status=403,
+        )
     now = now or timezone.now()
     group = endpoint.group
     findings = diagnose(health, expectation(group, endpoint.platform, now), _history(endpoint))
@@ -192,26 +221,46 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
     codes = "," + ",".join(f.code for f in findings) + "," if findings else ""
     recent = list(endpoint.recent or [])
     state = dict(
-        last_seen=now, definitions_version=(health.definitions_version or "")[:32], definitions_status=(health.definitions_status or "")[:32],
-        definitions_updated_at=health.definitions_updated_at or (now - timedelta(minutes=health.definitions_updated_minutes_ago)
-                                                                 if health.definitions_updated_minutes_ago is not None else None),
-        update_source_uri=(health.update_source_uri or "")[:500], offline_url_configured=(health.offline_url_configured or "")[:500],
-        fail_reason=health.fail_reason[:500], offline_update=(health.offline_update or "")[:16], verify_sig=(health.verify_sig or "")[:16],
-        fallback_to_cloud=health.fallback_to_cloud, automatic_updates=health.automatic_updates,
-        enforcement_level=(health.enforcement_level or "")[:16], healthy=health.healthy, compliance=compliance,
-        findings=[f.to_dict() for f in findings], finding_codes=codes[:300],
+        last_seen=now,
+        definitions_version=(health.definitions_version or "")[:32],
+        definitions_status=(health.definitions_status or "")[:32],
+        definitions_updated_at=health.definitions_updated_at
+        or (
+            now - timedelta(minutes=health.definitions_updated_minutes_ago)
+            if health.definitions_updated_minutes_ago is not None
+            else None
+        ),
+        update_source_uri=(health.update_source_uri or "")[:500],
+        offline_url_configured=(health.offline_url_configured or "")[:500],
+        fail_reason=health.fail_reason[:500],
+        offline_update=(health.offline_update or "")[:16],
+        verify_sig=(health.verify_sig or "")[:16],
+        fallback_to_cloud=health.fallback_to_cloud,
+        automatic_updates=health.automatic_updates,
+        enforcement_level=(health.enforcement_level or "")[:16],
+        healthy=health.healthy,
+        compliance=compliance,
+        findings=[f.to_dict() for f in findings],
+        finding_codes=codes[:300],
     )
     if health.offline_update and (not recent or recent[-1][1] != health.offline_update):
         # Written only when the value changes, so most reports leave this column alone.
-        state["recent"] = [*recent[-(RECENT_KEPT - 1):], [now.isoformat(), health.offline_update]]
+        state["recent"] = [*recent[-(RECENT_KEPT - 1) :], [now.isoformat(), health.offline_update]]
     if health.app_version:
         state["app_version"] = health.app_version[:32]
     if health.engine_version:
         state["engine_version"] = health.engine_version[:32]
     if health.fail_reason:
         state["last_update_failure_at"] = now
-    report = HealthReport(endpoint=endpoint, received_at=now, form=health.form, raw=body.decode("utf-8", "replace"),
-                          definitions_version=state["definitions_version"], compliance=compliance, finding_codes=state["finding_codes"])
+    report = HealthReport(
+        endpoint=endpoint,
+        received_at=now,
+        form=health.form,
+        raw=body.decode("utf-8", "replace"),
+        definitions_version=state["definitions_version"],
+        compliance=compliance,
+        finding_codes=state["finding_codes"],
+    )
     report.pk = _store(report, endpoint.pk, state, minute)
     if report.pk is None:
         if Endpoint.objects.filter(pk=endpoint.pk, decommissioned_at__isnull=True).exists():
@@ -227,9 +276,21 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
 # The ORM spent more time compiling these statements than the database spent running them
 # (bench/ingest.py), so they are written out once, from the models' own table and column names.
 
-_ENDPOINT_COLUMNS = ("id", "machine_id", "group_id", "platform", "arch", "recent", "token_hash", "burst_minute", "burst_count")
-_SELECT_ENDPOINT = (f"SELECT {', '.join(_ENDPOINT_COLUMNS)} FROM {Endpoint._meta.db_table} "
-                    "WHERE token_hash = %s AND decommissioned_at IS NULL")
+_ENDPOINT_COLUMNS = (
+    "id",
+    "machine_id",
+    "group_id",
+    "platform",
+    "arch",
+    "recent",
+    "token_hash",
+    "burst_minute",
+    "burst_count",
+)
+_SELECT_ENDPOINT = (
+    f"SELECT {', '.join(_ENDPOINT_COLUMNS)} FROM {Endpoint._meta.db_table} "
+    "WHERE token_hash = %s AND decommissioned_at IS NULL"
+)
 _REPORT_FIELDS = ("endpoint_id", "received_at", "form", "raw", "definitions_version", "compliance", "finding_codes")
 _GROUPS: dict = {}
 GROUP_TTL = 5.0  # seconds a policy change takes to reach report judging in every web process
@@ -297,18 +358,30 @@ def _placeholder(model, name: str) -> str:
 def _store_sql(vendor: str, state_fields: tuple) -> tuple[str, str]:
     """The endpoint's conditional UPDATE (the burst limit, still active) and the report's INSERT."""
     endpoint_table, report_table = Endpoint._meta.db_table, HealthReport._meta.db_table
-    columns = [HealthReport._meta.get_field(name.removesuffix("_id") if name == "endpoint_id" else name).column for name in _REPORT_FIELDS]
+    columns = [
+        HealthReport._meta.get_field(name.removesuffix("_id") if name == "endpoint_id" else name).column
+        for name in _REPORT_FIELDS
+    ]
     values = ", ".join("%s" if n == "endpoint_id" else _placeholder(HealthReport, n) for n in _REPORT_FIELDS)
-    sets = ", ".join([f"{Endpoint._meta.get_field(n).column} = {_placeholder(Endpoint, n)}" for n in state_fields]
-                     + ["reports_received = reports_received + 1",
-                        "burst_count = CASE WHEN burst_minute = %s THEN burst_count + 1 ELSE 1 END", "burst_minute = %s"])
-    update = (f"UPDATE {endpoint_table} SET {sets} "
-              "WHERE id = %s AND decommissioned_at IS NULL AND (burst_minute <> %s OR burst_count < %s)")
+    sets = ", ".join(
+        [f"{Endpoint._meta.get_field(n).column} = {_placeholder(Endpoint, n)}" for n in state_fields]
+        + [
+            "reports_received = reports_received + 1",
+            "burst_count = CASE WHEN burst_minute = %s THEN burst_count + 1 ELSE 1 END",
+            "burst_minute = %s",
+        ]
+    )
+    update = (
+        f"UPDATE {endpoint_table} SET {sets} "
+        "WHERE id = %s AND decommissioned_at IS NULL AND (burst_minute <> %s OR burst_count < %s)"
+    )
     if vendor == "postgresql":
         # One statement, so one round trip and one implicit transaction: the report row exists
         # only if the endpoint's row was updated (active, under its limit), and both commit together.
-        return (f"WITH state AS ({update} RETURNING id) INSERT INTO {report_table} ({', '.join(columns)}) "
-                f"SELECT {values} FROM state RETURNING id"), ""
+        return (
+            f"WITH state AS ({update} RETURNING id) INSERT INTO {report_table} ({', '.join(columns)}) "
+            f"SELECT {values} FROM state RETURNING id"
+        ), ""
     return update, f"INSERT INTO {report_table} ({', '.join(columns)}) VALUES ({values}) RETURNING id"
 
 
@@ -318,8 +391,13 @@ def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int) -> 
     fields = tuple(sorted(state))
     update, insert = _store_sql(connection.vendor, fields)
     report_params = [endpoint_id] + [_param(HealthReport, n, getattr(report, n)) for n in _REPORT_FIELDS[1:]]
-    state_params = ([_param(Endpoint, n, state[n]) for n in fields]
-                    + [minute, minute, endpoint_id, minute, settings.FLEET_REPORT_BURST])
+    state_params = [_param(Endpoint, n, state[n]) for n in fields] + [
+        minute,
+        minute,
+        endpoint_id,
+        minute,
+        settings.FLEET_REPORT_BURST,
+    ]
     with _hot_cursor() as cursor:
         if not insert:
             cursor.execute(update, state_params + report_params)
@@ -331,4 +409,3 @@ def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int) -> 
                 return None
             cursor.execute(insert, report_params)
             return cursor.fetchone()[0]
-

@@ -37,7 +37,9 @@ def is_newer(package: SignaturePackage, than: SignaturePackage | None) -> bool:
     if than is None:
         return True
     return (version_key(package.definition_version), version_key(package.engine_version)) > (
-        version_key(than.definition_version), version_key(than.engine_version))
+        version_key(than.definition_version),
+        version_key(than.engine_version),
+    )
 
 
 # --- The group tree ---------------------------------------------------------------------------
@@ -69,15 +71,21 @@ def _locked_row(group: EndpointGroup, target) -> GroupTarget:
     except IntegrityError:
         pass  # created at the same moment by another process
     # The row lock serialises approval changes of one group target (UI, API, rollout rule).
-    return (GroupTarget.objects.select_for_update(of=("self",)).select_related("current", "previous")
-            .get(group=group, platform=platform, channel=channel, arch=arch))
+    return (
+        GroupTarget.objects.select_for_update(of=("self",))
+        .select_related("current", "previous")
+        .get(group=group, platform=platform, channel=channel, arch=arch)
+    )
 
 
 def _row(group: EndpointGroup, target) -> GroupTarget | None:
     """The group's approval row for ``target`` as it is now, unlocked (what a confirmation page shows)."""
     platform, channel, arch = target
-    return (GroupTarget.objects.select_related("current", "previous")
-            .filter(group=group, platform=platform, channel=channel, arch=arch).first())
+    return (
+        GroupTarget.objects.select_related("current", "previous")
+        .filter(group=group, platform=platform, channel=channel, arch=arch)
+        .first()
+    )
 
 
 def _served_target(group: EndpointGroup, target) -> Target:
@@ -90,27 +98,39 @@ def _unchanged(group: EndpointGroup, row: GroupTarget, expected_current) -> None
     """Refuse when the group serves another package than the person confirming saw (``expected_current``: an id, or None)."""
     if expected_current is not UNSET and row.current_id != expected_current:
         now = row.current.definition_version if row.current else "nothing"
-        raise ApprovalError(f"{group.slug} {row.target} changed meanwhile: it now serves {now}; reload and confirm again", status=409)
+        raise ApprovalError(
+            f"{group.slug} {row.target} changed meanwhile: it now serves {now}; reload and confirm again", status=409
+        )
 
 
 def _as_confirmed(group: EndpointGroup, target: Target, package: SignaturePackage, expected_package) -> None:
     """Refuse when ``group`` would now receive another package than the confirmation page showed (``expected_package``, an id)."""
     if expected_package is not UNSET and package.pk != expected_package:
-        raise ApprovalError(f"{group.slug} {target} changed meanwhile: it would now receive {package.definition_version}; "
-                            "reload and confirm again", status=409)
+        raise ApprovalError(
+            f"{group.slug} {target} changed meanwhile: it would now receive {package.definition_version}; "
+            "reload and confirm again",
+            status=409,
+        )
 
 
 def _not_served_yet(group: EndpointGroup, row: GroupTarget | None, package: SignaturePackage) -> None:
     if row is not None and row.current_id == package.pk:
-        raise ApprovalError(f"{group.slug} already serves {package.definition_version} for {row.target}", "package", status=409)
+        raise ApprovalError(
+            f"{group.slug} already serves {package.definition_version} for {row.target}", "package", status=409
+        )
 
 
 def check_package_for_group(group: EndpointGroup, package: SignaturePackage) -> None:
     if not group.serves(package.target):
         served = ", ".join(str(t) for t in group.targets())
-        raise ApprovalError(f"package {package.definition_version} is for {package.target}; group {group.slug} serves {served}", "package")
+        raise ApprovalError(
+            f"package {package.definition_version} is for {package.target}; group {group.slug} serves {served}",
+            "package",
+        )
     if not package.path.exists():
-        raise ApprovalError(f"package {package.definition_version} for {package.target} is no longer in the store", "package")
+        raise ApprovalError(
+            f"package {package.definition_version} for {package.target} is no longer in the store", "package"
+        )
 
 
 def _change(group, row, new_current, new_previous, action, actor, request, reason="") -> GroupTarget:
@@ -125,23 +145,54 @@ def _change(group, row, new_current, new_previous, action, actor, request, reaso
     row.save()
     label = actor.get_username() if row.approved_by else "system"
     ApprovalEvent.objects.create(
-        group=group, platform=row.platform, channel=row.channel, arch=row.arch, action=action,
-        package=new_current, definition_version=new_current.definition_version, engine_version=new_current.engine_version,
-        replaced=old, replaced_version=old.definition_version if old else "", actor=row.approved_by, actor_label=label, reason=reason[:500],
+        group=group,
+        platform=row.platform,
+        channel=row.channel,
+        arch=row.arch,
+        action=action,
+        package=new_current,
+        definition_version=new_current.definition_version,
+        engine_version=new_current.engine_version,
+        replaced=old,
+        replaced_version=old.definition_version if old else "",
+        actor=row.approved_by,
+        actor_label=label,
+        reason=reason[:500],
     )
-    record_event(actor, f"approval.{action}", group, {
-        "target": str(row.target),
-        "from": old.definition_version if old else None,
-        "to": new_current.definition_version,
-        "engine": new_current.engine_version,
-        **({"reason": reason} if reason else {}),
-    }, request)
-    log.info("group %s %s: %s %s -> %s", group.slug, row.target, action, old and old.definition_version, new_current.definition_version)
+    record_event(
+        actor,
+        f"approval.{action}",
+        group,
+        {
+            "target": str(row.target),
+            "from": old.definition_version if old else None,
+            "to": new_current.definition_version,
+            "engine": new_current.engine_version,
+            **({"reason": reason} if reason else {}),
+        },
+        request,
+    )
+    log.info(
+        "group %s %s: %s %s -> %s",
+        group.slug,
+        row.target,
+        action,
+        old and old.definition_version,
+        new_current.definition_version,
+    )
     return row
 
 
-def approve_package(group: EndpointGroup, package: SignaturePackage, actor=None, request=None, *,
-                    action: str = ApprovalAction.APPROVE, expected_current=UNSET, reason: str = "") -> GroupTarget:
+def approve_package(
+    group: EndpointGroup,
+    package: SignaturePackage,
+    actor=None,
+    request=None,
+    *,
+    action: str = ApprovalAction.APPROVE,
+    expected_current=UNSET,
+    reason: str = "",
+) -> GroupTarget:
     """Serve ``package`` to the group for its target; the package it replaces becomes n-1.
 
     ``expected_current`` (a package id or None) is what the person confirming saw approved:
@@ -180,13 +231,17 @@ class Plan:
 
 
 def _endpoint_count(group: EndpointGroup, target: Target) -> int:
-    return Endpoint.objects.filter(group=group, platform=target.platform, arch=target.arch, decommissioned_at__isnull=True).count()
+    return Endpoint.objects.filter(
+        group=group, platform=target.platform, arch=target.arch, decommissioned_at__isnull=True
+    ).count()
 
 
 def next_ring(group: EndpointGroup, target) -> EndpointGroup | None:
-    candidates = (EndpointGroup.objects.select_related("mirror")
-                  .filter(mirror=group.mirror, channel=group.channel, ring_order__gt=group.ring_order)
-                  .order_by("ring_order", "name"))
+    candidates = (
+        EndpointGroup.objects.select_related("mirror")
+        .filter(mirror=group.mirror, channel=group.channel, ring_order__gt=group.ring_order)
+        .order_by("ring_order", "name")
+    )
     return next((g for g in candidates if g.serves(target)), None)
 
 
@@ -219,7 +274,9 @@ def plan_promotion(group: EndpointGroup, target) -> Plan:
     return Plan(following, target, there.current if there else None, package, _endpoint_count(following, target))
 
 
-def promote(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET) -> GroupTarget:
+def promote(
+    group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET
+) -> GroupTarget:
     """Approve in the next ring what this ring serves for ``target``.
 
     ``expected_current``: what the person saw approved in the next ring; ``expected_package``:
@@ -231,18 +288,33 @@ def promote(group: EndpointGroup, target, actor=None, request=None, expected_cur
         # The source row stays locked until the next ring's approval is written: what was confirmed is what moves.
         package = _promoted_package(group, target, _locked_row(group, target))
         _as_confirmed(following, target, package, expected_package)
-        return approve_package(following, package, actor, request, action=ApprovalAction.PROMOTE,
-                               expected_current=expected_current, reason=f"promoted from {group.slug}")
+        return approve_package(
+            following,
+            package,
+            actor,
+            request,
+            action=ApprovalAction.PROMOTE,
+            expected_current=expected_current,
+            reason=f"promoted from {group.slug}",
+        )
 
 
 def plan_rollback(group: EndpointGroup, target) -> Plan:
     """What ``rollback`` would do now; the ApprovalError it would raise when it would refuse."""
     target = _served_target(group, target)
     row = _row(group, target)
-    return Plan(group, target, row.current if row else None, _rollback_package(group, target, row), _endpoint_count(group, target))
+    return Plan(
+        group,
+        target,
+        row.current if row else None,
+        _rollback_package(group, target, row),
+        _endpoint_count(group, target),
+    )
 
 
-def rollback(group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET) -> GroupTarget:
+def rollback(
+    group: EndpointGroup, target, actor=None, request=None, expected_current=UNSET, expected_package=UNSET
+) -> GroupTarget:
     """Serve again the package approved before the current one; the rolled-back one is not re-approved automatically.
 
     ``expected_package``: the package the confirmation page showed being restored.
@@ -255,15 +327,28 @@ def rollback(group: EndpointGroup, target, actor=None, request=None, expected_cu
         _unchanged(group, row, expected_current)
         back_to = _rollback_package(group, target, row)
         # n-1 of the restored package: what it replaced when it was approved, if still stored.
-        earlier = (ApprovalEvent.objects.filter(group=group, platform=target.platform, channel=target.channel, arch=target.arch,
-                                                package=back_to)
-                   .exclude(action=ApprovalAction.ROLLBACK).select_related("replaced").first())
+        earlier = (
+            ApprovalEvent.objects.filter(
+                group=group, platform=target.platform, channel=target.channel, arch=target.arch, package=back_to
+            )
+            .exclude(action=ApprovalAction.ROLLBACK)
+            .select_related("replaced")
+            .first()
+        )
         before = earlier.replaced if earlier and earlier.replaced and earlier.replaced.path.exists() else None
         if before is not None and before.pk == row.current_id:
             before = None
         rolled_back = row.current
-        _change(group, row, back_to, before, ApprovalAction.ROLLBACK, actor, request,
-                f"rolled back from {rolled_back.definition_version}")
+        _change(
+            group,
+            row,
+            back_to,
+            before,
+            ApprovalAction.ROLLBACK,
+            actor,
+            request,
+            f"rolled back from {rolled_back.definition_version}",
+        )
     evaluate_followers(group)
     return row
 
@@ -271,10 +356,14 @@ def rollback(group: EndpointGroup, target, actor=None, request=None, expected_cu
 def was_rolled_back(group: EndpointGroup, target, package: SignaturePackage) -> bool:
     """True when ``package`` was rolled back in the group and not approved by hand since."""
     events = ApprovalEvent.objects.filter(group=group, platform=target[0], channel=target[1], arch=target[2])
-    last_rollback = events.filter(action=ApprovalAction.ROLLBACK, replaced=package).values_list("created", flat=True).first()
+    last_rollback = (
+        events.filter(action=ApprovalAction.ROLLBACK, replaced=package).values_list("created", flat=True).first()
+    )
     if last_rollback is None:
         return False
-    return not events.filter(package=package, created__gt=last_rollback).exclude(action=ApprovalAction.ROLLBACK).exists()
+    return (
+        not events.filter(package=package, created__gt=last_rollback).exclude(action=ApprovalAction.ROLLBACK).exists()
+    )
 
 
 # --- The rollout rules --------------------------------------------------------------------------
@@ -293,7 +382,9 @@ def health_gate(group: EndpointGroup, source: EndpointGroup, target, package: Si
     platform, _, arch = target
     version = package.definition_version
     window = timezone.now() - timedelta(hours=source.staleness_hours)
-    reporting = Endpoint.objects.filter(group=source, platform=platform, arch=arch, decommissioned_at__isnull=True, last_seen__gte=window)
+    reporting = Endpoint.objects.filter(
+        group=source, platform=platform, arch=arch, decommissioned_at__isnull=True, last_seen__gte=window
+    )
     by_version = reporting.values_list("definitions_version").annotate(n=Count("id")).order_by()
     wanted = version_key(version)
     total = on_it = 0
@@ -302,18 +393,31 @@ def health_gate(group: EndpointGroup, source: EndpointGroup, target, package: Si
         if reported and version_key(reported) >= wanted:
             on_it += n
     if total == 0:
-        return Gate(False, f"{source.slug}: no {platform}/{arch} endpoint has reported in the last {source.staleness_hours} h")
+        return Gate(
+            False, f"{source.slug}: no {platform}/{arch} endpoint has reported in the last {source.staleness_hours} h"
+        )
     failures = reporting.filter(last_update_failure_at__gte=approved_since).count()
     if failures:
-        return Gate(False, f"{source.slug}: {failures} of {total} endpoints reported a definitions update failure since {version} was approved there")
+        return Gate(
+            False,
+            f"{source.slug}: {failures} of {total} endpoints reported a definitions update failure since {version} was approved there",
+        )
     percent = 100 * on_it // total  # floored: never shows "90 % < 90 %"
     if on_it * 100 < group.gate_percent * total:
-        return Gate(False, f"{source.slug}: {on_it} of {total} endpoints on {version} ({percent} % < {group.gate_percent} %)")
-    return Gate(True, f"{source.slug}: {on_it} of {total} endpoints on {version} ({percent} % ≥ {group.gate_percent} %)")
+        return Gate(
+            False, f"{source.slug}: {on_it} of {total} endpoints on {version} ({percent} % < {group.gate_percent} %)"
+        )
+    return Gate(
+        True, f"{source.slug}: {on_it} of {total} endpoints on {version} ({percent} % ≥ {group.gate_percent} %)"
+    )
 
 
 def _verdict(row: GroupTarget, state: str, reason: str, candidate=None) -> None:
-    changed = (row.gate_state, row.gate_reason, row.candidate_id) != (state, reason, candidate.pk if candidate else None)
+    changed = (row.gate_state, row.gate_reason, row.candidate_id) != (
+        state,
+        reason,
+        candidate.pk if candidate else None,
+    )
     row.gate_state, row.gate_reason, row.candidate = state, reason[:500], candidate
     row.checked_at = timezone.now()
     if changed:
@@ -327,18 +431,28 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
     rows = []
     for target in group.targets():
         platform, channel, arch = target
-        row, _ = GroupTarget.objects.select_related("current").get_or_create(group=group, platform=platform, channel=channel, arch=arch)
+        row, _ = GroupTarget.objects.select_related("current").get_or_create(
+            group=group, platform=platform, channel=channel, arch=arch
+        )
         rows.append(row)
         if group.rollout == RolloutMode.MANUAL:
             _verdict(row, GateState.MANUAL, "manual approvals only")
             continue
         if group.rollout == RolloutMode.LATEST:
-            publication = Publication.objects.select_related("current").filter(mirror=group.mirror, platform=platform, channel=channel, arch=arch).first()
+            publication = (
+                Publication.objects.select_related("current")
+                .filter(mirror=group.mirror, platform=platform, channel=channel, arch=arch)
+                .first()
+            )
             candidate = publication.current if publication else None
             source_label = f"mirror {group.mirror.slug}"
         else:
             source = group.source_group
-            source_row = GroupTarget.objects.select_related("current").filter(group=source, platform=platform, channel=channel, arch=arch).first()
+            source_row = (
+                GroupTarget.objects.select_related("current")
+                .filter(group=source, platform=platform, channel=channel, arch=arch)
+                .first()
+            )
             candidate = source_row.current if source_row else None
             source_label = source.slug
         if candidate is None:
@@ -348,15 +462,25 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
             _verdict(row, GateState.CURRENT, f"serves {row.current.definition_version}, the newest from {source_label}")
             continue
         if was_rolled_back(group, target, candidate):
-            _verdict(row, GateState.WAITING, f"{candidate.definition_version} was rolled back here; approve it by hand to serve it again", candidate)
+            _verdict(
+                row,
+                GateState.WAITING,
+                f"{candidate.definition_version} was rolled back here; approve it by hand to serve it again",
+                candidate,
+            )
             continue
         reason = f"newest from {source_label}"
         if group.rollout == RolloutMode.AFTER:
             due = source_row.approved_at + timedelta(hours=group.delay_hours)
             if timezone.now() < due:
                 hours = (due - timezone.now()).total_seconds() / 3600
-                _verdict(row, GateState.WAITING, f"{source.slug}: {candidate.definition_version} approved there "
-                         f"{timezone.localtime(source_row.approved_at):%Y-%m-%d %H:%M}; due in {hours:.1f} h (delay {group.delay_hours} h)", candidate)
+                _verdict(
+                    row,
+                    GateState.WAITING,
+                    f"{source.slug}: {candidate.definition_version} approved there "
+                    f"{timezone.localtime(source_row.approved_at):%Y-%m-%d %H:%M}; due in {hours:.1f} h (delay {group.delay_hours} h)",
+                    candidate,
+                )
                 continue
             gate = health_gate(group, source, target, candidate, source_row.approved_at)
             if not gate.holds:
@@ -364,7 +488,9 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
                 continue
             reason = gate.reason
         try:
-            row = approve_package(group, candidate, action=ApprovalAction.AUTO, expected_current=row.current_id, reason=reason)
+            row = approve_package(
+                group, candidate, action=ApprovalAction.AUTO, expected_current=row.current_id, reason=reason
+            )
         except ApprovalError as exc:  # changed by someone else meanwhile, or the file went away: next round
             _verdict(row, GateState.WAITING, str(exc), candidate)
             continue
@@ -374,13 +500,19 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
 
 
 def evaluate_followers(group: EndpointGroup) -> None:
-    for follower in EndpointGroup.objects.select_related("mirror", "source_group").filter(source_group=group, rollout=RolloutMode.AFTER):
+    for follower in EndpointGroup.objects.select_related("mirror", "source_group").filter(
+        source_group=group, rollout=RolloutMode.AFTER
+    ):
         evaluate_group(follower)
 
 
 def evaluate_rollouts() -> int:
     """Every automatic ring, in ring order (the periodic task; delays and gates change with time)."""
-    groups = EndpointGroup.objects.select_related("mirror", "source_group").exclude(rollout=RolloutMode.MANUAL).order_by("ring_order", "name")
+    groups = (
+        EndpointGroup.objects.select_related("mirror", "source_group")
+        .exclude(rollout=RolloutMode.MANUAL)
+        .order_by("ring_order", "name")
+    )
     for group in groups:
         evaluate_group(group)
     return len(groups)
@@ -412,8 +544,13 @@ def save_group(group: EndpointGroup, actor=None, request=None, changes: dict | N
         dropped = [row for row in GroupTarget.objects.filter(group=group) if row.target not in served]
         for row in dropped:
             row.delete()
-        record_event(actor, "group.create" if created else "group.update", group,
-                     {**(changes or {}), **({"dropped_targets": [str(r) for r in dropped]} if dropped else {})}, request)
+        record_event(
+            actor,
+            "group.create" if created else "group.update",
+            group,
+            {**(changes or {}), **({"dropped_targets": [str(r) for r in dropped]} if dropped else {})},
+            request,
+        )
     if old is not None and old.tree_path != group.tree_path:
         shutil.rmtree(old.tree_path, ignore_errors=True)
     if dropped:
@@ -429,10 +566,14 @@ def delete_group(group: EndpointGroup, actor=None, request=None) -> None:
         raise ApprovalError(f"ring {', '.join(followers)} follows {group.slug}; change its rollout first", status=409)
     endpoints = group.endpoints.count()
     if endpoints:
-        raise ApprovalError(f"{endpoints} endpoint(s) are in {group.slug}; move them to another group first", status=409)
+        raise ApprovalError(
+            f"{endpoints} endpoint(s) are in {group.slug}; move them to another group first", status=409
+        )
     rules = sorted(group.alert_rules.values_list("name", flat=True))
     if rules:
-        raise ApprovalError(f"alert rule(s) {', '.join(rules)} watch {group.slug}; change or delete them first", status=409)
+        raise ApprovalError(
+            f"alert rule(s) {', '.join(rules)} watch {group.slug}; change or delete them first", status=409
+        )
     path = group.tree_path
     with transaction.atomic():
         record_event(actor, "group.delete", group, {"slug": group.slug}, request)
@@ -450,22 +591,31 @@ def referenced_package_ids() -> set[int]:
 
 def group_status(group: EndpointGroup) -> list[dict]:
     """Per target: what is served, n-1, and the rollout verdict (for UI and API)."""
-    rows = {row.target: row for row in GroupTarget.objects.filter(group=group).select_related("current", "previous", "candidate", "approved_by")}
+    rows = {
+        row.target: row
+        for row in GroupTarget.objects.filter(group=group).select_related(
+            "current", "previous", "candidate", "approved_by"
+        )
+    }
     status = []
     for target in group.targets():
         row = rows.get(target)
-        status.append({
-            "platform": target[0], "channel": target[1], "arch": target[2],
-            "url": group.definition_url(target[0]),
-            "current": row.current if row else None,
-            "previous": row.previous if row else None,
-            "approved_at": row.approved_at if row else None,
-            "approved_by": row.approved_by.get_username() if row and row.approved_by else None,
-            "gate_state": row.gate_state if row else GateState.MANUAL,
-            "gate_reason": row.gate_reason if row else "",
-            "candidate": row.candidate if row else None,
-            "checked_at": row.checked_at if row else None,
-        })
+        status.append(
+            {
+                "platform": target[0],
+                "channel": target[1],
+                "arch": target[2],
+                "url": group.definition_url(target[0]),
+                "current": row.current if row else None,
+                "previous": row.previous if row else None,
+                "approved_at": row.approved_at if row else None,
+                "approved_by": row.approved_by.get_username() if row and row.approved_by else None,
+                "gate_state": row.gate_state if row else GateState.MANUAL,
+                "gate_reason": row.gate_reason if row else "",
+                "candidate": row.candidate if row else None,
+                "checked_at": row.checked_at if row else None,
+            }
+        )
     return status
 
 
@@ -473,4 +623,6 @@ def packages_for(group: EndpointGroup, target) -> "list[SignaturePackage]":
     """Packages an operator may approve for the group's target, newest first."""
     platform, channel, arch = target
     packages = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch)
-    return sorted(packages, key=lambda p: (version_key(p.definition_version), version_key(p.engine_version), p.pk), reverse=True)
+    return sorted(
+        packages, key=lambda p: (version_key(p.definition_version), version_key(p.engine_version), p.pk), reverse=True
+    )

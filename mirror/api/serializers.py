@@ -9,8 +9,21 @@ from mirror.models.mirrors import masked_proxy
 class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
     class Meta:
         model = Upstream
-        fields = ["id", "name", "kind", "base_url", "linux_link_id", "mac_link_id", "proxy_url", "verify_tls", "ca_bundle", "timeout"]
-        extra_kwargs = {"proxy_url": {"help_text": "Credentials in it are kept but never shown again.", "write_only": False}}
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "base_url",
+            "linux_link_id",
+            "mac_link_id",
+            "proxy_url",
+            "verify_tls",
+            "ca_bundle",
+            "timeout",
+        ]
+        extra_kwargs = {
+            "proxy_url": {"help_text": "Credentials in it are kept but never shown again.", "write_only": False}
+        }
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -21,7 +34,9 @@ class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
 class PublicationSerializer(serializers.ModelSerializer):
     current = serializers.CharField(source="current.definition_version")
     current_engine = serializers.CharField(source="current.engine_version")
-    previous = serializers.CharField(source="previous.definition_version", default=None, allow_null=True, help_text="n-1, or null.")
+    previous = serializers.CharField(
+        source="previous.definition_version", default=None, allow_null=True, help_text="n-1, or null."
+    )
 
     class Meta:
         model = Publication
@@ -37,8 +52,24 @@ class MirrorSerializer(ModelCleanMixin, serializers.ModelSerializer):
 
     class Meta:
         model = Mirror
-        fields = ["id", "name", "slug", "upstream", "platforms", "channels", "archs", "keep_previous", "enabled", "sync_interval_minutes",
-                  "retention", "publish_root", "public_base_url", "created", "urls", "publications"]
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "upstream",
+            "platforms",
+            "channels",
+            "archs",
+            "keep_previous",
+            "enabled",
+            "sync_interval_minutes",
+            "retention",
+            "publish_root",
+            "public_base_url",
+            "created",
+            "urls",
+            "publications",
+        ]
         read_only_fields = ["created"]
 
     def get_urls(self, mirror) -> dict[str, str]:
@@ -47,21 +78,52 @@ class MirrorSerializer(ModelCleanMixin, serializers.ModelSerializer):
 
 class SyncRunSerializer(serializers.ModelSerializer):
     mirror = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    requested_by = serializers.CharField(source="requested_by.username", default=None, read_only=True, allow_null=True,
-                                         help_text="Username, or null for a scheduled sync.")
+    requested_by = serializers.CharField(
+        source="requested_by.username",
+        default=None,
+        read_only=True,
+        allow_null=True,
+        help_text="Username, or null for a scheduled sync.",
+    )
 
     class Meta:
         model = SyncRun
-        fields = ["id", "mirror", "trigger", "requested_by", "state", "created", "started_at", "finished_at", "current_target",
-                  "bytes_done", "bytes_expected", "results", "error", "log"]
+        fields = [
+            "id",
+            "mirror",
+            "trigger",
+            "requested_by",
+            "state",
+            "created",
+            "started_at",
+            "finished_at",
+            "current_target",
+            "bytes_done",
+            "bytes_expected",
+            "results",
+            "error",
+            "log",
+        ]
         read_only_fields = fields
 
 
 class SignaturePackageSerializer(serializers.ModelSerializer):
     class Meta:
         model = SignaturePackage
-        fields = ["id", "platform", "channel", "arch", "engine_version", "definition_version", "signatures_date", "size", "sha256",
-                  "source", "source_url", "downloaded_at"]
+        fields = [
+            "id",
+            "platform",
+            "channel",
+            "arch",
+            "engine_version",
+            "definition_version",
+            "signatures_date",
+            "size",
+            "sha256",
+            "source",
+            "source_url",
+            "downloaded_at",
+        ]
         read_only_fields = fields
 
 
@@ -73,9 +135,13 @@ class PackageImportSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="updates.zip")
     engine_version = serializers.CharField(required=False, allow_blank=True, default="")
     definition_version = serializers.CharField(required=False, allow_blank=True, default="")
-    manifest = serializers.FileField(required=False, help_text="manifest.json written by Microsoft's script, instead of the two versions.")
+    manifest = serializers.FileField(
+        required=False, help_text="manifest.json written by Microsoft's script, instead of the two versions."
+    )
 
     def validate(self, attrs):
         if not attrs.get("manifest") and not (attrs["engine_version"] and attrs["definition_version"]):
-            raise serializers.ValidationError({"definition_version": ["Give engine_version and definition_version, or a manifest.json."]})
+            raise serializers.ValidationError(
+                {"definition_version": ["Give engine_version and definition_version, or a manifest.json."]}
+            )
         return attrs

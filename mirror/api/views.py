@@ -71,9 +71,13 @@ class AuditedModelViewSet(viewsets.ModelViewSet):
         """{field: {"from": …, "to": …}}, as the UI records a change. Not the request's body: it may hold credentials,
         or characters that PostgreSQL's jsonb refuses (NUL), in fields the serializer ignores."""
         after = self.audited_fields(instance)
-        return {name: {"from": before.get(name), "to": value} for name, value in after.items() if before.get(name) != value}
+        return {
+            name: {"from": before.get(name), "to": value} for name, value in after.items() if before.get(name) != value
+        }
 
-    @extend_schema(responses={204: None, 409: error_response(409, "Still in use (mirrors use the upstream, groups the mirror).")})
+    @extend_schema(
+        responses={204: None, 409: error_response(409, "Still in use (mirrors use the upstream, groups the mirror).")}
+    )
     def destroy(self, request, *args, **kwargs):
         return super().destroy(request, *args, **kwargs)
 
@@ -86,9 +90,23 @@ def in_use_is_a_conflict(instance):
         raise Conflict({"non_field_errors": [f"{instance} is still in use and cannot be deleted."]}) from None
 
 
-@extend_schema_view(create=extend_schema(examples=[OpenApiExample("Microsoft's download service", request_only=True, value={
-    "name": "microsoft", "kind": "microsoft", "base_url": "https://go.microsoft.com/fwlink/", "proxy_url": "http://proxy.example.org:3128",
-    "timeout": 60})]))
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "Microsoft's download service",
+                request_only=True,
+                value={
+                    "name": "microsoft",
+                    "kind": "microsoft",
+                    "base_url": "https://go.microsoft.com/fwlink/",
+                    "proxy_url": "http://proxy.example.org:3128",
+                    "timeout": 60,
+                },
+            )
+        ]
+    )
+)
 class UpstreamViewSet(AuditedModelViewSet):
     """Where mirrors download packages from: Microsoft's fwlink service, or another portal's published tree (admins change them)."""
 
@@ -111,20 +129,42 @@ class UpstreamViewSet(AuditedModelViewSet):
             delete_upstream(instance, self.request.user, self.request)
 
 
-@extend_schema_view(create=extend_schema(examples=[OpenApiExample("Linux and macOS, both architectures", request_only=True, value={
-    "name": "Main", "slug": "main", "upstream": 1, "platforms": ["linux", "mac"], "channels": ["production"],
-    "archs": ["x86_64", "arm64"], "sync_interval_minutes": 60})]))
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "Linux and macOS, both architectures",
+                request_only=True,
+                value={
+                    "name": "Main",
+                    "slug": "main",
+                    "upstream": 1,
+                    "platforms": ["linux", "mac"],
+                    "channels": ["production"],
+                    "archs": ["x86_64", "arm64"],
+                    "sync_interval_minutes": 60,
+                },
+            )
+        ]
+    )
+)
 class MirrorViewSet(AuditedModelViewSet):
     """Mirrors: what to sync from an upstream, how often, and where the tree is published (admins change them; operators sync)."""
 
-    queryset = Mirror.objects.select_related("upstream").prefetch_related("publications__current", "publications__previous")
+    queryset = Mirror.objects.select_related("upstream").prefetch_related(
+        "publications__current", "publications__previous"
+    )
     serializer_class = MirrorSerializer
     filterset_fields = ["slug", "enabled", "upstream"]
     ordering_fields = ["name", "created"]
 
     def perform_create(self, serializer):
-        serializer.instance = save_mirror(Mirror(**serializer.validated_data), self.request.user, self.request,
-                                          {"slug": serializer.validated_data["slug"]})
+        serializer.instance = save_mirror(
+            Mirror(**serializer.validated_data),
+            self.request.user,
+            self.request,
+            {"slug": serializer.validated_data["slug"]},
+        )
 
     def perform_update(self, serializer):
         before = self.audited_fields(self.stored(serializer.instance))
@@ -135,11 +175,33 @@ class MirrorViewSet(AuditedModelViewSet):
         with in_use_is_a_conflict(instance):
             delete_mirror(instance, self.request.user, self.request)
 
-    @extend_schema(request=None, responses={202: SyncRunSerializer}, examples=[OpenApiExample(
-        "Queued", response_only=True, status_codes=["202"], value={
-            "id": 7, "mirror": "main", "trigger": "api", "requested_by": "alice", "state": "queued", "created": "2024-03-14T12:00:00Z",
-            "started_at": None, "finished_at": None, "current_target": "", "bytes_done": 0, "bytes_expected": 0, "results": [],
-            "error": "", "log": []})])
+    @extend_schema(
+        request=None,
+        responses={202: SyncRunSerializer},
+        examples=[
+            OpenApiExample(
+                "Queued",
+                response_only=True,
+                status_codes=["202"],
+                value={
+                    "id": 7,
+                    "mirror": "main",
+                    "trigger": "api",
+                    "requested_by": "alice",
+                    "state": "queued",
+                    "created": "2024-03-14T12:00:00Z",
+                    "started_at": None,
+                    "finished_at": None,
+                    "current_target": "",
+                    "bytes_done": 0,
+                    "bytes_expected": 0,
+                    "results": [],
+                    "error": "",
+                    "log": [],
+                },
+            )
+        ],
+    )
     @action(detail=True, methods=["post"], write_role=Role.OPERATOR)
     def sync(self, request, pk=None):
         """Queue a sync (202); while one is queued or running, that one is returned instead."""
@@ -165,7 +227,9 @@ class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["downloaded_at", "size"]
     write_role = Role.OPERATOR  # the only write is an import
 
-    @extend_schema(request={"multipart/form-data": PackageImportSerializer}, responses={201: SignaturePackageSerializer})
+    @extend_schema(
+        request={"multipart/form-data": PackageImportSerializer}, responses={201: SignaturePackageSerializer}
+    )
     @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser])
     def import_package(self, request):
         """Import an updates.zip carried into an air-gapped site; verified and published like a download."""
@@ -178,8 +242,16 @@ class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
         upload = Path(handle.name)
         try:
             manifest_text = data["manifest"].read().decode("utf-8", "replace") if data.get("manifest") else ""
-            package = import_package(data["mirror"], (data["platform"], data["channel"], data["arch"]), upload,
-                                     data["engine_version"], data["definition_version"], manifest_text, request.user, request)
+            package = import_package(
+                data["mirror"],
+                (data["platform"], data["channel"], data["arch"]),
+                upload,
+                data["engine_version"],
+                data["definition_version"],
+                manifest_text,
+                request.user,
+                request,
+            )
         except (PackageError, UpstreamError) as exc:
             raise ValidationError({"file": [str(exc)]}) from None
         finally:

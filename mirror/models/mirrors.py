@@ -19,6 +19,8 @@ def masked_proxy(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}"
     return url
+
+
 LINK_IDS = {Platform.LINUX: "2144709", Platform.MAC: "2120136"}
 # /mirror/<these>/ are the mirror pages (mirror/urls.py), so no mirror may be named so.
 RESERVED_SLUGS = ("groups", "new", "runs", "packages", "upstreams")
@@ -29,13 +31,18 @@ class Upstream(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=12, choices=UpstreamKind.choices, default=UpstreamKind.MICROSOFT)
-    base_url = models.URLField(max_length=500, default=MICROSOFT_BASE_URL,
-                               help_text="Microsoft: the fwlink URL. Mirror: the URL above <platform>/<channel>/arch_<arch>/.")
+    base_url = models.URLField(
+        max_length=500,
+        default=MICROSOFT_BASE_URL,
+        help_text="Microsoft: the fwlink URL. Mirror: the URL above <platform>/<channel>/arch_<arch>/.",
+    )
     linux_link_id = models.CharField(max_length=16, default=LINK_IDS[Platform.LINUX])
     mac_link_id = models.CharField(max_length=16, default=LINK_IDS[Platform.MAC])
     proxy_url = models.CharField(max_length=500, blank=True, help_text="e.g. http://user:password@proxy:3128")
     verify_tls = models.BooleanField(default=True)
-    ca_bundle = models.CharField(max_length=500, blank=True, help_text="Path of a PEM bundle to trust instead of the system's.")
+    ca_bundle = models.CharField(
+        max_length=500, blank=True, help_text="Path of a PEM bundle to trust instead of the system's."
+    )
     timeout = models.PositiveIntegerField(default=60, help_text="Seconds without data before a request is abandoned.")
 
     class Meta:
@@ -63,12 +70,20 @@ class Mirror(models.Model):
     platforms = models.JSONField(default=list)
     channels = models.JSONField(default=list)
     archs = models.JSONField(default=list)
-    keep_previous = models.BooleanField(default=True, help_text="Publish the previous package under <channel>_back/ (n-1).")
+    keep_previous = models.BooleanField(
+        default=True, help_text="Publish the previous package under <channel>_back/ (n-1)."
+    )
     enabled = models.BooleanField(default=True)
     sync_interval_minutes = models.PositiveIntegerField(default=60, help_text="0: sync only when asked.")
-    retention = models.PositiveIntegerField(default=5, help_text="Packages kept per target (referenced ones are always kept).")
-    publish_root = models.CharField(max_length=500, blank=True, help_text="Directory of the published tree; empty: <store>/published/<slug>.")
-    public_base_url = models.URLField(max_length=500, blank=True, help_text="URL of the published tree for endpoints; empty: served by the portal.")
+    retention = models.PositiveIntegerField(
+        default=5, help_text="Packages kept per target (referenced ones are always kept)."
+    )
+    publish_root = models.CharField(
+        max_length=500, blank=True, help_text="Directory of the published tree; empty: <store>/published/<slug>."
+    )
+    public_base_url = models.URLField(
+        max_length=500, blank=True, help_text="URL of the published tree for endpoints; empty: served by the portal."
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -82,7 +97,9 @@ class Mirror(models.Model):
         if self.slug == "groups":
             errors["slug"] = "'groups' is reserved: /mirror/groups/ serves the rings' trees."
         elif self.slug in RESERVED_SLUGS:
-            errors["slug"] = f"'{self.slug}' is reserved: /mirror/{self.slug}/ is one of the portal's pages; choose another."
+            errors["slug"] = (
+                f"'{self.slug}' is reserved: /mirror/{self.slug}/ is one of the portal's pages; choose another."
+            )
         for field, valid in (("platforms", Platform.values), ("channels", Channel.values), ("archs", Arch.values)):
             value = getattr(self, field)
             if not isinstance(value, list) or not value:
@@ -121,8 +138,6 @@ class Mirror(models.Model):
         return f"{self.base_url}{platform}/{channel}/"
 
 
-
-
 class Publication(models.Model):
     """What a mirror serves for one target right now: the current package and the previous one (n-1)."""
 
@@ -131,12 +146,18 @@ class Publication(models.Model):
     channel = models.CharField(max_length=12, choices=Channel.choices)
     arch = models.CharField(max_length=8, choices=Arch.choices)
     current = models.ForeignKey("mirror.SignaturePackage", on_delete=models.PROTECT, related_name="+")
-    previous = models.ForeignKey("mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    previous = models.ForeignKey(
+        "mirror.SignaturePackage", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     published_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["mirror", "platform", "channel", "arch"]
-        constraints = [models.UniqueConstraint(fields=["mirror", "platform", "channel", "arch"], name="one_publication_per_mirror_target")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mirror", "platform", "channel", "arch"], name="one_publication_per_mirror_target"
+            )
+        ]
 
     def __str__(self):
         return f"{self.mirror.slug}/{self.platform}/{self.channel}/arch_{self.arch}"

@@ -23,7 +23,10 @@ class SignaturePackage(models.Model):
     class Meta:
         ordering = ["-downloaded_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["platform", "channel", "arch", "engine_version", "definition_version"], name="one_package_per_target_version"),
+            models.UniqueConstraint(
+                fields=["platform", "channel", "arch", "engine_version", "definition_version"],
+                name="one_package_per_target_version",
+            ),
         ]
 
     def __str__(self):

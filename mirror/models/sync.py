@@ -11,7 +11,9 @@ class SyncRun(models.Model):
 
     mirror = models.ForeignKey("mirror.Mirror", on_delete=models.CASCADE, related_name="sync_runs")
     trigger = models.CharField(max_length=10, choices=SyncTrigger.choices)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     state = models.CharField(max_length=10, choices=SyncState.choices, default=SyncState.QUEUED, db_index=True)
     created = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -31,7 +33,9 @@ class SyncRun(models.Model):
         ordering = ["-created", "-id"]
         constraints = [
             # The database itself guarantees one queued-or-running sync per mirror.
-            models.UniqueConstraint(fields=["mirror"], condition=Q(state__in=ACTIVE_SYNC_STATES), name="one_active_sync_per_mirror"),
+            models.UniqueConstraint(
+                fields=["mirror"], condition=Q(state__in=ACTIVE_SYNC_STATES), name="one_active_sync_per_mirror"
+            ),
         ]
 
     def __str__(self):

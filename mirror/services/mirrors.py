@@ -21,10 +21,17 @@ def update_schedule(mirror: Mirror) -> None:
     if not mirror.enabled or not mirror.sync_interval_minutes:
         PeriodicTask.objects.filter(name=schedule_name(mirror)).delete()
         return
-    interval, _ = IntervalSchedule.objects.get_or_create(every=mirror.sync_interval_minutes, period=IntervalSchedule.MINUTES)
+    interval, _ = IntervalSchedule.objects.get_or_create(
+        every=mirror.sync_interval_minutes, period=IntervalSchedule.MINUTES
+    )
     PeriodicTask.objects.update_or_create(
         name=schedule_name(mirror),
-        defaults={"task": "mirror.tasks.scheduled_sync", "interval": interval, "args": json.dumps([mirror.pk]), "enabled": True},
+        defaults={
+            "task": "mirror.tasks.scheduled_sync",
+            "interval": interval,
+            "args": json.dumps([mirror.pk]),
+            "enabled": True,
+        },
     )
 
 
@@ -32,7 +39,9 @@ def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None =
     created = mirror.pk is None
     if not created and Mirror.objects.filter(pk=mirror.pk).exclude(slug=mirror.slug).exists():
         # The published tree's folder and every endpoint's offlineDefinitionUpdateUrl are named after it.
-        raise Refused("A mirror's slug is fixed once created: its published tree and its endpoints' URLs use it.", "slug")
+        raise Refused(
+            "A mirror's slug is fixed once created: its published tree and its endpoints' URLs use it.", "slug"
+        )
     with transaction.atomic():
         mirror.save()
         update_schedule(mirror)
@@ -57,7 +66,9 @@ def save_upstream(upstream: Upstream, actor=None, request=None, changes: dict | 
     upstream.proxy_url = (upstream.proxy_url or "").strip()
     if f"://{MASK}@" in upstream.proxy_url:
         # The masked value the page and the API show, sent back: the stored credentials stay if the rest is unchanged.
-        stored = "" if created else Upstream.objects.filter(pk=upstream.pk).values_list("proxy_url", flat=True).first() or ""
+        stored = (
+            "" if created else Upstream.objects.filter(pk=upstream.pk).values_list("proxy_url", flat=True).first() or ""
+        )
         if not stored or masked_proxy(stored) != upstream.proxy_url:
             raise Refused("Type the proxy's user and password again (they are never shown back).", "proxy_url")
         upstream.proxy_url = stored

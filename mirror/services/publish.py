@@ -16,7 +16,11 @@ def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
     platform, channel, arch = package.target
     # The row lock serialises two publishers of one target (a sync and an import).
     with transaction.atomic():
-        publication = Publication.objects.select_for_update().filter(mirror=mirror, platform=platform, channel=channel, arch=arch).first()
+        publication = (
+            Publication.objects.select_for_update()
+            .filter(mirror=mirror, platform=platform, channel=channel, arch=arch)
+            .first()
+        )
         if publication and publication.current_id == package.pk:
             return publication
         previous = publication.current if publication else None

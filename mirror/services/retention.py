@@ -27,7 +27,11 @@ def prune_packages(actor=None) -> dict:
     removed, freed = [], 0
     targets = SignaturePackage.objects.values_list("platform", "channel", "arch").distinct()
     for platform, channel, arch in targets:
-        packages = list(SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch).order_by("-downloaded_at", "-id"))
+        packages = list(
+            SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch).order_by(
+                "-downloaded_at", "-id"
+            )
+        )
         for package in packages[retention:]:
             if package.pk in keep_ids:
                 continue

@@ -43,9 +43,15 @@ def request_sync(mirror: Mirror, trigger: str = SyncTrigger.MANUAL, actor=None, 
             if active is not None:
                 if not is_stale(active):
                     return active, False
-                finish_run(active, SyncState.FAILED, "the worker running this sync stopped (no progress for "
-                           f"{settings.MIRROR_STALE_RUN_SECONDS} s); a new sync was started")
-            run = SyncRun.objects.create(mirror=mirror, trigger=trigger, requested_by=actor if actor and actor.is_authenticated else None)
+                finish_run(
+                    active,
+                    SyncState.FAILED,
+                    "the worker running this sync stopped (no progress for "
+                    f"{settings.MIRROR_STALE_RUN_SECONDS} s); a new sync was started",
+                )
+            run = SyncRun.objects.create(
+                mirror=mirror, trigger=trigger, requested_by=actor if actor and actor.is_authenticated else None
+            )
             record_event(actor, "mirror.sync", mirror, {"run": run.pk, "trigger": trigger}, request)
             # Enqueued only once the row is committed, so the worker always finds it.
             transaction.on_commit(lambda: tasks.sync_mirror.delay(run.pk))
@@ -57,11 +63,15 @@ def request_sync(mirror: Mirror, trigger: str = SyncTrigger.MANUAL, actor=None, 
 def claim_run(run_id: int) -> SyncRun | None:
     """Take a queued run for this worker; a duplicate delivery finds nothing to take."""
     now = timezone.now()
-    claimed = SyncRun.objects.filter(pk=run_id, state=SyncState.QUEUED).update(state=SyncState.RUNNING, started_at=now, heartbeat_at=now)
+    claimed = SyncRun.objects.filter(pk=run_id, state=SyncState.QUEUED).update(
+        state=SyncState.RUNNING, started_at=now, heartbeat_at=now
+    )
     if not claimed:
         # Redelivered after its worker died (acks_late): take over only a run that stopped beating.
         cutoff = now - timedelta(seconds=settings.MIRROR_STALE_RUN_SECONDS)
-        claimed = SyncRun.objects.filter(pk=run_id, state=SyncState.RUNNING, heartbeat_at__lt=cutoff).update(heartbeat_at=now)
+        claimed = SyncRun.objects.filter(pk=run_id, state=SyncState.RUNNING, heartbeat_at__lt=cutoff).update(
+            heartbeat_at=now
+        )
     return SyncRun.objects.select_related("mirror__upstream").get(pk=run_id) if claimed else None
 
 
@@ -129,19 +139,39 @@ def describe_result(result: dict) -> str:
 def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
     started = time.monotonic()
     platform, channel, arch = target
-    result = {"target": str(Target(*target)), "outcome": TargetOutcome.FAILED, "engine": "", "definition": "",
-              "previous": "", "bytes": 0, "duration": 0.0, "error": ""}
-    publication = Publication.objects.select_related("current").filter(mirror=mirror, platform=platform, channel=channel, arch=arch).first()
+    result = {
+        "target": str(Target(*target)),
+        "outcome": TargetOutcome.FAILED,
+        "engine": "",
+        "definition": "",
+        "previous": "",
+        "bytes": 0,
+        "duration": 0.0,
+        "error": "",
+    }
+    publication = (
+        Publication.objects.select_related("current")
+        .filter(mirror=mirror, platform=platform, channel=channel, arch=arch)
+        .first()
+    )
     if publication:
         result["previous"] = publication.current.definition_version
     try:
         remote = fetch_version(session, mirror.upstream, target)
         result.update(engine=remote.engine, definition=remote.definition)
-        if publication and (publication.current.engine_version, publication.current.definition_version) == (remote.engine, remote.definition):
+        if publication and (publication.current.engine_version, publication.current.definition_version) == (
+            remote.engine,
+            remote.definition,
+        ):
             result.update(outcome=TargetOutcome.UNCHANGED, duration=time.monotonic() - started)
             return result
-        package = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch, engine_version=remote.engine,
-                                                  definition_version=remote.definition).first()
+        package = SignaturePackage.objects.filter(
+            platform=platform,
+            channel=channel,
+            arch=arch,
+            engine_version=remote.engine,
+            definition_version=remote.definition,
+        ).first()
         if package is None or not package.path.exists():
             package, fetched = _download_package(run, mirror, session, target, remote)
             result["bytes"] = fetched.size - fetched.resumed_from
@@ -167,7 +197,9 @@ def _download_package(run, mirror, session, target, remote):
         if now - last_write[0] >= PROGRESS_INTERVAL:
             last_write[0] = now
             run.bytes_done = base_done + size
-            SyncRun.objects.filter(pk=run.pk).update(bytes_done=run.bytes_done, bytes_expected=base_done + (expected or 0), heartbeat_at=timezone.now())
+            SyncRun.objects.filter(pk=run.pk).update(
+                bytes_done=run.bytes_done, bytes_expected=base_done + (expected or 0), heartbeat_at=timezone.now()
+            )
 
     try:
         fetched = download(session, package_url(mirror.upstream, target), dest, mirror.upstream.timeout, progress)
@@ -181,7 +213,16 @@ def _download_package(run, mirror, session, target, remote):
     ingest(dest, fetched.sha256)
     dest.with_suffix(".json").unlink(missing_ok=True)
     package, _ = SignaturePackage.objects.get_or_create(
-        platform=platform, channel=channel, arch=arch, engine_version=remote.engine, definition_version=remote.definition,
-        defaults={"signatures_date": remote.date, "size": fetched.size, "sha256": fetched.sha256, "source_url": fetched.url},
+        platform=platform,
+        channel=channel,
+        arch=arch,
+        engine_version=remote.engine,
+        definition_version=remote.definition,
+        defaults={
+            "signatures_date": remote.date,
+            "size": fetched.size,
+            "sha256": fetched.sha256,
+            "source_url": fetched.url,
+        },
     )
     return package, fetched

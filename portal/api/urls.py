@@ -9,4 +9,9 @@ router.register("alert-rules", views.AlertRuleViewSet, basename="alertrule")
 router.register("alert-events", views.AlertEventViewSet, basename="alertevent")
 router.register("alert-deliveries", views.AlertDeliveryViewSet, basename="alertdelivery")
 
-urlpatterns = [path("", include("core.api.urls")), *router.urls, path("", include("mirror.api.urls")), path("", include("fleet.api.urls"))]
+urlpatterns = [
+    path("", include("core.api.urls")),
+    *router.urls,
+    path("", include("mirror.api.urls")),
+    path("", include("fleet.api.urls")),
+]

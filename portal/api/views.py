@@ -7,15 +7,15 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from portal import alerts
 from core.api.schema import error_response
+from core.choices import Role
+from portal import alerts
 from portal.api.serializers import (
     AlertChannelSerializer,
     AlertDeliverySerializer,
     AlertEventSerializer,
     AlertRuleSerializer,
 )
-from core.choices import Role
 from portal.choices import AlertState
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
@@ -27,6 +27,7 @@ User = get_user_model()
 
 def _audit(data: dict) -> dict:
     """Validated input as audit details: related objects by name."""
+
     def plain(value):
         if isinstance(value, Model):
             return str(value)
@@ -81,7 +82,9 @@ class AlertChannelViewSet(viewsets.ModelViewSet):
         delivery = alerts.send_test(self.get_object(), request.user, request)
         return Response(AlertDeliverySerializer(delivery).data)
 
-    @extend_schema(request=None, responses={200: AlertChannelSerializer, 400: error_response(400, "The channel is not a webhook.")})
+    @extend_schema(
+        request=None, responses={200: AlertChannelSerializer, 400: error_response(400, "The channel is not a webhook.")}
+    )
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, pk=None):
         """Replace a webhook's signing secret (the old one is no longer used); the answer is the only time it is shown."""
@@ -96,8 +99,12 @@ class AlertChannelViewSet(viewsets.ModelViewSet):
 class AlertRuleViewSet(viewsets.ModelViewSet):
     """Conditions the portal watches (checked every minute) and the channels each alerts when it starts and stops holding."""
 
-    queryset = (AlertRule.objects.select_related("mirror", "group").prefetch_related("channels")
-                .annotate(firing=Count("events", filter=Q(events__state=AlertState.FIRING))).order_by("name", "id"))
+    queryset = (
+        AlertRule.objects.select_related("mirror", "group")
+        .prefetch_related("channels")
+        .annotate(firing=Count("events", filter=Q(events__state=AlertState.FIRING)))
+        .order_by("name", "id")
+    )
     serializer_class = AlertRuleSerializer
     write_role = Role.ADMIN
     filterset_fields = ["kind", "enabled"]

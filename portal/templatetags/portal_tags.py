@@ -37,13 +37,19 @@ def nav(context):
     (/groups/endpoints/… is under Endpoints, not Groups)."""
     request = context.get("request")
     user = context.get("user")
-    entries = [(url, label) for name, label, role in NAV
-               if (url := _reverse_or_none(name)) and (role is None or (user is not None and has_role(user, role)))]
+    entries = [
+        (url, label)
+        for name, label, role in NAV
+        if (url := _reverse_or_none(name)) and (role is None or (user is not None and has_role(user, role)))
+    ]
     path = request.path if request is not None else ""
     matches = [url for url, _ in entries if path == url or (url != "/" and path.startswith(url))]
     current = max(matches, key=len) if matches else None
-    return format_html_join("\n", '<a href="{}"{}>{}</a>',
-                            ((url, mark_safe(' aria-current="page"') if url == current else "", label) for url, label in entries))
+    return format_html_join(
+        "\n",
+        '<a href="{}"{}>{}</a>',
+        ((url, mark_safe(' aria-current="page"') if url == current else "", label) for url, label in entries),
+    )
 
 
 @register.filter

@@ -119,15 +119,23 @@ def test_a_viewer_sees_no_control_that_changes_anything(page, login, viewer, rin
     assert page.external_requests == []
 
 
-def test_sync_now_and_the_run_page_follows_the_run_until_it_ends(page, login, operator, settings, store, standin,
-                                                                  monkeypatch):
+def test_sync_now_and_the_run_page_follows_the_run_until_it_ends(
+    page, login, operator, settings, store, standin, monkeypatch
+):
     from mirror import tasks
 
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.MIRROR_RETRY_BACKOFF = 0.01
     upstream = Upstream.objects.create(name="standin", base_url=standin.base_url, timeout=5)
-    Mirror.objects.create(name="main", slug="main", upstream=upstream, platforms=["linux"], channels=["production"],
-                          archs=["x86_64"], sync_interval_minutes=0)
+    Mirror.objects.create(
+        name="main",
+        slug="main",
+        upstream=upstream,
+        platforms=["linux"],
+        channels=["production"],
+        archs=["x86_64"],
+        sync_interval_minutes=0,
+    )
 
     # The task runs eagerly (in-process) once the run is committed, but only after the run page has
     # loaded: the page must then follow the run through its htmx polling, with no reload.

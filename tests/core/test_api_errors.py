@@ -7,7 +7,9 @@ pytestmark = pytest.mark.django_db
 
 def test_malformed_json_gets_a_400_that_says_so_and_writes_nothing(api, admin, django_user_model):
     users_before = django_user_model.objects.count()
-    response = api.as_user(admin).generic("POST", "/api/v1/users/", '{"username": "x", "role": ', content_type="application/json")
+    response = api.as_user(admin).generic(
+        "POST", "/api/v1/users/", '{"username": "x", "role": ', content_type="application/json"
+    )
     assert response.status_code == 400
     body = response.json()
     assert body["status"] == 400 and body["code"] == "parse_error"
@@ -57,7 +59,13 @@ def test_the_openapi_schema_describes_the_api(api, viewer):
     response = api.as_user(viewer).get("/api/schema/?format=json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    assert {"/api/v1/tokens/", "/api/v1/tokens/{id}/revoke/", "/api/v1/audit-events/", "/api/v1/users/", "/api/v1/me/"} <= set(paths)
+    assert {
+        "/api/v1/tokens/",
+        "/api/v1/tokens/{id}/revoke/",
+        "/api/v1/audit-events/",
+        "/api/v1/users/",
+        "/api/v1/me/",
+    } <= set(paths)
     assert "requestBody" in paths["/api/v1/tokens/"]["post"]
 
 
@@ -66,8 +74,14 @@ def test_a_list_items_error_is_keyed_by_index_as_the_schema_says(api, admin):
     from mirror.models import Upstream
 
     upstream = Upstream.objects.create(name="microsoft")
-    body = {"name": "Main", "slug": "main", "upstream": upstream.pk, "platforms": ["linux", "windows"], "channels": ["production"],
-            "archs": ["x86_64"]}
+    body = {
+        "name": "Main",
+        "slug": "main",
+        "upstream": upstream.pk,
+        "platforms": ["linux", "windows"],
+        "channels": ["production"],
+        "archs": ["x86_64"],
+    }
     response = api.as_user(admin).post("/api/v1/mirrors/", body, format="json")
     assert response.status_code == 400
     assert response.json()["errors"] == {"platforms": {"1": ['"windows" is not a valid choice.']}}
@@ -84,5 +98,9 @@ def test_a_conflict_has_the_same_body_with_its_own_code():
     request = APIRequestFactory().delete("/api/v1/upstreams/1/")
     response = exception_handler(Conflict({"non_field_errors": ["microsoft is still in use."]}), {"request": request})
     assert response.status_code == 409
-    assert response.data == {"status": 409, "code": "conflict", "detail": "microsoft is still in use.",
-                             "errors": {"non_field_errors": ["microsoft is still in use."]}}
+    assert response.data == {
+        "status": 409,
+        "code": "conflict",
+        "detail": "microsoft is still in use.",
+        "errors": {"non_field_errors": ["microsoft is still in use."]},
+    }

@@ -89,4 +89,6 @@ def test_a_time_filter_is_read_in_utc_whatever_its_offset(api, admin):
     assert api.get("/api/v1/audit-events/", {"since": "2000-01-01T00:00:00-22:22"}).json()["count"] == 1
     assert api.get("/api/v1/audit-events/", {"until": "8513-06-03T00:43:39+23:30"}).json()["count"] == 1
     response = api.get("/api/v1/audit-events/", {"until": "9999-12-31T23:00:00-05:00"})
-    assert response.status_code == 400 and response.json()["errors"] == {"until": ["This date and time is out of range."]}
+    assert response.status_code == 400 and response.json()["errors"] == {
+        "until": ["This date and time is out of range."]
+    }

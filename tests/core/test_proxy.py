@@ -7,14 +7,14 @@ on the same host (deploy/); X-Real-IP is what nginx would have set.
 import ipaddress
 
 import pytest
+from axes.models import AccessAttempt
 from django.conf import settings as django_settings
 from django.core.exceptions import MiddlewareNotUsed
 from django.test import RequestFactory
 
-from axes.models import AccessAttempt
-from fleet.services import enrollment
 from core.middleware import ClientAddressMiddleware
 from core.models import AuditEvent
+from fleet.services import enrollment
 from tests.processes import clean_env, run_django
 
 PASSWORD = "correct horse battery"
@@ -86,8 +86,10 @@ def test_it_runs_before_any_other_middleware():
 
 
 def fail_to_sign_in(client, address: str, times: int) -> None:
-    statuses = [client.post("/login/", {"username": "victor", "password": "wrong"}, HTTP_X_REAL_IP=address).status_code
-                for _ in range(times)]
+    statuses = [
+        client.post("/login/", {"username": "victor", "password": "wrong"}, HTTP_X_REAL_IP=address).status_code
+        for _ in range(times)
+    ]
     assert statuses == [200] * (times - 1) + [429]  # the last failure locks out
 
 
@@ -110,8 +112,12 @@ def test_without_trusted_proxies_a_forged_header_does_not_dodge_the_lock_out(cli
 
 def enroll(client, group, **headers):
     secret = enrollment.create_enrollment_secret(group, "lab")[1]
-    response = client.post("/api/v1/enroll", {"secret": secret, "machine_id": "4f0c2b8e-1d3a-4e5f-9a6b-7c8d9e0f1a2b", "platform": "linux"},
-                           content_type="application/json", **headers)
+    response = client.post(
+        "/api/v1/enroll",
+        {"secret": secret, "machine_id": "4f0c2b8e-1d3a-4e5f-9a6b-7c8d9e0f1a2b", "platform": "linux"},
+        content_type="application/json",
+        **headers,
+    )
     assert response.status_code == 201, response.content
     return AuditEvent.objects.get(action="endpoint.enroll")
 
@@ -139,7 +145,11 @@ def test_the_metrics_allow_list_compares_the_client_behind_a_trusted_proxy(clien
 @pytest.mark.e2e  # Django processes
 def test_the_setting_reads_addresses_and_networks_and_trusts_nobody_by_default(tmp_path):
     env = clean_env(tmp_path / "var", TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8,::1")
-    assert run_django("result = [str(n) for n in settings.TRUSTED_PROXIES]", env) == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+    assert run_django("result = [str(n) for n in settings.TRUSTED_PROXIES]", env) == [
+        "127.0.0.1/32",
+        "10.0.0.0/8",
+        "::1/128",
+    ]
     assert run_django("result = settings.TRUSTED_PROXIES", clean_env(tmp_path / "var")) == []
 
 

@@ -51,7 +51,11 @@ def test_an_anonymous_caller_gets_401_with_a_json_body(api):
 
 
 def test_an_admin_creates_a_user_with_a_role_and_it_is_audited(api, admin):
-    response = api.as_user(admin).post("/api/v1/users/", {"username": "olga", "role": "operator", "password": "a long enough passphrase"}, format="json")
+    response = api.as_user(admin).post(
+        "/api/v1/users/",
+        {"username": "olga", "role": "operator", "password": "a long enough passphrase"},
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     assert response.json()["role"] == "operator"
     event = AuditEvent.objects.get(action="user.create", target_label="olga")
@@ -60,7 +64,9 @@ def test_an_admin_creates_a_user_with_a_role_and_it_is_audited(api, admin):
 
 
 def test_a_weak_password_is_refused_with_a_field_error_and_no_user_is_created(api, admin, django_user_model):
-    response = api.as_user(admin).post("/api/v1/users/", {"username": "weak", "role": "viewer", "password": "123"}, format="json")
+    response = api.as_user(admin).post(
+        "/api/v1/users/", {"username": "weak", "role": "viewer", "password": "123"}, format="json"
+    )
     assert response.status_code == 400
     assert "password" in response.json()["errors"]
     assert not django_user_model.objects.filter(username="weak").exists()
@@ -77,7 +83,9 @@ def test_an_admin_changes_a_role_and_the_change_is_audited(api, admin, viewer):
 def test_an_admin_cannot_demote_themselves(api, admin):
     response = api.as_user(admin).patch(f"/api/v1/users/{admin.pk}/", {"role": "viewer"}, format="json")
     assert response.status_code == 400
-    assert response.json()["errors"] == {"role": ["You cannot demote or deactivate your own account; ask another admin."]}
+    assert response.json()["errors"] == {
+        "role": ["You cannot demote or deactivate your own account; ask another admin."]
+    }
     assert user_role(admin) == Role.ADMIN
     assert not AuditEvent.objects.filter(action="user.update").exists()
 
@@ -91,7 +99,9 @@ def test_an_admin_cannot_deactivate_themselves_through_the_api(api, admin):
 
 def test_the_users_page_refuses_self_demotion_with_the_apis_words(client, admin):
     client.force_login(admin)
-    response = client.post(f"/users/{admin.pk}/", {f"u{admin.pk}-role": "viewer", f"u{admin.pk}-is_active": "on"}, follow=True)
+    response = client.post(
+        f"/users/{admin.pk}/", {f"u{admin.pk}-role": "viewer", f"u{admin.pk}-is_active": "on"}, follow=True
+    )
     assert "You cannot demote or deactivate your own account; ask another admin." in response.content.decode()
     admin.__dict__.pop("_portal_role", None)
     assert user_role(admin) == Role.ADMIN

@@ -22,15 +22,15 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-
 from axes.models import AccessAttempt
-from fleet.services import enrollment
+
+from core.models import AuditEvent
 from fleet.models import EndpointGroup
+from fleet.services import enrollment
 from fleet.services.rings import approve_package, save_group
 from mirror.models import Mirror, Upstream
 from mirror.services.imports import import_package
 from mirror.services.mirrors import save_mirror
-from core.models import AuditEvent
 from standins.upstream import build_package
 from tests.deploy.units import ROOT, exec_start, service_environment, service_settings
 from tests.processes import child_env, free_port, wait_for
@@ -49,7 +49,9 @@ MIRROR_MANIFEST = "/mirror/defender/linux/production/arch_x86_64/manifest.json"
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx; .ci/run installs it)"),
+    pytest.mark.skipif(
+        NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx; .ci/run installs it)"
+    ),
     pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed: it makes the test's TLS certificate"),
     pytest.mark.django_db(transaction=True),  # gunicorn must see what the tests commit
 ]
@@ -98,15 +100,21 @@ class Site:
 
     def get(self, path: str, **kwargs) -> requests.Response:
         """GET through nginx, over TLS."""
-        return requests.get(self.https + path, verify=str(self.certificate), timeout=30, allow_redirects=False, **kwargs)
+        return requests.get(
+            self.https + path, verify=str(self.certificate), timeout=30, allow_redirects=False, **kwargs
+        )
 
     def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(self.https + path, verify=str(self.certificate), timeout=30, allow_redirects=False, **kwargs)
+        return requests.post(
+            self.https + path, verify=str(self.certificate), timeout=30, allow_redirects=False, **kwargs
+        )
 
     def session_from(self, address: str) -> requests.Session:
         """A session whose connections to nginx come from ``address`` (any of 127.0.0.0/8)."""
         session = requests.Session()
-        session.trust_env = False  # else REQUESTS_CA_BUNDLE, if set, replaces the site's certificate (and proxies apply)
+        session.trust_env = (
+            False  # else REQUESTS_CA_BUNDLE, if set, replaces the site's certificate (and proxies apply)
+        )
         session.verify = str(self.certificate)
         session.mount("https://", FromAddress(address))
         return session
@@ -114,7 +122,9 @@ class Site:
     def get_from_gunicorn(self, path: str, **kwargs) -> requests.Response:
         """GET straight from gunicorn, as nginx asks it (same host and proxy headers)."""
         headers = {"Host": f"localhost:{self.https_port}", "X-Forwarded-Proto": "https", **kwargs.pop("headers", {})}
-        return requests.get(f"http://127.0.0.1:{self.portal_port}{path}", headers=headers, timeout=30, allow_redirects=False, **kwargs)
+        return requests.get(
+            f"http://127.0.0.1:{self.portal_port}{path}", headers=headers, timeout=30, allow_redirects=False, **kwargs
+        )
 
 
 class FromAddress(requests.adapters.HTTPAdapter):
@@ -130,9 +140,31 @@ class FromAddress(requests.adapters.HTTPAdapter):
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     certificate, key = folder / "portal.pem", folder / "portal.key"
-    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            OPENSSL,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return certificate, key
 
 
@@ -159,31 +191,55 @@ def start_gunicorn(work: Path, portal_env: dict, log_path: Path) -> subprocess.P
         runtime.mkdir(parents=True)
         env = {key: value.replace(f"/run/{name}", str(runtime)) for key, value in env.items()}
     with open(log_path, "wb") as log:
-        return subprocess.Popen(exec_start(service, env, sys.executable), cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            exec_start(service, env, sys.executable),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def start_nginx(prefix: Path, site_variables: dict) -> subprocess.Popen:
     """nginx with the site render.sh prints from these variables, as a child with its own prefix."""
     for sub in ("logs", "temp"):
         (prefix / sub).mkdir(parents=True)
-    rendered = subprocess.run(["sh", str(RENDER)], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **site_variables},
-                              capture_output=True, text=True, timeout=30)
+    rendered = subprocess.run(
+        ["sh", str(RENDER)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **site_variables},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert rendered.returncode == 0, rendered.stderr
     site = prefix / "defender-portal.conf"
     site.write_text(rendered.stdout)
     mime_types = Path("/etc/nginx/mime.types")
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(
-        prefix=prefix, site=site, mime_types=f"include {mime_types};" if mime_types.exists() else "",
-        # As root, workers would run as nobody, who cannot enter the test's 0700 temporary folders.
-        user=f"user {pwd.getpwuid(0).pw_name};" if os.geteuid() == 0 else ""))
-    checked = subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log")],
-                             capture_output=True, text=True, timeout=30)
+    conf.write_text(
+        NGINX_CONF.format(
+            prefix=prefix,
+            site=site,
+            mime_types=f"include {mime_types};" if mime_types.exists() else "",
+            # As root, workers would run as nobody, who cannot enter the test's 0700 temporary folders.
+            user=f"user {pwd.getpwuid(0).pw_name};" if os.geteuid() == 0 else "",
+        )
+    )
+    checked = subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert checked.returncode == 0, checked.stderr
     with open(prefix / "logs" / "stderr.log", "wb") as log:
-        return subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log")],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen | None, signum: int) -> None:
@@ -215,26 +271,55 @@ def site(django_db_setup, tmp_path_factory):
     home = work / "home"
     home.mkdir()
     portal_env = child_env(
-        PORTAL_VAR_DIR=var_dir, PORTAL_STORE_ROOT=store, PORTAL_BASE_URL=f"https://localhost:{https_port}", DEBUG="false",
-        BEHIND_TLS_PROXY="true", MIRROR_X_ACCEL_PREFIX=ACCEL_PREFIX, TRUSTED_PROXIES="127.0.0.1",
-        PORTAL_HOST="127.0.0.1", PORTAL_PORT=portal_port, WEB_CONCURRENCY=2, HOME=home,
+        PORTAL_VAR_DIR=var_dir,
+        PORTAL_STORE_ROOT=store,
+        PORTAL_BASE_URL=f"https://localhost:{https_port}",
+        DEBUG="false",
+        BEHIND_TLS_PROXY="true",
+        MIRROR_X_ACCEL_PREFIX=ACCEL_PREFIX,
+        TRUSTED_PROXIES="127.0.0.1",
+        PORTAL_HOST="127.0.0.1",
+        PORTAL_PORT=portal_port,
+        WEB_CONCURRENCY=2,
+        HOME=home,
     )
     portal_env.pop("XDG_RUNTIME_DIR", None)  # else gunicorn's default control socket would go there
     # As deploy/README.md installs it: static files collected into <PORTAL_VAR_DIR>/static for nginx.
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=portal_env,
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT,
+        env=portal_env,
+        check=True,
+        timeout=300,
+    )
     site = Site(https_port, http_port, portal_port, certificate, store, var_dir / "static", work / "gunicorn.log", home)
     gunicorn = nginx = None
     try:
         gunicorn = start_gunicorn(work, portal_env, site.gunicorn_log)
-        wait_for(lambda: gunicorn.poll() is not None or answers(f"http://127.0.0.1:{portal_port}/healthz"), 90, "gunicorn to answer")
+        wait_for(
+            lambda: gunicorn.poll() is not None or answers(f"http://127.0.0.1:{portal_port}/healthz"),
+            90,
+            "gunicorn to answer",
+        )
         assert gunicorn.poll() is None, f"gunicorn exited {gunicorn.returncode}:\n{tail(site.gunicorn_log)}"
-        nginx = start_nginx(work / "nginx", {
-            "SERVER_NAME": "localhost", "HTTPS_LISTEN": f"127.0.0.1:{https_port}", "HTTP_LISTEN": f"127.0.0.1:{http_port}",
-            "TLS_CERTIFICATE": str(certificate), "TLS_CERTIFICATE_KEY": str(key), "PORTAL_UPSTREAM": f"127.0.0.1:{portal_port}",
-            "STORE_ROOT": str(store), "STATIC_ROOT": str(site.static),
-        })
-        wait_for(lambda: nginx.poll() is not None or answers(f"{site.https}/healthz", verify=str(certificate)), 30, "nginx to answer")
+        nginx = start_nginx(
+            work / "nginx",
+            {
+                "SERVER_NAME": "localhost",
+                "HTTPS_LISTEN": f"127.0.0.1:{https_port}",
+                "HTTP_LISTEN": f"127.0.0.1:{http_port}",
+                "TLS_CERTIFICATE": str(certificate),
+                "TLS_CERTIFICATE_KEY": str(key),
+                "PORTAL_UPSTREAM": f"127.0.0.1:{portal_port}",
+                "STORE_ROOT": str(store),
+                "STATIC_ROOT": str(site.static),
+            },
+        )
+        wait_for(
+            lambda: nginx.poll() is not None or answers(f"{site.https}/healthz", verify=str(certificate)),
+            30,
+            "nginx to answer",
+        )
         assert nginx.poll() is None, f"nginx exited {nginx.returncode}:\n{tail(work / 'nginx' / 'logs' / 'error.log')}"
         yield site
     finally:
@@ -249,8 +334,17 @@ def ring(site, settings, tmp_path):
     settings.PORTAL_STORE_ROOT, settings.PORTAL_BASE_URL = site.store, site.https
     # Never contacted: nothing here syncs.
     upstream = Upstream.objects.create(name="unused", base_url="http://127.0.0.1:9/fwlink/")
-    mirror = save_mirror(Mirror(name="Defender", slug="defender", upstream=upstream, platforms=["linux"], channels=["production"],
-                                archs=["x86_64"], sync_interval_minutes=0))
+    mirror = save_mirror(
+        Mirror(
+            name="Defender",
+            slug="defender",
+            upstream=upstream,
+            platforms=["linux"],
+            channels=["production"],
+            archs=["x86_64"],
+            sync_interval_minutes=0,
+        )
+    )
     upload = tmp_path / "updates.zip"
     build_package(upload, 512 * 1024)
     package = import_package(mirror, TARGET, upload, engine=ENGINE, definition=DEFINITION)
@@ -268,7 +362,9 @@ def test_gunicorn_alone_answers_a_ring_download_with_an_empty_body_and_x_accel_r
     response = site.get_from_gunicorn(RING_ZIP)
     assert response.status_code == 200
     assert response.content == b""
-    assert response.headers["X-Accel-Redirect"] == f"{ACCEL_PREFIX}/{ring.package.path.relative_to(site.store).as_posix()}"
+    assert (
+        response.headers["X-Accel-Redirect"] == f"{ACCEL_PREFIX}/{ring.package.path.relative_to(site.store).as_posix()}"
+    )
     assert "Accept-Ranges" not in response.headers  # nginx's own goes on the file it sends
 
 
@@ -303,7 +399,7 @@ def test_through_nginx_a_ring_download_resumes_with_a_range(site, ring):
     assert (end.status_code, end.content) == (206, ring.data[-300:])
     # If-Range: the rest only while the URL still serves the version the client has part of...
     resumed = site.get(RING_ZIP, headers={"Range": f"bytes={size - 1000}-", "If-Range": etag})
-    assert (resumed.status_code, resumed.content) == (206, ring.data[size - 1000:])
+    assert (resumed.status_code, resumed.content) == (206, ring.data[size - 1000 :])
     # ...the whole file once it serves another one.
     other = site.get(RING_ZIP, headers={"Range": "bytes=0-9", "If-Range": f'"{"0" * 64}"'})
     assert (other.status_code, other.content) == (200, ring.data)
@@ -380,13 +476,24 @@ def test_what_the_tree_lacks_and_the_mirror_pages_are_the_portals(site, ring):
 
 def test_endpoints_enroll_and_report_through_nginx_and_the_portal_sees_https_and_the_host(site, ring):
     secret = enrollment.create_enrollment_secret(ring.group, "lab")[1]
-    enrolled = site.post("/api/v1/enroll", json={"secret": secret, "machine_id": "0b8c5a4e-7d21-4c3f-8e9a-6f1d2c3b4a59",
-                                                  "hostname": "web-1", "platform": "linux", "arch": "x86_64"})
+    enrolled = site.post(
+        "/api/v1/enroll",
+        json={
+            "secret": secret,
+            "machine_id": "0b8c5a4e-7d21-4c3f-8e9a-6f1d2c3b4a59",
+            "hostname": "web-1",
+            "platform": "linux",
+            "arch": "x86_64",
+        },
+    )
     assert enrolled.status_code == 201, enrolled.text
     # Built from the request: the scheme nginx was reached with (X-Forwarded-Proto) and the Host, port included.
     assert enrolled.json()["report_url"] == f"{site.https}/api/v1/reports"
-    report = site.post("/api/v1/reports", data=health_text(ring.group).encode(),
-                       headers={"Authorization": f"Bearer {enrolled.json()['token']}", "Content-Type": "text/plain"})
+    report = site.post(
+        "/api/v1/reports",
+        data=health_text(ring.group).encode(),
+        headers={"Authorization": f"Bearer {enrolled.json()['token']}", "Content-Type": "text/plain"},
+    )
     assert report.status_code == 201, report.text
     assert report.json()["compliance"] == "up_to_date", report.json()
     for answer in (enrolled, report):  # the security headers once each, though Django and nginx both set them
@@ -398,23 +505,37 @@ def test_the_audit_log_records_the_clients_address_not_nginxs(site, ring):
     # Each test that counts on its address has one of its own (127.0.0.0/8 is all this host's).
     secret = enrollment.create_enrollment_secret(ring.group, "lab")[1]
     client = site.session_from("127.0.0.3")
-    enrolled = client.post(f"{site.https}/api/v1/enroll", timeout=30, headers={"X-Real-IP": "192.0.2.1"},  # nginx overwrites it
-                           json={"secret": secret, "machine_id": "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "platform": "linux"})
+    enrolled = client.post(
+        f"{site.https}/api/v1/enroll",
+        timeout=30,
+        headers={"X-Real-IP": "192.0.2.1"},  # nginx overwrites it
+        json={"secret": secret, "machine_id": "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "platform": "linux"},
+    )
     assert enrolled.status_code == 201, enrolled.text
-    assert AuditEvent.objects.get(action="endpoint.enroll", target_id=str(enrolled.json()["endpoint"])).ip_address == "127.0.0.3"
+    assert (
+        AuditEvent.objects.get(action="endpoint.enroll", target_id=str(enrolled.json()["endpoint"])).ip_address
+        == "127.0.0.3"
+    )
 
 
 def sign_in(session: requests.Session, site: Site, username: str, password: str) -> requests.Response:
     form = session.get(f"{site.https}/login/", timeout=30)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-    return session.post(f"{site.https}/login/", data={"username": username, "password": password, "csrfmiddlewaretoken": token},
-                        headers={"Referer": f"{site.https}/login/"}, timeout=30, allow_redirects=False)
+    return session.post(
+        f"{site.https}/login/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+        headers={"Referer": f"{site.https}/login/"},
+        timeout=30,
+        allow_redirects=False,
+    )
 
 
 def test_a_sign_in_lock_out_through_nginx_is_for_the_clients_address_only(site, django_user_model):
     django_user_model.objects.create_user("lockme", password="correct horse battery")
     attacker, colleague = site.session_from("127.0.0.4"), site.session_from("127.0.0.5")
-    statuses = [sign_in(attacker, site, "lockme", "wrong").status_code for _ in range(5)]  # LOGIN_FAILURE_LIMIT's default
+    statuses = [
+        sign_in(attacker, site, "lockme", "wrong").status_code for _ in range(5)
+    ]  # LOGIN_FAILURE_LIMIT's default
     assert statuses == [200, 200, 200, 200, 429], statuses
     assert sign_in(attacker, site, "lockme", "correct horse battery").status_code == 429
     assert list(AccessAttempt.objects.filter(username="lockme").values_list("ip_address", flat=True)) == ["127.0.0.4"]
@@ -425,7 +546,9 @@ def test_a_sign_in_lock_out_through_nginx_is_for_the_clients_address_only(site, 
 def test_a_flood_of_reports_from_one_address_is_refused_by_nginx_with_429(site):
     context = ssl.create_default_context(cafile=str(site.certificate))
     # An address of its own: the limit counts per client address, and no other test posts from this one.
-    connection = http.client.HTTPSConnection("127.0.0.1", site.https_port, context=context, timeout=30, source_address=("127.0.0.2", 0))
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", site.https_port, context=context, timeout=30, source_address=("127.0.0.2", 0)
+    )
     statuses, last = [], b""
     try:
         # As large as a report may be (FLEET_REPORT_MAX_BYTES): nginx hands it to the portal, whose answer it is.
@@ -470,7 +593,10 @@ def test_collected_static_files_are_served_by_nginx_and_hashed_ones_cached_for_g
     assert hashed.headers["Content-Encoding"] == "gzip"  # collectstatic's .gz, sent as is
     assert hashed.headers["Content-Type"].startswith("text/css")
     assert hashed.headers["Cache-Control"] == "public, max-age=315360000, immutable"
-    original = {hashed_name: name for name, hashed_name in json.loads((site.static / "staticfiles.json").read_text())["paths"].items()}
+    original = {
+        hashed_name: name
+        for name, hashed_name in json.loads((site.static / "staticfiles.json").read_text())["paths"].items()
+    }
     plain = site.get(f"/static/{original[stylesheet]}")
     assert plain.status_code == 200 and plain.headers["Cache-Control"] == "public, max-age=60"
 

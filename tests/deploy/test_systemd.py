@@ -10,7 +10,12 @@ import pytest
 from portal.management.commands import serve
 from tests.deploy.units import ROOT, exec_start, service_environment, service_settings
 
-ENVIRONMENT_FILE = {"PORTAL_HOST": "127.0.0.1", "PORTAL_PORT": "8000", "WEB_CONCURRENCY": "3", "CELERY_CONCURRENCY": "4"}
+ENVIRONMENT_FILE = {
+    "PORTAL_HOST": "127.0.0.1",
+    "PORTAL_PORT": "8000",
+    "WEB_CONCURRENCY": "3",
+    "CELERY_CONCURRENCY": "4",
+}
 
 
 @pytest.fixture
@@ -48,7 +53,9 @@ def test_each_unit_reads_the_environment_file_and_runs_from_the_checkout(name):
 def test_every_variable_of_the_example_environment_file_is_read_by_the_portal():
     example = (ROOT / "deploy" / "portal.env.example").read_text()
     names = re.findall(r"^#?([A-Z][A-Z0-9_]*)=", example, re.MULTILINE)
-    readers = (ROOT / "portal" / "settings.py").read_text() + (ROOT / "portal" / "management" / "commands" / "serve.py").read_text()
+    readers = (ROOT / "portal" / "settings.py").read_text() + (
+        ROOT / "portal" / "management" / "commands" / "serve.py"
+    ).read_text()
     assert len(names) > 10
     # Any NAME may come as NAME_FILE (core/env.py).
     unread = [name for name in names if f'"{name.removesuffix("_FILE")}"' not in readers]

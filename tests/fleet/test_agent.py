@@ -73,8 +73,13 @@ class Endpoint_:
         self.secret_file.chmod(0o600)
         self.calls = self.tmp / "mdatp-calls.log"
         self.conf = self.tmp / "agent.conf"
-        self.write_conf(PORTAL_URL=self.url + "/", ENROLL_SECRET_FILE=str(self.secret_file), STATE_DIR=str(self.state),
-                        INSTALL_CONFIG="yes", MANAGED_CONFIG_PATH=str(self.managed))
+        self.write_conf(
+            PORTAL_URL=self.url + "/",
+            ENROLL_SECRET_FILE=str(self.secret_file),
+            STATE_DIR=str(self.state),
+            INSTALL_CONFIG="yes",
+            MANAGED_CONFIG_PATH=str(self.managed),
+        )
 
     def write_conf(self, **values):
         lines = ["# written by the test", ""] + [f'{key}="{value}"' for key, value in values.items()]
@@ -85,8 +90,15 @@ class Endpoint_:
         return self.state / "token"
 
     def run(self, *args, **env) -> Run:
-        environ = {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.tmp), "TMPDIR": str(self.tmp), "LANG": "C.UTF-8",
-                   "MDE_AGENT_CONF": str(self.conf), "MDATP_STANDIN_LOG": str(self.calls), **self.env}
+        environ = {
+            "PATH": f"{self.bin}:/usr/bin:/bin",
+            "HOME": str(self.tmp),
+            "TMPDIR": str(self.tmp),
+            "LANG": "C.UTF-8",
+            "MDE_AGENT_CONF": str(self.conf),
+            "MDATP_STANDIN_LOG": str(self.calls),
+            **self.env,
+        }
         environ.update({key: str(value) for key, value in env.items() if value is not None})
         for key in [key for key, value in env.items() if value is None]:
             environ.pop(key, None)
@@ -104,9 +116,15 @@ def machine(tmp_path, live_server, group):
     secret = enrollment.create_enrollment_secret(group, "lab")[1]
     url = group.definition_url("linux")
     # A well configured endpoint of the group, so that its reports are judged against the right URL.
-    return Endpoint_(tmp_path, live_server.url, secret, env={
-        "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": url, "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": url,
-    })
+    return Endpoint_(
+        tmp_path,
+        live_server.url,
+        secret,
+        env={
+            "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": url,
+            "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": url,
+        },
+    )
 
 
 def assert_ok(run: Run):
@@ -276,8 +294,10 @@ def test_a_refused_report_exits_non_zero_with_the_portals_reason_and_keeps_the_t
     run = machine.run(MDATP_STANDIN_MACHINE_GUID="9f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0")
 
     assert run.returncode == 7
-    assert "report refused (HTTP 403): this report is from another machine (its machine_guid is not the one this token was enrolled for)" \
+    assert (
+        "report refused (HTTP 403): this report is from another machine (its machine_guid is not the one this token was enrolled for)"
         in run.stderr
+    )
     assert machine.token_file.exists() and HealthReport.objects.count() == 1
     assert "managed configuration unchanged (HTTP 304" in run.stderr  # the config is still kept
 
@@ -372,23 +392,40 @@ def test_help_documents_the_options_and_exit_codes(offline):
     run = offline.run("--help")
 
     assert run.returncode == 0 and run.stderr == ""
-    for words in ("--once", "--enroll-only", "Exit codes:", "PORTAL_URL", "ENROLL_SECRET_FILE", "STATE_DIR", "INSTALL_CONFIG",
-                  "MANAGED_CONFIG_PATH", "CURL_OPTS", "MDATP"):
+    for words in (
+        "--once",
+        "--enroll-only",
+        "Exit codes:",
+        "PORTAL_URL",
+        "ENROLL_SECRET_FILE",
+        "STATE_DIR",
+        "INSTALL_CONFIG",
+        "MANAGED_CONFIG_PATH",
+        "CURL_OPTS",
+        "MDATP",
+    ):
         assert words in run.stdout
     codes = re.findall(r"^  (\d)  ", run.stdout, re.M)
     assert codes == [str(n) for n in range(9)]
 
 
-@pytest.mark.parametrize("args, conf, expected", [
-    (["--bogus"], None, "unknown argument: --bogus"),
-    ([], "PORTAL_URL=\n", "PORTAL_URL is not set"),
-    ([], "PORTAL_URL=ftp://portal\n", "PORTAL_URL must be an http(s) URL"),
-    ([], "PORTAL_URL=http://portal\nINSTAL_CONFIG=yes\n", "line 2: unknown key INSTAL_CONFIG"),
-    ([], "PORTAL_URL=http://portal\njust words\n", "line 2: expected KEY=value"),
-    ([], "PORTAL_URL=http://portal\nINSTALL_CONFIG=maybe\n", "INSTALL_CONFIG must be yes or no"),
-    ([], "PORTAL_URL=http://portal\nARCH=sparc\n", "unsupported architecture sparc"),
-    ([], "PORTAL_URL=http://portal\nENROLL_SECRET_FILE=/nonexistent/secret\nSTATE_DIR={state}\n", "cannot read the enrollment secret file"),
-])
+@pytest.mark.parametrize(
+    "args, conf, expected",
+    [
+        (["--bogus"], None, "unknown argument: --bogus"),
+        ([], "PORTAL_URL=\n", "PORTAL_URL is not set"),
+        ([], "PORTAL_URL=ftp://portal\n", "PORTAL_URL must be an http(s) URL"),
+        ([], "PORTAL_URL=http://portal\nINSTAL_CONFIG=yes\n", "line 2: unknown key INSTAL_CONFIG"),
+        ([], "PORTAL_URL=http://portal\njust words\n", "line 2: expected KEY=value"),
+        ([], "PORTAL_URL=http://portal\nINSTALL_CONFIG=maybe\n", "INSTALL_CONFIG must be yes or no"),
+        ([], "PORTAL_URL=http://portal\nARCH=sparc\n", "unsupported architecture sparc"),
+        (
+            [],
+            "PORTAL_URL=http://portal\nENROLL_SECRET_FILE=/nonexistent/secret\nSTATE_DIR={state}\n",
+            "cannot read the enrollment secret file",
+        ),
+    ],
+)
 def test_configuration_errors_exit_2_with_one_readable_line(offline, args, conf, expected):
     if conf is not None:
         offline.conf.write_text(conf.format(state=offline.state))
@@ -401,8 +438,12 @@ def test_configuration_errors_exit_2_with_one_readable_line(offline, args, conf,
 
 def test_the_example_configuration_is_read_and_the_environment_wins_over_it(offline):
     # Only an unreachable portal stops this run: the example's keys were all understood.
-    run = offline.run(MDE_AGENT_CONF=AGENT / "agent.conf.example", PORTAL_URL=offline.url, STATE_DIR=offline.state,
-                      ENROLL_SECRET_FILE=offline.secret_file)
+    run = offline.run(
+        MDE_AGENT_CONF=AGENT / "agent.conf.example",
+        PORTAL_URL=offline.url,
+        STATE_DIR=offline.state,
+        ENROLL_SECRET_FILE=offline.secret_file,
+    )
 
     assert run.returncode == 4, run.stderr
     assert "cannot be reached for enrollment" in run.stderr
@@ -466,7 +507,11 @@ def test_the_timer_runs_the_service_hourly_with_a_random_delay():
 
 
 def test_the_cron_line_sleeps_a_random_while_then_runs_the_script():
-    lines = [line for line in (AGENT / "cron" / "mde-offline-agent").read_text().splitlines() if line and not line.startswith("#")]
+    lines = [
+        line
+        for line in (AGENT / "cron" / "mde-offline-agent").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     [entry] = [line for line in lines if "=" not in line.split()[0]]
     minute, hour, dom, month, dow, user, command = entry.split(None, 6)
 
@@ -475,7 +520,9 @@ def test_the_cron_line_sleeps_a_random_while_then_runs_the_script():
     shell_command = command.replace("\\%", "%")
     assert f"{installed_path()} --once" in shell_command and "/dev/urandom" in shell_command
     assert subprocess.run([SHELL, "-n", "-c", shell_command]).returncode == 0
-    delay = subprocess.run([SHELL, "-c", shell_command.split("&&")[0].replace("sleep", "echo", 1)], capture_output=True, text=True)
+    delay = subprocess.run(
+        [SHELL, "-c", shell_command.split("&&")[0].replace("sleep", "echo", 1)], capture_output=True, text=True
+    )
     assert 0 <= int(delay.stdout) < 900
 
 

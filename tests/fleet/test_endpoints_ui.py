@@ -13,10 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.errors import Refused
-from fleet.services import enrollment, ingest
+from core.models import AuditEvent
 from fleet.choices import Compliance
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, HealthReport
-from core.models import AuditEvent
+from fleet.services import enrollment, ingest
 from tests.samples import DESIGN_SAMPLE
 from tests.web import external_urls
 
@@ -41,11 +41,19 @@ def fleet(make_group, make_endpoints):
     Endpoint.objects.filter(machine_id__startswith="pilot-ok").update(compliance=Compliance.UP_TO_DATE)
     make_endpoints(pilot, 2, "1.407.417.0", prefix="pilot-bad")
     Endpoint.objects.filter(machine_id__startswith="pilot-bad").update(
-        compliance=Compliance.FAILING, finding_codes=",update_failed,stale,",
-        findings=[{"code": "update_failed", "severity": "critical", "title": "The last signature update failed",
-                   "explanation": "The agent reports definitions_update_fail_reason \"timeout\".",
-                   "fix": "1. Check the endpoint reaches the mirror.\n2. Retry the update: `mdatp definitions update`.",
-                   "values": {"definitions_update_fail_reason": "timeout"}}])
+        compliance=Compliance.FAILING,
+        finding_codes=",update_failed,stale,",
+        findings=[
+            {
+                "code": "update_failed",
+                "severity": "critical",
+                "title": "The last signature update failed",
+                "explanation": 'The agent reports definitions_update_fail_reason "timeout".',
+                "fix": "1. Check the endpoint reaches the mirror.\n2. Retry the update: `mdatp definitions update`.",
+                "values": {"definitions_update_fail_reason": "timeout"},
+            }
+        ],
+    )
     make_endpoints(broad, 4, "1.407.400.0", prefix="broad")
     Endpoint.objects.filter(group=broad).update(compliance=Compliance.BEHIND)
     make_endpoints(macs, 1, "", platform="mac", prefix="mac")
@@ -67,7 +75,7 @@ def test_the_list_filters_and_counts_each_compliance_state(client, viewer, fleet
     counts = {s["value"]: s["count"] for s in response.context["summary"]}
     assert counts == {"failing": 2, "behind": 4, "up_to_date": 3, "new": 1}
     page = response.content.decode()
-    assert '<strong>10</strong> endpoints' in page
+    assert "<strong>10</strong> endpoints" in page
     assert 'data-state="failing"><span class="state bad">2</span> Failing</a>' in page
 
     response = client.get(LIST, {"group": "pilot"})
@@ -114,8 +122,9 @@ def list_queries(client) -> int:
     return len(queries)
 
 
-def test_the_list_makes_the_same_number_of_queries_for_10_and_200_endpoints(client, viewer, make_group, make_endpoints,
-                                                                            django_assert_max_num_queries):
+def test_the_list_makes_the_same_number_of_queries_for_10_and_200_endpoints(
+    client, viewer, make_group, make_endpoints, django_assert_max_num_queries
+):
     pilot = make_group("pilot", 10)
     make_endpoints(pilot, 10, "1.407.417.0", prefix="a")
     client.force_login(viewer)
@@ -132,7 +141,9 @@ def test_pagination_moves_forward_and_back_without_duplicates_or_skips(client, v
     pilot = make_group("pilot", 10)
     make_endpoints(pilot, 110, "1.407.417.0", prefix="host")
     # Several machines with one hostname: the id breaks the tie across a page boundary.
-    Endpoint.objects.bulk_create([Endpoint(machine_id=f"dup-{i}", hostname="host-5", group=pilot, platform="linux") for i in range(12)])
+    Endpoint.objects.bulk_create(
+        [Endpoint(machine_id=f"dup-{i}", hostname="host-5", group=pilot, platform="linux") for i in range(12)]
+    )
     expected = list(Endpoint.objects.order_by("hostname", "pk").values_list("pk", flat=True))
     client.force_login(viewer)
     seen, pages, url = [], [], LIST
@@ -183,17 +194,27 @@ def read_csv(response) -> list[list[str]]:
 
 
 def test_the_csv_export_streams_one_row_per_filtered_endpoint(client, viewer, fleet):
-    Endpoint.objects.filter(hostname="pilot-bad-0").update(hostname="=HYPERLINK(\"http://evil\")", app_version="-1+2")
+    Endpoint.objects.filter(hostname="pilot-bad-0").update(hostname='=HYPERLINK("http://evil")', app_version="-1+2")
     client.force_login(viewer)
     response = client.get("/groups/endpoints/export.csv", {"group": "pilot"})
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert response["Content-Disposition"].startswith('attachment; filename="endpoints-pilot-')
     rows = read_csv(response)
-    assert rows[0] == ["hostname", "machine_id", "group", "platform", "arch", "compliance", "definitions_version", "last_seen",
-                       "findings", "app_version"]
+    assert rows[0] == [
+        "hostname",
+        "machine_id",
+        "group",
+        "platform",
+        "arch",
+        "compliance",
+        "definitions_version",
+        "last_seen",
+        "findings",
+        "app_version",
+    ]
     assert len(rows) == 1 + 5
     evil = next(r for r in rows if r[1] == "pilot-bad-0")
-    assert evil[0] == "'=HYPERLINK(\"http://evil\")" and evil[9] == "'-1+2"
+    assert evil[0] == '\'=HYPERLINK("http://evil")' and evil[9] == "'-1+2"
     assert evil[2:7] == ["pilot", "linux", "x86_64", "failing", "1.407.417.0"]
     assert evil[8] == "update_failed stale"
     assert len(read_csv(client.get(LIST, {"format": "csv"}))) == 1 + 10
@@ -244,7 +265,7 @@ def test_the_report_history_shows_the_last_20_each_with_its_raw_body(client, vie
     HealthReport.objects.filter(endpoint=endpoint).update(raw=DESIGN_SAMPLE + "# marker\n")
     client.force_login(viewer)
     page = client.get(f"/groups/endpoints/{endpoint.pk}/").content.decode()
-    assert page.count("<details class=\"raw\">") == 20
+    assert page.count('<details class="raw">') == 20
     assert page.count("# marker") == 20
     # The findings of the last report, as ingestion judged them: the agent's URL is not the group's.
     assert "The endpoint does not use its group&#x27;s mirror URL" in page
@@ -319,9 +340,13 @@ def test_a_viewer_sees_no_control_and_cannot_post(client, viewer, fleet):
     for control in ("/secrets/", "Rotate", "Revoke</button>", "Create secret"):
         assert control not in group_page, control
     assert client.get(f"/groups/endpoints/{endpoint.pk}/decommission/").status_code == 403
-    for url, data in ((f"/groups/endpoints/{endpoint.pk}/move/", {"group": "pilot"}), (f"/groups/endpoints/{endpoint.pk}/decommission/", {}),
-                      ("/groups/pilot/secrets/new/", {"name": "x"}), (f"/groups/pilot/secrets/{secret.pk}/rotate/", {}),
-                      (f"/groups/pilot/secrets/{secret.pk}/revoke/", {})):
+    for url, data in (
+        (f"/groups/endpoints/{endpoint.pk}/move/", {"group": "pilot"}),
+        (f"/groups/endpoints/{endpoint.pk}/decommission/", {}),
+        ("/groups/pilot/secrets/new/", {"name": "x"}),
+        (f"/groups/pilot/secrets/{secret.pk}/rotate/", {}),
+        (f"/groups/pilot/secrets/{secret.pk}/revoke/", {}),
+    ):
         assert client.post(url, data).status_code == 403, url
     endpoint.refresh_from_db()
     secret.refresh_from_db()
@@ -333,8 +358,12 @@ def test_get_on_a_post_only_url_is_405(client, operator, fleet):
     secret, _ = enrollment.create_enrollment_secret(fleet[0], "pilot endpoints")
     endpoint = Endpoint.objects.get(hostname="broad-0")
     client.force_login(operator)
-    for url in (f"/groups/endpoints/{endpoint.pk}/move/", "/groups/pilot/secrets/new/", f"/groups/pilot/secrets/{secret.pk}/rotate/",
-                f"/groups/pilot/secrets/{secret.pk}/revoke/"):
+    for url in (
+        f"/groups/endpoints/{endpoint.pk}/move/",
+        "/groups/pilot/secrets/new/",
+        f"/groups/pilot/secrets/{secret.pk}/rotate/",
+        f"/groups/pilot/secrets/{secret.pk}/revoke/",
+    ):
         assert client.get(url).status_code == 405, url
 
 
@@ -414,7 +443,9 @@ def test_the_page_refuses_to_rotate_a_revoked_secret_and_the_secret_stays_as_it_
     client.force_login(operator)
     response = client.post(f"/groups/pilot/secrets/{secret.pk}/rotate/")
     assert response.status_code == 302 and response.url == "/groups/pilot/#enrollment-secrets"
-    assert messages_of(response) == [f"Enrollment secret pilot servers ({secret.hint}…) is revoked: create a new one instead."]
+    assert messages_of(response) == [
+        f"Enrollment secret pilot servers ({secret.hint}…) is revoked: create a new one instead."
+    ]
     assert list(EnrollmentSecret.objects.values()) == before and AuditEvent.objects.count() == audited
     with pytest.raises(Refused):
         enrollment.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")
@@ -442,7 +473,12 @@ def test_the_endpoint_pages_load_nothing_from_outside(client, operator, fleet):
     endpoint = Endpoint.objects.get(hostname="pilot-bad-0")
     client.force_login(operator)
     created = client.post("/groups/pilot/secrets/new/", {"name": "x"})
-    for response in (client.get(LIST), client.get(f"/groups/endpoints/{endpoint.pk}/"),
-                     client.get(f"/groups/endpoints/{endpoint.pk}/decommission/"), created, client.get("/groups/pilot/")):
+    for response in (
+        client.get(LIST),
+        client.get(f"/groups/endpoints/{endpoint.pk}/"),
+        client.get(f"/groups/endpoints/{endpoint.pk}/decommission/"),
+        created,
+        client.get("/groups/pilot/"),
+    ):
         assert response.status_code == 200
         assert external_urls(response.content.decode()) == []

@@ -4,14 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from fleet.health import Health, HealthParseError, parse_health
 from tests.samples import DESIGN_SAMPLE, MDATP, SEED_SAMPLE
-
 
 FULL_HEALTH = """\
 healthy                                     : false
@@ -42,7 +41,7 @@ engine_signature_verification               : "enabled"
 conflicting_applications                    : []
 """
 
-SAMPLE_TIME = datetime(2024, 3, 14, 12, 13, 17, tzinfo=timezone.utc)
+SAMPLE_TIME = datetime(2024, 3, 14, 12, 13, 17, tzinfo=UTC)
 
 
 def assert_sample_fields(health: Health):
@@ -68,6 +67,7 @@ def assert_sample_fields(health: Health):
 
 # --- Text form --------------------------------------------------------------------------------
 
+
 def test_it_reads_the_design_sample():
     health = parse_health(DESIGN_SAMPLE)
     assert health.form == "text"
@@ -85,7 +85,9 @@ def test_it_reads_bytes_with_a_bom():
 
 
 def test_false_managed_without_a_space_is_a_managed_false():
-    health = parse_health('definitions_version : "1.2.3.4"\noffline_definition_update_fallback_to_cloud : false[managed]\n')
+    health = parse_health(
+        'definitions_version : "1.2.3.4"\noffline_definition_update_fallback_to_cloud : false[managed]\n'
+    )
     assert health.fallback_to_cloud is False
     assert health.managed_keys == ["offline_definition_update_fallback_to_cloud"]
     health = parse_health('definitions_version : "1.2.3.4"\nautomatic_definition_update_enabled : true [managed]\n')
@@ -93,9 +95,13 @@ def test_false_managed_without_a_space_is_a_managed_false():
 
 
 def test_it_copes_with_crlf_tabs_blank_lines_and_extra_spaces():
-    messy = "\r\n\r\n" + "\r\n".join(
-        "  " + line.replace("                         : ", "\t:   ") + "   " for line in DESIGN_SAMPLE.splitlines()
-    ) + "\r\n\r\n"
+    messy = (
+        "\r\n\r\n"
+        + "\r\n".join(
+            "  " + line.replace("                         : ", "\t:   ") + "   " for line in DESIGN_SAMPLE.splitlines()
+        )
+        + "\r\n\r\n"
+    )
     assert_sample_fields(parse_health(messy))
 
 
@@ -143,20 +149,25 @@ def test_an_unparseable_date_is_kept_raw_without_error():
 
 
 def test_legacy_camel_case_text_keys_are_mapped():
-    health = parse_health('definitionsVersion : "1.2.3.4"\nversionEngine : "1.1.1.1"\ndefinitionsUpdated : 1710418397000\n')
+    health = parse_health(
+        'definitionsVersion : "1.2.3.4"\nversionEngine : "1.1.1.1"\ndefinitionsUpdated : 1710418397000\n'
+    )
     assert health.definitions_version == "1.2.3.4"
     assert health.engine_version == "1.1.1.1"
     assert health.definitions_updated_at == SAMPLE_TIME
 
 
-@pytest.mark.parametrize(("passive", "real_time", "level"), [
-    ("true", "true", "passive"),
-    ("true", "false", "passive"),
-    ("false", "true", "real_time"),
-    ("false", "false", "on_demand"),
-    (None, None, None),
-    (None, "false", "on_demand"),
-])
+@pytest.mark.parametrize(
+    ("passive", "real_time", "level"),
+    [
+        ("true", "true", "passive"),
+        ("true", "false", "passive"),
+        ("false", "true", "real_time"),
+        ("false", "false", "on_demand"),
+        (None, None, None),
+        (None, "false", "on_demand"),
+    ],
+)
 def test_it_derives_the_enforcement_level(passive, real_time, level):
     body = 'definitions_version : "1.2.3.4"\n'
     if passive is not None:
@@ -198,14 +209,29 @@ def test_it_reads_the_json_form_with_value_and_scope_objects():
 
 
 def test_json_fields_of_the_full_report():
-    health = parse_health(json.dumps({
-        **JSON_SAMPLE, "healthy": True, "healthIssues": [], "appVersion": "101.24032.0007", "engineVersion": "1.1.24020.4",
-        "machineGuid": "abc", "realTimeProtectionEnabled": {"value": False, "scope": "local"},
-        "passiveModeEnabled": {"value": False, "scope": "local"}, "licensed": True,
-        "offlineDefinitionUpdateVerifySig": {"value": "DEPRECATED", "scope": "local"},
-        "engineSignatureVerification": {"value": "enabled", "scope": "managed"},
-    }))
-    assert (health.healthy, health.health_issues, health.app_version, health.engine_version) == (True, [], "101.24032.0007", "1.1.24020.4")
+    health = parse_health(
+        json.dumps(
+            {
+                **JSON_SAMPLE,
+                "healthy": True,
+                "healthIssues": [],
+                "appVersion": "101.24032.0007",
+                "engineVersion": "1.1.24020.4",
+                "machineGuid": "abc",
+                "realTimeProtectionEnabled": {"value": False, "scope": "local"},
+                "passiveModeEnabled": {"value": False, "scope": "local"},
+                "licensed": True,
+                "offlineDefinitionUpdateVerifySig": {"value": "DEPRECATED", "scope": "local"},
+                "engineSignatureVerification": {"value": "enabled", "scope": "managed"},
+            }
+        )
+    )
+    assert (health.healthy, health.health_issues, health.app_version, health.engine_version) == (
+        True,
+        [],
+        "101.24032.0007",
+        "1.1.24020.4",
+    )
     assert health.machine_guid == "abc"
     assert health.enforcement_level == "on_demand"
     assert health.verify_sig == "DEPRECATED"
@@ -214,8 +240,17 @@ def test_json_fields_of_the_full_report():
     assert "engine_signature_verification" in health.managed_keys
 
 
-@pytest.mark.parametrize("value", ["1710418397000", 1710418397000, 1710418397, "2024-03-14T12:13:17Z",
-                                   "2024-03-14T13:13:17+01:00", "Mar 14, 2024 at 12:13:17 PM"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1710418397000",
+        1710418397000,
+        1710418397,
+        "2024-03-14T12:13:17Z",
+        "2024-03-14T13:13:17+01:00",
+        "Mar 14, 2024 at 12:13:17 PM",
+    ],
+)
 def test_json_dates_in_epoch_and_iso_forms(value):
     health = parse_health(json.dumps({"definitionsVersion": "1", "definitionsUpdated": value}))
     assert health.definitions_updated_at == SAMPLE_TIME
@@ -223,10 +258,16 @@ def test_json_dates_in_epoch_and_iso_forms(value):
 
 
 def test_json_unknown_object_members_and_values_are_kept():
-    health = parse_health(json.dumps({
-        "definitionsVersion": "1", "definitionsStatus": {"$type": "updateFailed", "reason": "mirror down"},
-        "definitionsUpdated": "whenever", "newThing": {"nested": [1, 2]},
-    }))
+    health = parse_health(
+        json.dumps(
+            {
+                "definitionsVersion": "1",
+                "definitionsStatus": {"$type": "updateFailed", "reason": "mirror down"},
+                "definitionsUpdated": "whenever",
+                "newThing": {"nested": [1, 2]},
+            }
+        )
+    )
     assert health.definitions_status == "update_failed"
     assert health.extra["definitions_status.reason"] == "mirror down"
     assert health.extra["definitions_updated"] == "whenever"
@@ -239,35 +280,65 @@ BAD_LINE_3 = DESIGN_SAMPLE.splitlines()
 BAD_LINE_3[2] = "garbage"
 
 
-@pytest.mark.parametrize(("body", "message", "line", "field"), [
-    ("", "empty health report", None, None),
-    (b"  \r\n\n", "empty health report", None, None),
-    ("garbage", "line 1: expected 'key : value', got 'garbage'", 1, None),
-    ("\n".join(BAD_LINE_3), "line 3: expected 'key : value', got 'garbage'", 3, None),
-    ("Defender says hi\n" + DESIGN_SAMPLE, "line 1: expected 'key : value', got 'Defender says hi'", 1, None),
-    (DESIGN_SAMPLE + "user@vm:~$ mdatp health\n", "line 12: expected 'key : value'", 12, None),
-    ("definitions_version\n", "line 1: expected 'key : value'", 1, None),
-    (' : "1.2.3.4"\n', "line 1: expected 'key : value'", 1, None),
-    ('definitions_version : "1"\ndefinitions_version : "2"\n', "line 2: definitions_version reported twice", 2, None),
-    ('definitions_version : "1"\nbad\x00line : 1\n', "line 2: contains a NUL byte", 2, None),
-    ("healthy : true\nlicensed : true\n", "no definitions keys in the report", None, None),
-    (b'definitions_version : "\xff"\n', "not UTF-8", None, None),
-    ('{"definitionsVersion": "1",\n "healthy": }', "invalid JSON at line 2", 2, None),
-    ("[1, 2]", "must be an object of fields, got a list", None, None),
-    ('{"healthy": true}', "no definitions keys in the report", None, None),
-    ('{"definitionsVersion": {"major": 1}}', "field 'definitionsVersion': expected a single value, got an object", None,
-     "definitionsVersion"),
-    ('{"definitionsVersion": ["1"]}', "field 'definitionsVersion'", None, "definitionsVersion"),
-    ('{"definitionsStatus": {"$type": 3}}', "field 'definitionsStatus'", None, "definitionsStatus"),
-    ('{"offlineDefinitionUpdate": {"value": "enabled", "scope": 1}}', "field 'offlineDefinitionUpdate'", None,
-     "offlineDefinitionUpdate"),
-    ('{"definitionsVersion": "1", "healthIssues": [{"a": 1}]}', "field 'healthIssues'", None, "healthIssues"),
-    ('{"definitionsVersion": "1", "definitions_version": "2"}', "field 'definitions_version': definitions_version reported twice",
-     None, "definitions_version"),
-    ('{"definitionsVersion": "1.407.\\u0000417.0"}', "field 'definitionsVersion': contains a NUL character", None, "definitionsVersion"),
-    ('{"definitionsVersion": "1", "edr": {"tags": ["a\\u0000"]}}', "field 'edr': contains a NUL character", None, "edr"),
-    ('{"definitionsVersion": "1", "x\\u0000": 1}', "contains a NUL character", None, "x\x00"),
-])
+@pytest.mark.parametrize(
+    ("body", "message", "line", "field"),
+    [
+        ("", "empty health report", None, None),
+        (b"  \r\n\n", "empty health report", None, None),
+        ("garbage", "line 1: expected 'key : value', got 'garbage'", 1, None),
+        ("\n".join(BAD_LINE_3), "line 3: expected 'key : value', got 'garbage'", 3, None),
+        ("Defender says hi\n" + DESIGN_SAMPLE, "line 1: expected 'key : value', got 'Defender says hi'", 1, None),
+        (DESIGN_SAMPLE + "user@vm:~$ mdatp health\n", "line 12: expected 'key : value'", 12, None),
+        ("definitions_version\n", "line 1: expected 'key : value'", 1, None),
+        (' : "1.2.3.4"\n', "line 1: expected 'key : value'", 1, None),
+        (
+            'definitions_version : "1"\ndefinitions_version : "2"\n',
+            "line 2: definitions_version reported twice",
+            2,
+            None,
+        ),
+        ('definitions_version : "1"\nbad\x00line : 1\n', "line 2: contains a NUL byte", 2, None),
+        ("healthy : true\nlicensed : true\n", "no definitions keys in the report", None, None),
+        (b'definitions_version : "\xff"\n', "not UTF-8", None, None),
+        ('{"definitionsVersion": "1",\n "healthy": }', "invalid JSON at line 2", 2, None),
+        ("[1, 2]", "must be an object of fields, got a list", None, None),
+        ('{"healthy": true}', "no definitions keys in the report", None, None),
+        (
+            '{"definitionsVersion": {"major": 1}}',
+            "field 'definitionsVersion': expected a single value, got an object",
+            None,
+            "definitionsVersion",
+        ),
+        ('{"definitionsVersion": ["1"]}', "field 'definitionsVersion'", None, "definitionsVersion"),
+        ('{"definitionsStatus": {"$type": 3}}', "field 'definitionsStatus'", None, "definitionsStatus"),
+        (
+            '{"offlineDefinitionUpdate": {"value": "enabled", "scope": 1}}',
+            "field 'offlineDefinitionUpdate'",
+            None,
+            "offlineDefinitionUpdate",
+        ),
+        ('{"definitionsVersion": "1", "healthIssues": [{"a": 1}]}', "field 'healthIssues'", None, "healthIssues"),
+        (
+            '{"definitionsVersion": "1", "definitions_version": "2"}',
+            "field 'definitions_version': definitions_version reported twice",
+            None,
+            "definitions_version",
+        ),
+        (
+            '{"definitionsVersion": "1.407.\\u0000417.0"}',
+            "field 'definitionsVersion': contains a NUL character",
+            None,
+            "definitionsVersion",
+        ),
+        (
+            '{"definitionsVersion": "1", "edr": {"tags": ["a\\u0000"]}}',
+            "field 'edr': contains a NUL character",
+            None,
+            "edr",
+        ),
+        ('{"definitionsVersion": "1", "x\\u0000": 1}', "contains a NUL character", None, "x\x00"),
+    ],
+)
 def test_malformed_input_is_rejected_with_its_place(body, message, line, field):
     with pytest.raises(HealthParseError) as caught:
         parse_health(body)
@@ -286,6 +357,7 @@ def test_a_repeated_key_with_the_same_value_is_tolerated():
 
 # --- Round trip with the stand-in mdatp -------------------------------------------------------
 
+
 def run_mdatp(*args, state=None, env=None, tmp_path=None):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MDATP_STANDIN_")}
     if state is not None:
@@ -302,7 +374,7 @@ STATE = {
     "definitions_updated_minutes_ago": 75,
     "definitions_status": "up_to_date",
     "definitions_update_source_uri": "https://go.microsoft.com/fwlink/?linkid=2144709",
-    "definitions_update_fail_reason": "Failed to download \"updates.zip\": connection refused",
+    "definitions_update_fail_reason": 'Failed to download "updates.zip": connection refused',
     "offline_definition_url_configured": {"value": "http://mirror.lan:8000/linux/production/", "scope": "managed"},
     "offline_definition_update_verify_sig": "DEPRECATED",
     "real_time_protection_enabled": False,
@@ -346,13 +418,22 @@ def test_the_stand_in_defaults_are_a_healthy_linux_endpoint(tmp_path):
     assert health.enforcement_level == "real_time" and health.automatic_updates is True
     assert health.update_source_uri == health.offline_url_configured and "/linux/" in health.offline_url_configured
     assert (health.offline_update, health.verify_sig, health.fail_reason, health.definitions_status) == (
-        "enabled", "enabled", "", "up_to_date")
+        "enabled",
+        "enabled",
+        "",
+        "up_to_date",
+    )
 
 
 def test_the_stand_in_environment_overrides_the_state_file(tmp_path):
-    result = run_mdatp("health", "--output", "json", state=STATE, tmp_path=tmp_path,
-                       env={"MDATP_STANDIN_DEFINITIONS_VERSION": "1.407.600.0",
-                            "MDATP_STANDIN_OFFLINE_DEFINITION_UPDATE": "disabled"})
+    result = run_mdatp(
+        "health",
+        "--output",
+        "json",
+        state=STATE,
+        tmp_path=tmp_path,
+        env={"MDATP_STANDIN_DEFINITIONS_VERSION": "1.407.600.0", "MDATP_STANDIN_OFFLINE_DEFINITION_UPDATE": "disabled"},
+    )
     health = parse_health(result.stdout)
     assert (health.definitions_version, health.offline_update) == ("1.407.600.0", "disabled")
 
@@ -378,8 +459,9 @@ def test_the_stand_in_is_an_executable_script():
     assert MDATP.read_text().startswith("#!/usr/bin/env python3\n")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MDATP_STANDIN_")}
     environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
-    result = subprocess.run([str(MDATP), "health", "--details", "definitions"], capture_output=True, text=True,
-                            env=environ, timeout=30)
+    result = subprocess.run(
+        [str(MDATP), "health", "--details", "definitions"], capture_output=True, text=True, env=environ, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     assert parse_health(result.stdout).definitions_version == "1.407.417.0"
 

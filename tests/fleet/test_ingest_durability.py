@@ -28,10 +28,27 @@ offline_definition_update                   : "enabled" [managed]
 
 def start_web(port: int, log) -> subprocess.Popen:
     # An unreachable broker: if reports depended on it, they would fail or be lost.
-    env = child_env(CELERY_BROKER_URL="redis://127.0.0.1:1/0", FLEET_REPORT_BURST="1000", ALLOWED_HOSTS="127.0.0.1,localhost")
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                            "--no-control-socket"],
-                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = child_env(
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0", FLEET_REPORT_BURST="1000", ALLOWED_HOSTS="127.0.0.1,localhost"
+    )
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--no-control-socket",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
     def up():
         try:
@@ -58,7 +75,12 @@ def test_every_accepted_report_survives_killing_the_web_server_and_needs_no_brok
         session = requests.Session()
         while not stop.is_set():
             try:
-                response = session.post(url, data=REPORT, headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}, timeout=5)
+                response = session.post(
+                    url,
+                    data=REPORT,
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+                    timeout=5,
+                )
             except requests.RequestException:
                 time.sleep(0.05)  # the server is gone (or coming back)
                 continue

@@ -28,9 +28,16 @@ MDATP_MANAGED_SCHEMA = {
         "antivirusEngine": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["offlineDefinitionUpdateUrl", "offlineDefinitionUpdate", "offlineDefinitionUpdateFallbackToCloud"],
+            "required": [
+                "offlineDefinitionUpdateUrl",
+                "offlineDefinitionUpdate",
+                "offlineDefinitionUpdateFallbackToCloud",
+            ],
             "properties": {
-                "offlineDefinitionUpdateUrl": {"type": "string", "pattern": r"^https?://.+/(linux|mac)/(production|preview)/$"},
+                "offlineDefinitionUpdateUrl": {
+                    "type": "string",
+                    "pattern": r"^https?://.+/(linux|mac)/(production|preview)/$",
+                },
                 "offlineDefinitionUpdate": SWITCH,
                 "offlineDefinitionUpdateFallbackToCloud": {"type": "boolean"},
                 "enforcementLevel": {"type": "string", "enum": ["real_time", "on_demand", "passive"]},
@@ -47,7 +54,13 @@ MDATP_MANAGED_SCHEMA = {
 
 POLICIES = [
     {},
-    {"automatic_updates": False, "update_interval": 60, "offline_update": False, "fallback_to_cloud": True, "verify_signature": False},
+    {
+        "automatic_updates": False,
+        "update_interval": 60,
+        "offline_update": False,
+        "fallback_to_cloud": True,
+        "verify_signature": False,
+    },
     {"update_interval": 86400, "enforcement_level": EnforcementLevel.REAL_TIME},
     {"enforcement_level": EnforcementLevel.PASSIVE, "fallback_to_cloud": True},
 ]
@@ -63,12 +76,17 @@ def test_every_generated_managed_json_validates_against_the_design_schema(mirror
         jsonschema.validate(config.managed_settings(group, platform), MDATP_MANAGED_SCHEMA)
     data = json.loads(config.managed_json(group))
     jsonschema.validate(data, MDATP_MANAGED_SCHEMA)
-    assert data["antivirusEngine"]["offlineDefinitionUpdateUrl"] == f"https://portal.example.org/mirror/groups/pilot/linux/{channel}/"
+    assert (
+        data["antivirusEngine"]["offlineDefinitionUpdateUrl"]
+        == f"https://portal.example.org/mirror/groups/pilot/linux/{channel}/"
+    )
     assert "offlineDefintionUpdateFallbackToCloud" not in json.dumps(data)  # never the seed's misspelling
 
 
 def test_the_linux_file_carries_the_group_policy_exactly(mirror, make_group):
-    group = make_group("pilot", update_interval=3600, fallback_to_cloud=True, verify_signature=False, enforcement_level="real_time")
+    group = make_group(
+        "pilot", update_interval=3600, fallback_to_cloud=True, verify_signature=False, enforcement_level="real_time"
+    )
     assert json.loads(config.config_file(group, "linux").body) == {
         "cloudService": {"automaticDefinitionUpdateEnabled": True, "definitionUpdatesInterval": 3600},
         "antivirusEngine": {
@@ -127,28 +145,66 @@ def test_the_seed_sample_imports_with_a_warning_about_its_misspelling(mirror, ma
     group = make_group("pilot", fallback_to_cloud=True, update_interval=28800)
     warnings = config.import_policy(group, SEED_SAMPLE, admin)
     group.refresh_from_db()
-    assert (group.update_interval, group.fallback_to_cloud, group.offline_update, group.verify_signature) == (1202, False, True, True)
+    assert (group.update_interval, group.fallback_to_cloud, group.offline_update, group.verify_signature) == (
+        1202,
+        False,
+        True,
+        True,
+    )
     assert any("offlineDefintionUpdateFallbackToCloud is misspelled" in w for w in warnings)
-    assert any("offlineDefinitionUpdateUrl (http://172.22.199.67:8000/linux/production/) ignored" in w for w in warnings)
+    assert any(
+        "offlineDefinitionUpdateUrl (http://172.22.199.67:8000/linux/production/) ignored" in w for w in warnings
+    )
     from core.models import AuditEvent
 
     event = AuditEvent.objects.get(action="group.update")
     assert event.details["imported"] == {"update_interval": 1202, "fallback_to_cloud": False}
 
 
-@pytest.mark.parametrize("text, path, words", [
-    ('{"cloudService": {"definitionUpdatesInterval": "1202"}}', "cloudService.definitionUpdatesInterval", 'got the string "1202"'),
-    ('{"cloudService": {"definitionUpdatesInterval": 30}}', "cloudService.definitionUpdatesInterval", "30 is outside 60–86400"),
-    ('{"cloudService": {"definitionUpdatesInterval": 1e400}}', "cloudService.definitionUpdatesInterval", "expected a whole number of seconds"),
-    ('{"cloudService": {"definitionUpdatesInterval": NaN}}', "cloudService.definitionUpdatesInterval", "expected a whole number of seconds"),
-    ('{"cloudService": {"automaticDefinitionUpdateEnabled": "yes"}}', "cloudService.automaticDefinitionUpdateEnabled", "expected true or false"),
-    ('{"antivirusEngine": {"offlineDefinitionUpdate": true}}', "antivirusEngine.offlineDefinitionUpdate", 'expected "enabled" or "disabled", got true'),
-    ('{"antivirusEngine": {"offlineDefintionUpdateFallbackToCloud": "false"}}', "antivirusEngine.offlineDefinitionUpdateFallbackToCloud", "expected true or false"),
-    ('{"features": []}', "features", "expected an object, got a list"),
-    ("[1, 2]", "file", "expected a JSON object at the top"),
-    ("{not json", "file", "not valid JSON"),
-    ('{"antivirusEngine": {"exclusions": []}}', "file", "none of the offline-update settings"),
-])
+@pytest.mark.parametrize(
+    "text, path, words",
+    [
+        (
+            '{"cloudService": {"definitionUpdatesInterval": "1202"}}',
+            "cloudService.definitionUpdatesInterval",
+            'got the string "1202"',
+        ),
+        (
+            '{"cloudService": {"definitionUpdatesInterval": 30}}',
+            "cloudService.definitionUpdatesInterval",
+            "30 is outside 60–86400",
+        ),
+        (
+            '{"cloudService": {"definitionUpdatesInterval": 1e400}}',
+            "cloudService.definitionUpdatesInterval",
+            "expected a whole number of seconds",
+        ),
+        (
+            '{"cloudService": {"definitionUpdatesInterval": NaN}}',
+            "cloudService.definitionUpdatesInterval",
+            "expected a whole number of seconds",
+        ),
+        (
+            '{"cloudService": {"automaticDefinitionUpdateEnabled": "yes"}}',
+            "cloudService.automaticDefinitionUpdateEnabled",
+            "expected true or false",
+        ),
+        (
+            '{"antivirusEngine": {"offlineDefinitionUpdate": true}}',
+            "antivirusEngine.offlineDefinitionUpdate",
+            'expected "enabled" or "disabled", got true',
+        ),
+        (
+            '{"antivirusEngine": {"offlineDefintionUpdateFallbackToCloud": "false"}}',
+            "antivirusEngine.offlineDefinitionUpdateFallbackToCloud",
+            "expected true or false",
+        ),
+        ('{"features": []}', "features", "expected an object, got a list"),
+        ("[1, 2]", "file", "expected a JSON object at the top"),
+        ("{not json", "file", "not valid JSON"),
+        ('{"antivirusEngine": {"exclusions": []}}', "file", "none of the offline-update settings"),
+    ],
+)
 def test_wrong_types_are_refused_by_json_path_and_nothing_changes(mirror, make_group, admin, text, path, words):
     group = make_group("pilot")
     before = group.policy
@@ -161,10 +217,16 @@ def test_wrong_types_are_refused_by_json_path_and_nothing_changes(mirror, make_g
 
 def test_settings_the_portal_does_not_manage_are_named_in_a_warning(mirror, make_group, admin):
     group = make_group("pilot")
-    warnings = config.import_policy(group, json.dumps({
-        "cloudService": {"enabled": True, "definitionUpdatesInterval": 600},
-        "antivirusEngine": {"exclusions": [], "enforcementLevel": "real_time"},
-    }), admin)
+    warnings = config.import_policy(
+        group,
+        json.dumps(
+            {
+                "cloudService": {"enabled": True, "definitionUpdatesInterval": 600},
+                "antivirusEngine": {"exclusions": [], "enforcementLevel": "real_time"},
+            }
+        ),
+        admin,
+    )
     group.refresh_from_db()
     assert (group.update_interval, group.enforcement_level) == (600, "real_time")
     assert warnings == ["not managed by the portal, left out: antivirusEngine.exclusions, cloudService.enabled"]

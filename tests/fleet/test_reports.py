@@ -11,10 +11,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.errors import Refused
-from fleet.services import chores, enrollment, ingest, rings
+from core.models import AuditEvent
 from fleet.choices import Compliance, RolloutMode
 from fleet.models import ComplianceSnapshot, Endpoint, EnrollmentSecret, HealthReport
-from core.models import AuditEvent
+from fleet.services import chores, enrollment, ingest, rings
 from tests.samples import MDATP, SEED_SAMPLE, health_text
 
 GUID_A = "0b8c5a4e-7d21-4c3f-8e9a-6f1d2c3b4a59"
@@ -37,14 +37,29 @@ def agent():
 
 
 def enroll(agent, secret, machine_id=GUID_A, **extra):
-    return agent.post("/api/v1/enroll", {"secret": secret, "machine_id": machine_id, "hostname": extra.pop("hostname", "web-1"),
-                                         "platform": extra.pop("platform", "linux"), "arch": "x86_64", "app_version": "101.24032.0007", **extra},
-                      format="json")
+    return agent.post(
+        "/api/v1/enroll",
+        {
+            "secret": secret,
+            "machine_id": machine_id,
+            "hostname": extra.pop("hostname", "web-1"),
+            "platform": extra.pop("platform", "linux"),
+            "arch": "x86_64",
+            "app_version": "101.24032.0007",
+            **extra,
+        },
+        format="json",
+    )
 
 
 def post_report(agent, token, body, content_type="text/plain"):
-    return agent.generic("POST", "/api/v1/reports", body.encode() if isinstance(body, str) else body, content_type=content_type,
-                         HTTP_AUTHORIZATION=f"Bearer {token}")
+    return agent.generic(
+        "POST",
+        "/api/v1/reports",
+        body.encode() if isinstance(body, str) else body,
+        content_type=content_type,
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
 
 
 @pytest.fixture
@@ -64,8 +79,15 @@ def test_enrolling_returns_a_token_shown_once_and_stored_hashed(agent, secret, p
     assert data["token"].startswith("mde_ep_") and data["group"] == "pilot"
     assert data["definition_url"] == "https://portal.example.org/mirror/groups/pilot/linux/production/"
     endpoint = Endpoint.objects.get()
-    assert endpoint.token_hash != data["token"] and data["token"] not in json.dumps(list(Endpoint.objects.values()), default=str)
-    assert (endpoint.machine_id, endpoint.hostname, endpoint.group, endpoint.compliance) == (GUID_A, "web-1", pilot, Compliance.NEW)
+    assert endpoint.token_hash != data["token"] and data["token"] not in json.dumps(
+        list(Endpoint.objects.values()), default=str
+    )
+    assert (endpoint.machine_id, endpoint.hostname, endpoint.group, endpoint.compliance) == (
+        GUID_A,
+        "web-1",
+        pilot,
+        Compliance.NEW,
+    )
     assert EnrollmentSecret.objects.get().enrollments == 1
     assert AuditEvent.objects.filter(action="endpoint.enroll").exists()
 
@@ -79,13 +101,16 @@ def test_re_enrolling_a_machine_reissues_its_token_for_the_same_endpoint(agent, 
     assert Endpoint.objects.get().hostname == "web-1-renamed"
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"machine_id": "has spaces"}, "machine_id"),
-    ({"machine_id": ""}, "machine_id"),
-    ({"platform": "windows"}, "platform"),
-    ({"platform": "mac"}, "platform"),  # pilot has no mac endpoints
-    ({"arch": "sparc"}, "arch"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"machine_id": "has spaces"}, "machine_id"),
+        ({"machine_id": ""}, "machine_id"),
+        ({"platform": "windows"}, "platform"),
+        ({"platform": "mac"}, "platform"),  # pilot has no mac endpoints
+        ({"arch": "sparc"}, "arch"),
+    ],
+)
 def test_bad_enrollment_input_is_a_field_error_and_enrolls_nothing(agent, secret, change, field):
     response = enroll(agent, secret, **change)
     assert response.status_code == 400
@@ -121,7 +146,12 @@ def test_the_seed_sample_is_stored_parsed_and_says_it_did_not_update_from_the_mi
     assert endpoint.definitions_status == "up_to_date"
     assert endpoint.update_source_uri == "https://go.microsoft.com/fwlink/?linkid=2144709"
     assert endpoint.offline_url_configured == "http://172.XX.XXX.XX:8000/linux/production/"
-    assert (endpoint.offline_update, endpoint.verify_sig, endpoint.fallback_to_cloud, endpoint.automatic_updates) == ("enabled", "enabled", False, True)
+    assert (endpoint.offline_update, endpoint.verify_sig, endpoint.fallback_to_cloud, endpoint.automatic_updates) == (
+        "enabled",
+        "enabled",
+        False,
+        True,
+    )
     assert endpoint.compliance == Compliance.MISCONFIGURED  # its URL is not the group's: drift
     assert ",url_drift," in endpoint.finding_codes and ",not_updated_from_mirror," in endpoint.finding_codes
     finding = next(f for f in endpoint.findings if f["code"] == "not_updated_from_mirror")
@@ -133,29 +163,48 @@ def test_the_seed_sample_is_stored_parsed_and_says_it_did_not_update_from_the_mi
 def test_the_json_form_is_accepted_too(agent, enrolled, pilot):
     _, token = enrolled
     url = pilot.definition_url("linux")
-    body = json.dumps({
-        "definitionsVersion": "1.407.418.0", "definitionsStatus": {"$type": "upToDate"}, "definitionsUpdateSourceUri": url,
-        "offlineDefinitionUrlConfigured": {"value": url, "scope": "managed"}, "offlineDefinitionUpdate": {"value": "enabled", "scope": "managed"},
-        "offlineDefinitionUpdateVerifySig": "enabled", "offlineDefinitionUpdateFallbackToCloud": {"value": False, "scope": "managed"},
-        "automaticDefinitionUpdateEnabled": True, "definitionsUpdatedMinutesAgo": 3, "definitionsUpdateFailReason": "",
-        "appVersion": "101.24032.0007", "engineVersion": "1.1.24020.4", "realTimeProtectionEnabled": {"value": True, "scope": "managed"},
-        "passiveModeEnabled": False, "healthy": True, "someNewKey": "kept",
-    })
+    body = json.dumps(
+        {
+            "definitionsVersion": "1.407.418.0",
+            "definitionsStatus": {"$type": "upToDate"},
+            "definitionsUpdateSourceUri": url,
+            "offlineDefinitionUrlConfigured": {"value": url, "scope": "managed"},
+            "offlineDefinitionUpdate": {"value": "enabled", "scope": "managed"},
+            "offlineDefinitionUpdateVerifySig": "enabled",
+            "offlineDefinitionUpdateFallbackToCloud": {"value": False, "scope": "managed"},
+            "automaticDefinitionUpdateEnabled": True,
+            "definitionsUpdatedMinutesAgo": 3,
+            "definitionsUpdateFailReason": "",
+            "appVersion": "101.24032.0007",
+            "engineVersion": "1.1.24020.4",
+            "realTimeProtectionEnabled": {"value": True, "scope": "managed"},
+            "passiveModeEnabled": False,
+            "healthy": True,
+            "someNewKey": "kept",
+        }
+    )
     response = post_report(agent, token, body, "application/json")
     assert response.status_code == 201, response.content
     assert response.json() == {"report": HealthReport.objects.get().pk, "compliance": "up_to_date", "findings": []}
     endpoint = Endpoint.objects.get()
-    assert (endpoint.definitions_version, endpoint.engine_version, endpoint.enforcement_level) == ("1.407.418.0", "1.1.24020.4", "real_time")
+    assert (endpoint.definitions_version, endpoint.engine_version, endpoint.enforcement_level) == (
+        "1.407.418.0",
+        "1.1.24020.4",
+        "real_time",
+    )
     assert HealthReport.objects.get().parsed["extra"]["some_new_key"] == "kept"
 
 
-@pytest.mark.parametrize("body, where", [
-    ("definitions_version : \"1.407.417.0\"\nthis line has no separator\n", "line 2"),
-    ("", "body"),
-    ('{"definitionsVersion": ', "body"),
-    ('["not", "an", "object"]', "body"),
-    ("healthy : true\n", "body"),  # no definitions keys at all
-])
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ('definitions_version : "1.407.417.0"\nthis line has no separator\n', "line 2"),
+        ("", "body"),
+        ('{"definitionsVersion": ', "body"),
+        ('["not", "an", "object"]', "body"),
+        ("healthy : true\n", "body"),  # no definitions keys at all
+    ],
+)
 def test_malformed_reports_are_refused_naming_the_fault_and_store_nothing(agent, enrolled, body, where):
     endpoint, token = enrolled
     response = post_report(agent, token, body)
@@ -179,7 +228,10 @@ def test_a_report_over_the_size_cap_is_a_413(agent, enrolled, settings):
 
 def test_wrong_revoked_and_decommissioned_tokens_get_the_same_401(agent, enrolled):
     endpoint, token = enrolled
-    bodies = [post_report(agent, "mde_ep_" + "x" * 43, SEED_SAMPLE).json(), post_report(agent, "nonsense", SEED_SAMPLE).json()]
+    bodies = [
+        post_report(agent, "mde_ep_" + "x" * 43, SEED_SAMPLE).json(),
+        post_report(agent, "nonsense", SEED_SAMPLE).json(),
+    ]
     enrollment.decommission_endpoint(endpoint)
     response = post_report(agent, token, SEED_SAMPLE)
     assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
@@ -320,7 +372,11 @@ def test_the_ring_gate_opens_and_closes_from_real_reports(agent, mirror, make_gr
         post_report(agent, token, health_text(pilot, version="1.407.600.0"))
     rings.evaluate_rollouts()
     assert served() is None  # 1 of 4: 25 % < 50 %
-    post_report(agent, tokens[1], health_text(pilot, version="1.407.700.0", definitions_update_fail_reason='"Signature verification failed"'))
+    post_report(
+        agent,
+        tokens[1],
+        health_text(pilot, version="1.407.700.0", definitions_update_fail_reason='"Signature verification failed"'),
+    )
     rings.evaluate_rollouts()
     assert served() is None
     assert "reported a definitions update failure" in broad.approvals.get(platform="linux", arch="x86_64").gate_reason
@@ -343,7 +399,9 @@ def test_an_endpoint_reads_its_own_groups_config_with_an_etag(agent, enrolled, p
     assert response.status_code == 200
     config = json.loads(response.content)
     assert config["antivirusEngine"]["offlineDefinitionUpdateUrl"] == pilot.definition_url("linux")
-    again = agent.get("/api/v1/endpoint/managed-config", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_IF_NONE_MATCH=response["ETag"])
+    again = agent.get(
+        "/api/v1/endpoint/managed-config", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_IF_NONE_MATCH=response["ETag"]
+    )
     assert again.status_code == 304
     assert agent.get("/api/v1/endpoint/managed-config", HTTP_AUTHORIZATION="Bearer mde_ep_wrong").status_code == 401
 
@@ -351,10 +409,17 @@ def test_an_endpoint_reads_its_own_groups_config_with_an_etag(agent, enrolled, p
 # --- Operators -----------------------------------------------------------------------------------------------
 
 
-def test_operators_move_and_decommission_endpoints_and_viewers_cannot(api, enrolled, make_group, operator, viewer, agent):
+def test_operators_move_and_decommission_endpoints_and_viewers_cannot(
+    api, enrolled, make_group, operator, viewer, agent
+):
     endpoint, token = enrolled
     broad = make_group("broad", 20)
-    assert api.as_user(viewer).post(f"/api/v1/endpoints/{endpoint.pk}/move/", {"group": "broad"}, format="json").status_code == 403
+    assert (
+        api.as_user(viewer)
+        .post(f"/api/v1/endpoints/{endpoint.pk}/move/", {"group": "broad"}, format="json")
+        .status_code
+        == 403
+    )
     response = api.as_user(operator).post(f"/api/v1/endpoints/{endpoint.pk}/move/", {"group": "broad"}, format="json")
     assert response.status_code == 200 and response.json()["group"] == "broad"
     endpoint.refresh_from_db()
@@ -362,7 +427,10 @@ def test_operators_move_and_decommission_endpoints_and_viewers_cannot(api, enrol
     assert api.as_user(operator).post(f"/api/v1/endpoints/{endpoint.pk}/decommission/").status_code == 200
     assert post_report(agent, token, SEED_SAMPLE).status_code == 401
     assert [e.action for e in AuditEvent.objects.filter(action__startswith="endpoint.").order_by("id")] == [
-        "endpoint.enroll", "endpoint.move", "endpoint.decommission"]
+        "endpoint.enroll",
+        "endpoint.move",
+        "endpoint.decommission",
+    ]
 
 
 def test_endpoints_are_listed_and_filtered_by_compliance_and_finding(api, agent, secret, pilot, viewer):
@@ -370,10 +438,14 @@ def test_endpoints_are_listed_and_filtered_by_compliance_and_finding(api, agent,
     post_report(agent, tokens[0], health_text(pilot))
     post_report(agent, tokens[1], SEED_SAMPLE)
     client = api.as_user(viewer)
-    assert [e["hostname"] for e in client.get("/api/v1/endpoints/?compliance=up_to_date").json()["results"]] == ["host-0"]
+    assert [e["hostname"] for e in client.get("/api/v1/endpoints/?compliance=up_to_date").json()["results"]] == [
+        "host-0"
+    ]
     assert [e["hostname"] for e in client.get("/api/v1/endpoints/?finding=url_drift").json()["results"]] == ["host-1"]
     assert [e["hostname"] for e in client.get("/api/v1/endpoints/?compliance=new").json()["results"]] == ["host-2"]
-    reports_of_1 = client.get(f"/api/v1/endpoints/{Endpoint.objects.get(hostname='host-1').pk}/reports/").json()["results"]
+    reports_of_1 = client.get(f"/api/v1/endpoints/{Endpoint.objects.get(hostname='host-1').pk}/reports/").json()[
+        "results"
+    ]
     assert len(reports_of_1) == 1 and reports_of_1[0]["raw"] == SEED_SAMPLE
 
 
@@ -382,16 +454,26 @@ def test_enrollment_secrets_are_shown_once_rotated_and_revoked_by_operators(api,
     created = client.post("/api/v1/enrollment-secrets/", {"group": "pilot", "name": "datacenter"}, format="json")
     assert created.status_code == 201
     plaintext = created.json()["secret"]
-    assert plaintext.startswith("mde_enr_") and "secret" not in client.get(f"/api/v1/enrollment-secrets/{created.json()['id']}/").json()
+    assert (
+        plaintext.startswith("mde_enr_")
+        and "secret" not in client.get(f"/api/v1/enrollment-secrets/{created.json()['id']}/").json()
+    )
     rotated = client.post(f"/api/v1/enrollment-secrets/{created.json()['id']}/rotate/")
     assert rotated.status_code == 201 and rotated.json()["secret"] != plaintext
     assert enroll(agent, plaintext).status_code == 401
     assert client.post(f"/api/v1/enrollment-secrets/{rotated.json()['id']}/revoke/").status_code == 200
     assert enroll(agent, rotated.json()["secret"]).status_code == 401
-    assert api.as_user(viewer).post("/api/v1/enrollment-secrets/", {"group": "pilot", "name": "x"}, format="json").status_code == 403
+    assert (
+        api.as_user(viewer)
+        .post("/api/v1/enrollment-secrets/", {"group": "pilot", "name": "x"}, format="json")
+        .status_code
+        == 403
+    )
 
 
-def test_the_api_refuses_to_rotate_a_revoked_or_expired_secret_and_the_secret_stays_as_it_was(api, pilot, operator, agent):
+def test_the_api_refuses_to_rotate_a_revoked_or_expired_secret_and_the_secret_stays_as_it_was(
+    api, pilot, operator, agent
+):
     revoked, plaintext = enrollment.create_enrollment_secret(pilot, "datacenter")
     enrollment.revoke_enrollment_secret(revoked)
     expired, _ = enrollment.create_enrollment_secret(pilot, "lab")
@@ -402,7 +484,9 @@ def test_the_api_refuses_to_rotate_a_revoked_or_expired_secret_and_the_secret_st
     assert response.status_code == 409
     body = response.json()
     assert body["code"] == "conflict"
-    assert body["errors"] == {"revoked_at": [f"Enrollment secret datacenter ({revoked.hint}…) is revoked: create a new one instead."]}
+    assert body["errors"] == {
+        "revoked_at": [f"Enrollment secret datacenter ({revoked.hint}…) is revoked: create a new one instead."]
+    }
     response = client.post(f"/api/v1/enrollment-secrets/{expired.pk}/rotate/")
     assert response.status_code == 409 and list(response.json()["errors"]) == ["expires_at"]
     assert list(EnrollmentSecret.objects.values()) == before
@@ -410,8 +494,11 @@ def test_the_api_refuses_to_rotate_a_revoked_or_expired_secret_and_the_secret_st
 
 
 def test_the_api_refuses_a_secret_that_would_expire_in_the_past(api, pilot, operator):
-    response = api.as_user(operator).post("/api/v1/enrollment-secrets/", {"group": "pilot", "name": "x", "expires_at": "2001-01-01T00:00:00Z"},
-                                          format="json")
+    response = api.as_user(operator).post(
+        "/api/v1/enrollment-secrets/",
+        {"group": "pilot", "name": "x", "expires_at": "2001-01-01T00:00:00Z"},
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["errors"] == {"expires_at": ["Choose a moment in the future, or leave it empty."]}
     assert not EnrollmentSecret.objects.exists()
@@ -431,7 +518,9 @@ def test_silent_endpoints_are_marked_and_counted_in_snapshots(agent, secret, pil
     tokens = [enroll(agent, secret, machine_id=f"m-{i}").json()["token"] for i in range(3)]
     for token in tokens:
         post_report(agent, token, health_text(pilot))
-    Endpoint.objects.filter(machine_id="m-0").update(last_seen=timezone.now() - timedelta(seconds=3 * pilot.update_interval + 60))
+    Endpoint.objects.filter(machine_id="m-0").update(
+        last_seen=timezone.now() - timedelta(seconds=3 * pilot.update_interval + 60)
+    )
     assert chores.mark_silent() == 1
     assert Endpoint.objects.get(machine_id="m-0").compliance == Compliance.SILENT
     chores.snapshot_compliance()
@@ -443,17 +532,26 @@ def test_old_reports_are_pruned_and_the_endpoint_keeps_its_state(agent, enrolled
     endpoint, token = enrolled
     post_report(agent, token, health_text(pilot))
     post_report(agent, token, health_text(pilot))
-    HealthReport.objects.filter(pk=HealthReport.objects.order_by("id").first().pk).update(received_at=timezone.now() - timedelta(days=31))
+    HealthReport.objects.filter(pk=HealthReport.objects.order_by("id").first().pk).update(
+        received_at=timezone.now() - timedelta(days=31)
+    )
     assert chores.prune_reports() == 1
     endpoint.refresh_from_db()
-    assert HealthReport.objects.count() == 1 and endpoint.compliance == Compliance.UP_TO_DATE and endpoint.reports_received == 2
+    assert (
+        HealthReport.objects.count() == 1
+        and endpoint.compliance == Compliance.UP_TO_DATE
+        and endpoint.reports_received == 2
+    )
 
 
 def test_the_stand_in_mdatp_output_is_accepted_in_both_forms(agent, enrolled, pilot, tmp_path):
     _, token = enrolled
-    env = {"PATH": "/usr/bin:/bin", "MDATP_STANDIN_MACHINE_GUID": GUID_A,
-           "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": pilot.definition_url("linux"),
-           "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": pilot.definition_url("linux")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MDATP_STANDIN_MACHINE_GUID": GUID_A,
+        "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": pilot.definition_url("linux"),
+        "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": pilot.definition_url("linux"),
+    }
     for args, content_type in ((["health"], "text/plain"), (["health", "--output", "json"], "application/json")):
         output = subprocess.run([str(MDATP), *args], env=env, capture_output=True, check=True).stdout
         response = post_report(agent, token, output, content_type)
@@ -465,7 +563,9 @@ def test_the_enable_disable_reenable_pattern_is_found_from_the_endpoints_own_his
     endpoint, token = enrolled
     for switch in ('"enabled" [managed]', '"enabled" [managed]', '"disabled"', '"enabled" [managed]'):
         failing = '"Network error"' if switch.startswith('"enabled"') and endpoint.reports_received >= 3 else '""'
-        response = post_report(agent, token, health_text(pilot, offline_definition_update=switch, definitions_update_fail_reason=failing))
+        response = post_report(
+            agent, token, health_text(pilot, offline_definition_update=switch, definitions_update_fail_reason=failing)
+        )
         assert response.status_code == 201
         endpoint.refresh_from_db()
     assert "reenable_known_issue" in response.json()["findings"]

@@ -12,6 +12,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.models import AuditEvent
+from fleet.choices import ApprovalAction, GateState, RolloutMode
+from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from fleet.services.rings import (
     ApprovalError,
     approve_package,
@@ -24,12 +27,9 @@ from fleet.services.rings import (
     rollback,
     save_group,
 )
-from fleet.choices import ApprovalAction, GateState, RolloutMode
-from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from mirror.models import SignaturePackage
 from mirror.services.publish import publish
 from mirror.services.retention import prune_packages
-from core.models import AuditEvent
 
 TARGET = ("linux", "production", "x86_64")
 ZIP_URL = "/mirror/groups/{slug}/linux/production/arch_x86_64/updates.zip"
@@ -50,7 +50,8 @@ def served_version(client, slug, back=False):
 
 def row(group, target=TARGET) -> GroupTarget:
     return GroupTarget.objects.select_related("current", "previous", "candidate").get(
-        group=group, platform=target[0], channel=target[1], arch=target[2])
+        group=group, platform=target[0], channel=target[1], arch=target[2]
+    )
 
 
 @pytest.fixture
@@ -63,7 +64,9 @@ def rings(make_group):
 # --- Rollout through the rings ----------------------------------------------------------------
 
 
-def test_a_new_version_reaches_pilot_at_once_and_broad_only_when_the_gate_holds(mirror, rings, make_package, make_endpoints, client):
+def test_a_new_version_reaches_pilot_at_once_and_broad_only_when_the_gate_holds(
+    mirror, rings, make_package, make_endpoints, client
+):
     pilot, broad = rings
     first = make_package()
     publish(mirror, first)
@@ -90,7 +93,9 @@ def test_a_new_version_reaches_pilot_at_once_and_broad_only_when_the_gate_holds(
     assert event.reason == f"pilot: 91 of 100 endpoints on {first.definition_version} (91 % ≥ 90 %)"
 
 
-def test_the_gate_counts_newer_versions_and_ignores_silent_decommissioned_and_other_arch_endpoints(mirror, rings, make_package, make_endpoints):
+def test_the_gate_counts_newer_versions_and_ignores_silent_decommissioned_and_other_arch_endpoints(
+    mirror, rings, make_package, make_endpoints
+):
     pilot, broad = rings
     package = make_package(definition="1.407.500.0")
     publish(mirror, package)
@@ -106,7 +111,9 @@ def test_the_gate_counts_newer_versions_and_ignores_silent_decommissioned_and_ot
     assert row(broad).current == package
 
 
-def test_a_failure_reported_in_the_source_ring_since_approval_holds_the_version_back(mirror, rings, make_package, make_endpoints, client):
+def test_a_failure_reported_in_the_source_ring_since_approval_holds_the_version_back(
+    mirror, rings, make_package, make_endpoints, client
+):
     pilot, broad = rings
     package = make_package()
     publish(mirror, package)
@@ -114,7 +121,10 @@ def test_a_failure_reported_in_the_source_ring_since_approval_holds_the_version_
     make_endpoints(pilot, 1, package.definition_version, failed_at=timezone.now())
     evaluate_rollouts()
     assert served_version(client, "broad") == 404
-    assert row(broad).gate_reason == f"pilot: 1 of 100 endpoints reported a definitions update failure since {package.definition_version} was approved there"
+    assert (
+        row(broad).gate_reason
+        == f"pilot: 1 of 100 endpoints reported a definitions update failure since {package.definition_version} was approved there"
+    )
 
 
 def test_a_failure_from_before_the_approval_does_not_count(mirror, rings, make_package, make_endpoints):
@@ -125,7 +135,9 @@ def test_a_failure_from_before_the_approval_does_not_count(mirror, rings, make_p
     assert row(broad).current == package
 
 
-def test_the_delay_is_counted_from_the_approval_in_the_source_ring(mirror, make_group, make_package, make_endpoints, client):
+def test_the_delay_is_counted_from_the_approval_in_the_source_ring(
+    mirror, make_group, make_package, make_endpoints, client
+):
     pilot = make_group("pilot", 10, RolloutMode.LATEST)
     broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=24)
     package = make_package()
@@ -139,9 +151,11 @@ def test_the_delay_is_counted_from_the_approval_in_the_source_ring(mirror, make_
     assert served_version(client, "broad") == package.definition_version
 
 
-def test_a_manual_approval_in_the_source_ring_flows_to_its_followers_at_once(mirror, make_group, make_package, make_endpoints, operator, client):
+def test_a_manual_approval_in_the_source_ring_flows_to_its_followers_at_once(
+    mirror, make_group, make_package, make_endpoints, operator, client
+):
     pilot = make_group("pilot", 10, RolloutMode.MANUAL)
-    broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=0, gate_percent=0)
+    make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=0, gate_percent=0)
     make_endpoints(pilot, 1, "1.0.0.0")
     package = make_package()
     approve_package(pilot, package, operator)
@@ -153,7 +167,10 @@ def test_manual_rings_never_move_on_their_own(mirror, make_group, make_package, 
     publish(mirror, make_package())
     evaluate_rollouts()
     assert served_version(client, "frozen") == 404
-    assert GroupTarget.objects.get(group__slug="frozen", platform="linux", arch="x86_64").gate_reason == "manual approvals only"
+    assert (
+        GroupTarget.objects.get(group__slug="frozen", platform="linux", arch="x86_64").gate_reason
+        == "manual approvals only"
+    )
 
 
 # --- Approvals, promotion, rollback --------------------------------------------------------------
@@ -178,10 +195,16 @@ def test_promote_approves_in_the_next_ring_what_this_one_serves(mirror, make_gro
     promote(pilot, TARGET, operator)
     assert served_version(client, "broad") == package.definition_version
     event = ApprovalEvent.objects.filter(group__slug="broad").get()
-    assert (event.action, event.reason, event.actor_label) == (ApprovalAction.PROMOTE, "promoted from pilot", operator.username)
+    assert (event.action, event.reason, event.actor_label) == (
+        ApprovalAction.PROMOTE,
+        "promoted from pilot",
+        operator.username,
+    )
 
 
-def test_rolling_broad_back_serves_exactly_the_previous_bytes(mirror, rings, make_package, make_endpoints, operator, client):
+def test_rolling_broad_back_serves_exactly_the_previous_bytes(
+    mirror, rings, make_package, make_endpoints, operator, client
+):
     pilot, broad = rings
     make_endpoints(pilot, 10, "1.407.999.0")  # healthy on anything up to .999
     old, new = make_package(definition="1.407.600.0"), make_package(definition="1.407.601.0")
@@ -199,7 +222,9 @@ def test_rolling_broad_back_serves_exactly_the_previous_bytes(mirror, rings, mak
     # The rule does not put the rolled-back version straight back...
     evaluate_rollouts()
     assert row(broad).current == old
-    assert row(broad).gate_reason == f"{new.definition_version} was rolled back here; approve it by hand to serve it again"
+    assert (
+        row(broad).gate_reason == f"{new.definition_version} was rolled back here; approve it by hand to serve it again"
+    )
     # ...until an operator approves it again by hand.
     approve_package(broad, new, operator)
     assert served_version(client, "broad") == new.definition_version
@@ -211,25 +236,64 @@ def test_a_rollback_restores_the_n_minus_1_of_the_restored_version(mirror, make_
     for package in (a, b, c):
         approve_package(group, package, operator)
     rollback(group, TARGET, operator)
-    assert (served_version(client, "pilot"), served_version(client, "pilot", back=True)) == (b.definition_version, a.definition_version)
+    assert (served_version(client, "pilot"), served_version(client, "pilot", back=True)) == (
+        b.definition_version,
+        a.definition_version,
+    )
 
 
-def test_every_approval_change_is_audited_with_who_what_and_from_which_version(mirror, make_group, make_package, operator):
-    pilot, broad = make_group("pilot", 10), make_group("broad", 20)
+def test_every_approval_change_is_audited_with_who_what_and_from_which_version(
+    mirror, make_group, make_package, operator
+):
+    pilot, _broad = make_group("pilot", 10), make_group("broad", 20)
     a, b = make_package(), make_package()
     approve_package(pilot, a, operator)
     approve_package(pilot, b, operator)
     promote(pilot, TARGET, operator)
     rollback(pilot, TARGET, operator)
-    events = list(AuditEvent.objects.filter(action__startswith="approval.").order_by("id").values_list("action", "actor_label", "target_label", "details"))
+    events = list(
+        AuditEvent.objects.filter(action__startswith="approval.")
+        .order_by("id")
+        .values_list("action", "actor_label", "target_label", "details")
+    )
     target = "linux/production/arch_x86_64"
     assert events == [
-        ("approval.approve", operator.username, "Pilot", {"target": target, "from": None, "to": a.definition_version, "engine": a.engine_version}),
-        ("approval.approve", operator.username, "Pilot", {"target": target, "from": a.definition_version, "to": b.definition_version, "engine": b.engine_version}),
-        ("approval.promote", operator.username, "Broad", {"target": target, "from": None, "to": b.definition_version, "engine": b.engine_version,
-                                                          "reason": "promoted from pilot"}),
-        ("approval.rollback", operator.username, "Pilot", {"target": target, "from": b.definition_version, "to": a.definition_version,
-                                                           "engine": a.engine_version, "reason": f"rolled back from {b.definition_version}"}),
+        (
+            "approval.approve",
+            operator.username,
+            "Pilot",
+            {"target": target, "from": None, "to": a.definition_version, "engine": a.engine_version},
+        ),
+        (
+            "approval.approve",
+            operator.username,
+            "Pilot",
+            {"target": target, "from": a.definition_version, "to": b.definition_version, "engine": b.engine_version},
+        ),
+        (
+            "approval.promote",
+            operator.username,
+            "Broad",
+            {
+                "target": target,
+                "from": None,
+                "to": b.definition_version,
+                "engine": b.engine_version,
+                "reason": "promoted from pilot",
+            },
+        ),
+        (
+            "approval.rollback",
+            operator.username,
+            "Pilot",
+            {
+                "target": target,
+                "from": b.definition_version,
+                "to": a.definition_version,
+                "engine": a.engine_version,
+                "reason": f"rolled back from {b.definition_version}",
+            },
+        ),
     ]
 
 
@@ -243,13 +307,17 @@ def _nothing_changed(group):
 
 
 @pytest.mark.parametrize("target", [("mac", "production", "x86_64"), ("linux", "preview", "x86_64")])
-def test_a_package_for_another_target_is_refused_and_nothing_changes(mirror, make_group, make_package, operator, target):
+def test_a_package_for_another_target_is_refused_and_nothing_changes(
+    mirror, make_group, make_package, operator, target
+):
     group = make_group("pilot")  # linux, production
     package = make_package(*target)
     with pytest.raises(ApprovalError) as refused:
         approve_package(group, package, operator)
     assert refused.value.field == "package" and refused.value.status == 400
-    assert str(refused.value).startswith(f"package {package.definition_version} is for {target[0]}/{target[1]}/arch_x86_64; group pilot serves")
+    assert str(refused.value).startswith(
+        f"package {package.definition_version} is for {target[0]}/{target[1]}/arch_x86_64; group pilot serves"
+    )
     _nothing_changed(group)
 
 
@@ -287,10 +355,14 @@ def test_promote_without_a_next_ring_or_an_approval_is_refused(mirror, make_grou
         promote(pilot, TARGET, operator)
 
 
-def test_the_plans_show_what_promote_and_rollback_do_and_refuse_what_they_refuse(mirror, make_group, make_package, make_endpoints,
-                                                                                 operator):
+def test_the_plans_show_what_promote_and_rollback_do_and_refuse_what_they_refuse(
+    mirror, make_group, make_package, make_endpoints, operator
+):
     pilot, broad = make_group("pilot", 10), make_group("broad", 20)
-    for plan, refusal in ((plan_promotion, "nothing is approved in pilot"), (plan_rollback, "pilot has no previous version")):
+    for plan, refusal in (
+        (plan_promotion, "nothing is approved in pilot"),
+        (plan_rollback, "pilot has no previous version"),
+    ):
         with pytest.raises(ApprovalError, match=refusal) as refused:
             plan(pilot, TARGET)
         assert refused.value.status == 409
@@ -306,7 +378,9 @@ def test_the_plans_show_what_promote_and_rollback_do_and_refuse_what_they_refuse
     assert (back.group, back.before, back.after, back.endpoints) == (pilot, second, first, 0)
     promote(pilot, TARGET, operator, expected_current=first.pk, expected_package=second.pk)
     for refuse in (plan_promotion, promote):  # the page and the change refuse alike, with the same words
-        with pytest.raises(ApprovalError, match=f"broad already serves {second.definition_version} for linux/production/arch_x86_64"):
+        with pytest.raises(
+            ApprovalError, match=f"broad already serves {second.definition_version} for linux/production/arch_x86_64"
+        ):
             refuse(pilot, TARGET)
 
 
@@ -352,7 +426,10 @@ def test_the_group_url_says_what_is_missing(mirror, make_group, client):
     make_group("pilot")
     assert client.get(ZIP_URL.format(slug="nope")).status_code == 404
     missing = client.get(ZIP_URL.format(slug="pilot"))
-    assert missing.status_code == 404 and b"no version is approved for linux/production/arch_x86_64 in group pilot" in missing.content
+    assert (
+        missing.status_code == 404
+        and b"no version is approved for linux/production/arch_x86_64 in group pilot" in missing.content
+    )
     other = client.get("/mirror/groups/pilot/mac/production/arch_x86_64/manifest.json")
     assert other.status_code == 404 and b"does not serve mac/production/arch_x86_64" in other.content
 
@@ -363,7 +440,10 @@ def test_x_accel_mode_hands_the_group_file_to_nginx(mirror, make_group, make_pac
     package = make_package()
     approve_package(group, package, operator)
     response = client.get(ZIP_URL.format(slug="pilot"))
-    assert response["X-Accel-Redirect"] == f"/_store/blobs/sha256/{package.sha256[:2]}/{package.sha256[2:4]}/{package.sha256}"
+    assert (
+        response["X-Accel-Redirect"]
+        == f"/_store/blobs/sha256/{package.sha256[:2]}/{package.sha256[2:4]}/{package.sha256}"
+    )
     assert response["ETag"] == f'"{package.sha256}"'
 
 
@@ -445,7 +525,9 @@ def test_dropping_a_platform_drops_its_approvals_and_files(mirror, make_group, m
     approve_package(group, make_package("linux"), operator)
     group.platforms = ["linux"]
     save_group(group, operator)
-    assert list(GroupTarget.objects.filter(group=group, current__isnull=False).values_list("platform", flat=True)) == ["linux"]
+    assert list(GroupTarget.objects.filter(group=group, current__isnull=False).values_list("platform", flat=True)) == [
+        "linux"
+    ]
     assert not (group.tree_path / "mac").exists()
     assert (group.tree_path / "linux/production/arch_x86_64/updates.zip").is_file()
 
@@ -493,7 +575,9 @@ def test_retention_never_prunes_what_a_ring_serves_or_may_roll_back_to(mirror, m
     assert kept_previous.path.exists()
 
 
-def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, store, tmp_path, make_endpoints, client, settings):
+def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(
+    db, store, tmp_path, make_endpoints, client, settings
+):
     """The whole path: upstream release -> sync -> pilot at once -> broad once pilot is healthy on it."""
     from mirror.choices import SyncState, SyncTrigger
     from mirror.models import Mirror, Upstream
@@ -503,11 +587,28 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
     settings.MIRROR_RETRY_BACKOFF = 0.01
     with StandinUpstream(tmp_path / "upstream", package_size=200 * 1024) as standin:
         upstream = Upstream.objects.create(name="standin", base_url=standin.base_url, timeout=5)
-        mirror = Mirror.objects.create(name="main", slug="main", upstream=upstream, platforms=["linux"], channels=["production"],
-                                       archs=["x86_64"], sync_interval_minutes=0)
-        pilot = EndpointGroup.objects.create(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"], rollout=RolloutMode.LATEST)
-        broad = EndpointGroup.objects.create(name="Broad", slug="broad", mirror=mirror, platforms=["linux"], ring_order=20,
-                                             rollout=RolloutMode.AFTER, source_group=pilot, delay_hours=0)
+        mirror = Mirror.objects.create(
+            name="main",
+            slug="main",
+            upstream=upstream,
+            platforms=["linux"],
+            channels=["production"],
+            archs=["x86_64"],
+            sync_interval_minutes=0,
+        )
+        pilot = EndpointGroup.objects.create(
+            name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"], rollout=RolloutMode.LATEST
+        )
+        EndpointGroup.objects.create(
+            name="Broad",
+            slug="broad",
+            mirror=mirror,
+            platforms=["linux"],
+            ring_order=20,
+            rollout=RolloutMode.AFTER,
+            source_group=pilot,
+            delay_hours=0,
+        )
 
         def sync():
             run, _ = request_sync(mirror, SyncTrigger.MANUAL)
@@ -532,7 +633,9 @@ def test_versions_synced_from_the_stand_in_upstream_roll_through_the_rings(db, s
         assert served_version(client, "broad", back=True) == first["definition"]
 
 
-def test_promote_refuses_when_the_source_ring_changed_after_the_confirmation(mirror, make_group, make_package, operator):
+def test_promote_refuses_when_the_source_ring_changed_after_the_confirmation(
+    mirror, make_group, make_package, operator
+):
     pilot, broad = make_group("pilot", 10), make_group("broad", 20)
     a, b = make_package(), make_package()
     approve_package(pilot, a, operator)
@@ -549,7 +652,9 @@ def test_packages_to_approve_are_listed_by_version_not_by_arrival(mirror, make_g
     assert [p.pk for p in packages_for(group, TARGET)] == [newer.pk, older.pk]
 
 
-def test_serving_a_group_file_takes_one_query(mirror, make_group, make_package, operator, client, django_assert_num_queries):
+def test_serving_a_group_file_takes_one_query(
+    mirror, make_group, make_package, operator, client, django_assert_num_queries
+):
     group = make_group("pilot")
     package = make_package()
     approve_package(group, package, operator)

@@ -19,9 +19,19 @@ def test_simulate_fleet_enrolls_and_reports_a_realistic_mix(live_server, make_gr
     call_command("simulate_fleet", "--endpoints", "60", "--url", live_server.url, "--rounds", "1", "--seed", "3")
     assert Endpoint.objects.count() == 60
     states = set(Endpoint.objects.values_list("compliance", flat=True))
-    assert {Compliance.UP_TO_DATE, Compliance.BEHIND, Compliance.FAILING, Compliance.MISCONFIGURED, Compliance.STALE, Compliance.NEW} <= states
+    assert {
+        Compliance.UP_TO_DATE,
+        Compliance.BEHIND,
+        Compliance.FAILING,
+        Compliance.MISCONFIGURED,
+        Compliance.STALE,
+        Compliance.NEW,
+    } <= states
     assert HealthReport.objects.count() == Endpoint.objects.exclude(compliance=Compliance.NEW).count()
-    assert Endpoint.objects.filter(group=pilot, compliance=Compliance.UP_TO_DATE).first().definitions_version == "1.407.450.0"
+    assert (
+        Endpoint.objects.filter(group=pilot, compliance=Compliance.UP_TO_DATE).first().definitions_version
+        == "1.407.450.0"
+    )
 
 
 def test_bad_arguments_are_one_readable_line(db, make_group):

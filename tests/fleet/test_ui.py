@@ -8,11 +8,11 @@ import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 
-from fleet.services.rings import approve_package, evaluate_rollouts, promote
+from core.models import AuditEvent
 from fleet.choices import ApprovalAction, GateState, RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
+from fleet.services.rings import approve_package, evaluate_rollouts, promote
 from mirror.models import Mirror
-from core.models import AuditEvent
 from tests.web import external_urls
 
 pytestmark = pytest.mark.django_db
@@ -49,14 +49,30 @@ def messages_of(response) -> list[str]:
 
 
 def row(group, target=TARGET) -> GroupTarget:
-    return GroupTarget.objects.select_related("current", "previous").get(group=group, platform=target[0], channel=target[1], arch=target[2])
+    return GroupTarget.objects.select_related("current", "previous").get(
+        group=group, platform=target[0], channel=target[1], arch=target[2]
+    )
 
 
 def form_data(mirror, **overrides) -> dict:
     data = {
-        "name": "Pilot", "slug": "pilot", "description": "", "mirror": mirror.pk, "platforms": ["linux"], "channel": "production",
-        "ring_order": 10, "staleness_hours": 48, "rollout": "manual", "source_group": "", "delay_hours": 24, "gate_percent": 90,
-        "automatic_updates": "on", "update_interval": 28800, "offline_update": "on", "verify_signature": "on", "enforcement_level": "",
+        "name": "Pilot",
+        "slug": "pilot",
+        "description": "",
+        "mirror": mirror.pk,
+        "platforms": ["linux"],
+        "channel": "production",
+        "ring_order": 10,
+        "staleness_hours": 48,
+        "rollout": "manual",
+        "source_group": "",
+        "delay_hours": 24,
+        "gate_percent": 90,
+        "automatic_updates": "on",
+        "update_interval": 28800,
+        "offline_update": "on",
+        "verify_signature": "on",
+        "enforcement_level": "",
     }
     data.update(overrides)
     return {key: value for key, value in data.items() if value is not None}
@@ -83,7 +99,9 @@ def approved(rings, make_package, operator):
 # --- The list -------------------------------------------------------------------------------------
 
 
-def test_the_list_shows_groups_in_ring_order_with_their_rollout_rule_in_words(client, viewer, make_group, make_package, operator):
+def test_the_list_shows_groups_in_ring_order_with_their_rollout_rule_in_words(
+    client, viewer, make_group, make_package, operator
+):
     broad = make_group("broad", 20)
     pilot = make_group("pilot", 10)
     make_group("late", 30, RolloutMode.AFTER, source_group=pilot, delay_hours=24, gate_percent=90)
@@ -143,8 +161,20 @@ def test_a_viewer_sees_no_control_that_changes_anything(client, viewer, approved
     client.force_login(viewer)
     page = client.get("/groups/pilot/").content.decode()
     assert "1.407.418.0" in page  # sees what is served
-    for control in ("/approve/", ">Approve</button>", "Promote to", "/promote/", "Roll back to", "/rollback/",
-                    "Import mdatp_managed.json", "/import/", "/edit/", "<select", "<textarea", 'type="file"'):
+    for control in (
+        "/approve/",
+        ">Approve</button>",
+        "Promote to",
+        "/promote/",
+        "Roll back to",
+        "/rollback/",
+        "Import mdatp_managed.json",
+        "/import/",
+        "/edit/",
+        "<select",
+        "<textarea",
+        'type="file"',
+    ):
         assert control not in page, control
     assert "/groups/new/" not in client.get("/groups/").content.decode()
 
@@ -162,7 +192,12 @@ def test_a_viewer_gets_403_on_every_change_and_nothing_changes(client, viewer, a
     }
     for url, data in posts.items():
         assert client.post(url, data).status_code == 403, url
-    for url in ("/groups/pilot/promote/linux/x86_64/", "/groups/pilot/rollback/linux/x86_64/", "/groups/new/", "/groups/pilot/edit/"):
+    for url in (
+        "/groups/pilot/promote/linux/x86_64/",
+        "/groups/pilot/rollback/linux/x86_64/",
+        "/groups/new/",
+        "/groups/pilot/edit/",
+    ):
         assert client.get(url).status_code == 403, url  # not even the confirmation or the form
     assert served_version(client, "pilot") == second.definition_version
     assert served_version(client, "broad") == first.definition_version
@@ -212,7 +247,9 @@ def test_every_control_has_a_label(client, admin, approved):
             assert f'for="{control_id}"' in page or re.search(rf"<label>\s*{re.escape(tag)}", page), tag
 
 
-@pytest.mark.parametrize("path", ["/groups/", "/groups/pilot/", "/groups/new/", "/groups/pilot/edit/", "/groups/pilot/promote/linux/x86_64/"])
+@pytest.mark.parametrize(
+    "path", ["/groups/", "/groups/pilot/", "/groups/new/", "/groups/pilot/edit/", "/groups/pilot/promote/linux/x86_64/"]
+)
 def test_no_group_page_loads_anything_from_outside(client, admin, approved, path):
     client.force_login(admin)
     response = client.get(path)
@@ -243,7 +280,9 @@ def test_an_operator_approves_a_package_and_the_group_url_serves_it(client, oper
     package = make_package(definition="1.407.500.0")
     client.force_login(operator)
     assert served_version(client, "pilot") == 404
-    response = client.post("/groups/pilot/approve/linux/x86_64/", {"package": package.pk, "expected_current": ""}, follow=True)
+    response = client.post(
+        "/groups/pilot/approve/linux/x86_64/", {"package": package.pk, "expected_current": ""}, follow=True
+    )
     assert response.redirect_chain[-1][0] == "/groups/pilot/"
     assert "Pilot now serves 1.407.500.0 for linux/production/arch_x86_64." in messages_of(response)
     assert served_version(client, "pilot") == "1.407.500.0"
@@ -255,7 +294,9 @@ def test_an_approval_from_a_stale_page_changes_nothing(client, operator, approve
     first, second = approved
     newer = make_package()
     client.force_login(operator)
-    response = client.post("/groups/pilot/approve/linux/x86_64/", {"package": newer.pk, "expected_current": first.pk}, follow=True)
+    response = client.post(
+        "/groups/pilot/approve/linux/x86_64/", {"package": newer.pk, "expected_current": first.pk}, follow=True
+    )
     assert any("changed meanwhile" in m for m in messages_of(response))
     assert served_version(client, "pilot") == second.definition_version
 
@@ -263,12 +304,16 @@ def test_an_approval_from_a_stale_page_changes_nothing(client, operator, approve
 def test_a_package_of_another_target_is_refused_with_a_message(client, operator, rings, make_package):
     arm = make_package(arch="arm64")
     client.force_login(operator)
-    response = client.post("/groups/pilot/approve/linux/x86_64/", {"package": arm.pk, "expected_current": ""}, follow=True)
+    response = client.post(
+        "/groups/pilot/approve/linux/x86_64/", {"package": arm.pk, "expected_current": ""}, follow=True
+    )
     assert any(m.startswith("Nothing approved for linux/production/arch_x86_64") for m in messages_of(response))
     assert served_version(client, "pilot") == 404
 
 
-def test_promote_asks_for_confirmation_then_the_next_ring_serves_the_version(client, operator, approved, make_endpoints, rings):
+def test_promote_asks_for_confirmation_then_the_next_ring_serves_the_version(
+    client, operator, approved, make_endpoints, rings
+):
     first, second = approved
     _, broad = rings
     make_endpoints(broad, 3, first.definition_version)
@@ -279,32 +324,45 @@ def test_promote_asks_for_confirmation_then_the_next_ring_serves_the_version(cli
     assert f"Promote {second.definition_version} from Pilot to Broad" in page
     assert "3 endpoints of Broad on linux/x86_64 will receive" in page
     assert served_version(client, "broad") == first.definition_version  # a GET changes nothing
-    response = client.post("/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True)
-    assert f"Broad now serves {second.definition_version} for linux/production/arch_x86_64 (promoted from Pilot)." in messages_of(response)
+    response = client.post(
+        "/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True
+    )
+    assert (
+        f"Broad now serves {second.definition_version} for linux/production/arch_x86_64 (promoted from Pilot)."
+        in messages_of(response)
+    )
     assert served_version(client, "broad") == second.definition_version
     assert ApprovalEvent.objects.filter(group=broad).first().action == ApprovalAction.PROMOTE
 
 
-def test_a_stale_promote_confirmation_shows_a_message_and_changes_nothing(client, operator, approved, rings, make_package):
+def test_a_stale_promote_confirmation_shows_a_message_and_changes_nothing(
+    client, operator, approved, rings, make_package
+):
     first, second = approved
     _, broad = rings
     client.force_login(operator)
     client.get("/groups/pilot/promote/linux/x86_64/")
     meanwhile = make_package()
     approve_package(broad, meanwhile, operator)  # someone else changed broad after the page was shown
-    response = client.post("/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True)
+    response = client.post(
+        "/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True
+    )
     assert any("changed meanwhile" in m and "reload and confirm again" in m for m in messages_of(response))
     assert "changed meanwhile" in response.content.decode()
     assert served_version(client, "broad") == meanwhile.definition_version
 
 
-def test_a_promote_confirmation_for_a_version_pilot_no_longer_serves_changes_nothing(client, operator, approved, make_package):
+def test_a_promote_confirmation_for_a_version_pilot_no_longer_serves_changes_nothing(
+    client, operator, approved, make_package
+):
     first, second = approved
     pilot = EndpointGroup.objects.get(slug="pilot")
     third = make_package()
     approve_package(pilot, third, operator)  # pilot moved on after the page showed `second`
     client.force_login(operator)
-    response = client.post("/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True)
+    response = client.post(
+        "/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True
+    )
     assert any(f"it would now receive {third.definition_version}" in m for m in messages_of(response))
     assert served_version(client, "broad") == first.definition_version
 
@@ -316,7 +374,9 @@ def test_roll_back_asks_for_confirmation_then_serves_the_previous_version(client
     assert f"Roll back Pilot to {first.definition_version}" in page
     assert f"{second.definition_version} is not approved again automatically" in page
     assert served_version(client, "pilot") == second.definition_version
-    response = client.post("/groups/pilot/rollback/linux/x86_64/", {"package": first.pk, "expected_current": second.pk}, follow=True)
+    response = client.post(
+        "/groups/pilot/rollback/linux/x86_64/", {"package": first.pk, "expected_current": second.pk}, follow=True
+    )
     assert any(m.startswith(f"Pilot rolled back to {first.definition_version}") for m in messages_of(response))
     assert served_version(client, "pilot") == first.definition_version
     assert row(EndpointGroup.objects.get(slug="pilot")).current == first
@@ -329,7 +389,9 @@ def test_a_stale_rollback_confirmation_shows_a_message_and_changes_nothing(clien
     client.get("/groups/pilot/rollback/linux/x86_64/")
     third = make_package()
     approve_package(pilot, third, operator)  # now third, with second as n-1
-    response = client.post("/groups/pilot/rollback/linux/x86_64/", {"package": first.pk, "expected_current": second.pk}, follow=True)
+    response = client.post(
+        "/groups/pilot/rollback/linux/x86_64/", {"package": first.pk, "expected_current": second.pk}, follow=True
+    )
     assert any("changed meanwhile" in m for m in messages_of(response))
     assert served_version(client, "pilot") == third.definition_version
     assert not ApprovalEvent.objects.filter(action=ApprovalAction.ROLLBACK).exists()
@@ -341,7 +403,10 @@ def test_promote_is_refused_when_the_next_ring_already_serves_the_version(client
     promote(pilot, TARGET, operator)
     client.force_login(operator)
     response = client.get("/groups/pilot/promote/linux/x86_64/", follow=True)
-    assert f"Cannot promote: broad already serves {second.definition_version} for linux/production/arch_x86_64" in messages_of(response)
+    assert (
+        f"Cannot promote: broad already serves {second.definition_version} for linux/production/arch_x86_64"
+        in messages_of(response)
+    )
 
 
 def test_the_approve_form_preselects_the_newest_version_not_served_yet(client, operator, approved, make_package):
@@ -350,7 +415,10 @@ def test_the_approve_form_preselects_the_newest_version_not_served_yet(client, o
     client.force_login(operator)
     page = client.get("/groups/pilot/").content.decode()
     assert f'<option value="{newest.pk}" selected>{newest.definition_version}' in page
-    assert f'<option value="{second.pk}">{second.definition_version} (engine {second.engine_version}, ' in page and "— served now" in page
+    assert (
+        f'<option value="{second.pk}">{second.definition_version} (engine {second.engine_version}, ' in page
+        and "— served now" in page
+    )
 
 
 def test_roll_back_without_a_previous_version_says_so(client, operator, rings, make_package):
@@ -373,7 +441,10 @@ def test_a_target_the_group_does_not_serve_is_404(client, operator, rings):
 def test_an_admin_creates_a_group_and_it_is_audited(client, admin, mirror):
     client.force_login(admin)
     form = client.get("/groups/new/").content.decode()
-    assert "cloudService.definitionUpdatesInterval" in form and "antivirusEngine.offlineDefinitionUpdateFallbackToCloud" in form
+    assert (
+        "cloudService.definitionUpdatesInterval" in form
+        and "antivirusEngine.offlineDefinitionUpdateFallbackToCloud" in form
+    )
     assert 'type="checkbox" name="platforms" value="mac"' in form
     response = client.post("/groups/new/", form_data(mirror, platforms=["linux", "mac"]))
     assert response.status_code == 302 and response.url == "/groups/pilot/"
@@ -396,8 +467,14 @@ def test_an_interval_of_59_seconds_shows_the_field_error_and_keeps_what_was_type
 
 
 def test_a_platform_the_mirror_does_not_sync_is_a_field_error(client, admin, mirror):
-    linux_only = Mirror.objects.create(name="linux only", slug="linux-only", upstream=mirror.upstream, platforms=["linux"],
-                                       channels=["production"], archs=["x86_64"])
+    linux_only = Mirror.objects.create(
+        name="linux only",
+        slug="linux-only",
+        upstream=mirror.upstream,
+        platforms=["linux"],
+        channels=["production"],
+        archs=["x86_64"],
+    )
     client.force_login(admin)
     response = client.post("/groups/new/", form_data(linux_only, platforms=["linux", "mac"]))
     page = response.content.decode()
@@ -418,7 +495,9 @@ def test_no_platform_at_all_gets_the_model_sentence_once(client, admin, mirror):
 def test_a_ring_that_follows_needs_its_source_ring(client, admin, mirror, make_group):
     make_group("pilot", 10)
     client.force_login(admin)
-    response = client.post("/groups/new/", form_data(mirror, name="Broad", slug="broad", ring_order=20, rollout="after"))
+    response = client.post(
+        "/groups/new/", form_data(mirror, name="Broad", slug="broad", ring_order=20, rollout="after")
+    )
     assert response.status_code == 400
     assert "Choose the ring this one follows." in response.content.decode()
 
@@ -429,9 +508,20 @@ def test_an_admin_edits_a_group_and_the_change_is_audited(client, admin, make_gr
     client.force_login(admin)
     page = client.get("/groups/broad/edit/").content.decode()
     assert 'value="Broad"' in page
-    assert '<option value="{}">Pilot</option>'.format(pilot.pk) in page and ">Broad</option>" not in page  # never itself
-    response = client.post("/groups/broad/edit/", form_data(pilot.mirror, name="Broad", slug="broad", ring_order=20, rollout="after",
-                                                            source_group=pilot.pk, delay_hours=12, gate_percent=80))
+    assert f'<option value="{pilot.pk}">Pilot</option>' in page and ">Broad</option>" not in page  # never itself
+    response = client.post(
+        "/groups/broad/edit/",
+        form_data(
+            pilot.mirror,
+            name="Broad",
+            slug="broad",
+            ring_order=20,
+            rollout="after",
+            source_group=pilot.pk,
+            delay_hours=12,
+            gate_percent=80,
+        ),
+    )
     assert response.status_code == 302
     broad = EndpointGroup.objects.get(slug="broad")
     assert (broad.rollout, broad.source_group, broad.delay_hours) == (RolloutMode.AFTER, pilot, 12)
@@ -460,11 +550,15 @@ def test_importing_the_seed_sample_warns_about_its_misspelling_and_sets_fallback
     response = client.post("/groups/pilot/import/", {"text": SEED_SAMPLE}, follow=True)
     warnings = [str(m) for m in get_messages(response.wsgi_request) if m.level_tag == "warning"]
     assert any("offlineDefintionUpdateFallbackToCloud is misspelled" in w for w in warnings)
-    assert any("offlineDefinitionUpdateUrl (http://172.22.199.67:8000/linux/production/) ignored" in w for w in warnings)
+    assert any(
+        "offlineDefinitionUpdateUrl (http://172.22.199.67:8000/linux/production/) ignored" in w for w in warnings
+    )
     assert 'class="message warning"' in response.content.decode()
     group = EndpointGroup.objects.get(slug="pilot")
     assert group.fallback_to_cloud is True and group.update_interval == 1202
-    assert "&quot;offlineDefinitionUpdateFallbackToCloud&quot;: true" in response.content.decode()  # the preview follows
+    assert (
+        "&quot;offlineDefinitionUpdateFallbackToCloud&quot;: true" in response.content.decode()
+    )  # the preview follows
 
 
 def test_an_uploaded_file_is_imported_too(client, admin, make_group):
@@ -485,8 +579,11 @@ def test_importing_a_wrong_type_shows_the_error_and_changes_nothing(client, admi
     response = client.post("/groups/pilot/import/", {"text": text})
     page = response.content.decode()
     assert response.status_code == 400
-    assert re.search(r'<div class="form-error" role="alert">cloudService\.definitionUpdatesInterval: expected a whole number of seconds'
-                     r'.*?got the string &quot;often&quot;', page)
+    assert re.search(
+        r'<div class="form-error" role="alert">cloudService\.definitionUpdatesInterval: expected a whole number of seconds'
+        r".*?got the string &quot;often&quot;",
+        page,
+    )
     assert "often" in page  # what was pasted stays in the textarea
     group = EndpointGroup.objects.get(slug="pilot")
     assert group.update_interval == 28800 and group.fallback_to_cloud is False
@@ -536,8 +633,13 @@ def test_a_mac_only_group_previews_the_same_keys_with_its_mac_url(client, viewer
     make_group("macs", 10, platforms=("mac",))
     client.force_login(viewer)
     page = client.get("/groups/macs/").content.decode()
-    preview = json.loads(re.search(r'<pre class="config">(.*?)</pre>', page, flags=re.S).group(1).replace("&quot;", '"'))
-    assert preview["antivirusEngine"]["offlineDefinitionUpdateUrl"] == "https://portal.example.org/mirror/groups/macs/mac/production/"
+    preview = json.loads(
+        re.search(r'<pre class="config">(.*?)</pre>', page, flags=re.S).group(1).replace("&quot;", '"')
+    )
+    assert (
+        preview["antivirusEngine"]["offlineDefinitionUpdateUrl"]
+        == "https://portal.example.org/mirror/groups/macs/mac/production/"
+    )
     assert "managed-config/linux/" not in page
 
 
@@ -565,7 +667,10 @@ def test_a_platform_the_group_lacks_is_404_with_a_readable_message(client, viewe
 @pytest.fixture
 def busy(make_group, make_package, operator):
     """Four rings on both platforms and archs, each with a few approvals per target."""
-    groups = [make_group(slug, order, platforms=("linux", "mac")) for slug, order in (("pilot", 10), ("early", 20), ("broad", 30), ("late", 40))]
+    groups = [
+        make_group(slug, order, platforms=("linux", "mac"))
+        for slug, order in (("pilot", 10), ("early", 20), ("broad", 30), ("late", 40))
+    ]
     for target in (("linux", "x86_64"), ("linux", "arm64"), ("mac", "x86_64"), ("mac", "arm64")):
         packages = [make_package(platform=target[0], arch=target[1]) for _ in range(3)]
         for group in groups:
@@ -594,7 +699,12 @@ def test_the_detail_page_makes_a_bounded_number_of_queries(client, operator, bus
 def test_the_gate_state_is_shown_for_each_target(client, viewer, make_group):
     make_group("pilot", 10)
     client.force_login(viewer)
-    GroupTarget.objects.filter(arch="arm64").update(gate_state=GateState.WAITING, gate_reason="pilot: no linux/arm64 endpoint has reported")
+    GroupTarget.objects.filter(arch="arm64").update(
+        gate_state=GateState.WAITING, gate_reason="pilot: no linux/arm64 endpoint has reported"
+    )
     page = client.get("/groups/pilot/").content.decode()
-    assert '<span class="state warn">waiting</span> <span class="gate-reason">pilot: no linux/arm64 endpoint has reported</span>' in page
+    assert (
+        '<span class="state warn">waiting</span> <span class="gate-reason">pilot: no linux/arm64 endpoint has reported</span>'
+        in page
+    )
     assert '<span class="state muted">manual</span>' in page

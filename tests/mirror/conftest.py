@@ -14,8 +14,18 @@ def store(settings, tmp_path):
 @pytest.fixture
 def make_mirror(db, store, standin):
     def make(slug="main", platforms=("linux",), channels=("production",), archs=("x86_64",), **extra):
-        upstream = extra.pop("upstream", None) or Upstream.objects.create(name=f"standin-{slug}", base_url=standin.base_url, timeout=5)
-        return Mirror.objects.create(name=slug, slug=slug, upstream=upstream, platforms=list(platforms), channels=list(channels),
-                                     archs=list(archs), sync_interval_minutes=0, **extra)
+        upstream = extra.pop("upstream", None) or Upstream.objects.create(
+            name=f"standin-{slug}", base_url=standin.base_url, timeout=5
+        )
+        return Mirror.objects.create(
+            name=slug,
+            slug=slug,
+            upstream=upstream,
+            platforms=list(platforms),
+            channels=list(channels),
+            archs=list(archs),
+            sync_interval_minutes=0,
+            **extra,
+        )
 
     return make

@@ -15,7 +15,10 @@ def sync(mirror):
 def tree_snapshot(root):
     """Every published path and the sha256 of what it serves."""
     # Explicit pattern: the arch_* entries are symlinks, which rglob does not descend into.
-    files = {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-             for path in sorted(root.glob("*/*/arch_*/*")) if path.is_file()}
+    files = {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.glob("*/*/arch_*/*"))
+        if path.is_file()
+    }
     assert files, f"nothing published under {root}"
     return files

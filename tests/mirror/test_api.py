@@ -28,7 +28,14 @@ def upstream(db, standin):
 
 
 def test_an_admin_creates_a_mirror_and_gets_its_endpoint_urls(api, admin, upstream, store, settings):
-    body = {"name": "Main", "slug": "main", "upstream": upstream.pk, "platforms": ["linux"], "channels": ["production"], "archs": ["x86_64", "arm64"]}
+    body = {
+        "name": "Main",
+        "slug": "main",
+        "upstream": upstream.pk,
+        "platforms": ["linux"],
+        "channels": ["production"],
+        "archs": ["x86_64", "arm64"],
+    }
     response = api.as_user(admin).post("/api/v1/mirrors/", body, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["urls"] == {"linux/production": f"{settings.PORTAL_BASE_URL}/mirror/main/linux/production/"}
@@ -38,15 +45,26 @@ def test_an_admin_creates_a_mirror_and_gets_its_endpoint_urls(api, admin, upstre
     assert PeriodicTask.objects.get(name=f"mirror-sync:{response.json()['id']}").interval.every == 60
 
 
-@pytest.mark.parametrize("change,field,words", [
-    ({"platforms": ["windows"]}, "platforms", '"windows" is not a valid choice'),
-    ({"archs": []}, "archs", "may not be empty"),
-    ({"publish_root": "relative/path"}, "publish_root", "absolute path"),
-    ({"publish_root": "/proc/version/tree"}, "publish_root", "cannot be created or written"),
-    ({"public_base_url": "not a url"}, "public_base_url", "valid URL"),
-])
+@pytest.mark.parametrize(
+    "change,field,words",
+    [
+        ({"platforms": ["windows"]}, "platforms", '"windows" is not a valid choice'),
+        ({"archs": []}, "archs", "may not be empty"),
+        ({"publish_root": "relative/path"}, "publish_root", "absolute path"),
+        ({"publish_root": "/proc/version/tree"}, "publish_root", "cannot be created or written"),
+        ({"public_base_url": "not a url"}, "public_base_url", "valid URL"),
+    ],
+)
 def test_invalid_mirror_settings_are_refused_with_a_field_error(api, admin, upstream, store, change, field, words):
-    body = {"name": "Bad", "slug": "bad", "upstream": upstream.pk, "platforms": ["linux"], "channels": ["production"], "archs": ["x86_64"], **change}
+    body = {
+        "name": "Bad",
+        "slug": "bad",
+        "upstream": upstream.pk,
+        "platforms": ["linux"],
+        "channels": ["production"],
+        "archs": ["x86_64"],
+        **change,
+    }
     response = api.as_user(admin).post("/api/v1/mirrors/", body, format="json")
     assert response.status_code == 400
     assert words in str(response.json()["errors"][field])
@@ -79,7 +97,10 @@ def test_a_viewer_cannot_trigger_a_sync_or_change_a_mirror(api, viewer, make_mir
 
 def test_an_operator_cannot_change_mirror_settings(api, operator, make_mirror):
     mirror = make_mirror()
-    assert api.as_user(operator).patch(f"/api/v1/mirrors/{mirror.pk}/", {"enabled": False}, format="json").status_code == 403
+    assert (
+        api.as_user(operator).patch(f"/api/v1/mirrors/{mirror.pk}/", {"enabled": False}, format="json").status_code
+        == 403
+    )
 
 
 def test_runs_and_packages_are_listed_and_filtered(api, viewer, make_mirror, standin):
@@ -99,9 +120,19 @@ def test_an_imported_package_is_verified_stored_and_published(api, operator, mak
     mirror = make_mirror()
     upload = io.BytesIO(zip_bytes())
     upload.name = "updates.zip"
-    response = api.as_user(operator).post("/api/v1/packages/import/", {
-        "mirror": "main", "platform": "linux", "channel": "production", "arch": "x86_64",
-        "engine_version": "1.1.24010.10", "definition_version": "1.407.500.0", "file": upload}, format="multipart")
+    response = api.as_user(operator).post(
+        "/api/v1/packages/import/",
+        {
+            "mirror": "main",
+            "platform": "linux",
+            "channel": "production",
+            "arch": "x86_64",
+            "engine_version": "1.1.24010.10",
+            "definition_version": "1.407.500.0",
+            "file": upload,
+        },
+        format="multipart",
+    )
     assert response.status_code == 201, response.json()
     package = SignaturePackage.objects.get()
     assert package.source == "import" and package.path.read_bytes() == zip_bytes()
@@ -111,26 +142,52 @@ def test_an_imported_package_is_verified_stored_and_published(api, operator, mak
 
 def test_an_import_takes_the_versions_from_a_microsoft_script_manifest(api, operator, make_mirror):
     make_mirror()
-    upload, manifest = io.BytesIO(zip_bytes()), io.BytesIO(b'{"EngineVersion": "1.1.2.0", "DefinitionVersion": "1.407.501.0"}')
+    upload, manifest = (
+        io.BytesIO(zip_bytes()),
+        io.BytesIO(b'{"EngineVersion": "1.1.2.0", "DefinitionVersion": "1.407.501.0"}'),
+    )
     upload.name, manifest.name = "updates.zip", "manifest.json"
-    response = api.as_user(operator).post("/api/v1/packages/import/", {
-        "mirror": "main", "platform": "linux", "channel": "production", "arch": "x86_64", "file": upload, "manifest": manifest}, format="multipart")
+    response = api.as_user(operator).post(
+        "/api/v1/packages/import/",
+        {
+            "mirror": "main",
+            "platform": "linux",
+            "channel": "production",
+            "arch": "x86_64",
+            "file": upload,
+            "manifest": manifest,
+        },
+        format="multipart",
+    )
     assert response.status_code == 201, response.json()
     assert response.json()["definition_version"] == "1.407.501.0"
 
 
-@pytest.mark.parametrize("content,versions,words", [
-    (b"<html>not a zip</html>", ("1.1.2.0", "1.407.1.0"), "HTML page, not a zip"),
-    (b"PK\x03\x04garbage", ("1.1.2.0", "1.407.1.0"), "not a valid zip"),
-    (None, ("1.1.2.0", "latest"), "is not a version number"),
-])
+@pytest.mark.parametrize(
+    "content,versions,words",
+    [
+        (b"<html>not a zip</html>", ("1.1.2.0", "1.407.1.0"), "HTML page, not a zip"),
+        (b"PK\x03\x04garbage", ("1.1.2.0", "1.407.1.0"), "not a valid zip"),
+        (None, ("1.1.2.0", "latest"), "is not a version number"),
+    ],
+)
 def test_a_bad_import_is_refused_and_nothing_is_kept(api, operator, make_mirror, store, content, versions, words):
     make_mirror()
     upload = io.BytesIO(content or zip_bytes())
     upload.name = "updates.zip"
-    response = api.as_user(operator).post("/api/v1/packages/import/", {
-        "mirror": "main", "platform": "linux", "channel": "production", "arch": "x86_64",
-        "engine_version": versions[0], "definition_version": versions[1], "file": upload}, format="multipart")
+    response = api.as_user(operator).post(
+        "/api/v1/packages/import/",
+        {
+            "mirror": "main",
+            "platform": "linux",
+            "channel": "production",
+            "arch": "x86_64",
+            "engine_version": versions[0],
+            "definition_version": versions[1],
+            "file": upload,
+        },
+        format="multipart",
+    )
     assert response.status_code == 400
     assert words in response.json()["errors"]["file"][0]
     assert not SignaturePackage.objects.exists()
@@ -145,13 +202,16 @@ def test_a_downstream_mirror_syncs_from_an_upstream_mirrors_tree(make_mirror, st
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        tree = Upstream.objects.create(name="site-a", kind=UpstreamKind.MIRROR, base_url=f"http://127.0.0.1:{server.server_port}/", timeout=5)
+        tree = Upstream.objects.create(
+            name="site-a", kind=UpstreamKind.MIRROR, base_url=f"http://127.0.0.1:{server.server_port}/", timeout=5
+        )
         downstream = make_mirror("downstream", archs=("x86_64", "arm64"), upstream=tree)
         run = run_sync(request_sync(downstream)[0].pk)
         assert run.state == SyncState.SUCCEEDED, run.error
         for arch in ("x86_64", "arm64"):
-            assert (downstream.publish_path / f"linux/production/arch_{arch}/updates.zip").read_bytes() == \
-                (first.publish_path / f"linux/production/arch_{arch}/updates.zip").read_bytes()
+            assert (downstream.publish_path / f"linux/production/arch_{arch}/updates.zip").read_bytes() == (
+                first.publish_path / f"linux/production/arch_{arch}/updates.zip"
+            ).read_bytes()
         again = run_sync(request_sync(downstream)[0].pk)
         assert [r["outcome"] for r in again.results] == ["unchanged", "unchanged"]
     finally:
@@ -179,8 +239,12 @@ def test_a_mirror_that_groups_use_cannot_be_deleted_and_nothing_is_audited(api, 
     save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"]))
     response = api.as_user(admin).delete(f"/api/v1/mirrors/{mirror.pk}/")
     assert response.status_code == 409
-    assert response.json() == {"status": 409, "code": "conflict", "detail": "main is still in use and cannot be deleted.",
-                               "errors": {"non_field_errors": ["main is still in use and cannot be deleted."]}}
+    assert response.json() == {
+        "status": 409,
+        "code": "conflict",
+        "detail": "main is still in use and cannot be deleted.",
+        "errors": {"non_field_errors": ["main is still in use and cannot be deleted."]},
+    }
     assert Mirror.objects.filter(pk=mirror.pk).exists()
     assert not AuditEvent.objects.filter(action="mirror.delete").exists()
 
@@ -193,12 +257,18 @@ def test_an_upstream_that_mirrors_use_cannot_be_deleted_and_nothing_is_audited(a
     assert Upstream.objects.filter(pk=upstream.pk).exists()
     assert not AuditEvent.objects.filter(action="upstream.delete").exists()
     assert api.delete(f"/api/v1/upstreams/{Upstream.objects.create(name='unused').pk}/").status_code == 204
-    assert list(AuditEvent.objects.filter(action="upstream.delete").values_list("target_label", flat=True)) == ["unused"]
+    assert list(AuditEvent.objects.filter(action="upstream.delete").values_list("target_label", flat=True)) == [
+        "unused"
+    ]
 
 
 def test_an_admin_creates_an_upstream_and_it_is_audited_without_the_proxy_password(api, admin):
     # As in the UI: the service that saves it writes the entry, the credentials masked.
-    body = {"name": "microsoft", "base_url": "https://go.microsoft.com/fwlink/", "proxy_url": "http://svc:s3cret@proxy.lan:3128"}
+    body = {
+        "name": "microsoft",
+        "base_url": "https://go.microsoft.com/fwlink/",
+        "proxy_url": "http://svc:s3cret@proxy.lan:3128",
+    }
     response = api.as_user(admin).post("/api/v1/upstreams/", body, format="json")
     assert response.status_code == 201, response.json()
     upstream = Upstream.objects.get(name="microsoft")
@@ -228,7 +298,10 @@ def test_a_change_is_audited_field_by_field_without_the_proxy_password(api, admi
     response = api.as_user(admin).patch(f"/api/v1/upstreams/{mirror.upstream.pk}/", body, format="json")
     assert response.status_code == 200, response.json()
     event = AuditEvent.objects.get(action="upstream.update")
-    assert event.details == {"proxy_url": {"from": "", "to": "http://***@proxy.example.org:3128"}, "timeout": {"from": 5, "to": 90}}
+    assert event.details == {
+        "proxy_url": {"from": "", "to": "http://***@proxy.example.org:3128"},
+        "timeout": {"from": 5, "to": 90},
+    }
     assert api.patch(f"/api/v1/mirrors/{mirror.pk}/", {"retention": 3, "x\u0000": 1}, format="json").status_code == 200
     assert AuditEvent.objects.get(action="mirror.update").details == {"retention": {"from": 5, "to": 3}}
 
@@ -245,7 +318,9 @@ def test_the_api_keeps_the_stored_proxy_credentials_when_the_masked_value_comes_
     # Masked, but for another proxy: the credentials cannot be guessed, so they must be typed.
     response = api.patch(f"/api/v1/upstreams/{upstream.pk}/", {"proxy_url": "http://***@other.lan:3128"}, format="json")
     assert response.status_code == 400
-    assert response.json()["errors"] == {"proxy_url": ["Type the proxy's user and password again (they are never shown back)."]}
+    assert response.json()["errors"] == {
+        "proxy_url": ["Type the proxy's user and password again (they are never shown back)."]
+    }
     upstream.refresh_from_db()
     assert upstream.proxy_url == "http://svc:s3cret@proxy.lan:3128"
 

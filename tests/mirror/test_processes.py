@@ -29,7 +29,9 @@ def standin(tmp_path):
         yield upstream
 
 
-def test_a_worker_killed_mid_download_leaves_nothing_partial_and_the_next_run_resumes(make_mirror, standin, settings, client, tmp_path):
+def test_a_worker_killed_mid_download_leaves_nothing_partial_and_the_next_run_resumes(
+    make_mirror, standin, settings, client, tmp_path
+):
     mirror = make_mirror()
     assert sync(mirror).state == SyncState.SUCCEEDED
     before = tree_snapshot(mirror.publish_path)
@@ -42,7 +44,9 @@ def test_a_worker_killed_mid_download_leaves_nothing_partial_and_the_next_run_re
     with celery_worker(tmp_path / "worker-1.log") as worker:
         run, created = request_sync(mirror, SyncTrigger.MANUAL)
         assert created
-        wait_for(lambda: any(p.stat().st_size > 256 * 1024 for p in tmp.glob("*.part")), 60, "the download to be under way")
+        wait_for(
+            lambda: any(p.stat().st_size > 256 * 1024 for p in tmp.glob("*.part")), 60, "the download to be under way"
+        )
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
 
@@ -102,8 +106,17 @@ print(json.dumps({"run": run.pk, "created": created}), flush=True)
 def test_simultaneous_triggers_from_separate_processes_make_one_run(make_mirror, tmp_path):
     mirror = make_mirror()
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(mirror.pk), str(go)], cwd=ROOT, env=child_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(mirror.pk), str(go)],
+            cwd=ROOT,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()

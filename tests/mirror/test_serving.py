@@ -34,7 +34,9 @@ def store(settings, tmp_path):
 @pytest.fixture
 def mirror(store):
     upstream = Upstream.objects.create(name="microsoft")
-    return Mirror.objects.create(name="Defender", slug=SLUG, upstream=upstream, platforms=["linux"], channels=["production"], archs=["x86_64"])
+    return Mirror.objects.create(
+        name="Defender", slug=SLUG, upstream=upstream, platforms=["linux"], channels=["production"], archs=["x86_64"]
+    )
 
 
 @pytest.fixture
@@ -51,8 +53,13 @@ def make_package(tmp_path):
         sha256 = sha256_of(source)
         ingest(source, sha256)
         package = SignaturePackage.objects.create(
-            platform="linux", channel="production", arch="x86_64", engine_version="1.1.24080.4",
-            definition_version=f"1.417.{number}.0", size=len(data), sha256=sha256,
+            platform="linux",
+            channel="production",
+            arch="x86_64",
+            engine_version="1.1.24080.4",
+            definition_version=f"1.417.{number}.0",
+            size=len(data),
+            sha256=sha256,
         )
         package.data = data
         return package
@@ -68,7 +75,10 @@ def package(mirror, make_package):
 
 
 def url(channel="production", filename="updates.zip", slug=SLUG, platform="linux", arch="x86_64"):
-    return reverse("mirror:published_file", kwargs={"slug": slug, "platform": platform, "channel": channel, "arch": arch, "filename": filename})
+    return reverse(
+        "mirror:published_file",
+        kwargs={"slug": slug, "platform": platform, "channel": channel, "arch": arch, "filename": filename},
+    )
 
 
 def body(response) -> bytes:
@@ -120,16 +130,19 @@ def test_it_answers_head_with_the_headers_of_a_get_and_no_body(client, package):
 # -- ranges -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec, start, end", [
-    ("bytes=0-99", 0, 99),
-    ("bytes=1000-", 1000, None),
-    ("bytes=-500", -500, None),
-    ("bytes=100-999999999", 100, None),  # a last byte past the end is cut to the end
-    ("bytes=-999999999", 0, None),  # a suffix longer than the file is the whole file
-])
+@pytest.mark.parametrize(
+    "spec, start, end",
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=1000-", 1000, None),
+        ("bytes=-500", -500, None),
+        ("bytes=100-999999999", 100, None),  # a last byte past the end is cut to the end
+        ("bytes=-999999999", 0, None),  # a suffix longer than the file is the whole file
+    ],
+)
 def test_it_answers_a_range_with_206_and_the_exact_slice(client, package, spec, start, end):
     size = len(package.data)
-    expected = package.data[start:None if end is None else end + 1]
+    expected = package.data[start : None if end is None else end + 1]
     first = start % size if start < 0 else start
 
     response = client.get(url(), headers={"Range": spec})
@@ -170,7 +183,9 @@ def test_it_answers_an_unsatisfiable_range_with_416(client, package, spec):
     assert response["Content-Range"] == f"bytes */{len(package.data)}"
 
 
-@pytest.mark.parametrize("spec", ["bytes=0-1,5-9", "bytes=0-99, 200-299", "bytes=9-1", "items=0-9", "bytes=abc", "bytes=-"])
+@pytest.mark.parametrize(
+    "spec", ["bytes=0-1,5-9", "bytes=0-99, 200-299", "bytes=9-1", "items=0-9", "bytes=abc", "bytes=-"]
+)
 def test_it_ignores_a_multi_range_or_malformed_range_and_sends_everything(client, package, spec):
     response = client.get(url(), headers={"Range": spec})
 
@@ -195,10 +210,13 @@ def test_it_answers_a_matching_if_none_match_with_304(client, package, if_none_m
 
 
 def test_it_prefers_if_none_match_over_if_modified_since(client, package):
-    response = client.get(url(), headers={
-        "If-None-Match": '"an-older-package"',
-        "If-Modified-Since": http_date_of(package.publication.published_at + timedelta(days=1)),
-    })
+    response = client.get(
+        url(),
+        headers={
+            "If-None-Match": '"an-older-package"',
+            "If-Modified-Since": http_date_of(package.publication.published_at + timedelta(days=1)),
+        },
+    )
 
     assert response.status_code == 200
     assert body(response) == package.data
@@ -212,7 +230,9 @@ def test_it_answers_if_modified_since_with_304_when_nothing_was_published_since(
 
 
 def test_it_sends_the_file_when_it_was_published_after_if_modified_since(client, package):
-    response = client.get(url(), headers={"If-Modified-Since": http_date_of(package.publication.published_at - timedelta(hours=1))})
+    response = client.get(
+        url(), headers={"If-Modified-Since": http_date_of(package.publication.published_at - timedelta(hours=1))}
+    )
 
     assert response.status_code == 200
     assert body(response) == package.data
@@ -220,7 +240,9 @@ def test_it_sends_the_file_when_it_was_published_after_if_modified_since(client,
 
 @pytest.mark.parametrize("if_range", ['"an-older-package"', "W/{etag}", "Mon, 01 Jan 2001 00:00:00 GMT"])
 def test_it_sends_everything_when_if_range_does_not_match(client, package, if_range):
-    response = client.get(url(), headers={"Range": "bytes=0-9", "If-Range": if_range.format(etag=f'"{package.sha256}"')})
+    response = client.get(
+        url(), headers={"Range": "bytes=0-9", "If-Range": if_range.format(etag=f'"{package.sha256}"')}
+    )
 
     assert response.status_code == 200
     assert body(response) == package.data
@@ -243,7 +265,10 @@ def test_it_serves_the_manifest_of_the_package(client, package):
     response = client.get(url(filename="manifest.json"))
 
     assert response.status_code == 200
-    assert json.loads(response.content) == {"EngineVersion": package.engine_version, "DefinitionVersion": package.definition_version}
+    assert json.loads(response.content) == {
+        "EngineVersion": package.engine_version,
+        "DefinitionVersion": package.definition_version,
+    }
     assert response["Content-Type"] == "application/json"
     assert response["ETag"] == f'"{hashlib.sha256(response.content).hexdigest()}"'
     assert response["Cache-Control"] == "no-cache"
@@ -304,12 +329,15 @@ def test_the_same_url_serves_the_new_package_after_a_publication(client, mirror,
     assert body(revalidated) == second.data
 
 
-@pytest.mark.parametrize("kwargs, reason", [
-    ({"slug": "nowhere"}, b"no mirror named nowhere"),
-    ({"platform": "mac"}, b"nothing is published for mac/production/arch_x86_64"),
-    ({"arch": "arm64"}, b"nothing is published for linux/production/arch_arm64"),
-    ({"channel": "preview"}, b"nothing is published for linux/preview/arch_x86_64"),
-])
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        ({"slug": "nowhere"}, b"no mirror named nowhere"),
+        ({"platform": "mac"}, b"nothing is published for mac/production/arch_x86_64"),
+        ({"arch": "arm64"}, b"nothing is published for linux/production/arch_arm64"),
+        ({"channel": "preview"}, b"nothing is published for linux/preview/arch_x86_64"),
+    ],
+)
 def test_it_answers_404_with_a_plain_reason_for_what_is_not_published(client, package, kwargs, reason):
     response = client.get(url(**kwargs))
 
@@ -319,15 +347,18 @@ def test_it_answers_404_with_a_plain_reason_for_what_is_not_published(client, pa
     assert response["Cache-Control"] == "no-cache"
 
 
-@pytest.mark.parametrize("path", [
-    f"/mirror/{SLUG}/solaris/production/arch_x86_64/updates.zip",
-    f"/mirror/{SLUG}/linux/beta/arch_x86_64/updates.zip",
-    f"/mirror/{SLUG}/linux/production/arch_sparc/updates.zip",
-    f"/mirror/{SLUG}/linux/production/x86_64/updates.zip",
-    f"/mirror/{SLUG}/linux/production/arch_x86_64/other.zip",
-    f"/mirror/{SLUG}/linux/production/arch_x86_64/",
-    f"/mirror/{SLUG}/linux/production/arch_x86_64/updates.zip/more",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/mirror/{SLUG}/solaris/production/arch_x86_64/updates.zip",
+        f"/mirror/{SLUG}/linux/beta/arch_x86_64/updates.zip",
+        f"/mirror/{SLUG}/linux/production/arch_sparc/updates.zip",
+        f"/mirror/{SLUG}/linux/production/x86_64/updates.zip",
+        f"/mirror/{SLUG}/linux/production/arch_x86_64/other.zip",
+        f"/mirror/{SLUG}/linux/production/arch_x86_64/",
+        f"/mirror/{SLUG}/linux/production/arch_x86_64/updates.zip/more",
+    ],
+)
 def test_it_answers_404_for_a_path_outside_the_layout(client, package, path):
     assert client.get(path).status_code == 404
 

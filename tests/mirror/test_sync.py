@@ -22,11 +22,18 @@ def test_a_new_version_is_downloaded_verified_and_published(make_mirror, standin
     assert run.state == SyncState.SUCCEEDED, run.error
     expected = standin.current("linux", "production", "x86_64")
     package = SignaturePackage.objects.get()
-    assert (package.sha256, package.size, package.definition_version) == (expected["sha256"], expected["size"], "1.407.417.0")
+    assert (package.sha256, package.size, package.definition_version) == (
+        expected["sha256"],
+        expected["size"],
+        "1.407.417.0",
+    )
     assert package.engine_version == expected["engine"]
     target = mirror.publish_path / "linux" / "production" / "arch_x86_64"
     assert hashlib.sha256((target / "updates.zip").read_bytes()).hexdigest() == expected["sha256"]
-    assert json.loads((target / "manifest.json").read_text()) == {"EngineVersion": expected["engine"], "DefinitionVersion": "1.407.417.0"}
+    assert json.loads((target / "manifest.json").read_text()) == {
+        "EngineVersion": expected["engine"],
+        "DefinitionVersion": "1.407.417.0",
+    }
     assert run.results[0]["outcome"] == "new" and run.results[0]["bytes"] == expected["size"]
     assert not (mirror.publish_path / "linux" / "production_back").exists()
 
@@ -40,11 +47,19 @@ def test_the_next_version_moves_the_previous_one_to_back(make_mirror, standin):
     second = standin.current("linux", "production", "x86_64")
     root = mirror.publish_path / "linux"
     assert hashlib.sha256((root / "production/arch_x86_64/updates.zip").read_bytes()).hexdigest() == second["sha256"]
-    assert hashlib.sha256((root / "production_back/arch_x86_64/updates.zip").read_bytes()).hexdigest() == first["sha256"]
-    assert json.loads((root / "production_back/arch_x86_64/manifest.json").read_text())["DefinitionVersion"] == "1.407.417.0"
+    assert (
+        hashlib.sha256((root / "production_back/arch_x86_64/updates.zip").read_bytes()).hexdigest() == first["sha256"]
+    )
+    assert (
+        json.loads((root / "production_back/arch_x86_64/manifest.json").read_text())["DefinitionVersion"]
+        == "1.407.417.0"
+    )
     assert json.loads((root / "production/arch_x86_64/manifest.json").read_text())["DefinitionVersion"] == "1.407.418.0"
     publication = Publication.objects.get()
-    assert (publication.current.definition_version, publication.previous.definition_version) == ("1.407.418.0", "1.407.417.0")
+    assert (publication.current.definition_version, publication.previous.definition_version) == (
+        "1.407.418.0",
+        "1.407.417.0",
+    )
 
 
 def test_an_unchanged_upstream_downloads_nothing_and_creates_no_package(make_mirror, standin):
@@ -84,7 +99,9 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("mode,scope,reason", FAULTS)
-def test_each_fault_fails_the_target_readably_and_leaves_the_publication_untouched(make_mirror, standin, mode, scope, reason):
+def test_each_fault_fails_the_target_readably_and_leaves_the_publication_untouched(
+    make_mirror, standin, mode, scope, reason
+):
     mirror = make_mirror()
     sync(mirror)
     before = tree_snapshot(mirror.publish_path)
@@ -198,10 +215,19 @@ def test_the_published_links_are_relative_so_the_tree_can_be_mounted_elsewhere(m
     assert link.is_symlink() and not os.readlink(link).startswith("/")
 
 
-@pytest.mark.parametrize("text,expected", [
-    ('<versions><engine>1.1.2</engine><signatures date="d">1.407.417.0</signatures></versions>', ("1.1.2", "1.407.417.0", "d")),
-    ('<?xml version="1.0"?>\n<x:versions xmlns:x="u">\n  <x:engine> 1.1.24010.10 </x:engine>\n  <x:signatures date="2024-03-14">1.407.417.0</x:signatures></x:versions>', None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (
+            '<versions><engine>1.1.2</engine><signatures date="d">1.407.417.0</signatures></versions>',
+            ("1.1.2", "1.407.417.0", "d"),
+        ),
+        (
+            '<?xml version="1.0"?>\n<x:versions xmlns:x="u">\n  <x:engine> 1.1.24010.10 </x:engine>\n  <x:signatures date="2024-03-14">1.407.417.0</x:signatures></x:versions>',
+            None,
+        ),
+    ],
+)
 def test_the_manifest_is_parsed_tolerantly(text, expected):
     version = parse_manifest_xml(text)
     if expected:
@@ -210,11 +236,14 @@ def test_the_manifest_is_parsed_tolerantly(text, expected):
         assert (version.engine, version.definition) == ("1.1.24010.10", "1.407.417.0")
 
 
-@pytest.mark.parametrize("text,reason", [
-    ("<html>Sorry</html>", "neither <engine> nor <signatures>"),
-    ("<engine>1.1.2</engine>", "no <signatures>"),
-    ("<engine>1.1.2</engine><signatures>latest</signatures>", "is not a version number"),
-])
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("<html>Sorry</html>", "neither <engine> nor <signatures>"),
+        ("<engine>1.1.2</engine>", "no <signatures>"),
+        ("<engine>1.1.2</engine><signatures>latest</signatures>", "is not a version number"),
+    ],
+)
 def test_a_manifest_without_versions_is_refused(text, reason):
     with pytest.raises(UpstreamError, match=reason):
         parse_manifest_xml(text)
@@ -233,7 +262,11 @@ def test_pruning_keeps_the_newest_n_and_every_published_package(make_mirror, sta
     assert remaining == {"1.407.419.0", "1.407.420.0"}
     assert summary["removed"] == 2 and summary["bytes_freed"] > 0
     assert not oldest.path.exists()
-    assert set(tree_snapshot(mirror.publish_path)) == {f"linux/{c}/arch_x86_64/{f}" for c in ("production", "production_back") for f in ("updates.zip", "manifest.json")}
+    assert set(tree_snapshot(mirror.publish_path)) == {
+        f"linux/{c}/arch_x86_64/{f}"
+        for c in ("production", "production_back")
+        for f in ("updates.zip", "manifest.json")
+    }
     assert len(list((mirror.publish_path / ".packages").iterdir())) == 2
 
 

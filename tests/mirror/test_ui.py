@@ -24,9 +24,18 @@ def messages_of(response) -> list[str]:
 
 def mirror_data(upstream, **overrides) -> dict:
     data = {
-        "name": "Main mirror", "slug": "main-mirror", "upstream": upstream.pk, "platforms": ["linux", "mac"],
-        "channels": ["production"], "archs": ["x86_64", "arm64"], "keep_previous": "on", "enabled": "on",
-        "sync_interval_minutes": 60, "retention": 5, "publish_root": "", "public_base_url": "",
+        "name": "Main mirror",
+        "slug": "main-mirror",
+        "upstream": upstream.pk,
+        "platforms": ["linux", "mac"],
+        "channels": ["production"],
+        "archs": ["x86_64", "arm64"],
+        "keep_previous": "on",
+        "enabled": "on",
+        "sync_interval_minutes": 60,
+        "retention": 5,
+        "publish_root": "",
+        "public_base_url": "",
     }
     data.update(overrides)
     return {key: value for key, value in data.items() if value is not None}
@@ -34,8 +43,15 @@ def mirror_data(upstream, **overrides) -> dict:
 
 def upstream_data(**overrides) -> dict:
     data = {
-        "name": "microsoft", "kind": "microsoft", "base_url": "https://go.microsoft.com/fwlink/", "linux_link_id": "2144709",
-        "mac_link_id": "2120136", "proxy_url": "", "verify_tls": "on", "ca_bundle": "", "timeout": 60,
+        "name": "microsoft",
+        "kind": "microsoft",
+        "base_url": "https://go.microsoft.com/fwlink/",
+        "linux_link_id": "2144709",
+        "mac_link_id": "2120136",
+        "proxy_url": "",
+        "verify_tls": "on",
+        "ca_bundle": "",
+        "timeout": 60,
     }
     data.update(overrides)
     return data
@@ -52,23 +68,52 @@ def field_block(page: str, name: str) -> str:
 _versions = iter(range(500, 100_000))
 
 
-def make_package(platform="linux", channel="production", arch="x86_64", definition=None, engine="1.1.24010.10", **extra):
+def make_package(
+    platform="linux", channel="production", arch="x86_64", definition=None, engine="1.1.24010.10", **extra
+):
     definition = definition or f"1.407.{next(_versions)}.0"
-    return SignaturePackage.objects.create(platform=platform, channel=channel, arch=arch, engine_version=engine,
-                                           definition_version=definition, size=extra.pop("size", 123_456),
-                                           sha256=extra.pop("sha256", f"{next(_versions):064x}"), **extra)
+    return SignaturePackage.objects.create(
+        platform=platform,
+        channel=channel,
+        arch=arch,
+        engine_version=engine,
+        definition_version=definition,
+        size=extra.pop("size", 123_456),
+        sha256=extra.pop("sha256", f"{next(_versions):064x}"),
+        **extra,
+    )
 
 
 def finished_run(mirror, **extra) -> SyncRun:
     now = timezone.now()
     defaults = {
-        "trigger": SyncTrigger.SCHEDULE, "state": SyncState.PARTIAL, "started_at": now - timedelta(seconds=42), "finished_at": now,
-        "bytes_done": 300 * 1024, "bytes_expected": 300 * 1024,
+        "trigger": SyncTrigger.SCHEDULE,
+        "state": SyncState.PARTIAL,
+        "started_at": now - timedelta(seconds=42),
+        "finished_at": now,
+        "bytes_done": 300 * 1024,
+        "bytes_expected": 300 * 1024,
         "results": [
-            {"target": "linux/production/x86_64", "outcome": "new", "engine": "1.1.24010.10", "definition": "1.407.417.0",
-             "previous": "1.407.400.0", "bytes": 307200, "duration": 3.25, "error": ""},
-            {"target": "linux/production/arm64", "outcome": "failed", "engine": "", "definition": "", "previous": "",
-             "bytes": 0, "duration": 0.5, "error": "upstream answered 503 Service Unavailable for manifest.json"},
+            {
+                "target": "linux/production/x86_64",
+                "outcome": "new",
+                "engine": "1.1.24010.10",
+                "definition": "1.407.417.0",
+                "previous": "1.407.400.0",
+                "bytes": 307200,
+                "duration": 3.25,
+                "error": "",
+            },
+            {
+                "target": "linux/production/arm64",
+                "outcome": "failed",
+                "engine": "",
+                "definition": "",
+                "previous": "",
+                "bytes": 0,
+                "duration": 0.5,
+                "error": "upstream answered 503 Service Unavailable for manifest.json",
+            },
         ],
         "log": ["10:00:00 sync of 2 target(s) from standin-main", "10:00:03 linux/production/x86_64: new 1.407.417.0"],
         "error": "linux/production/arm64: upstream answered 503 Service Unavailable for manifest.json",
@@ -80,7 +125,9 @@ def finished_run(mirror, **extra) -> SyncRun:
 # --- The list -------------------------------------------------------------------------------------
 
 
-def test_the_list_shows_each_mirror_with_upstream_targets_schedule_last_run_next_run_and_failures(client, viewer, make_mirror):
+def test_the_list_shows_each_mirror_with_upstream_targets_schedule_last_run_next_run_and_failures(
+    client, viewer, make_mirror
+):
     mirror = make_mirror("main", archs=("x86_64", "arm64"))
     Mirror.objects.filter(pk=mirror.pk).update(sync_interval_minutes=60)
     started = timezone.now() - timedelta(minutes=10)
@@ -146,18 +193,29 @@ def test_an_admin_creates_a_mirror_and_it_is_audited(client, admin, store):
     assert (store / "published" / "main-mirror").is_dir()
 
 
-@pytest.mark.parametrize(("overrides", "field", "error"), [
-    ({"platforms": None}, "platforms", "Choose at least one of linux, mac."),
-    ({"platforms": ["linux", "windows"]}, "platforms", "Unknown platform windows; choose from linux, mac."),
-    ({"archs": None}, "archs", "Choose at least one of x86_64, arm64."),
-    ({"publish_root": "relative/tree"}, "publish_root", "Give an absolute path."),
-    ({"slug": "packages"}, "slug", "&#x27;packages&#x27; is reserved: /mirror/packages/ is one of the portal&#x27;s pages"),
-    ({"slug": "groups"}, "slug", "&#x27;groups&#x27; is reserved"),
-])
-def test_an_invalid_mirror_shows_the_error_next_to_its_field_and_keeps_what_was_typed(client, admin, store, overrides, field, error):
+@pytest.mark.parametrize(
+    ("overrides", "field", "error"),
+    [
+        ({"platforms": None}, "platforms", "Choose at least one of linux, mac."),
+        ({"platforms": ["linux", "windows"]}, "platforms", "Unknown platform windows; choose from linux, mac."),
+        ({"archs": None}, "archs", "Choose at least one of x86_64, arm64."),
+        ({"publish_root": "relative/tree"}, "publish_root", "Give an absolute path."),
+        (
+            {"slug": "packages"},
+            "slug",
+            "&#x27;packages&#x27; is reserved: /mirror/packages/ is one of the portal&#x27;s pages",
+        ),
+        ({"slug": "groups"}, "slug", "&#x27;groups&#x27; is reserved"),
+    ],
+)
+def test_an_invalid_mirror_shows_the_error_next_to_its_field_and_keeps_what_was_typed(
+    client, admin, store, overrides, field, error
+):
     upstream = Upstream.objects.create(name="microsoft")
     client.force_login(admin)
-    response = client.post("/mirror/new/", mirror_data(upstream, name="Typed name", sync_interval_minutes=17, **overrides))
+    response = client.post(
+        "/mirror/new/", mirror_data(upstream, name="Typed name", sync_interval_minutes=17, **overrides)
+    )
     page = response.content.decode()
     assert response.status_code == 400
     block = field_block(page, field)
@@ -173,7 +231,9 @@ def test_an_invalid_mirror_shows_the_error_next_to_its_field_and_keeps_what_was_
 
 @pytest.mark.parametrize("slug", ["new", "runs", "packages", "upstreams", "groups"])
 def test_every_first_segment_of_a_mirror_page_is_a_reserved_slug(slug, store):
-    mirror = Mirror(name="x", slug=slug, upstream=Upstream(name="u"), platforms=["linux"], channels=["production"], archs=["x86_64"])
+    mirror = Mirror(
+        name="x", slug=slug, upstream=Upstream(name="u"), platforms=["linux"], channels=["production"], archs=["x86_64"]
+    )
     with pytest.raises(Exception) as caught:
         mirror.clean()
     assert "reserved" in str(caught.value.message_dict["slug"])
@@ -185,8 +245,17 @@ def test_an_admin_edits_a_mirror_its_slug_stays_and_the_change_is_audited(client
     client.force_login(admin)
     page = client.get("/mirror/main/edit/").content.decode()
     assert 'value="main"' in page and re.search(r'<input type="text" name="slug"[^>]*disabled', page)
-    response = client.post("/mirror/main/edit/", mirror_data(mirror.upstream, name="Renamed", slug="other", platforms=["linux"],
-                                                             channels=["production", "preview"], archs=["x86_64"]))
+    response = client.post(
+        "/mirror/main/edit/",
+        mirror_data(
+            mirror.upstream,
+            name="Renamed",
+            slug="other",
+            platforms=["linux"],
+            channels=["production", "preview"],
+            archs=["x86_64"],
+        ),
+    )
     assert response.status_code == 302 and response.url == "/mirror/main/"
     mirror.refresh_from_db()
     assert (mirror.name, mirror.slug, mirror.channels) == ("Renamed", "main", ["production", "preview"])
@@ -198,7 +267,9 @@ def test_an_admin_edits_a_mirror_its_slug_stays_and_the_change_is_audited(client
 def test_an_invalid_edit_keeps_the_saved_name_in_the_page_links(client, admin, make_mirror):
     mirror = make_mirror("main")
     client.force_login(admin)
-    page = client.post("/mirror/main/edit/", mirror_data(mirror.upstream, name="Typed", slug="main", archs=None)).content.decode()
+    page = client.post(
+        "/mirror/main/edit/", mirror_data(mirror.upstream, name="Typed", slug="main", archs=None)
+    ).content.decode()
     assert "Choose at least one of x86_64, arm64." in page
     assert '<a href="/mirror/main/">main</a>' in page and 'value="Typed"' in page
     assert Mirror.objects.get(pk=mirror.pk).name == "main"
@@ -244,7 +315,9 @@ def test_an_admin_creates_an_upstream_and_its_proxy_password_is_never_shown_agai
 def test_saving_an_upstream_with_the_masked_proxy_keeps_the_stored_credentials(client, admin, store):
     upstream = Upstream.objects.create(name="microsoft", proxy_url="http://svc:s3cret@proxy.lan:3128")
     client.force_login(admin)
-    response = client.post(f"/mirror/upstreams/{upstream.pk}/edit/", upstream_data(proxy_url="http://***@proxy.lan:3128", timeout=90))
+    response = client.post(
+        f"/mirror/upstreams/{upstream.pk}/edit/", upstream_data(proxy_url="http://***@proxy.lan:3128", timeout=90)
+    )
     assert response.status_code == 302
     upstream.refresh_from_db()
     assert (upstream.proxy_url, upstream.timeout) == ("http://svc:s3cret@proxy.lan:3128", 90)
@@ -253,8 +326,10 @@ def test_saving_an_upstream_with_the_masked_proxy_keeps_the_stored_credentials(c
 
 def test_an_invalid_upstream_shows_the_model_errors_and_does_not_echo_the_password(client, admin, store):
     client.force_login(admin)
-    response = client.post("/mirror/upstreams/new/", upstream_data(name="typed", ca_bundle="certs/ca.pem",
-                                                                   proxy_url="http://svc:s3cret@proxy.lan:3128"))
+    response = client.post(
+        "/mirror/upstreams/new/",
+        upstream_data(name="typed", ca_bundle="certs/ca.pem", proxy_url="http://svc:s3cret@proxy.lan:3128"),
+    )
     page = response.content.decode()
     assert response.status_code == 400
     assert "Give an absolute path to a PEM file." in field_block(page, "ca_bundle")
@@ -295,7 +370,9 @@ def test_a_viewer_sees_no_control_that_changes_anything(client, viewer, make_mir
         page = client.get(url).content.decode()
         for control in ("Sync now", "/sync/", "/edit/", "/delete/", "/mirror/new/", "/upstreams/new/"):
             assert control not in page, (url, control)
-        assert re.findall(r'<form method="post"[^>]*>', page) == ['<form method="post" action="/logout/">'], url  # only Sign out
+        assert re.findall(r'<form method="post"[^>]*>', page) == ['<form method="post" action="/logout/">'], (
+            url
+        )  # only Sign out
 
 
 def test_a_viewer_gets_403_on_every_change_and_nothing_changes(client, viewer, make_mirror):
@@ -341,7 +418,13 @@ def test_every_form_that_posts_carries_a_csrf_token_and_a_post_without_it_is_ref
     mirror = make_mirror("main")
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin)
-    for url in ("/mirror/main/", "/mirror/new/", "/mirror/main/edit/", "/mirror/main/delete/", f"/mirror/upstreams/{mirror.upstream.pk}/edit/"):
+    for url in (
+        "/mirror/main/",
+        "/mirror/new/",
+        "/mirror/main/edit/",
+        "/mirror/main/delete/",
+        f"/mirror/upstreams/{mirror.upstream.pk}/edit/",
+    ):
         page = client.get(url).content.decode()
         forms = re.findall(r"<form[^>]*method=\"post\".*?</form>", page, flags=re.S)
         assert forms, url
@@ -353,7 +436,13 @@ def test_every_form_that_posts_carries_a_csrf_token_and_a_post_without_it_is_ref
 def test_every_control_has_a_label(client, admin, make_mirror):
     mirror = make_mirror("main")
     client.force_login(admin)
-    for url in ("/mirror/new/", "/mirror/main/edit/", f"/mirror/upstreams/{mirror.upstream.pk}/edit/", "/mirror/packages/", "/mirror/runs/"):
+    for url in (
+        "/mirror/new/",
+        "/mirror/main/edit/",
+        f"/mirror/upstreams/{mirror.upstream.pk}/edit/",
+        "/mirror/packages/",
+        "/mirror/runs/",
+    ):
         page = client.get(url).content.decode()
         for tag in re.findall(r"<(?:select|textarea|input)\b[^>]*>", page):
             if 'type="hidden"' in tag or 'type="submit"' in tag:
@@ -365,11 +454,15 @@ def test_every_control_has_a_label(client, admin, make_mirror):
 # --- Detail and Sync now --------------------------------------------------------------------------
 
 
-def test_the_detail_shows_settings_published_versions_with_n_1_and_the_mirror_urls(client, viewer, make_mirror, settings):
+def test_the_detail_shows_settings_published_versions_with_n_1_and_the_mirror_urls(
+    client, viewer, make_mirror, settings
+):
     settings.PORTAL_BASE_URL = "https://portal.example.org"
     mirror = make_mirror("main", archs=("x86_64", "arm64"))
     old, new = make_package(definition="1.407.400.0"), make_package(definition="1.407.417.0", size=314_572_800)
-    Publication.objects.create(mirror=mirror, platform="linux", channel="production", arch="x86_64", current=new, previous=old)
+    Publication.objects.create(
+        mirror=mirror, platform="linux", channel="production", arch="x86_64", current=new, previous=old
+    )
     run = finished_run(mirror)
     client.force_login(viewer)
     page = client.get("/mirror/main/").content.decode()
@@ -397,14 +490,21 @@ def test_sync_now_queues_a_run_and_shows_it(client, operator, make_mirror):
 
 def test_a_second_sync_now_while_one_is_active_shows_the_existing_run(client, operator, make_mirror):
     mirror = make_mirror("main")
-    active = SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=SyncState.RUNNING,
-                                    started_at=timezone.now(), heartbeat_at=timezone.now())
+    active = SyncRun.objects.create(
+        mirror=mirror,
+        trigger=SyncTrigger.SCHEDULE,
+        state=SyncState.RUNNING,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+    )
     client.force_login(operator)
     assert f'sync <a href="/mirror/runs/{active.pk}/">' not in client.get("/mirror/main/").content.decode()
     assert f'<a href="/mirror/runs/{active.pk}/">sync #{active.pk}</a>' in client.get("/mirror/main/").content.decode()
     response = client.post("/mirror/main/sync/", follow=True)
     assert response.redirect_chain == [(f"/mirror/runs/{active.pk}/", 302)]
-    assert f"A sync of main is already running (#{active.pk}): here it is; no other was started." in messages_of(response)
+    assert f"A sync of main is already running (#{active.pk}): here it is; no other was started." in messages_of(
+        response
+    )
     assert SyncRun.objects.count() == 1
 
 
@@ -429,8 +529,15 @@ def test_the_run_page_shows_each_targets_outcome_versions_bytes_duration_and_err
 
 def test_the_progress_block_polls_every_two_seconds_only_while_the_run_is_active(client, viewer, make_mirror):
     mirror = make_mirror("main")
-    run = SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.MANUAL, state=SyncState.RUNNING, started_at=timezone.now(),
-                                 bytes_done=150 * 1024, bytes_expected=300 * 1024, current_target="linux/production/x86_64")
+    run = SyncRun.objects.create(
+        mirror=mirror,
+        trigger=SyncTrigger.MANUAL,
+        state=SyncState.RUNNING,
+        started_at=timezone.now(),
+        bytes_done=150 * 1024,
+        bytes_expected=300 * 1024,
+        current_target="linux/production/x86_64",
+    )
     client.force_login(viewer)
     poll = f'hx-get="/mirror/runs/{run.pk}/progress/" hx-trigger="every 2s" hx-swap="outerHTML"'
     page = client.get(f"/mirror/runs/{run.pk}/").content.decode()
@@ -441,7 +548,9 @@ def test_the_progress_block_polls_every_two_seconds_only_while_the_run_is_active
     partial = client.get(f"/mirror/runs/{run.pk}/progress/").content.decode()
     assert partial.lstrip().startswith('<section class="card" id="run-progress"') and poll in partial
     assert "<html" not in partial
-    SyncRun.objects.filter(pk=run.pk).update(state=SyncState.SUCCEEDED, finished_at=timezone.now(), bytes_done=300 * 1024)
+    SyncRun.objects.filter(pk=run.pk).update(
+        state=SyncState.SUCCEEDED, finished_at=timezone.now(), bytes_done=300 * 1024
+    )
     partial = client.get(f"/mirror/runs/{run.pk}/progress/").content.decode()
     assert 'id="run-progress"' in partial and "Succeeded" in partial
     assert "hx-get" not in partial and "hx-trigger" not in partial
@@ -497,19 +606,36 @@ def test_the_package_list_is_paginated_and_keeps_the_filter(client, viewer):
     page = client.get("/mirror/packages/?platform=linux").content.decode()
     assert "Page 1 of 2" in page and "platform=linux&amp;page=2" in page
     assert len(re.findall(r'href="/mirror/packages/\d+/"', page)) == 50
-    assert len(re.findall(r'href="/mirror/packages/\d+/"', client.get("/mirror/packages/?platform=linux&page=2").content.decode())) == 5
+    assert (
+        len(
+            re.findall(
+                r'href="/mirror/packages/\d+/"', client.get("/mirror/packages/?platform=linux&page=2").content.decode()
+            )
+        )
+        == 5
+    )
 
 
 def test_the_package_detail_shows_where_it_is_published_and_approved(client, viewer, make_mirror):
     mirror = make_mirror("main")
     old, new = make_package(definition="1.407.400.0"), make_package(definition="1.407.417.0")
-    Publication.objects.create(mirror=mirror, platform="linux", channel="production", arch="x86_64", current=new, previous=old)
+    Publication.objects.create(
+        mirror=mirror, platform="linux", channel="production", arch="x86_64", current=new, previous=old
+    )
     pilot = EndpointGroup.objects.create(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"], ring_order=10)
     broad = EndpointGroup.objects.create(name="Broad", slug="broad", mirror=mirror, platforms=["linux"], ring_order=20)
-    GroupTarget.objects.create(group=pilot, platform="linux", channel="production", arch="x86_64", current=new, previous=old,
-                               approved_at=timezone.now())
-    GroupTarget.objects.create(group=broad, platform="linux", channel="production", arch="x86_64", current=old,
-                               approved_at=timezone.now())
+    GroupTarget.objects.create(
+        group=pilot,
+        platform="linux",
+        channel="production",
+        arch="x86_64",
+        current=new,
+        previous=old,
+        approved_at=timezone.now(),
+    )
+    GroupTarget.objects.create(
+        group=broad, platform="linux", channel="production", arch="x86_64", current=old, approved_at=timezone.now()
+    )
     client.force_login(viewer)
     page = client.get(f"/mirror/packages/{old.pk}/").content.decode()
     assert old.sha256 in page and "1.1.24010.10" in page and "(123456 bytes)" in page
@@ -549,8 +675,22 @@ def test_the_list_pages_use_a_bounded_number_of_queries(client, viewer, make_mir
     assert '<span class="state bad">10+</span>' in client.get("/mirror/").content.decode()
 
 
-@pytest.mark.parametrize("path", ["/mirror/", "/mirror/main/", "/mirror/new/", "/mirror/main/edit/", "/mirror/main/delete/",
-                                  "/mirror/upstreams/new/", "/mirror/runs/", "RUN/", "RUN/progress/", "/mirror/packages/", "PACKAGE"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mirror/",
+        "/mirror/main/",
+        "/mirror/new/",
+        "/mirror/main/edit/",
+        "/mirror/main/delete/",
+        "/mirror/upstreams/new/",
+        "/mirror/runs/",
+        "RUN/",
+        "RUN/progress/",
+        "/mirror/packages/",
+        "PACKAGE",
+    ],
+)
 def test_no_mirror_page_links_or_loads_anything_from_outside(client, admin, make_mirror, path):
     mirror = make_mirror("main")
     package = make_package()

@@ -12,14 +12,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.models import AuditEvent
 from fleet.choices import Compliance, GateState, RolloutMode
 from fleet.models import Endpoint, EndpointGroup, GroupTarget
-from mirror.services.sync import finish_run
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
+from mirror.services.sync import finish_run
 from portal import alerts, tasks
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertState, DeliveryReason, DeliveryStatus
-from core.models import AuditEvent
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 from tests.processes import free_port
 from tests.web import verify
@@ -35,34 +35,62 @@ BASE_URL = "https://portal.example.org"
 @pytest.fixture
 def mirror(db):
     upstream = Upstream.objects.create(name="microsoft")
-    return Mirror.objects.create(name="main", slug="main", upstream=upstream, platforms=["linux"], channels=["production"],
-                                 archs=["x86_64"], sync_interval_minutes=60)
+    return Mirror.objects.create(
+        name="main",
+        slug="main",
+        upstream=upstream,
+        platforms=["linux"],
+        channels=["production"],
+        archs=["x86_64"],
+        sync_interval_minutes=60,
+    )
 
 
 def finished_run(mirror, state, ago=timedelta(minutes=1), error="") -> SyncRun:
     at = timezone.now() - ago
     if state != SyncState.SUCCEEDED and not error:
         error = "linux/production/x86_64: upstream answered 503 Service Unavailable"
-    return SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=state, created=at - timedelta(minutes=1),
-                                  started_at=at - timedelta(minutes=1), finished_at=at, error=error)
+    return SyncRun.objects.create(
+        mirror=mirror,
+        trigger=SyncTrigger.SCHEDULE,
+        state=state,
+        created=at - timedelta(minutes=1),
+        started_at=at - timedelta(minutes=1),
+        finished_at=at,
+        error=error,
+    )
 
 
 def make_group(mirror, slug, ring_order=10, **extra) -> EndpointGroup:
-    return EndpointGroup.objects.create(name=slug.title(), slug=slug, mirror=mirror, platforms=["linux"], ring_order=ring_order, **extra)
+    return EndpointGroup.objects.create(
+        name=slug.title(), slug=slug, mirror=mirror, platforms=["linux"], ring_order=ring_order, **extra
+    )
 
 
 def make_endpoints(group, count, compliance=Compliance.UP_TO_DATE, seen_ago=timedelta(hours=1), prefix=None):
     prefix = prefix or f"{group.slug}-{compliance}-{Endpoint.objects.count()}"
     seen = timezone.now() - seen_ago
-    return Endpoint.objects.bulk_create([
-        Endpoint(machine_id=f"{prefix}-{i}", hostname=f"{prefix}-{i}", group=group, platform="linux", arch="x86_64",
-                 compliance=compliance, last_seen=seen, enrolled_at=seen)
-        for i in range(count)
-    ])
+    return Endpoint.objects.bulk_create(
+        [
+            Endpoint(
+                machine_id=f"{prefix}-{i}",
+                hostname=f"{prefix}-{i}",
+                group=group,
+                platform="linux",
+                arch="x86_64",
+                compliance=compliance,
+                last_seen=seen,
+                enrolled_at=seen,
+            )
+            for i in range(count)
+        ]
+    )
 
 
 def webhook(receiver, name="soc", **extra) -> tuple[AlertChannel, str]:
-    channel = AlertChannel(name=name, kind=AlertChannelKind.WEBHOOK, url=receiver.url if receiver else "http://127.0.0.1:9/", **extra)
+    channel = AlertChannel(
+        name=name, kind=AlertChannelKind.WEBHOOK, url=receiver.url if receiver else "http://127.0.0.1:9/", **extra
+    )
     secret = alerts.save_channel(channel)
     return channel, secret
 
@@ -106,9 +134,18 @@ def test_a_webhook_alert_is_a_json_post_signed_with_the_channels_secret(receiver
     assert message["subject"] == f"Mirror main: sync #{run.pk} failed"
     assert "upstream answered 503" in message["text"]
     assert message["url"] == f"{BASE_URL}/mirror/runs/{run.pk}/"
-    assert message["rule"]["id"] == sync_rule.pk and message["event"]["id"] == event.pk and message["delivery"] == delivery.pk
+    assert (
+        message["rule"]["id"] == sync_rule.pk
+        and message["event"]["id"] == event.pk
+        and message["delivery"] == delivery.pk
+    )
     assert message["portal"] == BASE_URL and message["timestamp"]
-    assert (delivery.status, delivery.attempts, delivery.response_status, delivery.error) == (DeliveryStatus.DELIVERED, 1, 200, "")
+    assert (delivery.status, delivery.attempts, delivery.response_status, delivery.error) == (
+        DeliveryStatus.DELIVERED,
+        1,
+        200,
+        "",
+    )
     assert delivery.finished_at is not None
 
 
@@ -138,7 +175,9 @@ def test_each_failed_attempt_waits_twice_as_long_and_the_last_one_marks_the_deli
 
     assert alerts.attempt_delivery(delivery.pk) == 30.0
     delivery.refresh_from_db()
-    assert delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at > timezone.now() + timedelta(seconds=25)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at > timezone.now() + timedelta(
+        seconds=25
+    )
     assert "HTTP 500" in delivery.error and "receiver says no" in delivery.error
     assert alerts.attempt_delivery(delivery.pk) == 60.0
     assert alerts.attempt_delivery(delivery.pk) is None
@@ -200,7 +239,8 @@ def test_a_second_task_for_the_same_delivery_sends_nothing(receiver, mirror):
 
 
 def test_evaluation_only_writes_rows_and_enqueues_on_commit_so_a_hanging_receiver_never_holds_it(
-        receiver, mirror, settings, django_capture_on_commit_callbacks):
+    receiver, mirror, settings, django_capture_on_commit_callbacks
+):
     settings.ALERT_WEBHOOK_TIMEOUT = 10.0
     receiver.answers = [5.0]
     channel, _ = webhook(receiver)
@@ -220,12 +260,32 @@ def test_evaluation_only_writes_rows_and_enqueues_on_commit_so_a_hanging_receive
 def test_a_delivery_whose_task_was_lost_is_queued_again(receiver, django_capture_on_commit_callbacks):
     channel, _ = webhook(receiver)
     long_ago = timezone.now() - timedelta(hours=1)
-    lost = AlertDelivery.objects.create(channel=channel, channel_name=channel.name, reason=DeliveryReason.FIRING, next_attempt_at=long_ago,
-                                        max_attempts=3, payload={"subject": "x"})
-    died = AlertDelivery.objects.create(channel=channel, channel_name=channel.name, reason=DeliveryReason.FIRING, status=DeliveryStatus.SENDING,
-                                        attempts=1, last_attempt_at=long_ago, max_attempts=3, payload={"subject": "y"})
-    waiting = AlertDelivery.objects.create(channel=channel, channel_name=channel.name, reason=DeliveryReason.FIRING,
-                                           next_attempt_at=timezone.now() + timedelta(seconds=30), max_attempts=3, payload={})
+    lost = AlertDelivery.objects.create(
+        channel=channel,
+        channel_name=channel.name,
+        reason=DeliveryReason.FIRING,
+        next_attempt_at=long_ago,
+        max_attempts=3,
+        payload={"subject": "x"},
+    )
+    died = AlertDelivery.objects.create(
+        channel=channel,
+        channel_name=channel.name,
+        reason=DeliveryReason.FIRING,
+        status=DeliveryStatus.SENDING,
+        attempts=1,
+        last_attempt_at=long_ago,
+        max_attempts=3,
+        payload={"subject": "y"},
+    )
+    waiting = AlertDelivery.objects.create(
+        channel=channel,
+        channel_name=channel.name,
+        reason=DeliveryReason.FIRING,
+        next_attempt_at=timezone.now() + timedelta(seconds=30),
+        max_attempts=3,
+        payload={},
+    )
     with django_capture_on_commit_callbacks() as callbacks:
         assert alerts.requeue_stalled() == 2
     assert sorted(callback.args[1] for callback in callbacks) == [lost.pk, died.pk]
@@ -275,7 +335,9 @@ def test_a_mail_server_that_cannot_be_reached_is_retried_then_marked_failed(mirr
     deliver_all()
     delivery = AlertDelivery.objects.get()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 3)
-    assert delivery.error.startswith("the mail server refused the message or could not be reached: ConnectionRefusedError")
+    assert delivery.error.startswith(
+        "the mail server refused the message or could not be reached: ConnectionRefusedError"
+    )
 
 
 # --- The rules: each fires once while its condition holds, and not when it does not ---------------------
@@ -315,10 +377,26 @@ def test_a_partly_failed_sync_is_a_warning(mirror):
 
 
 def test_an_overdue_sync_alerts_and_a_recent_success_does_not(mirror):
-    late = Mirror.objects.create(name="late", slug="late", upstream=mirror.upstream, platforms=["linux"], channels=["production"],
-                                 archs=["x86_64"], sync_interval_minutes=60, created=timezone.now() - timedelta(days=3))
-    manual = Mirror.objects.create(name="manual", slug="manual", upstream=mirror.upstream, platforms=["linux"], channels=["production"],
-                                   archs=["x86_64"], sync_interval_minutes=0, created=timezone.now() - timedelta(days=3))
+    late = Mirror.objects.create(
+        name="late",
+        slug="late",
+        upstream=mirror.upstream,
+        platforms=["linux"],
+        channels=["production"],
+        archs=["x86_64"],
+        sync_interval_minutes=60,
+        created=timezone.now() - timedelta(days=3),
+    )
+    manual = Mirror.objects.create(
+        name="manual",
+        slug="manual",
+        upstream=mirror.upstream,
+        platforms=["linux"],
+        channels=["production"],
+        archs=["x86_64"],
+        sync_interval_minutes=0,
+        created=timezone.now() - timedelta(days=3),
+    )
     finished_run(mirror, SyncState.SUCCEEDED, ago=timedelta(hours=1))
     finished_run(late, SyncState.SUCCEEDED, ago=timedelta(hours=30))
     finished_run(late, SyncState.FAILED, ago=timedelta(hours=2))  # a failure is not a success
@@ -357,31 +435,71 @@ def test_silent_endpoints_alert_from_the_minimum_count_on(mirror):
     pilot = make_group(mirror, "pilot")
     make_endpoints(pilot, 3, seen_ago=timedelta(days=10), prefix="quiet")
     make_endpoints(pilot, 5, seen_ago=timedelta(hours=2))
-    Endpoint.objects.create(machine_id="never", hostname="never", group=pilot, platform="linux", enrolled_at=timezone.now() - timedelta(days=9))
-    Endpoint.objects.create(machine_id="gone", group=pilot, platform="linux", last_seen=timezone.now() - timedelta(days=30),
-                            decommissioned_at=timezone.now())
+    Endpoint.objects.create(
+        machine_id="never",
+        hostname="never",
+        group=pilot,
+        platform="linux",
+        enrolled_at=timezone.now() - timedelta(days=9),
+    )
+    Endpoint.objects.create(
+        machine_id="gone",
+        group=pilot,
+        platform="linux",
+        last_seen=timezone.now() - timedelta(days=30),
+        decommissioned_at=timezone.now(),
+    )
     few = rule(AlertRuleKind.ENDPOINTS_SILENT, days=7, min_endpoints=4)
     many = rule(AlertRuleKind.ENDPOINTS_SILENT, days=7, min_endpoints=5, group=pilot)
     evaluate()
     [event] = AlertEvent.objects.all()
     assert event.rule == few and event.subject == "fleet"
     assert event.summary == "4 endpoints of the fleet silent for more than 7 days"
-    assert "quiet-0" in event.details["text"] and "never" in event.details["text"] and "gone" not in event.details["text"]
+    assert (
+        "quiet-0" in event.details["text"] and "never" in event.details["text"] and "gone" not in event.details["text"]
+    )
     assert not AlertEvent.objects.filter(rule=many).exists()
 
 
 def test_a_gate_holding_a_version_back_too_long_alerts_but_not_during_the_rings_delay(mirror):
-    old = SignaturePackage.objects.create(platform="linux", channel="production", arch="x86_64", engine_version="1.1.1.1",
-                                          definition_version="1.407.400.0", size=1, sha256="a" * 64)
-    new = SignaturePackage.objects.create(platform="linux", channel="production", arch="x86_64", engine_version="1.1.1.1",
-                                          definition_version="1.407.417.0", size=1, sha256="b" * 64)
+    old = SignaturePackage.objects.create(
+        platform="linux",
+        channel="production",
+        arch="x86_64",
+        engine_version="1.1.1.1",
+        definition_version="1.407.400.0",
+        size=1,
+        sha256="a" * 64,
+    )
+    new = SignaturePackage.objects.create(
+        platform="linux",
+        channel="production",
+        arch="x86_64",
+        engine_version="1.1.1.1",
+        definition_version="1.407.417.0",
+        size=1,
+        sha256="b" * 64,
+    )
     pilot = make_group(mirror, "pilot")
     broad = make_group(mirror, "broad", 20, rollout=RolloutMode.AFTER, source_group=pilot, delay_hours=24)
-    GroupTarget.objects.create(group=pilot, platform="linux", channel="production", arch="x86_64", current=new,
-                               approved_at=timezone.now() - timedelta(hours=24 + 30))
-    held = GroupTarget.objects.create(group=broad, platform="linux", channel="production", arch="x86_64", current=old,
-                                      gate_state=GateState.WAITING, candidate=new,
-                                      gate_reason="pilot: 4 of 10 endpoints on 1.407.417.0 (40 % < 90 %)")
+    GroupTarget.objects.create(
+        group=pilot,
+        platform="linux",
+        channel="production",
+        arch="x86_64",
+        current=new,
+        approved_at=timezone.now() - timedelta(hours=24 + 30),
+    )
+    held = GroupTarget.objects.create(
+        group=broad,
+        platform="linux",
+        channel="production",
+        arch="x86_64",
+        current=old,
+        gate_state=GateState.WAITING,
+        candidate=new,
+        gate_reason="pilot: 4 of 10 endpoints on 1.407.417.0 (40 % < 90 %)",
+    )
     gate = rule(AlertRuleKind.GATE_HELD, hours=24)
     evaluate()
     event = AlertEvent.objects.get()
@@ -466,7 +584,12 @@ def test_one_broken_rule_does_not_stop_the_others(mirror, monkeypatch):
 def test_a_test_message_is_sent_at_once_and_its_outcome_logged_and_audited(receiver, admin):
     channel, secret = webhook(receiver)
     delivery = alerts.send_test(channel, admin)
-    assert (delivery.status, delivery.reason, delivery.attempts, delivery.requested_by) == (DeliveryStatus.DELIVERED, "test", 1, admin)
+    assert (delivery.status, delivery.reason, delivery.attempts, delivery.requested_by) == (
+        DeliveryStatus.DELIVERED,
+        "test",
+        1,
+        admin,
+    )
     [(headers, body)] = receiver.requests
     assert verify(secret, headers, body)
     assert json.loads(body)["kind"] == "test" and json.loads(body)["url"] == f"{BASE_URL}/alerts/channels/{channel.pk}/"
@@ -486,7 +609,9 @@ def test_a_failing_test_message_is_tried_once_and_says_why(receiver, admin):
 
 def test_an_admin_creates_a_webhook_channel_and_sees_its_secret_only_once(api, admin, receiver):
     api.as_user(admin)
-    response = api.post("/api/v1/alert-channels/", {"name": "soc", "kind": "webhook", "url": receiver.url}, format="json")
+    response = api.post(
+        "/api/v1/alert-channels/", {"name": "soc", "kind": "webhook", "url": receiver.url}, format="json"
+    )
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["secret"].startswith("whsec_") and body["secret_hint"] == body["secret"][:10]
@@ -499,14 +624,21 @@ def test_an_admin_creates_a_webhook_channel_and_sees_its_secret_only_once(api, a
     assert event.actor_label == "alice" and body["secret"] not in json.dumps(event.details)
 
 
-@pytest.mark.parametrize("data, field, words", [
-    ({"kind": "webhook", "url": "ftp://files.example.org/x"}, "url", "Use an http:// or https:// URL"),
-    ({"kind": "webhook", "url": "not a url"}, "url", "Enter a valid URL."),
-    ({"kind": "webhook"}, "url", "Give the URL the portal posts alerts to"),
-    ({"kind": "email", "recipients": ["sec@example.org", "bob@", "x y@z"]}, "recipients", "Not an e-mail address: bob@, x y@z."),
-    ({"kind": "email", "recipients": []}, "recipients", "Give at least one e-mail address."),
-    ({"kind": "sms"}, "kind", "is not a valid choice"),
-])
+@pytest.mark.parametrize(
+    "data, field, words",
+    [
+        ({"kind": "webhook", "url": "ftp://files.example.org/x"}, "url", "Use an http:// or https:// URL"),
+        ({"kind": "webhook", "url": "not a url"}, "url", "Enter a valid URL."),
+        ({"kind": "webhook"}, "url", "Give the URL the portal posts alerts to"),
+        (
+            {"kind": "email", "recipients": ["sec@example.org", "bob@", "x y@z"]},
+            "recipients",
+            "Not an e-mail address: bob@, x y@z.",
+        ),
+        ({"kind": "email", "recipients": []}, "recipients", "Give at least one e-mail address."),
+        ({"kind": "sms"}, "kind", "is not a valid choice"),
+    ],
+)
 def test_invalid_channels_are_refused_with_the_apis_error_body(api, admin, data, field, words):
     response = api.as_user(admin).post("/api/v1/alert-channels/", {"name": "bad", **data}, format="json")
     assert response.status_code == 400
@@ -516,15 +648,26 @@ def test_invalid_channels_are_refused_with_the_apis_error_body(api, admin, data,
     assert not AlertChannel.objects.exists()
 
 
-@pytest.mark.parametrize("data, field, words", [
-    ({"kind": "group_compliance_below", "threshold_percent": 150}, "threshold_percent", "less than or equal to 100"),
-    ({"kind": "group_compliance_below", "threshold_percent": -1}, "threshold_percent", "greater than or equal to 0"),
-    ({"kind": "group_compliance_below"}, "threshold_percent", "This kind of rule needs a percentage (0–100)."),
-    ({"kind": "sync_overdue"}, "hours", "This kind of rule needs a number of hours."),
-    ({"kind": "endpoints_silent", "days": 0}, "days", "greater than or equal to 1"),
-    ({"kind": "sync_failed", "mirror": "nope"}, "mirror", "does not exist"),
-    ({"kind": "sync_failed", "channels": [999]}, "channels", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "data, field, words",
+    [
+        (
+            {"kind": "group_compliance_below", "threshold_percent": 150},
+            "threshold_percent",
+            "less than or equal to 100",
+        ),
+        (
+            {"kind": "group_compliance_below", "threshold_percent": -1},
+            "threshold_percent",
+            "greater than or equal to 0",
+        ),
+        ({"kind": "group_compliance_below"}, "threshold_percent", "This kind of rule needs a percentage (0–100)."),
+        ({"kind": "sync_overdue"}, "hours", "This kind of rule needs a number of hours."),
+        ({"kind": "endpoints_silent", "days": 0}, "days", "greater than or equal to 1"),
+        ({"kind": "sync_failed", "mirror": "nope"}, "mirror", "does not exist"),
+        ({"kind": "sync_failed", "channels": [999]}, "channels", "does not exist"),
+    ],
+)
 def test_invalid_rules_are_refused_with_the_apis_error_body(api, admin, data, field, words):
     response = api.as_user(admin).post("/api/v1/alert-rules/", {"name": "bad", **data}, format="json")
     assert response.status_code == 400
@@ -536,22 +679,45 @@ def test_an_admin_creates_and_changes_a_rule_and_fields_its_kind_does_not_use_ar
     channel, _ = webhook(receiver)
     pilot = make_group(mirror, "pilot")
     api.as_user(admin)
-    response = api.post("/api/v1/alert-rules/", {"name": "ring health", "kind": "group_compliance_below", "group": "pilot",
-                                                 "threshold_percent": 90, "mirror": "main", "hours": 5, "channels": [channel.pk]},
-                        format="json")
+    response = api.post(
+        "/api/v1/alert-rules/",
+        {
+            "name": "ring health",
+            "kind": "group_compliance_below",
+            "group": "pilot",
+            "threshold_percent": 90,
+            "mirror": "main",
+            "hours": 5,
+            "channels": [channel.pk],
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     body = response.json()
-    assert (body["group"], body["mirror"], body["hours"], body["channels"], body["firing"]) == ("pilot", None, None, [channel.pk], 0)
+    assert (body["group"], body["mirror"], body["hours"], body["channels"], body["firing"]) == (
+        "pilot",
+        None,
+        None,
+        [channel.pk],
+        0,
+    )
     assert body["condition"] == "fewer than 90 % of group Pilot's endpoints up to date"
     rule_id = body["id"]
     changed = api.patch(f"/api/v1/alert-rules/{rule_id}/", {"kind": "sync_overdue", "hours": 12}, format="json")
     assert changed.status_code == 200, changed.json()
     assert (changed.json()["group"], changed.json()["threshold_percent"], changed.json()["hours"]) == (None, None, 12)
     saved = AlertRule.objects.get()
-    assert (saved.group_id, saved.threshold_percent, saved.hours, list(saved.channels.all())) == (None, None, 12, [channel])
+    assert (saved.group_id, saved.threshold_percent, saved.hours, list(saved.channels.all())) == (
+        None,
+        None,
+        12,
+        [channel],
+    )
     assert pilot.pk
     assert list(AuditEvent.objects.filter(action__startswith="alert_rule.").values_list("action", flat=True)) == [
-        "alert_rule.update", "alert_rule.create"]
+        "alert_rule.update",
+        "alert_rule.create",
+    ]
     assert api.delete(f"/api/v1/alert-rules/{rule_id}/").status_code == 204
     assert AuditEvent.objects.filter(action="alert_rule.delete").exists()
 
@@ -560,10 +726,21 @@ def test_viewers_and_operators_read_alerts_but_cannot_change_or_test_them(api, v
     channel, _ = webhook(receiver)
     for user in (viewer, operator):
         api.as_user(user)
-        for url in ("/api/v1/alert-channels/", "/api/v1/alert-rules/", "/api/v1/alert-events/", "/api/v1/alert-deliveries/"):
+        for url in (
+            "/api/v1/alert-channels/",
+            "/api/v1/alert-rules/",
+            "/api/v1/alert-events/",
+            "/api/v1/alert-deliveries/",
+        ):
             assert api.get(url).status_code == 200
-        assert api.post("/api/v1/alert-channels/", {"name": "x", "kind": "email", "recipients": ["a@example.org"]},
-                        format="json").status_code == 403
+        assert (
+            api.post(
+                "/api/v1/alert-channels/",
+                {"name": "x", "kind": "email", "recipients": ["a@example.org"]},
+                format="json",
+            ).status_code
+            == 403
+        )
         assert api.post("/api/v1/alert-rules/", {"name": "x", "kind": "sync_failed"}, format="json").status_code == 403
         response = api.post(f"/api/v1/alert-channels/{channel.pk}/test/")
         assert response.status_code == 403 and "admin role" in response.json()["detail"]
@@ -572,20 +749,26 @@ def test_viewers_and_operators_read_alerts_but_cannot_change_or_test_them(api, v
 
 
 def test_only_admins_read_a_webhooks_url_whole(api, admin, viewer, operator):
-    channel = AlertChannel(name="slack", kind=AlertChannelKind.WEBHOOK, url="https://hooks.example.org:8443/services/T0/B0/s3cr3t?x=1")
+    channel = AlertChannel(
+        name="slack", kind=AlertChannelKind.WEBHOOK, url="https://hooks.example.org:8443/services/T0/B0/s3cr3t?x=1"
+    )
     alerts.save_channel(channel)
     api.as_user(admin)
     assert api.get(f"/api/v1/alert-channels/{channel.pk}/").json()["url"] == channel.url
     for user in (viewer, operator):
         api.as_user(user)
-        assert api.get(f"/api/v1/alert-channels/{channel.pk}/").json()["url"] == "https://hooks.example.org:8443/(hidden)"
+        assert (
+            api.get(f"/api/v1/alert-channels/{channel.pk}/").json()["url"] == "https://hooks.example.org:8443/(hidden)"
+        )
         listed = api.get("/api/v1/alert-channels/").json()["results"]
         assert [c["url"] for c in listed] == ["https://hooks.example.org:8443/(hidden)"]
         assert "s3cr3t" not in api.get("/api/v1/alert-channels/").content.decode()
 
 
 def test_an_unreachable_webhooks_error_does_not_quote_its_path():
-    channel = AlertChannel(name="slack", kind=AlertChannelKind.WEBHOOK, url=f"http://127.0.0.1:{free_port()}/services/T0/s3cr3t?token=abc")
+    channel = AlertChannel(
+        name="slack", kind=AlertChannelKind.WEBHOOK, url=f"http://127.0.0.1:{free_port()}/services/T0/s3cr3t?token=abc"
+    )
     alerts.save_channel(channel)
     delivery = alerts.send_test(channel)
     assert delivery.status == DeliveryStatus.FAILED and "cannot reach 127.0.0.1" in delivery.error
@@ -597,7 +780,11 @@ def test_the_test_endpoint_sends_now_and_answers_with_the_delivery(api, admin, r
     api.as_user(admin)
     response = api.post(f"/api/v1/alert-channels/{channel.pk}/test/")
     assert response.status_code == 200
-    assert (response.json()["status"], response.json()["response_status"], response.json()["reason"]) == ("delivered", 200, "test")
+    assert (response.json()["status"], response.json()["response_status"], response.json()["reason"]) == (
+        "delivered",
+        200,
+        "test",
+    )
     receiver.answers = [503]
     failed = api.post(f"/api/v1/alert-channels/{channel.pk}/test/").json()
     assert failed["status"] == "failed" and "HTTP 503" in failed["error"] and failed["attempts"] == 1
@@ -614,10 +801,14 @@ def test_rotating_the_secret_shows_the_new_one_once_and_signs_with_it(api, admin
     api.post(f"/api/v1/alert-channels/{channel.pk}/test/")
     [(headers, body)] = receiver.requests
     assert verify(new, headers, body) and not verify(old, headers, body)
-    mail = api.post("/api/v1/alert-channels/", {"name": "team", "kind": "email", "recipients": ["a@example.org"]}, format="json").json()
+    mail = api.post(
+        "/api/v1/alert-channels/", {"name": "team", "kind": "email", "recipients": ["a@example.org"]}, format="json"
+    ).json()
     assert mail["secret"] is None
     refused = api.post(f"/api/v1/alert-channels/{mail['id']}/rotate-secret/")
-    assert refused.status_code == 400 and refused.json()["errors"]["kind"] == ["Only webhook channels have a signing secret."]
+    assert refused.status_code == 400 and refused.json()["errors"]["kind"] == [
+        "Only webhook channels have a signing secret."
+    ]
 
 
 def test_deliveries_are_listed_paginated_and_filtered(api, viewer, receiver, mirror):

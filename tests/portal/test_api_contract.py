@@ -19,7 +19,7 @@ import pytest
 import schemathesis
 from django.core import signals
 from django.core.management import call_command
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.urls import Resolver404, resolve
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -29,17 +29,17 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from fleet.services import enrollment, ingest
-from fleet.services.rings import approve_package, save_group
+from core import services as portal_services
+from core.choices import Role, TokenScope
 from fleet.choices import RolloutMode
 from fleet.models import EndpointGroup
-from mirror.services.mirrors import save_mirror
-from mirror.services.sync import request_sync, run_sync
+from fleet.services import enrollment, ingest
+from fleet.services.rings import approve_package, save_group
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror, SignaturePackage, Upstream
-from core import services as portal_services
+from mirror.services.mirrors import save_mirror
+from mirror.services.sync import request_sync, run_sync
 from portal import alerts
-from core.choices import Role, TokenScope
 from portal.choices import AlertChannelKind, AlertRuleKind
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 from standins.upstream import StandinUpstream
@@ -51,15 +51,27 @@ pytestmark = pytest.mark.django_db
 # same ones every run. The coverage phase (every boundary and wrong type the schema implies, some
 # 8,000 cases) found nothing more and takes three times as long: enable it when changing the API a lot.
 MAX_EXAMPLES = 25
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
-CONFIG = schemathesis.Config.from_dict({
-    "seed": 20240314,
-    "suppress-health-check": ["all"],
-    "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "no-shrink": True, "database": "none",
-                   "with-security-parameters": False},
-    "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
-})
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": 20240314,
+        "suppress-health-check": ["all"],
+        "generation": {
+            "max-examples": MAX_EXAMPLES,
+            "deterministic": True,
+            "no-shrink": True,
+            "database": "none",
+            "with-security-parameters": False,
+        },
+        "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
+    }
+)
 AGENT_TAG = "endpoints (agent)"
 
 
@@ -106,43 +118,92 @@ def contract_data(db, make_user, settings, tmp_path):
     with StandinUpstream(tmp_path / "upstream", package_size=16 * 1024) as standin:
         upstream = Upstream.objects.create(name="standin", base_url=standin.base_url, timeout=5)
         Upstream.objects.create(name="unused", base_url=standin.base_url, timeout=5)
-        mirror = save_mirror(Mirror(name="Main", slug="main", upstream=upstream, platforms=["linux", "mac"],
-                             channels=["production"], archs=["x86_64", "arm64"], sync_interval_minutes=0), admin)
+        mirror = save_mirror(
+            Mirror(
+                name="Main",
+                slug="main",
+                upstream=upstream,
+                platforms=["linux", "mac"],
+                channels=["production"],
+                archs=["x86_64", "arm64"],
+                sync_interval_minutes=0,
+            ),
+            admin,
+        )
         run_sync(request_sync(mirror, SyncTrigger.SCHEDULE)[0].pk)
         standin.release()
         run_sync(request_sync(mirror, SyncTrigger.API, admin)[0].pk)
-    save_mirror(Mirror(name="Spare", slug="spare", upstream=upstream, platforms=["linux"], channels=["production"],
-                       archs=["x86_64"], sync_interval_minutes=0))
+    save_mirror(
+        Mirror(
+            name="Spare",
+            slug="spare",
+            upstream=upstream,
+            platforms=["linux"],
+            channels=["production"],
+            archs=["x86_64"],
+            sync_interval_minutes=0,
+        )
+    )
     request_sync(mirror, SyncTrigger.API, admin)  # stays queued: nothing runs it here
-    pilot = save_group(EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux", "mac"], ring_order=10),
-                                      admin)
-    save_group(EndpointGroup(name="Broad", slug="broad", mirror=mirror, platforms=["linux"], ring_order=20,
-                                            rollout=RolloutMode.AFTER, source_group=pilot, delay_hours=0))
+    pilot = save_group(
+        EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux", "mac"], ring_order=10), admin
+    )
+    save_group(
+        EndpointGroup(
+            name="Broad",
+            slug="broad",
+            mirror=mirror,
+            platforms=["linux"],
+            ring_order=20,
+            rollout=RolloutMode.AFTER,
+            source_group=pilot,
+            delay_hours=0,
+        )
+    )
     save_group(EndpointGroup(name="Spare", slug="spare-ring", mirror=mirror, platforms=["linux"], ring_order=30))
     old, new = SignaturePackage.objects.filter(platform="linux", arch="x86_64").order_by("pk")
     approve_package(pilot, old, admin)
     approve_package(pilot, new, admin)
     secret, secret_text = enrollment.create_enrollment_secret(pilot, "contract", admin)
     enrollment.create_enrollment_secret(pilot, "spare", admin)
-    endpoint, endpoint_token = enrollment.enroll(secret_text, "contract-machine", "host-1", "linux", "x86_64", "101.24022.0001")
+    endpoint, endpoint_token = enrollment.enroll(
+        secret_text, "contract-machine", "host-1", "linux", "x86_64", "101.24022.0001"
+    )
     ingest.ingest_report(endpoint, DESIGN_SAMPLE.encode())
     enrollment.enroll(secret_text, "spare-machine", "host-2", "linux", "arm64")
     # Alerts with something in every list: channels, rules, a firing event, and deliveries (tests and alerts).
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.ALERT_WEBHOOK_TIMEOUT = 0.5
-    hook = AlertChannel(name="SOC hook", kind=AlertChannelKind.WEBHOOK, url="http://127.0.0.1:9/hook")  # refused at once
+    hook = AlertChannel(
+        name="SOC hook", kind=AlertChannelKind.WEBHOOK, url="http://127.0.0.1:9/hook"
+    )  # refused at once
     mail = AlertChannel(name="SOC mail", kind=AlertChannelKind.EMAIL, recipients=["soc@example.org"])
     alerts.save_channel(hook, admin)
     alerts.save_channel(mail, admin)
     alerts.save_rule(AlertRule(name="Sync failed", kind=AlertRuleKind.SYNC_FAILED), [hook, mail], admin)
-    alerts.save_rule(AlertRule(name="Pilot below 99 %", kind=AlertRuleKind.GROUP_COMPLIANCE_BELOW, group=pilot, threshold_percent=99),
-                     [mail], admin)
+    alerts.save_rule(
+        AlertRule(
+            name="Pilot below 99 %", kind=AlertRuleKind.GROUP_COMPLIANCE_BELOW, group=pilot, threshold_percent=99
+        ),
+        [mail],
+        admin,
+    )
     alerts.send_test(mail, admin)
     alerts.send_test(hook, admin)
     alerts.evaluate()
     assert AlertEvent.objects.exists() and AlertDelivery.objects.filter(event__isnull=False).exists()
-    return {"admin_token": admin_token, "endpoint_token": endpoint_token, "secret": secret_text,
-            "references": {"upstream": upstream.pk, "mirror": "main", "group": "pilot", "source_group": "pilot", "package": new.pk}}
+    return {
+        "admin_token": admin_token,
+        "endpoint_token": endpoint_token,
+        "secret": secret_text,
+        "references": {
+            "upstream": upstream.pk,
+            "mirror": "main",
+            "group": "pilot",
+            "source_group": "pilot",
+            "package": new.pk,
+        },
+    }
 
 
 admin_schema = schemathesis.pytest.from_fixture("api_schema").exclude(tag=AGENT_TAG)
@@ -163,7 +224,9 @@ def existing_ids(path: str) -> list[int]:
     except (Resolver404, AttributeError):
         return []
     queryset = getattr(view, "queryset", None)
-    model = queryset.model if queryset is not None else getattr(getattr(view.serializer_class, "Meta", None), "model", None)
+    model = (
+        queryset.model if queryset is not None else getattr(getattr(view.serializer_class, "Meta", None), "model", None)
+    )
     return list(model.objects.order_by("pk").values_list("pk", flat=True)) if model else []
 
 
@@ -200,8 +263,12 @@ def test_the_agent_operations_keep_the_contract_for_an_endpoint_token(case, cont
 
 
 def test_a_json_report_with_an_escaped_nul_is_refused_not_a_server_error(client, contract_data):
-    response = client.post("/api/v1/reports", '{"definitionsVersion": "1.407.\\u0000417.0"}', content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {contract_data['endpoint_token']}")
+    response = client.post(
+        "/api/v1/reports",
+        '{"definitionsVersion": "1.407.\\u0000417.0"}',
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {contract_data['endpoint_token']}",
+    )
     assert response.status_code == 400, response.content
 
 

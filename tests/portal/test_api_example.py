@@ -27,10 +27,19 @@ def test_the_quickstart_mirrors_syncs_approves_and_downloads_the_managed_config(
         try:
             wait_for(lambda: get_or_none(f"{base}/healthz"), 120, lambda: f"the portal on {base}\n{output(log)}")
             session = sign_in(base, "admin", PASSWORD)
-            created = session.post(f"{base}/api/v1/tokens/", json={"name": "quickstart", "scope": "write"},
-                                   headers={"X-CSRFToken": session.cookies["csrftoken"]}, timeout=10)
+            created = session.post(
+                f"{base}/api/v1/tokens/",
+                json={"name": "quickstart", "scope": "write"},
+                headers={"X-CSRFToken": session.cookies["csrftoken"]},
+                timeout=10,
+            )
             assert created.status_code == 201, created.text
-            env = {"PORTAL_URL": base, "PORTAL_TOKEN": created.json()["token"], "UPSTREAM_URL": standin.base_url, "PATH": ""}
+            env = {
+                "PORTAL_URL": base,
+                "PORTAL_TOKEN": created.json()["token"],
+                "UPSTREAM_URL": standin.base_url,
+                "PATH": "",
+            }
             run = [sys.executable, str(SCRIPT)]
 
             first = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
@@ -38,7 +47,9 @@ def test_the_quickstart_mirrors_syncs_approves_and_downloads_the_managed_config(
             version = standin.current("linux", "production", "x86_64")["definition"]
             assert f"ring pilot serves {version}" in first.stdout
             config = json.loads((tmp_path / "mdatp_managed.json").read_text())
-            assert config["antivirusEngine"]["offlineDefinitionUpdateUrl"].endswith("/mirror/groups/pilot/linux/production/")
+            assert config["antivirusEngine"]["offlineDefinitionUpdateUrl"].endswith(
+                "/mirror/groups/pilot/linux/production/"
+            )
 
             # Run again after Microsoft released a new version: same mirror and ring, the new package approved.
             standin.release("linux", "production", "x86_64")

@@ -27,8 +27,10 @@ def page(client, user, path="/"):
 
 def data_of(response) -> dict:
     html = response.content.decode()
-    start = html.index('<script id="dashboard-data" type="application/json">') + len('<script id="dashboard-data" type="application/json">')
-    return json.loads(html[start:html.index("</script>", start)])
+    start = html.index('<script id="dashboard-data" type="application/json">') + len(
+        '<script id="dashboard-data" type="application/json">'
+    )
+    return json.loads(html[start : html.index("</script>", start)])
 
 
 @pytest.fixture
@@ -40,11 +42,14 @@ def fleet(make_group, make_endpoints):
     behind = make_endpoints(broad, 2, "1.407.499.0")
     Endpoint.objects.filter(group=pilot).update(compliance=Compliance.UP_TO_DATE)
     Endpoint.objects.filter(pk=failing[0].pk).update(compliance=Compliance.FAILING, finding_codes=",update_failed,")
-    Endpoint.objects.filter(pk__in=[e.pk for e in behind]).update(compliance=Compliance.BEHIND, finding_codes=",url_drift,stale,")
+    Endpoint.objects.filter(pk__in=[e.pk for e in behind]).update(
+        compliance=Compliance.BEHIND, finding_codes=",url_drift,stale,"
+    )
     # Decommissioned machines count nowhere.
     gone = make_endpoints(broad, 5, "1.407.1.0")
-    Endpoint.objects.filter(pk__in=[e.pk for e in gone]).update(decommissioned_at=timezone.now(), compliance=Compliance.FAILING,
-                                                                finding_codes=",update_failed,")
+    Endpoint.objects.filter(pk__in=[e.pk for e in gone]).update(
+        decommissioned_at=timezone.now(), compliance=Compliance.FAILING, finding_codes=",update_failed,"
+    )
     return pilot, broad
 
 
@@ -55,12 +60,24 @@ def test_compliance_counts_and_percentages_link_to_the_filtered_list(client, vie
     response, html = page(client, viewer)
     compliance = response.context["compliance"]
     assert compliance["total"] == 6 and compliance["reported"] == 6
-    overall = {s["value"]: cell["n"] for s, cell in zip(compliance["states"], compliance["overall"]["cells"])}
-    assert overall == {"failing": 1, "misconfigured": 0, "stale": 0, "behind": 2, "up_to_date": 3, "silent": 0, "new": 0}
+    overall = {
+        s["value"]: cell["n"] for s, cell in zip(compliance["states"], compliance["overall"]["cells"], strict=True)
+    }
+    assert overall == {
+        "failing": 1,
+        "misconfigured": 0,
+        "stale": 0,
+        "behind": 2,
+        "up_to_date": 3,
+        "silent": 0,
+        "new": 0,
+    }
     pilot = next(row for row in compliance["groups"] if row["group"].slug == "pilot")
-    cells = {s["value"]: cell for s, cell in zip(compliance["states"], pilot["cells"])}
+    cells = {s["value"]: cell for s, cell in zip(compliance["states"], pilot["cells"], strict=True)}
     assert (cells["up_to_date"]["n"], cells["up_to_date"]["percent"]) == (3, 75.0)
-    assert '<a href="/groups/endpoints/?group=pilot&compliance=up_to_date">3</a> <span class="muted">75.0%</span>' in html
+    assert (
+        '<a href="/groups/endpoints/?group=pilot&compliance=up_to_date">3</a> <span class="muted">75.0%</span>' in html
+    )
     assert '<a href="/groups/endpoints/?group=broad&compliance=behind">2</a>' in html
     assert '<a href="/groups/endpoints/?compliance=behind">2</a> <span class="muted">33.3%</span>' in html
     # The links lead to the endpoint list, which accepts the filters.
@@ -83,12 +100,16 @@ def test_version_distribution_per_group(client, viewer, fleet):
     versions = response.context["versions"]
     assert [g.slug for g in versions["groups"]] == ["pilot", "broad"]
     assert [(row["version"], row["total"], [c["n"] for c in row["cells"]]) for row in versions["rows"]] == [
-        ("1.407.499.0", 3, [1, 2]), ("1.407.500.0", 3, [3, 0])]
+        ("1.407.499.0", 3, [1, 2]),
+        ("1.407.500.0", 3, [3, 0]),
+    ]
     assert "1.407.1.0" not in html  # decommissioned only
     assert '<a href="/groups/endpoints/?group=broad&version=1.407.499.0">2</a>' in html
     data = data_of(response)
-    assert data["versions"] == {"labels": ["1.407.499.0", "1.407.500.0"],
-                                "series": [{"label": "Pilot", "data": [1, 3]}, {"label": "Broad", "data": [2, 0]}]}
+    assert data["versions"] == {
+        "labels": ["1.407.499.0", "1.407.500.0"],
+        "series": [{"label": "Pilot", "data": [1, 3]}, {"label": "Broad", "data": [2, 0]}],
+    }
 
 
 def test_only_the_top_versions_are_listed(client, viewer, make_group, make_endpoints):
@@ -109,15 +130,25 @@ def test_only_the_top_versions_are_listed(client, viewer, make_group, make_endpo
 def test_trend_sums_the_last_snapshot_of_each_day_over_groups(client, viewer, fleet):
     pilot, broad = fleet
     now = timezone.now()
-    ComplianceSnapshot.objects.create(group=pilot, taken_at=now - timedelta(days=1, minutes=30), counts={"behind": 9}, total=9)
+    ComplianceSnapshot.objects.create(
+        group=pilot, taken_at=now - timedelta(days=1, minutes=30), counts={"behind": 9}, total=9
+    )
     ComplianceSnapshot.objects.create(group=pilot, taken_at=now - timedelta(days=1), counts={"up_to_date": 4}, total=4)
-    ComplianceSnapshot.objects.create(group=broad, taken_at=now - timedelta(days=1), counts={"up_to_date": 1, "failing": 2}, total=3)
+    ComplianceSnapshot.objects.create(
+        group=broad, taken_at=now - timedelta(days=1), counts={"up_to_date": 1, "failing": 2}, total=3
+    )
     ComplianceSnapshot.objects.create(group=pilot, taken_at=now, counts={"up_to_date": 3, "failing": 1}, total=4)
-    ComplianceSnapshot.objects.create(group=pilot, taken_at=now - timedelta(days=30), counts={"stale": 99}, total=99)  # too old
+    ComplianceSnapshot.objects.create(
+        group=pilot, taken_at=now - timedelta(days=30), counts={"stale": 99}, total=99
+    )  # too old
     response, _ = page(client, viewer)
     rows = response.context["trend"]["rows"]
     assert [row["total"] for row in rows] == [7, 4]
-    assert dict(zip(Compliance.values, rows[0]["counts"])) == {**dict.fromkeys(Compliance.values, 0), "up_to_date": 5, "failing": 2}
+    assert dict(zip(Compliance.values, rows[0]["counts"], strict=True)) == {
+        **dict.fromkeys(Compliance.values, 0),
+        "up_to_date": 5,
+        "failing": 2,
+    }
     series = data_of(response)["trend"]["series"]
     assert series["up_to_date"] == [5, 3] and series["failing"] == [2, 1] and series["stale"] == [0, 0]
 
@@ -137,14 +168,33 @@ def test_an_unknown_group_shows_the_whole_fleet(client, viewer, fleet):
 
 def test_every_mirror_shows_its_last_run_next_run_and_failures(client, viewer, mirror):
     now = timezone.now()
-    other = Mirror.objects.create(name="second", slug="second", upstream=Upstream.objects.create(name="up2"), platforms=["linux"],
-                                  channels=["production"], archs=["x86_64"], sync_interval_minutes=60)
-    SyncRun.objects.create(mirror=other, trigger=SyncTrigger.SCHEDULE, state=SyncState.SUCCEEDED, created=now - timedelta(hours=3),
-                           started_at=now - timedelta(hours=3), finished_at=now - timedelta(hours=3))
+    other = Mirror.objects.create(
+        name="second",
+        slug="second",
+        upstream=Upstream.objects.create(name="up2"),
+        platforms=["linux"],
+        channels=["production"],
+        archs=["x86_64"],
+        sync_interval_minutes=60,
+    )
+    SyncRun.objects.create(
+        mirror=other,
+        trigger=SyncTrigger.SCHEDULE,
+        state=SyncState.SUCCEEDED,
+        created=now - timedelta(hours=3),
+        started_at=now - timedelta(hours=3),
+        finished_at=now - timedelta(hours=3),
+    )
     for hours in (2, 1):
-        last = SyncRun.objects.create(mirror=other, trigger=SyncTrigger.SCHEDULE, state=SyncState.FAILED, created=now - timedelta(hours=hours),
-                                      started_at=now - timedelta(hours=hours), finished_at=now - timedelta(hours=hours),
-                                      error="linux/production/x86_64: connection refused")
+        last = SyncRun.objects.create(
+            mirror=other,
+            trigger=SyncTrigger.SCHEDULE,
+            state=SyncState.FAILED,
+            created=now - timedelta(hours=hours),
+            started_at=now - timedelta(hours=hours),
+            finished_at=now - timedelta(hours=hours),
+            error="linux/production/x86_64: connection refused",
+        )
     response, html = page(client, viewer)
     rows = {row["mirror"].slug: row for row in response.context["mirrors"]}
     assert rows["main"]["last"] is None and rows["main"]["next_words"] == "not scheduled"  # sync_interval_minutes=0
@@ -167,7 +217,11 @@ def test_no_mirror_invites_an_admin_to_add_one(client, admin, viewer):
 
 def test_findings_are_counted_most_common_first(client, viewer, fleet):
     response, html = page(client, viewer)
-    assert [(row["code"], row["n"]) for row in response.context["findings"]] == [("url_drift", 2), ("stale", 2), ("update_failed", 1)]
+    assert [(row["code"], row["n"]) for row in response.context["findings"]] == [
+        ("url_drift", 2),
+        ("stale", 2),
+        ("update_failed", 1),
+    ]
     assert '<a href="/groups/endpoints/?finding=url_drift">2</a>' in html
     assert "settings_drift" in FindingCode.values
 
@@ -205,20 +259,26 @@ def test_the_charts_are_vendored_and_load_nothing_from_outside(client, admin, fl
 
 
 @pytest.mark.parametrize("size", [5, 200])
-def test_the_query_count_does_not_grow_with_the_fleet(client, admin, make_group, make_endpoints, mirror, size,
-                                                     django_assert_max_num_queries):
+def test_the_query_count_does_not_grow_with_the_fleet(
+    client, admin, make_group, make_endpoints, mirror, size, django_assert_max_num_queries
+):
     groups = [make_group(f"ring{i}", ring_order=i) for i in range(3)]
     for i in range(size):
         group = groups[i % 3]
         make_endpoints(group, 1, f"1.407.{i % 15}.0", prefix=f"ep{i}")
     states = Compliance.values
     for i, endpoint in enumerate(Endpoint.objects.all()):
-        Endpoint.objects.filter(pk=endpoint.pk).update(compliance=states[i % len(states)],
-                                                       finding_codes=f",{FindingCode.values[i % len(FindingCode.values)]},")
+        Endpoint.objects.filter(pk=endpoint.pk).update(
+            compliance=states[i % len(states)], finding_codes=f",{FindingCode.values[i % len(FindingCode.values)]},"
+        )
     for day in range(14):
         for group in groups:
-            ComplianceSnapshot.objects.create(group=group, taken_at=timezone.now() - timedelta(days=day), counts={"up_to_date": size}, total=size)
-    SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=SyncState.FAILED, started_at=timezone.now())
+            ComplianceSnapshot.objects.create(
+                group=group, taken_at=timezone.now() - timedelta(days=day), counts={"up_to_date": size}, total=size
+            )
+    SyncRun.objects.create(
+        mirror=mirror, trigger=SyncTrigger.SCHEDULE, state=SyncState.FAILED, started_at=timezone.now()
+    )
     client.force_login(admin)
     client.get("/")
     with django_assert_max_num_queries(12):  # session, user, role + 9; the same at 5 and at 200 endpoints

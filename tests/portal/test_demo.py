@@ -34,15 +34,34 @@ result = {
 
 def demo_env(var_dir):
     # DATABASE_URL would be the real portal's: bin/run --demo must ignore it.
-    return clean_env(var_dir, VENV=sys.prefix, PORTAL_DEMO_DIR=var_dir, DATABASE_URL="postgres://real-portal.invalid/portal")
+    return clean_env(
+        var_dir, VENV=sys.prefix, PORTAL_DEMO_DIR=var_dir, DATABASE_URL="postgres://real-portal.invalid/portal"
+    )
 
 
 def start_demo(tmp_path, *args):
     port = free_port()
     log = open(tmp_path / "demo.out", "a+")
-    process = subprocess.Popen(["sh", str(ROOT / "bin" / "run"), "--demo", "--port", str(port), "--web-workers", "1",
-                                "--worker-concurrency", "1", "--endpoints", "240", *args],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=demo_env(tmp_path / "demo"))
+    process = subprocess.Popen(
+        [
+            "sh",
+            str(ROOT / "bin" / "run"),
+            "--demo",
+            "--port",
+            str(port),
+            "--web-workers",
+            "1",
+            "--worker-concurrency",
+            "1",
+            "--endpoints",
+            "240",
+            *args,
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=demo_env(tmp_path / "demo"),
+    )
     return process, f"http://127.0.0.1:{port}", log
 
 
@@ -71,7 +90,10 @@ def test_the_demo_sets_up_a_portal_with_a_mirror_rings_and_a_reporting_fleet(tmp
     assert states["up_to_date"] > facts["endpoints"] // 2
     assert facts["sync_states"] == ["succeeded"]
     # The stand-in's package, approved for pilot on all four targets; early and broad wait and say why.
-    assert all(facts["approved"][f"pilot {t}"] == "1.407.417.0" for t in ("linux/x86_64", "linux/arm64", "mac/x86_64", "mac/arm64")), facts
+    assert all(
+        facts["approved"][f"pilot {t}"] == "1.407.417.0"
+        for t in ("linux/x86_64", "linux/arm64", "mac/x86_64", "mac/arm64")
+    ), facts
     assert facts["approved"]["early linux/x86_64"] is None and facts["approved"]["broad linux/x86_64"] is None
     assert "definitions update failure" in facts["reasons"]["early"], facts["reasons"]
     assert "early has nothing" in facts["reasons"]["broad"], facts["reasons"]
@@ -82,7 +104,11 @@ def test_the_demo_sets_up_a_portal_with_a_mirror_rings_and_a_reporting_fleet(tmp
 def test_the_demo_runs_until_interrupted_and_then_stops_everything(tmp_path):
     process, base, log = start_demo(tmp_path)
     try:
-        wait_for(lambda: "Demo portal ready" in output(log) or process.poll() is not None, 180, lambda: f"the demo\n{output(log)}")
+        wait_for(
+            lambda: "Demo portal ready" in output(log) or process.poll() is not None,
+            180,
+            lambda: f"the demo\n{output(log)}",
+        )
         assert process.poll() is None, output(log)
         text = output(log)
         pids = {name: int(pid) for name, pid in re.findall(r"started (\w+) \(pid (\d+)\)", text)}

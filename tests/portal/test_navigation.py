@@ -9,14 +9,17 @@ def current_links(html: str) -> list[str]:
     return re.findall(r'<a href="([^"]+)" aria-current="page">', html)
 
 
-@pytest.mark.parametrize("path, expected", [
-    ("/", "/"),
-    ("/audit/", "/audit/"),
-    ("/groups/", "/groups/"),
-    ("/groups/endpoints/", "/groups/endpoints/"),  # under Endpoints, not also under Groups
-    ("/mirror/", "/mirror/"),
-    ("/mirror/packages/", "/mirror/packages/"),  # under Packages, not also under Mirrors
-])
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("/", "/"),
+        ("/audit/", "/audit/"),
+        ("/groups/", "/groups/"),
+        ("/groups/endpoints/", "/groups/endpoints/"),  # under Endpoints, not also under Groups
+        ("/mirror/", "/mirror/"),
+        ("/mirror/packages/", "/mirror/packages/"),  # under Packages, not also under Mirrors
+    ],
+)
 def test_exactly_one_entry_is_current_and_it_is_the_most_specific(client, admin, path, expected):
     client.force_login(admin)
     response = client.get(path)

@@ -11,7 +11,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_the_checker_finds_an_external_url():
-    assert external_urls('<script src="https://cdn.example.org/x.js"></script><a href="/ok">') == ["https://cdn.example.org/x.js"]
+    assert external_urls('<script src="https://cdn.example.org/x.js"></script><a href="/ok">') == [
+        "https://cdn.example.org/x.js"
+    ]
     assert external_urls('<link href="//fonts.example.org/f.css">') == ["//fonts.example.org/f.css"]
 
 

@@ -29,11 +29,17 @@ def scenario(tmp_path, expect_generated_password, **env):
         session = sign_in(base, "admin", password)
 
         # Beat schedules the heartbeat, the worker runs it, the web shows it.
-        wait_for(lambda: "worker last seen" in session.get(f"{base}/", timeout=5).text, 60, lambda: f"a worker heartbeat\n{output(log)}")
+        wait_for(
+            lambda: "worker last seen" in session.get(f"{base}/", timeout=5).text,
+            60,
+            lambda: f"a worker heartbeat\n{output(log)}",
+        )
         ready = session.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         # Static files are served by the portal itself (whitenoise), not a CDN.
-        css = re.search(r'href="(/static/portal/portal\.[0-9a-f]+\.css)"', session.get(f"{base}/", timeout=5).text).group(1)
+        css = re.search(
+            r'href="(/static/portal/portal\.[0-9a-f]+\.css)"', session.get(f"{base}/", timeout=5).text
+        ).group(1)
         assert session.get(f"{base}{css}", timeout=5).status_code == 200
 
         process.send_signal(signal.SIGINT)
@@ -66,11 +72,12 @@ def test_a_second_start_keeps_the_admin_and_prints_no_password(tmp_path):
         log.close()
 
 
-@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs DATABASE_URL (set by .ci/run)")
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs DATABASE_URL (set by .ci/run)"
+)
 def test_the_run_command_uses_postgresql_and_redis_when_configured(tmp_path):
     # The same command, pointed at the services: a fresh database of its own.
     import psycopg
-
     from django.conf import settings
 
     name = f"portal_run_{os.getpid()}"
@@ -81,9 +88,12 @@ def test_the_run_command_uses_postgresql_and_redis_when_configured(tmp_path):
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         scenario(
-            tmp_path, expect_generated_password=False, PORTAL_ADMIN_PASSWORD="a-chosen-admin-passphrase",
+            tmp_path,
+            expect_generated_password=False,
+            PORTAL_ADMIN_PASSWORD="a-chosen-admin-passphrase",
             DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}",
-            CELERY_BROKER_URL=os.environ["CELERY_BROKER_URL"], REDIS_URL=os.environ["REDIS_URL"],
+            CELERY_BROKER_URL=os.environ["CELERY_BROKER_URL"],
+            REDIS_URL=os.environ["REDIS_URL"],
         )
         assert not (tmp_path / "var" / "portal.sqlite3").exists()
     finally:

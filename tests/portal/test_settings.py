@@ -73,12 +73,15 @@ def test_the_secret_key_comes_from_the_environment_or_a_file(tmp_path):
 
 
 def test_services_come_from_urls(tmp_path):
-    values = run_django(READ, clean_env(
-        tmp_path,
-        DATABASE_URL="postgres://portal:pw@db.example.internal:5433/portal",
-        CELERY_BROKER_URL="redis://127.0.0.1:6379/3",
-        REDIS_URL="redis://127.0.0.1:6379/4",
-    ))
+    values = run_django(
+        READ,
+        clean_env(
+            tmp_path,
+            DATABASE_URL="postgres://portal:pw@db.example.internal:5433/portal",
+            CELERY_BROKER_URL="redis://127.0.0.1:6379/3",
+            REDIS_URL="redis://127.0.0.1:6379/4",
+        ),
+    )
     assert values["db_engine"] == "django.db.backends.postgresql"
     assert (values["db_host"], values["db_name"]) == ("db.example.internal", "portal")
     assert values["broker"] == "redis://127.0.0.1:6379/3"
@@ -88,9 +91,16 @@ def test_services_come_from_urls(tmp_path):
 
 
 def test_hosts_base_url_and_store_are_configurable(tmp_path):
-    values = run_django(READ, clean_env(
-        tmp_path, ALLOWED_HOSTS="portal.corp,10.0.0.5", PORTAL_BASE_URL="https://mdeportal.corp/", PORTAL_STORE_ROOT=tmp_path / "pkgs", DEBUG="true",
-    ))
+    values = run_django(
+        READ,
+        clean_env(
+            tmp_path,
+            ALLOWED_HOSTS="portal.corp,10.0.0.5",
+            PORTAL_BASE_URL="https://mdeportal.corp/",
+            PORTAL_STORE_ROOT=tmp_path / "pkgs",
+            DEBUG="true",
+        ),
+    )
     assert values["allowed_hosts"] == ["portal.corp", "10.0.0.5", "mdeportal.corp"]
     assert values["base_url"] == "https://mdeportal.corp"
     assert values["store_root"] == str(tmp_path / "pkgs")

@@ -29,12 +29,16 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(18)
         # Stored only as Django's salted hash; the plaintext exists in this process alone.
         with transaction.atomic():
-            user = User.objects.create_superuser(username=username, email=env_str("PORTAL_ADMIN_EMAIL") or "", password=password)
+            user = User.objects.create_superuser(
+                username=username, email=env_str("PORTAL_ADMIN_EMAIL") or "", password=password
+            )
             set_role(user, Role.ADMIN)
             services.record_event(None, "user.create", user, {"role": Role.ADMIN, "first_admin": True})
         if generated:
             line = "=" * 64
-            self.stdout.write(f"{line}\nCreated the admin account.\n  username: {username}\n  password: {password}\n"
-                              f"This password is shown once and not stored in plaintext. Change it after signing in.\n{line}")
+            self.stdout.write(
+                f"{line}\nCreated the admin account.\n  username: {username}\n  password: {password}\n"
+                f"This password is shown once and not stored in plaintext. Change it after signing in.\n{line}"
+            )
         else:
             self.stdout.write(f"Created the admin account {username!r} with the password from PORTAL_ADMIN_PASSWORD.")

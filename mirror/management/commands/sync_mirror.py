@@ -42,5 +42,3 @@ class Command(BaseCommand):
         self.stdout.write(f"sync #{run.pk} {run.state}")
         if run.state != SyncState.SUCCEEDED:
             raise CommandError(run.error or run.state)
-
-

@@ -31,8 +31,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from core.choices import Role
-from portal.management.commands import serve
 from core.roles import set_role
+from portal.management.commands import serve
 
 DEMO_USERS = {"operator": ("demo-operator", Role.OPERATOR), "viewer": ("demo-viewer", Role.VIEWER)}
 MIRROR_SLUG = "demo"
@@ -45,14 +45,21 @@ TREND_DAYS = 7
 
 
 class Command(serve.Command):
-    help = ("A living demo portal on its own data: web, worker and beat as `serve` runs them, a stand-in Microsoft "
-            "upstream, a mirror, three rings and a simulated fleet that keeps reporting; Ctrl-C stops it all.")
+    help = (
+        "A living demo portal on its own data: web, worker and beat as `serve` runs them, a stand-in Microsoft "
+        "upstream, a mirror, three rings and a simulated fleet that keeps reporting; Ctrl-C stops it all."
+    )
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
         parser.add_argument("--endpoints", type=int, default=300, help="simulated endpoints (default 300)")
-        parser.add_argument("--once", "--exit-after-setup", action="store_true", dest="once",
-                            help="set everything up, run one report round, print the banner and exit")
+        parser.add_argument(
+            "--once",
+            "--exit-after-setup",
+            action="store_true",
+            dest="once",
+            help="set everything up, run one report round, print the banner and exit",
+        )
 
     def handle(self, *args, host, port, web_workers, worker_concurrency, endpoints, once, **options):
         if endpoints < len(RING_SLUGS):
@@ -118,35 +125,50 @@ class Command(serve.Command):
 
         User = get_user_model()
         admin = User.objects.filter(is_superuser=True).order_by("pk").first()
-        admin_line = (f"{admin.username} / {admin_password}" if admin_password else
-                      f"{admin.username} / the password printed when this demo was first started (or PORTAL_ADMIN_PASSWORD)")
+        admin_line = (
+            f"{admin.username} / {admin_password}"
+            if admin_password
+            else f"{admin.username} / the password printed when this demo was first started (or PORTAL_ADMIN_PASSWORD)"
+        )
         states = {}
         for state in Endpoint.objects.values_list("compliance", flat=True):
             states[state] = states.get(state, 0) + 1
         rings = []
-        for row in GroupTarget.objects.select_related("group", "current").filter(platform="linux", arch="x86_64").order_by("group__ring_order"):
+        for row in (
+            GroupTarget.objects.select_related("group", "current")
+            .filter(platform="linux", arch="x86_64")
+            .order_by("group__ring_order")
+        ):
             serving = row.current.definition_version if row.current else "nothing yet"
             rings.append(f"    {row.group.slug:<6} serves {serving}; {row.gate_reason}")
         line = "=" * 72
-        self.say("\n".join([
-            line,
-            f"Demo portal ready in {seconds:.0f} s: {self.base_url}/",
-            "Sign in as (all three roles):",
-            f"    admin     {admin_line}",
-            *(f"    {role.value:<9} {name} / {password}" for name, (password, role) in DEMO_USERS.items()),
-            "What to look at:",
-            "    /                  dashboard: compliance by ring and the 7-day trend",
-            "    /groups/           the rings: pilot serves the package, early and broad wait and say why",
-            "    /groups/endpoints/ endpoints by state and finding (failing, misconfigured, stale, silent…)",
-            "    /mirror/           the mirror, its syncs from the stand-in upstream (every 5 min)",
-            f"Logs of web, worker and beat: {self.log_path}",
-            f"Fleet: {Endpoint.objects.count()} endpoints, " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())),
-            "Rings (linux/x86_64):",
-            *rings,
-            ("--once: stopping now." if once else
-             f"The fleet reports every {REPORT_EVERY:.0f} s; a new upstream version every {RELEASE_EVERY / 60:.0f} min. Ctrl-C stops it all."),
-            line,
-        ]))
+        self.say(
+            "\n".join(
+                [
+                    line,
+                    f"Demo portal ready in {seconds:.0f} s: {self.base_url}/",
+                    "Sign in as (all three roles):",
+                    f"    admin     {admin_line}",
+                    *(f"    {role.value:<9} {name} / {password}" for name, (password, role) in DEMO_USERS.items()),
+                    "What to look at:",
+                    "    /                  dashboard: compliance by ring and the 7-day trend",
+                    "    /groups/           the rings: pilot serves the package, early and broad wait and say why",
+                    "    /groups/endpoints/ endpoints by state and finding (failing, misconfigured, stale, silent…)",
+                    "    /mirror/           the mirror, its syncs from the stand-in upstream (every 5 min)",
+                    f"Logs of web, worker and beat: {self.log_path}",
+                    f"Fleet: {Endpoint.objects.count()} endpoints, "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(states.items())),
+                    "Rings (linux/x86_64):",
+                    *rings,
+                    (
+                        "--once: stopping now."
+                        if once
+                        else f"The fleet reports every {REPORT_EVERY:.0f} s; a new upstream version every {RELEASE_EVERY / 60:.0f} min. Ctrl-C stops it all."
+                    ),
+                    line,
+                ]
+            )
+        )
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -157,15 +179,24 @@ class Command(serve.Command):
         foreign = list(Mirror.objects.exclude(slug=MIRROR_SLUG).values_list("slug", flat=True)[:3])
         foreign += list(EndpointGroup.objects.exclude(slug__in=RING_SLUGS).values_list("slug", flat=True)[:3])
         if foreign:
-            raise CommandError(f"{settings.DATABASES['default']['NAME']} holds a portal that is not the demo's ({', '.join(foreign)}); "
-                               "run the demo on its own data: bin/run --demo (var/demo/) or PORTAL_VAR_DIR=/some/empty/dir")
+            raise CommandError(
+                f"{settings.DATABASES['default']['NAME']} holds a portal that is not the demo's ({', '.join(foreign)}); "
+                "run the demo on its own data: bin/run --demo (var/demo/) or PORTAL_VAR_DIR=/some/empty/dir"
+            )
 
     def create_users(self) -> str | None:
         """The admin as bin/run makes it (its generated password printed once) and the fixed demo users; the admin's password if generated now."""
         out = io.StringIO()
         call_command("ensure_admin", stdout=out)
         self.say(out.getvalue().rstrip())
-        generated = next((line.split(":", 1)[1].strip() for line in out.getvalue().splitlines() if line.strip().startswith("password:")), None)
+        generated = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in out.getvalue().splitlines()
+                if line.strip().startswith("password:")
+            ),
+            None,
+        )
         User = get_user_model()
         for username, (password, role) in DEMO_USERS.items():
             user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@demo.invalid"})
@@ -176,29 +207,58 @@ class Command(serve.Command):
         return generated
 
     def create_mirror_and_rings(self):
+        from core.versions import version_key
         from fleet.models import EndpointGroup
         from fleet.services.rings import save_group
         from mirror.models import Mirror, SignaturePackage, Upstream
-        from core.versions import version_key
         from mirror.services.mirrors import save_mirror
 
-        upstream, _ = Upstream.objects.update_or_create(name="Stand-in Microsoft (demo)", defaults={"base_url": self.standin.base_url, "timeout": 30})
+        upstream, _ = Upstream.objects.update_or_create(
+            name="Stand-in Microsoft (demo)", defaults={"base_url": self.standin.base_url, "timeout": 30}
+        )
         # The stand-in starts at its first version on every start: catch up with what the mirror already holds.
-        newest = max((version_key(v) for v in SignaturePackage.objects.values_list("definition_version", flat=True)), default=None)
-        while newest is not None and version_key(self.standin.state()["targets"]["linux/production/x86_64"]["definition"]) <= newest:
+        newest = max(
+            (version_key(v) for v in SignaturePackage.objects.values_list("definition_version", flat=True)),
+            default=None,
+        )
+        while (
+            newest is not None
+            and version_key(self.standin.state()["targets"]["linux/production/x86_64"]["definition"]) <= newest
+        ):
             self.standin.release()
         mirror = Mirror.objects.filter(slug=MIRROR_SLUG).first()
         if mirror is None:
-            mirror = Mirror(name="Demo mirror", slug=MIRROR_SLUG, upstream=upstream, platforms=["linux", "mac"], channels=["production"],
-                            archs=["x86_64", "arm64"], sync_interval_minutes=5)
+            mirror = Mirror(
+                name="Demo mirror",
+                slug=MIRROR_SLUG,
+                upstream=upstream,
+                platforms=["linux", "mac"],
+                channels=["production"],
+                archs=["x86_64", "arm64"],
+                sync_interval_minutes=5,
+            )
             mirror.full_clean()
             save_mirror(mirror, changes={"demo": True})
         rings = {
             "pilot": dict(name="Pilot", ring_order=10, rollout="latest", description="First to get every new version."),
-            "early": dict(name="Early", ring_order=20, rollout="after", source="pilot", delay_hours=0, gate_percent=80,
-                          description="After pilot as soon as 80 % of pilot runs it without update failures."),
-            "broad": dict(name="Broad", ring_order=30, rollout="after", source="early", delay_hours=24, gate_percent=90,
-                          description="Everyone else, a day after early."),
+            "early": dict(
+                name="Early",
+                ring_order=20,
+                rollout="after",
+                source="pilot",
+                delay_hours=0,
+                gate_percent=80,
+                description="After pilot as soon as 80 % of pilot runs it without update failures.",
+            ),
+            "broad": dict(
+                name="Broad",
+                ring_order=30,
+                rollout="after",
+                source="early",
+                delay_hours=24,
+                gate_percent=90,
+                description="Everyone else, a day after early.",
+            ),
         }
         for slug, spec in rings.items():
             if EndpointGroup.objects.filter(slug=slug).exists():
@@ -261,8 +321,11 @@ class Command(serve.Command):
         from fleet.models import GroupTarget
 
         close_old_connections()
-        approved = dict(GroupTarget.objects.filter(platform="linux", arch="x86_64", current__isnull=False)
-                        .values_list("group__slug", "current__definition_version"))
+        approved = dict(
+            GroupTarget.objects.filter(platform="linux", arch="x86_64", current__isnull=False).values_list(
+                "group__slug", "current__definition_version"
+            )
+        )
         started = time.monotonic()
         counts = self.simulator.report_round(approved)
         summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str))
@@ -284,13 +347,21 @@ class Command(serve.Command):
         if not ComplianceSnapshot.objects.filter(taken_at__lt=now - timedelta(hours=20)).exists():
             rows = []
             for group in EndpointGroup.objects.filter(slug__in=RING_SLUGS):
-                current = dict(Endpoint.objects.filter(group=group).values_list("compliance").annotate(n=Count("id")).order_by())
+                current = dict(
+                    Endpoint.objects.filter(group=group).values_list("compliance").annotate(n=Count("id")).order_by()
+                )
                 total = sum(current.values())
                 for days in range(TREND_DAYS, 0, -1):
                     for hour in (6, 12, 18):
                         counts = _past_counts(current, total, days, rng)
-                        rows.append(ComplianceSnapshot(group=group, taken_at=now - timedelta(days=days) + timedelta(hours=hour - 12),
-                                                       counts=counts, total=sum(counts.values())))
+                        rows.append(
+                            ComplianceSnapshot(
+                                group=group,
+                                taken_at=now - timedelta(days=days) + timedelta(hours=hour - 12),
+                                counts=counts,
+                                total=sum(counts.values()),
+                            )
+                        )
             ComplianceSnapshot.objects.bulk_create(rows)
             self.say(f"Wrote {len(rows)} compliance snapshots for the last {TREND_DAYS} days")
         snapshot_compliance()
@@ -303,7 +374,9 @@ class Command(serve.Command):
             if now >= self.next_release:
                 self.next_release = now + RELEASE_EVERY
                 released = self.standin.release()
-                self.say(f"{timezone.localtime():%H:%M:%S} upstream released {released[0][1]}; the mirror picks it up at its next sync (every 5 min)")
+                self.say(
+                    f"{timezone.localtime():%H:%M:%S} upstream released {released[0][1]}; the mirror picks it up at its next sync (every 5 min)"
+                )
             if now >= self.next_report:
                 self.next_report = now + REPORT_EVERY
                 self.report_round()

@@ -14,8 +14,8 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from portal import metrics
 from core.env import env_int, env_str
+from portal import metrics
 
 STOP_TIMEOUT = 20
 
@@ -42,11 +42,37 @@ class Command(BaseCommand):
         commands = {
             # No control socket (gunicornc's): its default path, ~/.gunicorn/gunicorn.ctl, is one per user, so
             # two portals (or a test run beside one) would take it from each other; nothing here uses it.
-            "web": [python, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"{host}:{port}",
-                    "--workers", str(web_workers), "--timeout", "120", "--graceful-timeout", "10",
-                    "--access-logfile", "-", "--no-control-socket"],
-            "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO",
-                       "--concurrency", str(worker_concurrency), "--hostname", "worker@%h"],
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "portal.wsgi:application",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                str(web_workers),
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "10",
+                "--access-logfile",
+                "-",
+                "--no-control-socket",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(worker_concurrency),
+                "--hostname",
+                "worker@%h",
+            ],
             # No pidfile: a stale one left by a crash would stop the next start.
             "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO", "--pidfile="],
         }
@@ -64,8 +90,14 @@ class Command(BaseCommand):
         for name, command in commands.items():
             # A session of its own: the terminal's Ctrl-C reaches only this supervisor,
             # which then stops each child in order instead of all of them at once.
-            processes[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True, env=envs.get(name),
-                                               stdout=output, stderr=output and subprocess.STDOUT)
+            processes[name] = subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                start_new_session=True,
+                env=envs.get(name),
+                stdout=output,
+                stderr=output and subprocess.STDOUT,
+            )
             self.stdout.write(f"started {name} (pid {processes[name].pid})", ending="\n")
         return processes
 
