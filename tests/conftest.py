@@ -34,6 +34,8 @@ def pytest_configure(config):
             raise pytest.UsageError(f"CI=true but {', '.join(missing)} not set: .ci/run must export them")
         if django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
             raise pytest.UsageError("CI=true but the database is not PostgreSQL")
+    # The folder collectstatic fills (bin/run runs it; tests do not): WhiteNoise warns on every request without it.
+    django_settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,9 @@ from standins.upstream import StandinUpstream
 from tests.mirror.helpers import sync, tree_snapshot
 from tests.processes import ROOT, celery_worker, child_env, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+# One xdist group: their Celery workers read the embedded broker's folder, which every test process of a
+# run shares (settings' PORTAL_VAR_DIR); two at once would take each other's tasks (bin/test runs them in one worker).
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("broker")]
 
 TARGET = ("linux", "production", "x86_64")
 
