@@ -26,26 +26,7 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
 
     class Meta:
         model = EndpointGroup
-        fields = [
-            "name",
-            "slug",
-            "description",
-            "mirror",
-            "platforms",
-            "channel",
-            "ring_order",
-            "staleness_hours",
-            "rollout",
-            "source_group",
-            "delay_hours",
-            "gate_percent",
-            "automatic_updates",
-            "update_interval",
-            "offline_update",
-            "fallback_to_cloud",
-            "verify_signature",
-            "enforcement_level",
-        ]
+        fields = EndpointGroup.EDITABLE_FIELDS
         labels = {
             "staleness_hours": "Staleness threshold (hours)",
             "source_group": "Source ring",

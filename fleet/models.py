@@ -15,6 +15,28 @@ RESERVED_SLUGS = {"new", "endpoints"}
 class EndpointGroup(models.Model):
     """A ring: endpoints that share a policy (DESIGN §2.3), a mirror URL of their own and the approved packages it serves."""
 
+    # What an admin sets, through the form and the API alike (both list exactly these).
+    EDITABLE_FIELDS = (
+        "name",
+        "slug",
+        "description",
+        "mirror",
+        "platforms",
+        "channel",
+        "ring_order",
+        "staleness_hours",
+        "rollout",
+        "source_group",
+        "delay_hours",
+        "gate_percent",
+        "automatic_updates",
+        "update_interval",
+        "offline_update",
+        "fallback_to_cloud",
+        "verify_signature",
+        "enforcement_level",
+    )
+
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
     description = models.TextField(blank=True)

@@ -40,20 +40,7 @@ class MirrorForm(ChangesMixin, forms.ModelForm):
     class Meta:
         model = Mirror
         formfield_callback = formfield
-        fields = [
-            "name",
-            "slug",
-            "upstream",
-            "platforms",
-            "channels",
-            "archs",
-            "keep_previous",
-            "enabled",
-            "sync_interval_minutes",
-            "retention",
-            "publish_root",
-            "public_base_url",
-        ]
+        fields = Mirror.EDITABLE_FIELDS
         labels = {
             "keep_previous": "Publish the previous version (n-1)",
             "enabled": "Sync on schedule",

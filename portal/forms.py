@@ -55,20 +55,7 @@ class AlertChannelForm(AuditedChangesMixin, forms.ModelForm):
 class AlertRuleForm(AuditedChangesMixin, forms.ModelForm):
     class Meta:
         model = AlertRule
-        fields = [
-            "name",
-            "kind",
-            "enabled",
-            "mirror",
-            "group",
-            "hours",
-            "days",
-            "threshold_percent",
-            "min_endpoints",
-            "channels",
-            "renotify_hours",
-            "notify_resolved",
-        ]
+        fields = AlertRule.EDITABLE_FIELDS
         labels = {
             "kind": "Alert when",
             "enabled": "Enabled",

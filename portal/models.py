@@ -102,6 +102,22 @@ class AlertChannel(models.Model):
 class AlertRule(models.Model):
     """A condition the portal watches, and the channels told when it starts holding (and when it stops)."""
 
+    # What an admin sets, through the form and the API alike (both list exactly these).
+    EDITABLE_FIELDS = (
+        "name",
+        "kind",
+        "enabled",
+        "mirror",
+        "group",
+        "hours",
+        "days",
+        "threshold_percent",
+        "min_endpoints",
+        "channels",
+        "renotify_hours",
+        "notify_resolved",
+    )
+
     # Which of the fields below each kind uses; clean() clears the others.
     FIELDS_BY_KIND = {
         AlertRuleKind.SYNC_FAILED: ("mirror",),

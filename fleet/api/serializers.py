@@ -30,31 +30,7 @@ class GroupSerializer(ModelCleanMixin, serializers.ModelSerializer):
 
     class Meta:
         model = EndpointGroup
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "description",
-            "mirror",
-            "platforms",
-            "channel",
-            "ring_order",
-            "staleness_hours",
-            "rollout",
-            "source_group",
-            "delay_hours",
-            "gate_percent",
-            "automatic_updates",
-            "update_interval",
-            "offline_update",
-            "fallback_to_cloud",
-            "verify_signature",
-            "enforcement_level",
-            "urls",
-            "tree_path",
-            "created",
-            "updated",
-        ]
+        fields = ["id", *EndpointGroup.EDITABLE_FIELDS, "urls", "tree_path", "created", "updated"]
         read_only_fields = ["created", "updated"]
 
     def get_urls(self, group) -> dict[str, str]:

@@ -52,24 +52,7 @@ class MirrorSerializer(ModelCleanMixin, serializers.ModelSerializer):
 
     class Meta:
         model = Mirror
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "upstream",
-            "platforms",
-            "channels",
-            "archs",
-            "keep_previous",
-            "enabled",
-            "sync_interval_minutes",
-            "retention",
-            "publish_root",
-            "public_base_url",
-            "created",
-            "urls",
-            "publications",
-        ]
+        fields = ["id", *Mirror.EDITABLE_FIELDS, "created", "urls", "publications"]
         read_only_fields = ["created"]
 
     def get_urls(self, mirror) -> dict[str, str]:

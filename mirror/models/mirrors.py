@@ -64,6 +64,22 @@ class Upstream(models.Model):
 class Mirror(models.Model):
     """A hosted tree in Microsoft's layout, synced from an upstream on a schedule."""
 
+    # What an admin sets, through the form and the API alike (both list exactly these).
+    EDITABLE_FIELDS = (
+        "name",
+        "slug",
+        "upstream",
+        "platforms",
+        "channels",
+        "archs",
+        "keep_previous",
+        "enabled",
+        "sync_interval_minutes",
+        "retention",
+        "publish_root",
+        "public_base_url",
+    )
+
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
     upstream = models.ForeignKey(Upstream, on_delete=models.PROTECT, related_name="mirrors")

@@ -73,24 +73,7 @@ class AlertRuleSerializer(ModelCleanMixin, serializers.ModelSerializer):
 
     class Meta:
         model = AlertRule
-        fields = [
-            "id",
-            "name",
-            "kind",
-            "enabled",
-            "mirror",
-            "group",
-            "hours",
-            "days",
-            "threshold_percent",
-            "min_endpoints",
-            "channels",
-            "renotify_hours",
-            "notify_resolved",
-            "condition",
-            "firing",
-            "created",
-        ]
+        fields = ["id", *AlertRule.EDITABLE_FIELDS, "condition", "firing", "created"]
         read_only_fields = ["created"]
 
     def get_firing(self, rule) -> int:
