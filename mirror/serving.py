@@ -235,10 +235,9 @@ class _FileSlice:
 def send_package_file(request, package, filename: str, last_modified: datetime) -> HttpResponse:
     """``updates.zip`` or ``manifest.json`` of a package, as every tree of the layout serves them (mirrors and rings)."""
     import hashlib
-    import json
 
     if filename == "manifest.json":
-        data = json.dumps(package.manifest()).encode()
+        data = package.manifest_bytes()
         return send_bytes(
             request,
             data,

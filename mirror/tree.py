@@ -1,7 +1,7 @@
 """The published tree on disk, in exactly the layout of DESIGN §2.2, swapped atomically.
 
     <root>/.packages/<sha256>/updates.zip      hard link to the store's blob (read-only)
-    <root>/.packages/<sha256>/manifest.json    {"EngineVersion": ..., "DefinitionVersion": ...}
+    <root>/.packages/<sha256>/manifest.json    {"EngineVersion": ..., "DefinitionVersion": ...}, as jq prints it
     <root>/<platform>/<channel>/arch_<arch>        -> ../../.packages/<sha256>    (symlink)
     <root>/<platform>/<channel>_back/arch_<arch>   -> ../../.packages/<sha256>    (n-1)
 
@@ -11,7 +11,6 @@ old pair (updates.zip, manifest.json) or the new one, never a mix or a partial
 file. Links are relative so that the tree also works when mounted elsewhere.
 """
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -37,7 +36,7 @@ def _materialize(root: Path, package) -> Path:
     except OSError:
         # Another filesystem than the store: a copy, then the same atomic rename.
         shutil.copyfile(package.path, building / "updates.zip")
-    (building / "manifest.json").write_text(json.dumps(package.manifest()))
+    (building / "manifest.json").write_bytes(package.manifest_bytes())
     fsync_dir(building)
     try:
         os.rename(building, final)

@@ -1,3 +1,5 @@
+import json
+
 from django.db import models
 from django.utils import timezone
 
@@ -45,3 +47,9 @@ class SignaturePackage(models.Model):
     def manifest(self) -> dict:
         # Exactly the two keys of the layout Microsoft's script and endpoints read.
         return {"EngineVersion": self.engine_version, "DefinitionVersion": self.definition_version}
+
+    def manifest_bytes(self) -> bytes:
+        """manifest.json byte for byte as Microsoft's download script writes it (DESIGN §4.11): ``jq -n`` prints the
+        object with a 2-space indent, and ``echo "$json_data" >`` adds one newline (microsoft/mdatp-xplat,
+        linux/definition_downloader/xplat_offline_updates_download.sh)."""
+        return (json.dumps(self.manifest(), indent=2, ensure_ascii=False) + "\n").encode()

@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import zipfile
 from datetime import timedelta
 
@@ -279,6 +281,28 @@ def test_it_serves_the_same_manifest_as_the_published_tree_on_disk(client, mirro
     on_disk = (mirror.publish_path / "linux" / "production" / "arch_x86_64" / "manifest.json").read_bytes()
 
     assert client.get(url(filename="manifest.json")).content == on_disk
+
+
+# The two lines of Microsoft's download script that write manifest.json (microsoft/mdatp-xplat,
+# linux/definition_downloader/xplat_offline_updates_download.sh), run as they are by bash with the real jq.
+MICROSOFT_MANIFEST_LINES = """json_data=$(jq -n --arg engine "$1" --arg definition "$2" \\
+            '{ "EngineVersion": $engine, "DefinitionVersion": $definition }')
+echo "$json_data" > "$3"
+"""
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed (apt-get install jq; CI installs it)")
+def test_the_manifest_is_byte_for_byte_what_microsofts_script_writes(client, mirror, package, tmp_path):
+    written = tmp_path / "manifest.json"
+    subprocess.run(
+        ["bash", "-c", MICROSOFT_MANIFEST_LINES, "script", package.engine_version, package.definition_version, written],
+        check=True,
+    )
+    expected = written.read_bytes()
+    assert expected.startswith(b'{\n  "EngineVersion": ') and expected.endswith(b'"\n}\n')  # jq's 2-space indent
+    on_disk = (mirror.publish_path / "linux" / "production" / "arch_x86_64" / "manifest.json").read_bytes()
+    assert on_disk == expected
+    assert client.get(url(filename="manifest.json")).content == expected
 
 
 def test_it_answers_a_range_of_the_manifest(client, package):
