@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from core.choices import Role, TokenScope
@@ -20,6 +20,15 @@ def client_ip(request) -> str | None:
     if request is None:
         return None
     return request.META.get("REMOTE_ADDR") or None
+
+
+def audit_value(value):
+    """A value as audit details can hold it: another object by its name, a list or queryset item by item."""
+    if isinstance(value, models.Model):
+        return str(value)
+    if isinstance(value, (models.QuerySet, list, tuple)):
+        return [audit_value(item) for item in value]
+    return value
 
 
 def record_event(actor, action: str, target=None, details: dict | None = None, request=None) -> AuditEvent:

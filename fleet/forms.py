@@ -1,11 +1,11 @@
 from django import forms
-from django.db import models
 
 from core.errors import Refused
 from core.forms import ChangesMixin
 from fleet.choices import EnforcementLevel
 from fleet.models import MAX_INTERVAL, MIN_INTERVAL, EndpointGroup
 from fleet.services.enrollment import check_expiry
+from fleet.services.rings import group_audit_value
 from mirror.choices import Platform
 from mirror.models import SignaturePackage
 
@@ -84,7 +84,7 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
                 errors.data[:] = kept or errors.data
 
     def plain(self, name, value):
-        return value.slug if isinstance(value, models.Model) else value  # the mirror and the source ring by slug
+        return group_audit_value(value)
 
 
 class ApproveForm(forms.Form):

@@ -1,28 +1,19 @@
 import re
 
 from django import forms
-from django.db import models
 
+from core.services import audit_value
 from mirror.forms import formfield
 from portal.models import AlertChannel, AlertRule
 
 # --- Alerts -----------------------------------------------------------------------------------------
 
 
-def _plain(value):
-    """A cleaned value as the audit log can hold it: objects by name, lists of them as lists."""
-    if isinstance(value, models.Model):
-        return str(value)
-    if isinstance(value, (models.QuerySet, list, tuple)):
-        return [_plain(item) for item in value]
-    return value
-
-
 class AuditedChangesMixin:
     def changes(self) -> dict:
         """What the form sets, for the audit log: every field on creation, the changed ones otherwise."""
         names = self.fields if self.instance.pk is None else self.changed_data
-        return {name: _plain(self.cleaned_data.get(name)) for name in names}
+        return {name: audit_value(self.cleaned_data.get(name)) for name in names}
 
 
 class RecipientsField(forms.CharField):

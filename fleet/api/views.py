@@ -5,7 +5,6 @@ rings.ApprovalError among them) becomes the API's one error body with the status
 (core.api.errors).
 """
 
-from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, viewsets
@@ -69,13 +68,6 @@ class IgnoreAccept(BaseContentNegotiation):
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
-
-
-def _plain(value):
-    """A validated value as audit details can hold it (related groups and mirrors by slug)."""
-    if isinstance(value, models.Model):
-        return getattr(value, "slug", value.pk)
-    return value
 
 
 def _status_entry(group, target) -> dict:
@@ -145,7 +137,7 @@ class GroupViewSet(AuditedModelViewSet):
             EndpointGroup(**data),
             self.request.user,
             self.request,
-            {"fields": {name: _plain(value) for name, value in data.items()}},
+            {"fields": {name: rings.group_audit_value(value) for name, value in data.items()}},
         )
 
     def perform_update(self, serializer):
@@ -154,9 +146,9 @@ class GroupViewSet(AuditedModelViewSet):
         for name, value in serializer.validated_data.items():
             setattr(group, name, value)
         changes = {
-            name: {"from": _plain(getattr(before, name)), "to": _plain(value)}
+            name: {"from": rings.group_audit_value(getattr(before, name)), "to": rings.group_audit_value(value)}
             for name, value in serializer.validated_data.items()
-            if _plain(getattr(before, name)) != _plain(value)
+            if rings.group_audit_value(getattr(before, name)) != rings.group_audit_value(value)
         }
         serializer.instance = rings.save_group(group, self.request.user, self.request, changes)
 

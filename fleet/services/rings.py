@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -532,6 +532,11 @@ def on_package_published(sender, mirror, package, **kwargs) -> None:
 
 
 # --- Groups ------------------------------------------------------------------------------------
+
+
+def group_audit_value(value):
+    """A group setting as its audit entry records it: the mirror and the source ring by slug."""
+    return value.slug if isinstance(value, models.Model) else value
 
 
 def save_group(group: EndpointGroup, actor=None, request=None, changes: dict | None = None) -> EndpointGroup:

@@ -1,6 +1,6 @@
 import django_filters
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Model, Q
+from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from core.api.schema import error_response
 from core.choices import Role
+from core.services import audit_value
 from portal import alerts
 from portal.api.serializers import (
     AlertChannelSerializer,
@@ -27,15 +28,7 @@ User = get_user_model()
 
 def _audit(data: dict) -> dict:
     """Validated input as audit details: related objects by name."""
-
-    def plain(value):
-        if isinstance(value, Model):
-            return str(value)
-        if isinstance(value, (list, tuple)):
-            return [plain(item) for item in value]
-        return value
-
-    return {name: plain(value) for name, value in data.items()}
+    return {name: audit_value(value) for name, value in data.items()}
 
 
 class AlertChannelViewSet(viewsets.ModelViewSet):
