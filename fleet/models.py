@@ -341,6 +341,10 @@ class Endpoint(models.Model):
     # All the known-issue rule needs from history, so it never reads the report table.
     recent = models.JSONField(default=list, blank=True)
     reports_received = models.PositiveIntegerField(default=0)
+    # What the agent last met when it merged the group's keys into the endpoint's managed configuration
+    # (fleet.services.config): '' when it could, else why not (a file that is not JSON, an MDM profile, ...).
+    managed_config_problem = models.CharField(max_length=500, blank=True)
+    managed_config_checked_at = models.DateTimeField(null=True, blank=True)
     # The report rate limit (FLEET_REPORT_BURST a minute), counted on the row that each report
     # updates anyway: exact across web processes and nodes, and no extra round trip.
     burst_minute = models.PositiveIntegerField(

@@ -14,6 +14,7 @@ class AlertRuleKind(models.TextChoices):
     GROUP_COMPLIANCE_BELOW = "group_compliance_below", "A group's up-to-date share is below a threshold"
     ENDPOINTS_SILENT = "endpoints_silent", "Endpoints have been silent for N days"
     GATE_HELD = "gate_held", "A health gate has held a version back for N hours"
+    UPSTREAM_WITHDREW = "upstream_withdrew", "The upstream withdrew a version (served an older one)"
 
 
 class AlertSeverity(models.TextChoices):

@@ -66,8 +66,10 @@ def test_compliance_counts_and_percentages_link_to_the_filtered_list(client, vie
     assert overall == {
         "failing": 1,
         "misconfigured": 0,
+        "rolled_back": 0,
         "stale": 0,
         "behind": 2,
+        "unserved": 0,
         "up_to_date": 3,
         "silent": 0,
         "new": 0,
