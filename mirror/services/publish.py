@@ -27,11 +27,12 @@ def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
         if not mirror.keep_previous:
             previous = None
         # Disk first: if the swap fails, the database still describes what is served.
-        tree.publish_target(mirror.publish_path, package.target, package, previous)
+        tree.publish_target(mirror.publish_path, package.target, package, previous, keep_back=mirror.keep_previous)
         if publication is None:
             publication = Publication(mirror=mirror, platform=platform, channel=channel, arch=arch)
         publication.current, publication.previous, publication.published_at = package, previous, timezone.now()
         publication.save()
+    # The rings' trees below the mirror's too: crash leftovers, and trees of earlier versions converted.
     tree.collect_garbage(mirror.publish_path)
     package_published.send(sender=Mirror, mirror=mirror, package=package)
     return publication

@@ -466,8 +466,10 @@ def test_what_the_tree_lacks_and_the_mirror_pages_are_the_portals(site, ring):
     assert "no previous package (n-1) is published" in missing.text  # the portal's reason
     page = site.get("/mirror/defender/")
     assert page.status_code == 302 and page.headers["Location"].startswith("/login/")
-    # The tree's hidden package folder is not served: only the layout's names are.
-    hidden = site.get(f"/mirror/defender/.packages/{ring.package.sha256}/updates.zip")
+    # A hidden staging folder of the tree (mirror.tree) is not served: only the layout's names are.
+    (staging := ring.mirror.publish_path / "linux/production/.arch_x86_64.tmp-node-1-0123abcd").mkdir()
+    os.link(ring.package.path, staging / "updates.zip")
+    hidden = site.get("/mirror/defender/linux/production/.arch_x86_64.tmp-node-1-0123abcd/updates.zip")
     assert hidden.status_code == 404 and hidden.content != ring.data
 
 

@@ -460,7 +460,11 @@ def test_the_on_disk_tree_mirrors_the_approval_in_the_layout(mirror, make_group,
 
 
 def test_the_on_disk_tree_is_never_seen_half_switched(mirror, make_group, make_package, operator):
-    """A reader resolving the target directory once sees a matching pair, complete, every time."""
+    """A reader opening the target folder once sees a matching pair, complete, every time.
+
+    The folder is replaced whole (mirror.tree): one a reader opened just before its removal may lose its
+    files (a 404 to a web server), which is allowed; a zip beside another version's manifest is not.
+    """
     group = make_group("pilot")
     a, b = make_package(), make_package()
     approve_package(group, a, operator)
@@ -471,9 +475,18 @@ def test_the_on_disk_tree_is_never_seen_half_switched(mirror, make_group, make_p
     def reader():
         while not stop.is_set():
             try:
-                directory = os.path.realpath(link)
-                manifest = json.loads(open(os.path.join(directory, "manifest.json")).read())
-                with zipfile.ZipFile(io.BytesIO(open(os.path.join(directory, "updates.zip"), "rb").read())) as zf:
+                folder = os.open(link, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    manifest = json.loads(os.read(opened := os.open("manifest.json", os.O_RDONLY, dir_fd=folder), 4096))
+                    os.close(opened)
+                    with os.fdopen(os.open("updates.zip", os.O_RDONLY, dir_fd=folder), "rb") as handle:
+                        data = handle.read()
+                finally:
+                    os.close(folder)
+            except FileNotFoundError:
+                continue  # the folder was replaced and removed between two opens: gone, not mixed
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as zf:
                     inside = zf.read("manifest.txt").decode().split()[-1]
                 if inside != manifest["DefinitionVersion"]:
                     problems.append(f"manifest {manifest['DefinitionVersion']} beside a zip of {inside}")

@@ -14,7 +14,7 @@ def sync(mirror):
 
 def tree_snapshot(root):
     """Every published path and the sha256 of what it serves."""
-    # Explicit pattern: the arch_* entries are symlinks, which rglob does not descend into.
+    # Explicit pattern: the layout's files only (a ring's tree lives below a mirror's, under groups/).
     files = {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.glob("*/*/arch_*/*"))

@@ -1,6 +1,6 @@
 import hashlib
 import json
-import os
+import stat
 
 import pytest
 
@@ -35,7 +35,9 @@ def test_a_new_version_is_downloaded_verified_and_published(make_mirror, standin
         "DefinitionVersion": "1.407.417.0",
     }
     assert run.results[0]["outcome"] == "new" and run.results[0]["bytes"] == expected["size"]
-    assert not (mirror.publish_path / "linux" / "production_back").exists()
+    # As Microsoft's script does when it keeps n-1 (mkdir -p of <channel>_back/arch_<arch> on its first run).
+    back = mirror.publish_path / "linux" / "production_back" / "arch_x86_64"
+    assert back.is_dir() and list(back.iterdir()) == []
 
 
 def test_the_next_version_moves_the_previous_one_to_back(make_mirror, standin):
@@ -208,11 +210,13 @@ def test_the_store_keeps_each_file_once_by_sha256_read_only(make_mirror, standin
     assert sum(1 for p in (store / "blobs").rglob("*") if p.is_file()) == 1
 
 
-def test_the_published_links_are_relative_so_the_tree_can_be_mounted_elsewhere(make_mirror):
+def test_the_published_tree_is_plain_folders_whose_zip_is_the_stored_blob_hard_linked(make_mirror):
     mirror = make_mirror()
     sync(mirror)
-    link = mirror.publish_path / "linux" / "production" / "arch_x86_64"
-    assert link.is_symlink() and not os.readlink(link).startswith("/")
+    folder = mirror.publish_path / "linux" / "production" / "arch_x86_64"
+    assert folder.is_dir() and not folder.is_symlink()
+    published, blob = (folder / "updates.zip").lstat(), SignaturePackage.objects.get().path.stat()
+    assert stat.S_ISREG(published.st_mode) and (published.st_dev, published.st_ino) == (blob.st_dev, blob.st_ino)
 
 
 @pytest.mark.parametrize(
@@ -267,7 +271,11 @@ def test_pruning_keeps_the_newest_n_and_every_published_package(make_mirror, sta
         for c in ("production", "production_back")
         for f in ("updates.zip", "manifest.json")
     }
-    assert len(list((mirror.publish_path / ".packages").iterdir())) == 2
+    published = {
+        (mirror.publish_path / f"linux/{c}/arch_x86_64/updates.zip").stat().st_ino
+        for c in ("production", "production_back")
+    }
+    assert published == {package.path.stat().st_ino for package in SignaturePackage.objects.all()}
 
 
 def test_pruning_never_removes_a_published_package_even_past_retention(make_mirror, standin):
