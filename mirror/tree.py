@@ -43,6 +43,7 @@ from mirror.store import fsync_dir
 ZIP, MANIFEST = "updates.zip", "manifest.json"
 LEGACY_PACKAGES = ".packages"
 PLATFORMS = ("linux", "mac")
+CHANNELS = ("production", "preview")
 # Older than this, a staging folder whose owner cannot be checked (another host sharing the tree
 # over NFS) is a crash's leftover: a publication takes milliseconds (a hard link) to minutes (a copy).
 STALE_AFTER_SECONDS = 3600
@@ -256,10 +257,17 @@ def collect_garbage(root: Path) -> list[str]:
 def _tree_roots(root: Path):
     """``root`` and the trees nested in it (a mirror's publish root holds its rings' trees)."""
     for dirpath, dirnames, _files in os.walk(root):
-        if LEGACY_PACKAGES in dirnames or any(name in PLATFORMS for name in dirnames):
-            yield Path(dirpath)
-        # Not into a tree's own folders, hidden ones or links: the rings' trees sit beside them.
-        dirnames[:] = [name for name in dirnames if name not in PLATFORMS and not name.startswith(".")]
+        here = Path(dirpath)
+        platforms = [name for name in dirnames if name in PLATFORMS and _holds_channels(here / name)]
+        if platforms or LEGACY_PACKAGES in dirnames:
+            yield here
+        # Not into a tree's own folders or hidden ones (links are never followed): the rings' trees
+        # sit beside them, and a ring may be named like a platform (groups/linux/linux/production/...).
+        dirnames[:] = [name for name in dirnames if name not in platforms and not name.startswith(".")]
+
+
+def _holds_channels(folder: Path) -> bool:
+    return any((folder / f"{channel}{suffix}").is_dir() for channel in CHANNELS for suffix in ("", "_back"))
 
 
 def _tidy(root: Path) -> list[str]:

@@ -312,8 +312,11 @@ def test_an_old_symlink_tree_is_converted_by_the_next_publication_all_targets_at
     assert published.st_ino == mac.path.stat().st_ino  # still the blob, hard linked
 
 
-def test_an_old_ring_tree_is_converted_by_rebuilding_it_and_by_retention(mirror, make_group, make_package, operator):
-    group = make_group("pilot")
+@pytest.mark.parametrize("slug", ["pilot", "linux"])  # a ring named like a platform is a tree, not a platform folder
+def test_an_old_ring_tree_is_converted_by_rebuilding_it_and_by_retention(
+    slug, mirror, make_group, make_package, operator
+):
+    group = make_group(slug)
     a, b = make_package(), make_package()
     rings.approve_package(group, a, operator)
     rings.approve_package(group, b, operator)
