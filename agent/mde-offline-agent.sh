@@ -2,16 +2,36 @@
 # mde-offline-agent: tells the offline update portal how Microsoft Defender for Endpoint is
 # doing on this machine, and (optionally) installs the managed configuration of its group.
 #
-# Usage: mde-offline-agent [--once | --enroll-only | --help]
+# Usage: mde-offline-agent [--once | --enroll-only | --config-dry-run | --restore-config | --help]
 #   --once         (the default) enroll if this machine has no token yet, post one health
 #                  report (`mdatp health --output json`, or the text form when that fails),
-#                  then, with INSTALL_CONFIG=yes, fetch the group's managed configuration
+#                  then, with INSTALL_CONFIG=yes, merge the group's keys into the managed
+#                  configuration (see below)
 #   --enroll-only  enroll if this machine has no token yet, nothing else
+#   --config-dry-run  show on stdout, as a unified diff, what merging the group's keys would
+#                  change in the managed configuration; change nothing, send no report
+#   --restore-config  put the newest backup of the managed configuration back (atomically)
 #   --help         this text
 #
-# Needs only sh, curl, mdatp and standard utilities (mktemp, mv, chmod, sed, tr, cmp, date).
+# The managed configuration (Linux): mdatp_managed.json holds all of this machine's managed
+# settings, so the agent never replaces it. It posts the file as it is to the portal, which
+# answers it with only the group's keys set (cloudService.automaticDefinitionUpdateEnabled,
+# cloudService.definitionUpdatesInterval, antivirusEngine.offlineDefinitionUpdateUrl,
+# antivirusEngine.offlineDefinitionUpdate, antivirusEngine.offlineDefinitionUpdateFallbackToCloud,
+# features.offlineDefinitionUpdateVerifySig, and antivirusEngine.enforcementLevel when the group
+# sets one); every other key and value is kept. When that differs from the file, the file is
+# copied to mdatp_managed.json.bak-YYYYmmddTHHMMSSZ beside it (same mode; the last 5 kept) and
+# replaced atomically; the keys set are logged. A file the portal cannot read (not JSON, a key
+# twice...) is left untouched: the portal's reason is logged, shown on the endpoint's page, and
+# the run exits 8. On macOS the agent installs nothing: it sends the managed preferences of
+# com.microsoft.wdav and saves the group's profile in STATE_DIR for your MDM, unless an MDM
+# profile already sets that domain without the group's keys (reported to the portal, exit 8).
+#
+# Needs only sh, curl, mdatp and standard utilities (mktemp, mv, cp, chmod, sed, tr, wc, cmp,
+# date; diff for --config-dry-run, which prints the whole merged file when diff is missing).
 # Runs as root (the token file and the managed configuration are root's). Log lines go to
-# stderr, each prefixed with a UTC timestamp; nothing is printed on stdout but --help.
+# stderr, each prefixed with a UTC timestamp; nothing is printed on stdout but --help
+# and --config-dry-run's diff.
 #
 # Configuration: KEY=value lines in /etc/mde-offline-agent/agent.conf (another file with
 # MDE_AGENT_CONF=/path); '#' starts a comment line; values may be quoted; the file is read,
@@ -24,6 +44,8 @@
 #   INSTALL_CONFIG       yes: keep the group's managed configuration installed  [no]
 #   MANAGED_CONFIG_PATH  where Linux's mdatp reads it
 #                        [/etc/opt/microsoft/mdatp/managed/mdatp_managed.json]
+#   MANAGED_PREFERENCES_DIR  where macOS puts what MDM profiles set
+#                        [/Library/Managed Preferences]
 #   CURL_OPTS            more curl options, split on spaces, e.g. --cacert /etc/ssl/portal.pem
 #   MDATP                the mdatp command  [mdatp]
 #   PLATFORM, ARCH       normally detected (uname -s: linux or mac; uname -m: x86_64 or arm64)
@@ -38,14 +60,15 @@
 #   6  the token was refused (401: endpoint decommissioned or re-enrolled elsewhere): the
 #      token is deleted and the next run enrolls again with the secret
 #   7  the report was refused (400, 403, 413, 429, 5xx): the portal's reason is logged
-#   8  the managed configuration could not be fetched or installed
+#   8  the managed configuration could not be merged, backed up, written or restored (a file
+#      the portal cannot read, an MDM profile conflict): the reason is logged
 # With several failures in one run the first one's code is returned.
 
 set -u
 set -f # CURL_OPTS is split on spaces, never globbed
 
 PROG=mde-offline-agent
-KEYS="PORTAL_URL ENROLL_SECRET_FILE STATE_DIR INSTALL_CONFIG MANAGED_CONFIG_PATH CURL_OPTS MDATP PLATFORM ARCH"
+KEYS="PORTAL_URL ENROLL_SECRET_FILE STATE_DIR INSTALL_CONFIG MANAGED_CONFIG_PATH MANAGED_PREFERENCES_DIR CURL_OPTS MDATP PLATFORM ARCH"
 RESULT=0
 WORK=""
 
@@ -130,17 +153,6 @@ write_file() { # write_file PATH MODE TEXT: atomically (a temporary file next to
     return 1
 }
 
-install_file() { # install_file SOURCE TARGET MODE: atomically, through a temporary file in TARGET's directory
-    dir=$(dirname "$2")
-    (umask 022 && mkdir -p "$dir") || return 1
-    tmp=$(mktemp "$dir/.$(basename "$2").XXXXXX") || return 1
-    if cat "$1" > "$tmp" && chmod "$3" "$tmp" && mv -f "$tmp" "$2"; then
-        return 0
-    fi
-    rm -f "$tmp"
-    return 1
-}
-
 # http URL OUT [DATA_FILE CONTENT_TYPE [IF_NONE_MATCH]]: a GET, or a POST of DATA_FILE; prints the HTTP status ("000" and
 # a non-zero status when curl fails; its message is in $WORK/curl.err). The answer's body goes to
 # OUT, its headers to OUT.headers. The token goes to curl through its configuration on stdin,
@@ -204,6 +216,7 @@ configure() {
     ENROLL_SECRET_FILE=${ENROLL_SECRET_FILE:-/etc/mde-offline-agent/enroll-secret}
     STATE_DIR=${STATE_DIR:-/var/lib/mde-offline-agent}
     MANAGED_CONFIG_PATH=${MANAGED_CONFIG_PATH:-/etc/opt/microsoft/mdatp/managed/mdatp_managed.json}
+    MANAGED_PREFERENCES_DIR=${MANAGED_PREFERENCES_DIR:-/Library/Managed Preferences}
     MDATP=${MDATP:-mdatp}
 
     while :; do
@@ -330,54 +343,183 @@ post_report() {
 }
 
 # --- Managed configuration -------------------------------------------------------------------------
+# DESIGN §2.3: mdatp_managed.json holds ALL of this machine's managed settings; the portal owns only a
+# few keys. The agent never replaces the file with the portal's: it posts the file as it is, the
+# portal answers it with the group's keys merged in (every other key kept), and the agent writes that
+# back only when it differs, after a backup, atomically.
 
-update_config() {
-    if [ "$PLATFORM" = mac ]; then
-        target=$STATE_DIR/managed-config.mobileconfig
-    else
-        target=$MANAGED_CONFIG_PATH
-    fi
-    etag=""
-    if [ -f "$target" ] && [ -f "$ETAG_FILE" ]; then
-        etag=$(sed -n 1p "$ETAG_FILE")
-    fi
-    if ! status=$(http "$API/endpoint/managed-config" "$WORK/config.out" "" "" "$etag"); then
+MAX_CONFIG_BYTES=1048576 # the portal refuses more; a managed configuration is a few KiB
+BACKUPS_KEPT=5
+
+file_size() { # file_size FILE: its size in bytes
+    wc -c < "$1" | tr -d ' '
+}
+
+changed_keys() { # changed_keys: the keys the portal set, from its answer's X-Managed-Config-Changes header
+    tr -d '\r' < "$WORK/config.out.headers" | sed -n 's/^[Xx]-[Mm]anaged-[Cc]onfig-[Cc]hanges:[[:space:]]*//p' | sed -n '$p'
+}
+
+post_config() { # post_config FILE TYPE: the portal's answer in $WORK/config.out; 0 on a 200
+    if ! status=$(http "$API/endpoint/managed-config" "$WORK/config.out" "$1" "$2"); then
         fail 4 "$(unreachable "the managed configuration")"
         return 1
     fi
     case $status in
-        304)
-            log "managed configuration unchanged (HTTP 304 Not Modified): $target left as it is"
-            return 0
-            ;;
-        200) ;;
+        200) return 0 ;;
         401) token_refused "the managed configuration" "$WORK/config.out" ;;
         *)
-            fail 8 "managed configuration not fetched (HTTP $status): $(detail_of "$WORK/config.out")"
+            fail 8 "the portal refused $3 (HTTP $status), left as it is: $(detail_of "$WORK/config.out")"
             return 1
             ;;
     esac
-    new_etag=$(tr -d '\r' < "$WORK/config.out.headers" | sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*//p' | sed -n '$p' | tr -cd 'A-Za-z0-9"/._:+=-')
-    if [ "$PLATFORM" = linux ] && [ "$(first_char "$WORK/config.out")" != "{" ]; then
-        fail 8 "the managed configuration from the portal is not JSON; $target left as it is: $(first_line "$WORK/config.out")"
+}
+
+backups() { # backups TARGET: its backups, oldest first (their UTC stamps sort as they were taken)
+    set +f
+    for b in "$1".bak-*; do
+        [ -f "$b" ] && printf '%s\n' "$b"
+    done
+    set -f
+}
+
+replace_file() { # replace_file SOURCE TARGET: atomically, keeping TARGET's mode and owner (644 for a new file)
+    dir=$(dirname "$2")
+    (umask 022 && mkdir -p "$dir") || return 1
+    tmp=$(mktemp "$dir/.$(basename "$2").XXXXXX") || return 1
+    if [ -f "$2" ]; then
+        cp -p "$2" "$tmp" || { rm -f "$tmp"; return 1; }
+    else
+        chmod 644 "$tmp" || { rm -f "$tmp"; return 1; }
+    fi
+    if cat "$1" > "$tmp" && mv -f "$tmp" "$2"; then
+        return 0
+    fi
+    rm -f "$tmp"
+    return 1
+}
+
+back_up() { # back_up TARGET: a copy next to it, mode and owner kept; prints its name; the last BACKUPS_KEPT kept
+    backup=$1.bak-$(date -u '+%Y%m%dT%H%M%SZ')
+    n=1
+    while [ -e "$backup" ]; do # two changes in one second: never overwrite a backup
+        backup=$1.bak-$(date -u '+%Y%m%dT%H%M%SZ').$n
+        n=$((n + 1))
+    done
+    cp -p "$1" "$backup" || return 1
+    count=$(backups "$1" | wc -l)
+    if [ "$count" -gt "$BACKUPS_KEPT" ]; then
+        backups "$1" | sed -n "1,$((count - BACKUPS_KEPT))p" | while IFS= read -r old; do rm -f "$old"; done
+    fi
+    printf '%s' "$backup"
+}
+
+show_diff() { # show_diff OLD NEW: a unified diff on stdout (the whole new file when diff is missing)
+    if command -v diff > /dev/null 2>&1; then
+        diff -u "$1" "$2"
+        [ $? -le 1 ] || log "warning: diff failed"
+    else
+        log "diff is not installed: the merged file follows in full instead of a diff"
+        cat "$2"
+    fi
+}
+
+update_config() {
+    rm -f "$ETAG_FILE" # left by agents that fetched the whole file with GET
+    if [ "$PLATFORM" = mac ]; then
+        update_mac_profile
+        return
+    fi
+    target=$MANAGED_CONFIG_PATH
+    : > "$WORK/config.current" || die 1 "cannot write $WORK/config.current"
+    if [ -e "$target" ]; then
+        [ -f "$target" ] && [ -r "$target" ] || {
+            fail 8 "$target is not a readable file; left as it is"
+            return 1
+        }
+        size=$(file_size "$target")
+        if [ "$size" -gt "$MAX_CONFIG_BYTES" ]; then
+            fail 8 "$target is $size bytes, more than a managed configuration ($MAX_CONFIG_BYTES); left as it is"
+            return 1
+        fi
+        cat "$target" > "$WORK/config.current" || die 1 "cannot copy $target to $WORK"
+    fi
+    post_config "$WORK/config.current" application/json "$target" || return 1
+    if [ "$(first_char "$WORK/config.out")" != "{" ]; then
+        fail 8 "the portal's answer is not JSON; $target left as it is: $(first_line "$WORK/config.out")"
+        return 1
+    fi
+    keys=$(changed_keys)
+    if [ -f "$target" ] && cmp -s "$WORK/config.out" "$target"; then
+        log "managed configuration unchanged: $target already holds the group's keys"
+        return 0
+    fi
+    if [ "$MODE" = config-dry-run ]; then
+        log "dry run: $target would get ${keys:-the same keys, written out again}; nothing changed"
+        if [ -f "$target" ]; then
+            show_diff "$target" "$WORK/config.out"
+        else
+            show_diff /dev/null "$WORK/config.out"
+        fi
+        return 0
+    fi
+    backup=""
+    if [ -f "$target" ]; then
+        backup=$(back_up "$target") || {
+            fail 8 "cannot back up $target next to it; left as it is (run as root? a read-only /etc?)"
+            return 1
+        }
+    fi
+    if replace_file "$WORK/config.out" "$target"; then
+        log "managed configuration merged into $target: ${keys:-no key changed, written out again}${backup:+; the previous file is $backup}"
+    else
+        fail 8 "cannot write $target (run as root? a read-only /etc under systemd's ProtectSystem=?)"
+        return 1
+    fi
+}
+
+restore_config() { # --restore-config: the newest backup back in place, atomically
+    [ "$PLATFORM" = linux ] || die 2 "--restore-config: on macOS the agent installs no configuration (the MDM does)"
+    target=$MANAGED_CONFIG_PATH
+    newest=$(backups "$target" | sed -n '$p')
+    [ -n "$newest" ] || die 8 "no backup of $target to restore (none named $(basename "$target").bak-*)"
+    replace_file "$newest" "$target" || die 8 "cannot write $target (run as root?)"
+    log "restored $target from $newest; the next run merges the group's keys in again unless INSTALL_CONFIG=no"
+}
+
+# macOS: Microsoft's way is a configuration profile for the preference domain com.microsoft.wdav,
+# deployed by the organisation's MDM (defender-docs mac-preferences.md), which Defender reads from
+# /Library/Managed Preferences/com.microsoft.wdav.plist (mac-install-with-other-mdm.md). The agent
+# never installs a profile: it sends those managed preferences, and the portal answers the group's
+# profile to hand to the MDM, or 409 when an MDM profile already sets the domain without the
+# group's keys (a second profile would conflict with it).
+update_mac_profile() {
+    target=$STATE_DIR/managed-config.mobileconfig
+    prefs=$MANAGED_PREFERENCES_DIR/com.microsoft.wdav.plist
+    : > "$WORK/prefs" || die 1 "cannot write $WORK/prefs"
+    if [ -f "$prefs" ]; then
+        size=$(file_size "$prefs")
+        if [ "$size" -gt "$MAX_CONFIG_BYTES" ]; then
+            fail 8 "$prefs is $size bytes, more than managed preferences can be ($MAX_CONFIG_BYTES)"
+            return 1
+        fi
+        cat "$prefs" > "$WORK/prefs" || die 1 "cannot copy $prefs to $WORK"
+    fi
+    if ! post_config "$WORK/prefs" application/x-plist "the managed preferences $prefs"; then
+        if [ "${status-}" = 409 ] && [ -f "$target" ]; then
+            rm -f "$target" && log "removed the group's profile saved earlier ($target): deploy the keys in the MDM's own profile"
+        fi
         return 1
     fi
     if [ -f "$target" ] && cmp -s "$WORK/config.out" "$target"; then
-        log "managed configuration unchanged (HTTP 200, same content): $target left as it is"
-    elif install_file "$WORK/config.out" "$target" 644; then
-        if [ "$PLATFORM" = mac ]; then
-            log "managed configuration profile saved to $target: install it through your MDM, or open it and approve it in System Settings > Profiles (the agent does not install profiles)"
-        else
-            log "managed configuration installed at $target (HTTP 200, ETag $new_etag); mdatp picks it up by itself"
-        fi
+        log "the group's profile is unchanged: $target left as it is"
+    elif [ "$MODE" = config-dry-run ]; then
+        log "dry run: the group's profile would be saved to $target; nothing changed"
+        if [ -f "$target" ]; then show_diff "$target" "$WORK/config.out"; else show_diff /dev/null "$WORK/config.out"; fi
+    elif replace_file "$WORK/config.out" "$target"; then
+        log "the group's profile saved to $target: install it through your MDM (the agent does not install profiles)"
     else
-        fail 8 "cannot install the managed configuration at $target (run as root? a read-only /etc under systemd's ProtectSystem=?)"
+        fail 8 "cannot save the group's profile to $target"
         return 1
-    fi
-    if [ -n "$new_etag" ]; then
-        write_file "$ETAG_FILE" 600 "$new_etag" || log "warning: cannot write $ETAG_FILE: the next run fetches the configuration again"
-    else
-        rm -f "$ETAG_FILE"
     fi
 }
 
@@ -388,6 +530,8 @@ while [ $# -gt 0 ]; do
     case $1 in
         --once) MODE=once ;;
         --enroll-only) MODE=enroll ;;
+        --config-dry-run) MODE=config-dry-run ;;
+        --restore-config) MODE=restore-config ;;
         -h | --help)
             usage
             exit 0
@@ -407,10 +551,20 @@ trap 'exit 143' TERM
 configure
 prepare_state
 
+if [ "$MODE" = restore-config ]; then
+    restore_config
+    exit 0
+fi
 if load_token; then
     [ "$MODE" != enroll ] || log "already enrolled (token in $TOKEN_FILE); delete it to enroll again"
+elif [ "$MODE" = config-dry-run ]; then
+    die 2 "--config-dry-run: this machine is not enrolled yet (no token in $TOKEN_FILE): run the agent once first"
 else
     enroll
+fi
+if [ "$MODE" = config-dry-run ]; then
+    update_config
+    exit "$RESULT"
 fi
 [ "$MODE" = once ] || exit 0
 

@@ -8,7 +8,7 @@ Every refusal is the API's one error body; a 401 never says whether the endpoint
 import time
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -22,12 +22,19 @@ from core.api.errors import error_body
 from core.errors import Refused
 from fleet import metrics
 from fleet.models import EndpointGroup
-from fleet.services import enrollment, ingest
+from fleet.services import config, enrollment, ingest
 from fleet.services.config import config_file
 from mirror.serving import send_bytes
 
 UNAUTHORIZED = ingest.UNAUTHORIZED
-CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 413: "too_large", 429: "throttled"}
+CODES = {
+    400: "invalid",
+    401: "not_authenticated",
+    403: "permission_denied",
+    409: "conflict",
+    413: "too_large",
+    429: "throttled",
+}
 
 
 def refusal(exc: Refused, response_class=Response):
@@ -232,6 +239,7 @@ def post_report(request) -> JsonResponse:
 class EndpointConfigView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
+    parser_classes = [RawBody]
 
     @extend_schema(
         responses={
@@ -256,3 +264,52 @@ class EndpointConfigView(APIView):
         )
         response["Cache-Control"] = "private, no-cache"
         return response
+
+    @extend_schema(
+        request={
+            "application/json": OpenApiTypes.BINARY,
+            "application/x-plist": OpenApiTypes.BINARY,
+        },
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/x-apple-aspen-config"): OpenApiTypes.BINARY,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            409: ErrorSerializer,
+            413: ErrorSerializer,
+        },
+        tags=["endpoints (agent)"],
+        auth=[{"endpointToken": []}],
+        description=(
+            "The body is the endpoint's current managed configuration (empty when it has none): on Linux its "
+            "`mdatp_managed.json`, answered with the group's keys merged in and every other key kept (the keys "
+            f"set are listed in `{config.CHANGES_HEADER}`, comma-separated; the body comes back byte for byte "
+            "when nothing changes); on macOS `/Library/Managed Preferences/com.microsoft.wdav.plist`, answered "
+            "with the group's profile, or 409 when an MDM profile already sets the domain without the group's "
+            "keys. A file that cannot be read is 400 with the reason; nothing is stored but the outcome, which "
+            "the endpoint's page shows."
+        ),
+    )
+    def post(self, request):
+        """Merge the group's keys into this endpoint's own managed configuration and answer the result."""
+        endpoint = ingest.endpoint_for_token(request.META.get("HTTP_AUTHORIZATION", ""))
+        if endpoint is None:
+            return refusal(Refused(UNAUTHORIZED, status=401))
+        try:
+            # Refused before the body is read: a runaway file must not be held in memory to be refused.
+            config.check_managed_config_size(endpoint, _content_length(request))
+            merged = config.check_managed_config(endpoint, request.body)
+        except Refused as exc:
+            return refusal(exc)
+        content_type = "application/x-apple-aspen-config" if endpoint.platform == "mac" else "application/json"
+        response = HttpResponse(merged.body, content_type=content_type)
+        response[config.CHANGES_HEADER] = ", ".join(merged.changes)
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0

@@ -190,6 +190,8 @@ class EndpointSerializer(serializers.ModelSerializer):
             "compliance",
             "findings",
             "reports_received",
+            "managed_config_problem",
+            "managed_config_checked_at",
         ]
         read_only_fields = fields
 

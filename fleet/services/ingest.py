@@ -26,6 +26,7 @@ from fleet.choices import Compliance, FindingCode
 from fleet.diagnostics import Expectation, Finding, HistoryPoint, diagnose
 from fleet.health import Health, HealthParseError, parse_health
 from fleet.models import Endpoint, EndpointGroup, GroupTarget, HealthReport
+from fleet.services.config import managed_config_finding
 
 RECENT_KEPT = 6  # offline_definition_update changes kept on the endpoint for the known-issue rule
 UNAUTHORIZED = "missing, invalid or revoked endpoint token"
@@ -217,6 +218,10 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
     drift = settings_drift(health, group)
     if drift is not None:
         findings.append(drift)
+    # What the agent last met merging the group's keys (fleet.services.config), until it can again.
+    config_problem = managed_config_finding(endpoint.managed_config_problem)
+    if config_problem is not None:
+        findings.append(config_problem)
     compliance = judge(endpoint, health, findings)
     codes = "," + ",".join(f.code for f in findings) + "," if findings else ""
     recent = list(endpoint.recent or [])
@@ -286,6 +291,7 @@ _ENDPOINT_COLUMNS = (
     "token_hash",
     "burst_minute",
     "burst_count",
+    "managed_config_problem",
 )
 _SELECT_ENDPOINT = (
     f"SELECT {', '.join(_ENDPOINT_COLUMNS)} FROM {Endpoint._meta.db_table} "
