@@ -286,6 +286,9 @@ MIRROR_STALE_RUN_SECONDS = env_int("MIRROR_STALE_RUN_SECONDS", 600)
 # Behind nginx: package downloads answered with X-Accel-Redirect to this internal location
 # (which maps to PORTAL_STORE_ROOT), so nginx sends the bytes. Empty: the portal sends them.
 MIRROR_X_ACCEL_PREFIX = (env_str("MIRROR_X_ACCEL_PREFIX") or "").rstrip("/")
+# The Ed25519 key that signs the bundles this portal exports (mirror/services/bundles.py): generated on first use,
+# mode 600, kept like the secret key. Another portal imports them once an admin trusts its public key.
+MIRROR_BUNDLE_KEY_FILE = Path(env_str("PORTAL_BUNDLE_KEY_FILE") or VAR_DIR / "bundle_key.pem")
 
 # --- Metrics (GET /metrics, Prometheus; see portal/metrics.py) ----------------
 # Off unless a token or an allow-list is set: the numbers describe the fleet to whoever reads them.

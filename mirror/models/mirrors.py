@@ -23,7 +23,7 @@ def masked_proxy(url: str) -> str:
 
 LINK_IDS = {Platform.LINUX: "2144709", Platform.MAC: "2120136"}
 # /mirror/<these>/ are the mirror pages (mirror/urls.py), so no mirror may be named so.
-RESERVED_SLUGS = ("groups", "new", "runs", "packages", "upstreams")
+RESERVED_SLUGS = ("groups", "new", "runs", "packages", "upstreams", "bundles")
 
 
 class Upstream(models.Model):
