@@ -4,9 +4,9 @@
 #
 # Usage: mde-offline-agent [--once | --enroll-only | --config-dry-run | --restore-config | --help]
 #   --once         (the default) enroll if this machine has no token yet, post one health
-#                  report (`mdatp health --output json`, or the text form when that fails),
-#                  then, with INSTALL_CONFIG=yes, merge the group's keys into the managed
-#                  configuration (see below)
+#                  report (`mdatp health` and `mdatp health --details definitions`, as JSON,
+#                  or as text when JSON fails), then, with INSTALL_CONFIG=yes, merge the
+#                  group's keys into the managed configuration (see below)
 #   --enroll-only  enroll if this machine has no token yet, nothing else
 #   --config-dry-run  show on stdout, as a unified diff, what merging the group's keys would
 #                  change in the managed configuration; change nothing, send no report
@@ -313,29 +313,94 @@ token_refused() { # token_refused WHAT: a 401; the token is of no use any more
 
 # --- Health report -----------------------------------------------------------------------------
 
-post_report() {
-    if "$MDATP" health --output json > "$WORK/health" 2>"$WORK/mdatp.err" && [ "$(first_char "$WORK/health")" = "{" ]; then
-        form=json
-        type=application/json
+# Plain `mdatp health` has none of the offline-update fields: only `mdatp health --details definitions`
+# prints them (defender-docs defender-endpoint/health-status.md, "Component specific health"). A report
+# holds both outputs: as JSON {"$type":"mdeOfflineAgentReport","health":...,"definitions":...} when both
+# `--output json` calls work, otherwise as text, each output after its echoed command line. An agent too
+# old for `--details definitions` sends the general health alone; the portal then says what is missing.
+
+last_char() { # last_char FILE: its last non-blank character
+    tr -d ' \t\r\n' < "$1" 2>/dev/null | tail -c 1
+}
+
+mdatp_json() { # mdatp_json OUT ARGS...: `mdatp ARGS --output json` into OUT, when it prints one JSON object
+    j_out=$1
+    shift
+    "$MDATP" "$@" --output json > "$j_out" 2>"$WORK/mdatp.err" &&
+        [ "$(first_char "$j_out")" = "{" ] && [ "$(last_char "$j_out")" = "}" ]
+}
+
+mdatp_text() { # mdatp_text OUT ARGS...: `mdatp ARGS` into OUT, when it prints something
+    t_out=$1
+    shift
+    "$MDATP" "$@" > "$t_out" 2>"$WORK/mdatp.err" && [ -n "$(first_line "$t_out")" ]
+}
+
+section() { # section FILE ARGS...: FILE after the echoed command line `$ mdatp ARGS`
+    s_file=$1
+    shift
+    printf '$ mdatp %s\n' "$*"
+    cat "$s_file"
+}
+
+gather_report() { # gather_report: the report in $WORK/report; sets FORM and TYPE
+    FORM=json
+    TYPE=application/json
+    if mdatp_json "$WORK/health.json" health; then
+        if mdatp_json "$WORK/definitions.json" health --details definitions; then
+            {
+                printf '{"$type":"mdeOfflineAgentReport","health":'
+                cat "$WORK/health.json"
+                printf ',"definitions":'
+                cat "$WORK/definitions.json"
+                printf '}\n'
+            } > "$WORK/report" || return 1
+            return 0
+        fi
+        why=$(first_line "$WORK/mdatp.err")
+        if ! mdatp_text "$WORK/definitions.txt" health --details definitions; then
+            why=$(first_line "$WORK/mdatp.err")
+            log "\`$MDATP health --details definitions\` failed (${why:-nothing printed}): sending the general health only (this Defender may be too old for it)"
+            cp "$WORK/health.json" "$WORK/report" || return 1
+            return 0
+        fi
+        log "\`$MDATP health --details definitions --output json\` failed (${why:-no JSON printed}): sending the text form"
     else
         why=$(first_line "$WORK/mdatp.err")
         log "\`$MDATP health --output json\` failed (${why:-no JSON printed}): sending the text form"
-        if "$MDATP" health > "$WORK/health" 2>"$WORK/mdatp.err" && [ -n "$(first_line "$WORK/health")" ]; then
-            form=text
-            type="text/plain; charset=utf-8"
-        else
-            fail 3 "\`$MDATP health\` failed, no report sent: $(first_line "$WORK/mdatp.err")"
-            return 1
-        fi
     fi
-    if ! status=$(http "$API/reports" "$WORK/report.out" "$WORK/health" "$type"); then
+    FORM=text
+    TYPE="text/plain; charset=utf-8"
+    if ! mdatp_text "$WORK/health.txt" health; then
+        fail 3 "\`$MDATP health\` failed, no report sent: $(first_line "$WORK/mdatp.err")"
+        return 2
+    fi
+    if [ -f "$WORK/definitions.txt" ] || mdatp_text "$WORK/definitions.txt" health --details definitions; then
+        { section "$WORK/health.txt" health && section "$WORK/definitions.txt" health --details definitions; } > "$WORK/report" || return 1
+    else
+        log "\`$MDATP health --details definitions\` failed ($(first_line "$WORK/mdatp.err")): sending the general health only (this Defender may be too old for it)"
+        section "$WORK/health.txt" health > "$WORK/report" || return 1
+    fi
+}
+
+post_report() {
+    gather_report
+    case $? in
+        0) ;;
+        2) return 1 ;;
+        *)
+            fail 1 "cannot write the report to $WORK/report"
+            return 1
+            ;;
+    esac
+    if ! status=$(http "$API/reports" "$WORK/report.out" "$WORK/report" "$TYPE"); then
         fail 4 "$(unreachable "the health report")"
         return 1
     fi
     case $status in
         2??)
             findings=$(json_list findings "$WORK/report.out")
-            log "report $(json_field report "$WORK/report.out") accepted (HTTP $status, $form form): compliance $(json_field compliance "$WORK/report.out")${findings:+; findings: $findings}"
+            log "report $(json_field report "$WORK/report.out") accepted (HTTP $status, $FORM form): compliance $(json_field compliance "$WORK/report.out")${findings:+; findings: $findings}"
             ;;
         401) token_refused "the health report" "$WORK/report.out" ;;
         *) fail 7 "report refused (HTTP $status): $(detail_of "$WORK/report.out")" ;;

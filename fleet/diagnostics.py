@@ -1,9 +1,12 @@
 """Turn one parsed ``mdatp health`` report into findings an admin can act on (DESIGN §2.5).
 
 Each troubleshooting rule of the source document is one function below and yields at most
-one ``Finding``; ``diagnose`` runs them all against what the endpoint's group expects.
-Pure Python: the caller builds the ``Expectation`` from the group's policy and the history
-from the endpoint's stored reports, and maps findings onto its models.
+one ``Finding``; rules about the offline-update facts stay silent when the report lacks what only
+``mdatp health --details definitions`` prints (one DEFINITIONS_DETAILS_MISSING finding says so instead),
+and the signature rules follow the agent's version (``engine_signature_era``). ``diagnose`` runs
+them all against what the endpoint's group expects. Pure Python: the caller builds the
+``Expectation`` from the group's policy and the history from the endpoint's stored reports, and
+maps findings onto its models.
 """
 
 from __future__ import annotations
@@ -17,10 +20,16 @@ from core.versions import parse_version, version_key
 from fleet.choices import FindingCode
 from fleet.health import Health
 
-__all__ = ["MIN_APP_VERSION", "Expectation", "Finding", "HistoryPoint", "diagnose", "same_url"]
+__all__ = ["ENGINE_SIGNATURE_FROM", "MIN_APP_VERSION", "Expectation", "Finding", "HistoryPoint", "diagnose", "same_url"]
 
 # The first agent versions that support offline security intelligence updates.
 MIN_APP_VERSION = {"linux": "101.24022.0001", "mac": "101.25012.0003"}
+# From this Linux agent on, offlineDefinitionUpdateVerifySig has no effect (printed "DEPRECATED") and the
+# agent reports engine_signature_verification instead (defender-docs
+# linux-support-offline-security-intelligence-update.md, "Engine signature verification"). The macOS
+# page documents no such change: macOS agents are judged on offline_definition_update_verify_sig.
+ENGINE_SIGNATURE_FROM = {"linux": "101.26062.0005"}
+DEPRECATED = "DEPRECATED"
 PLATFORM_NAMES = {"linux": "Linux", "mac": "macOS"}
 SEVERITIES = ("critical", "warning", "info")
 ENABLED = "enabled"
@@ -157,6 +166,20 @@ def _mirror_probe(url: str | None) -> str:
 CHECK = "mdatp health --details definitions"
 
 
+def engine_signature_era(h: Health, platform: str) -> bool:
+    """Whether this agent verifies the engine's signature itself and ignores offlineDefinitionUpdateVerifySig.
+
+    Its version says so (Linux from 101.26062.0005); an agent whose version is not reported or not
+    a version at all says so by printing "DEPRECATED" for the setting.
+    """
+    first = ENGINE_SIGNATURE_FROM.get(platform)
+    if first is None:
+        return False
+    if parse_version(h.app_version) is not None:
+        return not version_key(h.app_version) < version_key(first)
+    return (h.verify_sig or "").upper() == DEPRECATED
+
+
 # --- Rules (one finding each) -----------------------------------------------------------------
 
 
@@ -178,8 +201,29 @@ def _update_failed(h: Health, e: Expectation, history):
     )
 
 
+def _details_missing(h: Health, e: Expectation, history):
+    if h.definitions_details:
+        return None
+    version = f"app_version {h.app_version}" if h.app_version else "its app_version is not reported either"
+    return Finding(
+        FindingCode.DEFINITIONS_DETAILS_MISSING,
+        "warning",
+        "The report lacks the offline update facts",
+        "The endpoint sent the general `mdatp health` facts only: none of definitions_update_source_uri, "
+        "definitions_update_fail_reason, offline_definition_url_configured, offline_definition_update or "
+        f"offline_definition_update_verify_sig, which only `{CHECK}` prints. So the portal cannot tell whether "
+        "offline updates are enabled, which URL the endpoint uses or whether its last update failed, and does "
+        f"not judge them. `{CHECK}` failed or is missing on the endpoint ({version}): the agent version may be "
+        "too old for it.",
+        f"Run `{CHECK}` on the endpoint. If it fails, upgrade Defender to {MIN_APP_VERSION[e.platform]} or later "
+        f"(the first {PLATFORM_NAMES[e.platform]} version with offline updates); the portal's agent script sends "
+        "its output with the next report.",
+        {"app_version": h.app_version, "sections": list(h.sections)},
+    )
+
+
 def _offline_update_disabled(h: Health, e: Expectation, history):
-    if not e.wants_offline_update or (h.offline_update or "").lower() == ENABLED:
+    if not h.definitions_details or not e.wants_offline_update or (h.offline_update or "").lower() == ENABLED:
         return None
     if h.offline_update is None:
         seen = (
@@ -202,10 +246,13 @@ def _offline_update_disabled(h: Health, e: Expectation, history):
 
 
 def _verify_sig(h: Health, e: Expectation, history):
+    # Agents before the engine signature era: the setting is what Microsoft's troubleshooting checks.
+    if not h.definitions_details or engine_signature_era(h, e.platform):
+        return None
     if not e.wants_verify_sig or (h.verify_sig or "").lower() == ENABLED:
         return None
-    if h.verify_sig is None or h.verify_sig.upper() == "DEPRECATED":
-        newer = h.extra.get("engine_signature_verification")
+    if h.verify_sig is None or h.verify_sig.upper() == DEPRECATED:
+        newer = h.engine_signature_verification
         said = (
             'prints "DEPRECATED" for offline_definition_update_verify_sig'
             if h.verify_sig
@@ -230,11 +277,40 @@ def _verify_sig(h: Health, e: Expectation, history):
         "the endpoint would load a package from the mirror without checking Microsoft's signature.",
         f'Set features.offlineDefinitionUpdateVerifySig = "enabled" in {_config_where(e.platform)} and install it; '
         f'then check `{CHECK}`: offline_definition_update_verify_sig must read "enabled".',
-        {"offline_definition_update_verify_sig": h.verify_sig},
+        {"offline_definition_update_verify_sig": h.verify_sig, "app_version": h.app_version},
+    )
+
+
+def _engine_signature_off(h: Health, e: Expectation, history):
+    # From 101.26062.0005 (Linux) the setting above has no effect; Microsoft's troubleshooting says to make
+    # sure engine_signature_verification is enabled instead. It is judged whatever the group's policy says:
+    # no setting turns it off, so a value other than "enabled" is never what the group asked for.
+    if not engine_signature_era(h, e.platform) or h.engine_signature_verification is None:
+        return None
+    if h.engine_signature_verification.lower() == ENABLED:
+        return None
+    return Finding(
+        FindingCode.ENGINE_SIG_VERIFICATION_OFF,
+        "warning",
+        "The engine's signature is not verified",
+        f"engine_signature_verification is {_q(h.engine_signature_verification)} on this agent (app "
+        f"{h.app_version or 'version not reported'}), which verifies the antivirus engine's signature before "
+        'loading it (offline_definition_update_verify_sig only prints "DEPRECATED" there). Microsoft\'s '
+        "troubleshooting steps say engine_signature_verification must be enabled.",
+        "Microsoft documents no setting for it: from 101.26062.0005 it is on by default, on new installations and "
+        f"upgrades alike. Check `{CHECK}` and `mdatp health --details features` on the endpoint; if it still does "
+        'not read "enabled", raise it with Microsoft support.',
+        {
+            "engine_signature_verification": h.engine_signature_verification,
+            "offline_definition_update_verify_sig": h.verify_sig,
+            "app_version": h.app_version,
+        },
     )
 
 
 def _not_updated_from_mirror(h: Health, e: Expectation, history):
+    if not h.definitions_details:
+        return None
     configured = h.offline_url_configured
     offline_on = e.wants_offline_update or (h.offline_update or "").lower() == ENABLED
     if not configured or not offline_on or _from_mirror(h.update_source_uri, configured):
@@ -283,6 +359,8 @@ def _not_updated_from_mirror(h: Health, e: Expectation, history):
 
 
 def _url_drift(h: Health, e: Expectation, history):
+    if not h.definitions_details:
+        return None
     configured = h.offline_url_configured
     if not e.group_url or (not configured and not e.wants_offline_update) or same_url(configured, e.group_url):
         return None
@@ -391,12 +469,14 @@ def _agent_too_old(h: Health, e: Expectation, history):
 
 
 def _reenable_known_issue(h: Health, e: Expectation, history):
-    # Known issue of the source document: enable the feature, disable it to update from the cloud,
-    # enable it again, and offline updates can keep failing until the agent is restarted.
+    # Known issue of the source document (Microsoft's Linux page, "Known issues"): offline signature updates
+    # can fail after the feature was enabled, updates applied, the feature disabled to take updates from the
+    # cloud, then enabled again. Microsoft's only mitigation: a fix is planned. The finding names the pattern
+    # and that; it must not invent a remedy.
     failing = bool(h.fail_reason) or (
         bool(h.offline_url_configured) and not _from_mirror(h.update_source_uri, h.offline_url_configured)
     )
-    if (h.offline_update or "").lower() != ENABLED or not failing:
+    if not h.definitions_details or (h.offline_update or "").lower() != ENABLED or not failing:
         return None
     points = sorted(history, key=lambda p: p.received_at) + [HistoryPoint.from_health(h, e.now)]
     stage, moments = 0, []  # looking for: enabled (0), then not enabled (1), then enabled again (2)
@@ -413,25 +493,19 @@ def _reenable_known_issue(h: Health, e: Expectation, history):
         return None
     first, disabled, again = moments
     what = (
-        f"definitions_update_fail_reason {_q(h.fail_reason)}"
+        f"definitions_update_fail_reason is {_q(h.fail_reason)}"
         if h.fail_reason
         else f"the last update came from {h.update_source_uri or '(nowhere)'} instead of {h.offline_url_configured}"
     )
-    if e.platform == "mac":
-        restart = "Restart the Defender daemon (or reboot the Mac)"
-    else:
-        restart = "Restart the agent: `sudo systemctl restart mdatp`"
     return Finding(
         FindingCode.REENABLE_KNOWN_ISSUE,
         "critical",
-        "Known issue: offline updates fail after the feature was re-enabled",
+        "Known issue: offline updates can fail after the feature was re-enabled",
         f"offline_definition_update was enabled (seen {first:%Y-%m-%d %H:%M}), disabled (seen {disabled:%Y-%m-%d %H:%M}) "
-        f"and enabled again (seen {again:%Y-%m-%d %H:%M}); now {what}. This is a known issue of the agent: after "
-        "re-enabling the feature, offline updates can keep failing.",
-        f"1. {restart}.\n"
-        "2. Update: `mdatp definitions update`.\n"
-        f"3. Check `{CHECK}`: definitions_update_source_uri must equal offline_definition_url_configured, and that URL "
-        f"must be the group's ({e.group_url}).",
+        f"and enabled again (seen {again:%Y-%m-%d %H:%M}); now {what}. Microsoft documents this sequence as a known "
+        "issue of offline security intelligence updates: after it, offline signature updates can fail.",
+        "Microsoft publishes no workaround for this known issue: its documented mitigation is that a fix is planned. "
+        "The endpoint's other findings, if any, still apply.",
         {
             "enabled_at": first.isoformat(),
             "disabled_at": disabled.isoformat(),
@@ -445,8 +519,10 @@ def _reenable_known_issue(h: Health, e: Expectation, history):
 RULES = (
     _update_failed,
     _reenable_known_issue,
+    _details_missing,
     _offline_update_disabled,
     _verify_sig,
+    _engine_signature_off,
     _not_updated_from_mirror,
     _url_drift,
     _stale,

@@ -1,17 +1,29 @@
-"""Parse what ``mdatp health`` prints into typed facts (DESIGN §2.4).
+"""Parse what an endpoint reports of ``mdatp health`` into typed facts (DESIGN §2.4).
 
-Both forms an endpoint can send are accepted:
+Plain ``mdatp health`` prints the general facts (versions, ``healthy``, real-time protection,
+definitions version and status...) but none of the offline-update fields: those appear only with
+``mdatp health --details definitions`` (defender-docs ``defender-endpoint/health-status.md``).
+The agent therefore sends both, in one of these forms, all accepted (and so are the single forms
+older agents sent):
 
-* text — ``mdatp health`` or ``mdatp health --details definitions``: ``key : value`` lines,
-  values quoted or not, sometimes followed by a scope tag (``true [managed]``, and
-  ``false[managed]`` with no space, as the product prints it);
-* JSON — ``mdatp health --output json``: the same facts under camelCase names, settings as
-  ``{"value": ..., "scope": "managed"}`` objects and enums as ``{"$type": "upToDate"}``.
+* JSON envelope — ``{"$type": "mdeOfflineAgentReport", "health": <mdatp health --output json>,
+  "definitions": <mdatp health --details definitions --output json>}``;
+* text in sections — each output preceded by its echoed command line (``$ mdatp health``,
+  ``$ mdatp health --details definitions``): a command line starts a section;
+* text — ``key : value`` lines, values quoted or not, sometimes followed by a scope tag
+  (``true [managed]``, and ``false[managed]`` with no space, as the product prints it);
+* JSON — one compact object with a top-level ``"$type"``, camelCase names, settings as
+  ``{"displayValue": true, "isManaged": true, "value": ...}`` (older portals' tests used
+  ``{"value": ..., "scope": "managed"}``: still read), enums as ``{"$type": "upToDate"}``, dates as
+  epoch-millisecond strings (public captures: glpi-project/glpi-agent
+  ``resources/linux/antivirus/defender-101.23062.0010.json``).
 
-Everything is mapped onto the snake_case names of the text form. Keys and values this
-module does not know (newer agents add some and change others, e.g. ``"DEPRECATED"`` for
-``offline_definition_update_verify_sig``) are kept, never rejected: unknown keys land in
-``Health.extra``, and a known key whose value cannot be typed keeps its raw value there too.
+A key reported by both sections takes the definitions section's value. Everything is mapped onto
+the snake_case names of the text form. Keys and values this module does not know (newer agents add
+some and change others, e.g. ``"DEPRECATED"`` for ``offline_definition_update_verify_sig``) are kept,
+never rejected: unknown keys land in ``Health.extra``, and a known key whose value cannot be typed
+keeps its raw value there too. ``Health.definitions_details`` says whether the report carried what
+only ``--details definitions`` prints.
 
 Pure Python on purpose: the caller maps a ``Health`` onto the fleet's models.
 """
@@ -25,7 +37,16 @@ from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["DEFINITIONS_KEYS", "Health", "HealthParseError", "canonical_key", "parse_health", "parse_mdatp_datetime"]
+__all__ = [
+    "DEFINITIONS_KEYS",
+    "DETAILS_ONLY_KEYS",
+    "ENVELOPE_TYPE",
+    "Health",
+    "HealthParseError",
+    "canonical_key",
+    "parse_health",
+    "parse_mdatp_datetime",
+]
 
 
 class HealthParseError(ValueError):
@@ -56,6 +77,20 @@ DEFINITIONS_KEYS = (
     "offline_definition_update_fallback_to_cloud",
 )
 
+# What only `mdatp health --details definitions` prints (plain `mdatp health` has none of them).
+DETAILS_ONLY_KEYS = (
+    "definitions_update_source_uri",
+    "definitions_update_fail_reason",
+    "offline_definition_url_configured",
+    "offline_definition_update",
+    "offline_definition_update_verify_sig",
+    "offline_definition_update_fallback_to_cloud",
+    "engine_signature_verification",
+)
+# The agent's JSON report: both outputs of mdatp in one object (agent/mde-offline-agent.sh, post_report).
+ENVELOPE_TYPE = "mdeOfflineAgentReport"
+ENVELOPE_SECTIONS = {"health": "health", "definitions": "definitions"}
+
 # canonical key -> (Health attribute, kind). Every other key goes to Health.extra.
 TYPED_KEYS = {
     "definitions_version": ("definitions_version", "str"),
@@ -67,6 +102,7 @@ TYPED_KEYS = {
     "offline_definition_url_configured": ("offline_url_configured", "str"),
     "offline_definition_update": ("offline_update", "switch"),
     "offline_definition_update_verify_sig": ("verify_sig", "switch"),
+    "engine_signature_verification": ("engine_signature_verification", "switch"),
     "offline_definition_update_fallback_to_cloud": ("fallback_to_cloud", "bool"),
     "automatic_definition_update_enabled": ("automatic_updates", "bool"),
     "real_time_protection_enabled": ("real_time_protection", "bool"),
@@ -84,11 +120,12 @@ KEY_ALIASES = {
     "offline_definition_update_url": "offline_definition_url_configured",
 }
 
-# Lines an operator's copy-paste or the agent itself may put before the first key.
-KNOWN_BANNERS = (
-    re.compile(r"^\S*[$#>]\s*(sudo\s+)?(\S*/)?mdatp\b.*$"),  # the echoed prompt: user@vm:~$ mdatp health ...
-    re.compile(r"^ATTENTION: .*$"),  # e.g. "ATTENTION: No license found. Contact your administrator for help."
-)
+# The echoed command before an output (the agent's `$ mdatp health`, an operator's pasted
+# `user@vm:~$ mdatp health --details definitions`): it starts a section.
+_COMMAND_LINE = re.compile(r"^\S*[$#>]\s*(sudo\s+)?(\S*/)?mdatp\b.*$")
+_DETAILS = re.compile(r"\s--details\s+(?P<name>\S+)")
+# What mdatp may print before its first key, e.g. "ATTENTION: No license found. Contact your administrator for help."
+_ATTENTION = re.compile(r"^ATTENTION: .*$")
 
 # Greedy value, stripped afterwards: a lazy value before trailing blanks is quadratic on long blank runs.
 _LINE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)[ \t]*:(?P<value>.*)$")
@@ -120,6 +157,7 @@ class Health:
     offline_url_configured: str | None = None
     offline_update: str | None = None  # as reported: "enabled", "disabled", ...
     verify_sig: str | None = None  # as reported: "enabled", "disabled", "DEPRECATED", ...
+    engine_signature_verification: str | None = None  # Linux agents from 101.26062.0005: "enabled", ...
     fallback_to_cloud: bool | None = None
     automatic_updates: bool | None = None
     real_time_protection: bool | None = None
@@ -133,6 +171,8 @@ class Health:
     managed_keys: list[str] = field(default_factory=list)  # canonical keys that carried a [managed] scope
     scopes: dict[str, str] = field(default_factory=dict)  # canonical key -> any scope seen ("managed", ...)
     extra: dict[str, Any] = field(default_factory=dict)  # every other key -> its value, as reported
+    sections: list[str] = field(default_factory=list)  # what the report held: "health", "definitions", ...
+    definitions_details: bool = False  # it carried at least one key only `--details definitions` prints
 
     def to_dict(self) -> dict:
         """JSON-ready: the datetime as ISO 8601, everything else as is (containers copied one level deep).
@@ -204,11 +244,12 @@ def parse_mdatp_datetime(value: Any, tz: tzinfo = UTC) -> datetime | None:
 
 
 def parse_health(body: str | bytes, *, text_tz: tzinfo = UTC) -> Health:
-    """A ``Health`` from the body of ``mdatp health`` (text or ``--output json``).
+    """A ``Health`` from an endpoint's report: one of the forms of the module docstring.
 
     Raises ``HealthParseError`` for an empty body, a body that is neither form, a JSON
-    document that is not an object, a malformed line, conflicting duplicate keys, or a
-    report with none of the definitions keys. Size limits are the caller's job.
+    document that is not an object, a malformed line, an empty section, conflicting duplicate
+    keys within one section, or a report with none of the definitions keys. Size limits are the
+    caller's job.
     ``text_tz`` is the zone the text form's dates are read in (the agent prints local time).
     """
     if isinstance(body, (bytes, bytearray, memoryview)):
@@ -231,11 +272,12 @@ def parse_health(body: str | bytes, *, text_tz: tzinfo = UTC) -> Health:
 class _Pair:
     """One reported key with its decoded value, scope, and where it came from (for errors)."""
 
-    __slots__ = ("key", "value", "scope", "line", "field", "members")
+    __slots__ = ("key", "value", "scope", "line", "field", "members", "section")
 
-    def __init__(self, key, value, scope=None, line=None, field=None, members=None):
+    def __init__(self, key, value, scope=None, line=None, field=None, members=None, section=None):
         self.key, self.value, self.scope, self.line, self.field = key, value, scope, line, field
         self.members = members or {}
+        self.section = section  # "health", "definitions", ... (None: a report of one output, section unknown)
 
     def where(self) -> str:
         return f"line {self.line}" if self.line is not None else f"field {self.field!r}"
@@ -279,16 +321,29 @@ def _text_value(raw: str) -> Any:
     return raw
 
 
+def _section_of(command_line: str) -> str:
+    """The section an echoed command line starts: "definitions" for `mdatp health --details definitions`."""
+    details = _DETAILS.search(command_line)
+    return details["name"].lstrip("-").lower() if details else "health"
+
+
 def _text_pairs(body: str) -> list[_Pair]:
     pairs: list[_Pair] = []
+    section, section_line, section_command, in_section = None, None, "", 0
     for number, line in enumerate(body.splitlines(), 1):
         stripped = line.strip()
         if not stripped:
             continue
         if "\x00" in stripped:
             raise HealthParseError(f"line {number}: contains a NUL byte", line=number)
-        if not pairs and any(banner.match(stripped) for banner in KNOWN_BANNERS):
-            continue  # only before the first key: a banner in the middle is a malformed report
+        if _COMMAND_LINE.match(stripped):
+            # The agent echoes each command before its output: a new section starts here.
+            if section_line is not None and not in_section:
+                raise _empty_section(section_line, section_command)
+            section, section_line, section_command, in_section = _section_of(stripped), number, stripped, 0
+            continue
+        if not in_section and _ATTENTION.match(stripped):
+            continue  # only before a section's first key: a banner in the middle is a malformed report
         match = _LINE.match(stripped)
         if not match:
             raise HealthParseError(f"line {number}: expected 'key : value', got {_shown(stripped)}", line=number)
@@ -296,10 +351,20 @@ def _text_pairs(body: str) -> list[_Pair]:
         scope = None
         if raw.endswith("]") and (tag := _SCOPE_TAG.match(raw)):
             raw, scope = tag["value"], tag["scope"].lower()
-        pairs.append(_Pair(canonical_key(match["key"]), _text_value(raw), scope, line=number))
+        pairs.append(_Pair(canonical_key(match["key"]), _text_value(raw), scope, line=number, section=section))
+        in_section += 1
+    if section_line is not None and not in_section:
+        raise _empty_section(section_line, section_command)
     if not pairs:
         raise HealthParseError("not an mdatp health report: no 'key : value' line", line=1)
     return pairs
+
+
+def _empty_section(line: int, command: str) -> HealthParseError:
+    return HealthParseError(
+        f"line {line}: no 'key : value' line after {_shown(command)}: the output of that command is missing",
+        line=line,
+    )
 
 
 # --- JSON form ------------------------------------------------------------------------------------
@@ -347,6 +412,33 @@ def _json_pairs(body: str) -> list[_Pair]:
         raise HealthParseError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise HealthParseError(f"the JSON report must be an object of fields, got {_describe(data)}")
+    if data.get("$type") != ENVELOPE_TYPE:
+        return _object_pairs(data, body, None, "")
+    pairs: list[_Pair] = []
+    for name, value in data.items():
+        if name == "$type":
+            continue
+        section = ENVELOPE_SECTIONS.get(name)
+        if section is None:  # something a newer agent adds beside the two outputs: kept
+            pairs += _object_pairs({name: value}, body, "report", "")
+            continue
+        if not isinstance(value, dict):
+            raise HealthParseError(
+                f"field {name!r}: expected the JSON object `mdatp "
+                + ("health" if section == "health" else "health --details definitions")
+                + f" --output json` prints, got {_describe(value)}",
+                field=name,
+            )
+        pairs += _object_pairs(value, body, section, f"{name}.")
+    if not any(name in ENVELOPE_SECTIONS for name in data):
+        raise HealthParseError(
+            f'the agent\'s report ("$type": "{ENVELOPE_TYPE}") holds neither "health" nor "definitions"'
+        )
+    return pairs
+
+
+def _object_pairs(data: dict, body: str, section: str | None, prefix: str) -> list[_Pair]:
+    """The pairs of one JSON object mdatp printed; ``prefix`` names its place in the report for errors."""
     if "\\u0000" in body:  # strict JSON holds a NUL only as this escape; PostgreSQL stores no NUL in text
         for name, value in data.items():
             try:
@@ -354,11 +446,16 @@ def _json_pairs(body: str) -> list[_Pair]:
             except RecursionError:
                 raise HealthParseError("invalid JSON: nested too deeply") from None
             if nul:
-                raise HealthParseError(f"field {name!r}: contains a NUL character (\\u0000)", field=name)
+                raise HealthParseError(
+                    f"field {prefix + name!r}: contains a NUL character (\\u0000)", field=prefix + name
+                )
     pairs = []
     for name, value in data.items():
+        where = prefix + name
+        if name == "$type" and isinstance(value, str):
+            continue  # the result's type ("getHealthAllResult"): the section already says what it is
         if not name.strip():
-            raise HealthParseError("field '': a field with an empty name", field=name)
+            raise HealthParseError(f"field {where!r}: a field with an empty name", field=where)
         scope, members = None, {}
         if isinstance(value, dict) and ("value" in value or "$type" in value):
             inner = dict(value)
@@ -366,29 +463,39 @@ def _json_pairs(body: str) -> list[_Pair]:
                 enum = inner.pop("$type")
                 if not isinstance(enum, str):
                     raise HealthParseError(
-                        f'field {name!r}: expected "$type" to be a string, got {_describe(enum)}', field=name
+                        f'field {where!r}: expected "$type" to be a string, got {_describe(enum)}', field=where
                     )
                 value = _camel_enum(enum)
             else:
                 value = inner.pop("value")
-            if "scope" in inner:
-                scope = inner.pop("scope")
-                if not isinstance(scope, str):
+            if "isManaged" in inner:  # what mdatp prints: {"displayValue": true, "isManaged": true, "value": ...}
+                managed = inner.pop("isManaged")
+                if not isinstance(managed, bool):
                     raise HealthParseError(
-                        f'field {name!r}: expected "scope" to be a string, got {_describe(scope)}', field=name
+                        f'field {where!r}: expected "isManaged" to be true or false, got {_describe(managed)}',
+                        field=where,
                     )
-                scope = scope.lower()
+                scope = "managed" if managed else "local"
+                if isinstance(inner.get("displayValue"), bool):
+                    inner.pop("displayValue")  # whether the text form prints the setting: nothing to keep
+            if "scope" in inner:  # the form older stand-ins printed: {"value": ..., "scope": "managed"}
+                given = inner.pop("scope")
+                if not isinstance(given, str):
+                    raise HealthParseError(
+                        f'field {where!r}: expected "scope" to be a string, got {_describe(given)}', field=where
+                    )
+                scope = given.lower()
             members = inner  # anything else the agent added to the object: kept
         key = canonical_key(name)
         if key in TYPED_KEYS:
             kind = TYPED_KEYS[key][1]
             if isinstance(value, dict) or (isinstance(value, list) and kind != "list"):
-                raise HealthParseError(f"field {name!r}: expected a single value, got {_describe(value)}", field=name)
+                raise HealthParseError(f"field {where!r}: expected a single value, got {_describe(value)}", field=where)
             if kind == "list" and isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
                 raise HealthParseError(
-                    f"field {name!r}: expected a list of strings, got a nested list or object", field=name
+                    f"field {where!r}: expected a list of strings, got a nested list or object", field=where
                 )
-        pairs.append(_Pair(key, value, scope, field=name, members=members))
+        pairs.append(_Pair(key, value, scope, field=where, members=members, section=section))
     return pairs
 
 
@@ -451,11 +558,15 @@ def _build(pairs: list[_Pair], form: str, tz: tzinfo) -> Health:
     seen: dict[str, _Pair] = {}
     for pair in pairs:
         first = seen.get(pair.key)
-        if first is not None:
+        if first is None:
+            seen[pair.key] = pair
+        elif first.section == pair.section:
             if first.value != pair.value:
                 raise pair.error(f"{pair.key} reported twice with different values (first at {first.where()})")
-            continue
-        seen[pair.key] = pair
+        elif first.section != "definitions":
+            # Both outputs print some keys (definitions_version, ...) and a minute may pass between
+            # the two commands: the definitions section, the one about updates, wins.
+            seen[pair.key] = pair
     if not any(key in seen for key in DEFINITIONS_KEYS):
         raise HealthParseError(
             "no definitions keys in the report: expected at least one of "
@@ -480,5 +591,7 @@ def _build(pairs: list[_Pair], form: str, tz: tzinfo) -> Health:
         else:
             setattr(health, attr, typed)
     health.managed_keys = sorted(k for k, s in health.scopes.items() if s == "managed")
+    health.sections = list(dict.fromkeys(p.section for p in pairs if p.section and p.section != "report"))
+    health.definitions_details = any(key in seen for key in DETAILS_ONLY_KEYS)
     health.enforcement_level = _enforcement_level(health.passive_mode, health.real_time_protection)
     return health

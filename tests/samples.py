@@ -44,3 +44,32 @@ def health_text(group, version="1.407.417.0", **overrides) -> str:
     }
     values.update(overrides)
     return "".join(f"{key:<44}: {value}\n" for key, value in values.items())
+
+
+# --- What the real `mdatp` prints (fixtures/mdatp/, sources in its README) and what the agent sends -------
+
+MDATP_FIXTURES = Path(__file__).resolve().parent / "fleet" / "fixtures" / "mdatp"
+
+
+def mdatp_fixture(name: str) -> str:
+    return (MDATP_FIXTURES / name).read_text()
+
+
+def mdatp_fixtures() -> list[str]:
+    return sorted(p.name for p in MDATP_FIXTURES.iterdir() if p.suffix in (".txt", ".json"))
+
+
+def report_of(health: str, definitions: str | None = None) -> str:
+    """The body agent/mde-offline-agent.sh posts for these two outputs of mdatp (fixture names or outputs).
+
+    Both JSON: the envelope, built as the agent's printf builds it; otherwise text sections, each after
+    its echoed command line; no definitions: the plain health alone (an agent too old for --details).
+    """
+    health, definitions = (
+        mdatp_fixture(x) if x and "\n" not in x and x.endswith((".txt", ".json")) else x for x in (health, definitions)
+    )
+    if definitions is None:
+        return health
+    if health.lstrip().startswith("{") and definitions.lstrip().startswith("{"):
+        return '{"$type":"mdeOfflineAgentReport","health":' + health + ',"definitions":' + definitions + "}\n"
+    return "$ mdatp health\n" + health + "$ mdatp health --details definitions\n" + definitions

@@ -5,6 +5,7 @@ managed configuration installed in a temporary directory, as it would on an endp
 """
 
 import configparser
+import json
 import os
 import plistlib
 import re
@@ -21,6 +22,7 @@ from django.test import Client
 from fleet.models import Endpoint, HealthReport
 from fleet.services import enrollment, ingest, rings
 from fleet.services.config import config_file, managed_json
+from tests.samples import report_of
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "agent"
@@ -178,9 +180,10 @@ def test_the_first_run_enrolls_reports_and_installs_the_groups_config(machine, g
     # No temporary file is left behind, next to the config or in TMPDIR.
     assert sorted(p.name for p in machine.managed.parent.iterdir()) == ["mdatp_managed.json"]
     assert not list(machine.tmp.glob("mde-offline-agent.*"))
-    # The machine id came from `mdatp health --field machine_guid`, the report from the JSON form.
+    # The machine id came from `mdatp health --field machine_guid`; the report holds both JSON outputs.
     calls = machine.calls.read_text().splitlines()
-    assert "health --field machine_guid" in calls and "health --output json" in calls and "health" not in calls
+    assert "health --field machine_guid" in calls and "health" not in calls
+    assert "health --output json" in calls and "health --details definitions --output json" in calls
 
 
 @apply(live)
@@ -265,6 +268,131 @@ exec {shlex.quote(str(MDATP))} "$@"
     assert "failed (mdatp: unknown option '--output'): sending the text form" in run.stderr
     assert "(HTTP 201, text form)" in run.stderr
     assert Endpoint.objects.get().app_version == "101.24032.0007"
+    # Both outputs, each after its command line; the offline facts came with the second one.
+    assert report.raw.startswith("$ mdatp health\n") and "\n$ mdatp health --details definitions\n" in report.raw
+    assert "definitions_details_missing" not in report.finding_codes
+    assert Endpoint.objects.get().offline_update == "enabled"
+
+
+@pytest.fixture
+def served(group, make_package):
+    """The ring serves a package older than the stand-in's definitions, so its endpoints can be up to date."""
+    rings.approve_package(group, make_package(definition="1.407.400.0"))
+    forget_cached_groups()
+
+
+@apply(live)
+def test_a_correctly_configured_endpoint_sends_both_outputs_and_is_up_to_date(machine, served):
+    run = machine.run(ARCH="x86_64")
+
+    assert_ok(run)
+    report = HealthReport.objects.get()
+    envelope = json.loads(report.raw)
+    assert envelope["$type"] == "mdeOfflineAgentReport"
+    assert envelope["health"]["$type"] == "getHealthAllResult" and "appVersion" in envelope["health"]
+    assert envelope["definitions"]["offlineDefinitionUpdate"] == {
+        "displayValue": True,
+        "isManaged": True,
+        "value": "enabled",
+    }
+    endpoint = Endpoint.objects.get()
+    assert endpoint.compliance == "up_to_date" and endpoint.findings == [], endpoint.findings
+    assert (endpoint.offline_update, endpoint.verify_sig, endpoint.enforcement_level) == (
+        "enabled",
+        "enabled",
+        "real_time",
+    )
+    assert "(HTTP 201, json form): compliance up_to_date" in run.stderr
+
+
+@apply(live)
+@pytest.mark.parametrize("lacks", ["json,details", "details"])
+def test_an_agent_too_old_for_details_sends_plain_health_and_is_told_what_is_missing(machine, served, lacks):
+    run = machine.run(ARCH="x86_64", MDATP_STANDIN_LACKS=lacks, MDATP_STANDIN_APP_VERSION="101.23062.0010")
+
+    assert_ok(run)
+    assert "`mdatp health --details definitions` failed (mdatp: unrecognised option '--details')" in run.stderr
+    assert "sending the general health only (this Defender may be too old for it)" in run.stderr
+    endpoint = Endpoint.objects.get()
+    codes = [f["code"] for f in endpoint.findings]
+    assert "definitions_details_missing" in codes and "agent_too_old" in codes
+    assert "offline_update_disabled" not in codes and endpoint.compliance != "misconfigured"
+    report = HealthReport.objects.get()
+    assert report.form == ("text" if "json" in lacks else "json") and "offline_definition" not in report.raw
+
+
+@apply(live)
+def test_the_known_issue_is_named_after_enable_disable_and_re_enable_reports_with_a_failure(machine, served):
+    cloud = "https://go.microsoft.com/fwlink/?linkid=2144709"
+    assert_ok(machine.run(ARCH="x86_64"))
+    assert_ok(
+        machine.run(
+            ARCH="x86_64",
+            MDATP_STANDIN_OFFLINE_DEFINITION_UPDATE="disabled",
+            MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI=cloud,
+        )
+    )
+    failing = machine.run(
+        ARCH="x86_64",
+        MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI=cloud,
+        MDATP_STANDIN_DEFINITIONS_UPDATE_FAIL_REASON="Failed to download the update package",
+    )
+
+    assert failing.returncode == 0, failing.stderr
+    endpoint = Endpoint.objects.get()
+    assert [state for _, state in endpoint.recent] == ["enabled", "disabled", "enabled"]
+    findings = {f["code"]: f for f in endpoint.findings}
+    assert "reenable_known_issue" in findings and "update_failed" in findings
+    assert "a fix is planned" in findings["reenable_known_issue"]["fix"]
+    assert "restart" not in findings["reenable_known_issue"]["fix"].lower()
+    assert "reenable_known_issue" in failing.stderr  # the agent logs the findings the portal answered
+
+
+@apply(live)
+def test_a_new_agent_with_engine_signature_verification_disabled_gets_that_finding(machine, served):
+    run = machine.run(
+        ARCH="x86_64",
+        MDATP_STANDIN_APP_VERSION="101.26062.0005",
+        MDATP_STANDIN_ENGINE_SIGNATURE_VERIFICATION="disabled",
+    )
+
+    assert_ok(run)
+    endpoint = Endpoint.objects.get()
+    assert [f["code"] for f in endpoint.findings] == ["engine_sig_verification_off"]
+    assert endpoint.verify_sig == "DEPRECATED"
+    definitions = json.loads(HealthReport.objects.get().raw)["definitions"]
+    assert definitions["engineSignatureVerification"] == "disabled"
+    assert definitions["offlineDefinitionUpdateVerifySig"]["value"] == "DEPRECATED"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        # The envelope cut short (a full disk while the agent wrote it).
+        (lambda full: full[: len(full) // 2], "invalid JSON at line 1"),
+        # Only the first command's line and its output, the second's command line and nothing after.
+        (
+            lambda full: (
+                '$ mdatp health\nhealthy : true\ndefinitions_version : "1.407.417.0"\n'
+                "$ mdatp health --details definitions\n"
+            ),
+            "line 4: no 'key : value' line after '$ mdatp health --details definitions'",
+        ),
+        (lambda full: '{"$type":"mdeOfflineAgentReport","health":"not json"}', "field 'health': expected the JSON"),
+    ],
+)
+def test_a_partial_report_is_refused_with_one_clear_message(group, body, detail):
+    _, token = enrollment.enroll(enrollment.create_enrollment_secret(group, "lab")[1], STANDIN_GUID, "web-1", "linux")
+    full = report_of("linux-health.json", "linux-definitions.json")
+
+    response = Client().post(
+        "/api/v1/reports", body(full), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
+
+    assert response.status_code == 400, response.content
+    assert detail in response.json()["detail"]
+    assert not HealthReport.objects.exists()
 
 
 @apply(live)

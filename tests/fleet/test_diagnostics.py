@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.versions import parse_version
-from fleet.diagnostics import MIN_APP_VERSION, Expectation, Finding, HistoryPoint, diagnose
+from fleet.diagnostics import MIN_APP_VERSION, Expectation, Finding, HistoryPoint, diagnose, engine_signature_era
 from fleet.health import parse_health
-from tests.samples import SEED_SAMPLE
+from tests.samples import SEED_SAMPLE, report_of
 
 MIRROR = "http://portal.lan:8000/mirror/groups/pilot/linux/production/"
 NOW = datetime(2024, 3, 14, 14, 0, tzinfo=UTC)
@@ -227,9 +227,17 @@ def test_the_reenable_pattern_is_recognised_from_the_history():
     assert set(codes(findings)) == {"reenable_known_issue", "update_failed", "not_updated_from_mirror"}
     finding = next(f for f in findings if f.code == "reenable_known_issue")
     assert finding.severity == "critical"
-    assert "sudo systemctl restart mdatp" in finding.fix and "mdatp definitions update" in finding.fix
-    assert MIRROR in finding.fix
+    assert "enabled (seen 2024-03-11 14:00), disabled (seen 2024-03-12 14:00)" in finding.explanation
+    assert "known issue" in finding.explanation and "Failed to update definitions" in finding.explanation
     assert finding.values["disabled_at"] == (NOW - timedelta(hours=48)).isoformat()
+
+
+def test_the_known_issue_states_microsofts_planned_fix_and_invents_no_remedy():
+    health = report(definitions_update_fail_reason='"Failed"')
+    (finding,) = [f for f in diagnose(health, expect(), history=REENABLED) if f.code == "reenable_known_issue"]
+    assert "a fix is planned" in finding.fix and "no workaround" in finding.fix
+    for remedy in ("restart", "systemctl", "reboot", "definitions update", "reinstall"):
+        assert remedy not in finding.fix.lower() and remedy not in finding.explanation.lower()
 
 
 def test_the_reenable_pattern_alone_when_only_the_source_is_wrong():
@@ -327,3 +335,136 @@ def test_expectations_are_checked():
     with pytest.raises(ValueError, match="staleness_hours"):
         expect(staleness_hours=0)
     assert expect(now=datetime(2024, 3, 14)).now.tzinfo is UTC
+
+
+# --- On what the real CLI prints (fixtures/mdatp/; the agent sends both outputs) ---------------------
+
+PILOT = {
+    "linux": "http://mirror.example.lan/mirror/groups/pilot/linux/production/",
+    "mac": "http://mirror.example.lan/mirror/groups/pilot/mac/production/",
+}
+FIXTURES_NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)  # 47 minutes after the fixtures' update
+
+
+def judged(health_output, definitions_output=None, platform="linux", history=(), **changes):
+    health = parse_health(report_of(health_output, definitions_output))
+    expected = expect(**{"group_url": PILOT[platform], "platform": platform, "now": FIXTURES_NOW, **changes})
+    return diagnose(health, expected, history=list(history))
+
+
+@pytest.mark.parametrize("form", ["json", "txt"])
+@pytest.mark.parametrize(("prefix", "platform"), [("linux", "linux"), ("mac", "mac"), ("linux-new", "linux")])
+def test_a_correctly_configured_endpoint_has_no_finding_in_either_form(prefix, platform, form):
+    assert judged(f"{prefix}-health.{form}", f"{prefix}-definitions.{form}", platform) == []
+
+
+def test_a_correctly_configured_endpoint_reporting_plain_health_only_is_not_called_misconfigured():
+    for body in ("linux-health.json", "linux-health.txt"):
+        findings = judged(body)
+        assert codes(findings) == ["definitions_details_missing"]
+        (finding,) = findings
+        assert finding.severity == "warning" and finding.values["app_version"] == "101.24082.0004"
+        assert "offline_definition_update" in finding.explanation and "too old" in finding.explanation
+        assert "mdatp health --details definitions" in finding.fix and "101.24022.0001" in finding.fix
+
+
+@pytest.mark.parametrize(
+    ("health_output", "definitions_output", "changes", "expected"),
+    [
+        # definitions_update_fail_reason not empty: the update failed, with its reason.
+        ("linux-health.txt", "linux-failing-definitions.txt", {}, ["update_failed"]),
+        # offline_definition_update / _verify_sig not "enabled", another URL, updated from the cloud.
+        (
+            "linux-health.txt",
+            "linux-misconfigured-definitions.txt",
+            {},
+            ["offline_update_disabled", "verify_sig_disabled", "not_updated_from_mirror", "url_drift"],
+        ),
+        # definitions older than the group's threshold.
+        ("linux-health.json", "linux-definitions.json", {"now": FIXTURES_NOW + timedelta(days=3)}, ["stale"]),
+        # passive mode, real-time protection off: automatic offline updates do not run.
+        ("linux-passive-health.json", "linux-definitions.json", {}, ["not_real_time"]),
+        # an agent older than the feature, which cannot print --details definitions either.
+        ("linux-old-health.txt", None, {}, ["definitions_details_missing", "agent_too_old"]),
+        # from 101.26062.0005: engine_signature_verification instead of the deprecated setting.
+        ("linux-new-health.txt", "linux-new-engine-sig-off-definitions.txt", {}, ["engine_sig_verification_off"]),
+    ],
+)
+def test_each_troubleshooting_rule_fires_from_what_the_real_cli_prints(
+    health_output, definitions_output, changes, expected
+):
+    findings = judged(health_output, definitions_output, **changes)
+    assert sorted(codes(findings)) == sorted(expected)
+
+
+def test_the_failure_reason_of_the_real_output_is_shown():
+    (finding,) = judged("linux-health.txt", "linux-failing-definitions.txt")
+    assert "Failed to download the update package from the offline definition url" in finding.explanation
+
+
+def test_the_misconfigured_endpoint_names_the_other_groups_url_and_the_cloud():
+    findings = {f.code: f for f in judged("linux-health.txt", "linux-misconfigured-definitions.txt")}
+    assert "/groups/broad/" in findings["url_drift"].explanation
+    assert "fallback_to_cloud is true" in findings["not_updated_from_mirror"].explanation
+
+
+def test_a_new_agent_ignores_verify_sig_and_checks_engine_signature_verification_whatever_the_policy():
+    assert judged("linux-new-health.txt", "linux-new-definitions.txt", wants_verify_sig=True) == []
+    (finding,) = judged("linux-new-health.txt", "linux-new-engine-sig-off-definitions.txt", wants_verify_sig=False)
+    assert finding.code == "engine_sig_verification_off" and finding.severity == "warning"
+    assert '"disabled"' in finding.explanation and "101.26062.0005" in finding.explanation
+    assert "mdatp health --details features" in finding.fix
+
+
+def test_an_older_agent_is_judged_on_verify_sig_even_if_it_prints_engine_signature_verification():
+    definitions = report_of("linux-definitions.txt").replace(
+        'offline_definition_update_verify_sig        : "enabled"',
+        'offline_definition_update_verify_sig        : "disabled"',
+    )
+    assert '"disabled"' in definitions
+    assert codes(judged("linux-health.txt", definitions)) == ["verify_sig_disabled"]
+    engine_off = definitions.replace(
+        "offline_definition_update_fallback_to_cloud",
+        'engine_signature_verification : "disabled"\noffline_definition_update_fallback_to_cloud',
+    )
+    assert codes(judged("linux-health.txt", engine_off)) == ["verify_sig_disabled"]
+
+
+def test_macos_agents_follow_the_macos_page_and_keep_the_verify_sig_rule():
+    definitions = report_of("mac-definitions.txt").replace(
+        'verify_sig        : "enabled"', 'verify_sig        : "disabled"'
+    )
+    health = report_of("mac-health.txt").replace('"101.25042.0002"', '"101.26062.0005"')
+    assert codes(judged(health, definitions, platform="mac")) == ["verify_sig_disabled"]
+
+
+@pytest.mark.parametrize(
+    ("app_version", "verify_sig", "platform", "era"),
+    [
+        ("101.26062.0005", "enabled", "linux", True),
+        ("101.26062.0004", "DEPRECATED", "linux", False),  # the version says
+        ("101.26100.0001", "DEPRECATED", "linux", True),
+        (None, "DEPRECATED", "linux", True),  # no version: the deprecated setting says
+        (None, "enabled", "linux", False),
+        ("101.26062.0005", "enabled", "mac", False),  # not documented for macOS
+    ],
+)
+def test_the_engine_signature_era_follows_the_agents_version(app_version, verify_sig, platform, era):
+    health = report(
+        app_version=f'"{app_version}"' if app_version else None,
+        offline_definition_update_verify_sig=f'"{verify_sig}"',
+    )
+    assert engine_signature_era(health, platform) is era
+
+
+def test_the_known_issue_fires_from_the_history_of_real_reports():
+    history = [
+        HistoryPoint(FIXTURES_NOW - timedelta(days=3), "enabled", "", None, None),
+        HistoryPoint(FIXTURES_NOW - timedelta(days=2), "disabled", "", None, None),
+        HistoryPoint(FIXTURES_NOW - timedelta(days=1), "enabled", "", None, None),
+    ]
+    findings = judged("linux-health.txt", "linux-failing-definitions.txt", history=history)
+    assert sorted(codes(findings)) == ["reenable_known_issue", "update_failed"]
+    assert judged("linux-health.json", "linux-definitions.json", history=history) == []
+    # A report without the offline facts neither completes nor breaks the pattern: it says nothing of them.
+    assert codes(judged("linux-health.json", history=history)) == ["definitions_details_missing"]

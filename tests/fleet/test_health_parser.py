@@ -1,4 +1,9 @@
-"""Reading `mdatp health` reports, text and JSON, as endpoints send them (fleet.health)."""
+"""Reading `mdatp health` reports, text and JSON, as endpoints send them (fleet.health).
+
+The fixtures in fixtures/mdatp/ are what the real CLI prints (their README names the sources); the
+agent's report puts `mdatp health` and `mdatp health --details definitions` together, as a JSON
+envelope or as text sections.
+"""
 
 import json
 import os
@@ -10,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fleet.health import Health, HealthParseError, parse_health
-from tests.samples import DESIGN_SAMPLE, MDATP, SEED_SAMPLE
+from tests.samples import DESIGN_SAMPLE, MDATP, SEED_SAMPLE, mdatp_fixture, mdatp_fixtures, report_of
 
 FULL_HEALTH = """\
 healthy                                     : false
@@ -127,7 +132,7 @@ def test_it_reads_the_full_health_output():
 def test_deprecated_verify_sig_and_new_keys_are_kept_not_rejected():
     health = parse_health(FULL_HEALTH)
     assert health.verify_sig == "DEPRECATED"
-    assert health.extra["engine_signature_verification"] == "enabled"
+    assert health.engine_signature_verification == "enabled"
 
 
 def test_unknown_keys_and_unexpected_values_are_kept():
@@ -201,7 +206,7 @@ JSON_SAMPLE = {
 }
 
 
-def test_it_reads_the_json_form_with_value_and_scope_objects():
+def test_it_still_reads_the_older_json_form_with_value_and_scope_objects():
     health = parse_health(json.dumps(JSON_SAMPLE, indent=2))
     assert health.form == "json"
     assert_sample_fields(health)
@@ -235,7 +240,7 @@ def test_json_fields_of_the_full_report():
     assert health.machine_guid == "abc"
     assert health.enforcement_level == "on_demand"
     assert health.verify_sig == "DEPRECATED"
-    assert health.extra["engine_signature_verification"] == "enabled"
+    assert health.engine_signature_verification == "enabled"
     assert health.extra["licensed"] is True
     assert "engine_signature_verification" in health.managed_keys
 
@@ -288,7 +293,50 @@ BAD_LINE_3[2] = "garbage"
         ("garbage", "line 1: expected 'key : value', got 'garbage'", 1, None),
         ("\n".join(BAD_LINE_3), "line 3: expected 'key : value', got 'garbage'", 3, None),
         ("Defender says hi\n" + DESIGN_SAMPLE, "line 1: expected 'key : value', got 'Defender says hi'", 1, None),
-        (DESIGN_SAMPLE + "user@vm:~$ mdatp health\n", "line 12: expected 'key : value'", 12, None),
+        (
+            DESIGN_SAMPLE + "user@vm:~$ mdatp health\n",
+            "line 12: no 'key : value' line after 'user@vm:~$ mdatp health': the output of that command is missing",
+            12,
+            None,
+        ),
+        (
+            "$ mdatp health\n$ mdatp health --details definitions\n" + DESIGN_SAMPLE,
+            "line 1: no 'key : value' line after '$ mdatp health'",
+            1,
+            None,
+        ),
+        ("$ mdatp health\n" + DESIGN_SAMPLE + "Defender says hi\n", "line 13: expected 'key : value'", 13, None),
+        (
+            '{"$type": "mdeOfflineAgentReport", "health": "healthy : true", "definitions": {}}',
+            "field 'health': expected the JSON object `mdatp health --output json` prints, got the string",
+            None,
+            "health",
+        ),
+        (
+            '{"$type": "mdeOfflineAgentReport", "definitions": [1]}',
+            "field 'definitions': expected the JSON object `mdatp health --details definitions --output json`",
+            None,
+            "definitions",
+        ),
+        ('{"$type": "mdeOfflineAgentReport"}', 'holds neither "health" nor "definitions"', None, None),
+        (
+            '{"$type": "mdeOfflineAgentReport", "health": {"healthy": true}, "definitions": {}}',
+            "no definitions keys in the report",
+            None,
+            None,
+        ),
+        (
+            '{"$type": "mdeOfflineAgentReport", "health": {}, "definitions": {"definitionsVersion": {"v": 1}}}',
+            "field 'definitions.definitionsVersion': expected a single value, got an object",
+            None,
+            "definitions.definitionsVersion",
+        ),
+        (
+            '{"offlineDefinitionUpdate": {"displayValue": true, "isManaged": "yes", "value": "enabled"}}',
+            "field 'offlineDefinitionUpdate': expected \"isManaged\" to be true or false, got the string 'yes'",
+            None,
+            "offlineDefinitionUpdate",
+        ),
         ("definitions_version\n", "line 1: expected 'key : value'", 1, None),
         (' : "1.2.3.4"\n', "line 1: expected 'key : value'", 1, None),
         (
@@ -355,7 +403,134 @@ def test_a_repeated_key_with_the_same_value_is_tolerated():
     assert health.definitions_version == "1.407.417.0"
 
 
-# --- Round trip with the stand-in mdatp -------------------------------------------------------
+# --- What the real CLI prints (fixtures/mdatp/) ---------------------------------------------------
+
+SETTINGS_OF_THE_CAPTURES = {  # wrapped as {"displayValue", "isManaged", "value"} in the public captures
+    "automaticDefinitionUpdateEnabled",
+    "cloudEnabled",
+    "passiveModeEnabled",
+    "realTimeProtectionEnabled",
+    "tamperProtection",
+    "telemetryClient",
+}
+
+
+@pytest.mark.parametrize("name", mdatp_fixtures())
+def test_every_fixture_parses_and_says_whether_it_holds_the_offline_facts(name):
+    health = parse_health(mdatp_fixture(name))
+
+    assert health.form == ("json" if name.endswith(".json") else "text")
+    holds_offline_facts = "-definitions" in name or name.endswith("-features.txt")
+    assert health.definitions_details is holds_offline_facts
+    if name.endswith("-features.txt"):  # the features view: verification states, no definitions status
+        assert health.engine_signature_verification == "enabled" and health.definitions_version is None
+        return
+    assert health.definitions_version and health.definitions_status == "up_to_date"
+    if "-definitions" in name:
+        assert health.offline_update in ("enabled", "disabled") and health.offline_url_configured
+        assert "offline_definition_url_configured" in health.managed_keys
+    else:
+        assert health.app_version and health.machine_guid and health.healthy is True
+        assert health.offline_update is None and health.update_source_uri is None
+
+
+@pytest.mark.parametrize("stem", ["linux-health", "linux-definitions", "mac-health", "mac-definitions"])
+def test_text_and_json_fixtures_of_one_output_give_the_same_facts(stem):
+    from_text, from_json = parse_health(mdatp_fixture(f"{stem}.txt")), parse_health(mdatp_fixture(f"{stem}.json"))
+
+    assert {f: getattr(from_text, f) for f in TYPED} == {f: getattr(from_json, f) for f in TYPED}
+    # JSON also holds the settings the text form does not print ("displayValue": false).
+    assert set(from_text.extra) <= set(from_json.extra)
+
+
+def test_the_json_form_is_one_line_with_its_type_and_setting_wrappers():
+    body = mdatp_fixture("linux-health.json")
+    data = json.loads(body)
+
+    assert body.count("\n") == 1 and data["$type"] == "getHealthAllResult"
+    assert {k for k, v in data.items() if isinstance(v, dict) and "isManaged" in v} >= SETTINGS_OF_THE_CAPTURES
+    assert all(isinstance(v["displayValue"], bool) for v in data.values() if isinstance(v, dict) and "isManaged" in v)
+
+
+def test_is_managed_gives_the_managed_flag_and_display_value_is_not_kept():
+    health = parse_health(mdatp_fixture("linux-health.json"))
+
+    assert health.managed_keys == ["automatic_definition_update_enabled", "real_time_protection_enabled"]
+    assert health.scopes["passive_mode_enabled"] == "local"
+    assert health.extra["proxy"] == "None" and health.extra["telemetry_client"] == "OneDs"  # JSON-only settings
+    assert not [key for key in health.extra if key.endswith(".displayValue")]
+    assert "$type" not in health.extra
+
+
+def test_the_passive_capture_is_on_demand_and_not_managed():
+    health = parse_health(mdatp_fixture("linux-passive-health.json"))
+
+    assert (health.passive_mode, health.real_time_protection, health.enforcement_level) == (True, False, "passive")
+    assert health.scopes["real_time_protection_enabled"] == "local"
+
+
+def test_the_macos_flavour_keeps_its_own_keys():
+    health = parse_health(mdatp_fixture("mac-health.json"))
+
+    assert health.extra["real_time_protection_subsystem"] == "endpoint_security_extension"
+    assert health.extra["network_events_subsystem"] == "network_filter_extension"
+    assert health.extra["full_disk_access_enabled"] is True
+
+
+def test_a_new_agent_reports_deprecated_verify_sig_and_engine_signature_verification():
+    for name in ("linux-new-definitions.txt", "linux-new-definitions.json", "linux-new-features.txt"):
+        health = parse_health(mdatp_fixture(name))
+        assert (health.verify_sig, health.engine_signature_verification) == ("DEPRECATED", "enabled"), name
+
+
+# --- What the agent sends: both outputs in one report ----------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["json", "txt"])
+@pytest.mark.parametrize("platform", ["linux", "mac", "linux-new"])
+def test_the_agents_report_holds_the_general_and_the_offline_facts(platform, form):
+    body = report_of(f"{platform}-health.{form}", f"{platform}-definitions.{form}")
+
+    health = parse_health(body)
+
+    assert health.form == ("json" if form == "json" else "text")
+    assert health.sections == ["health", "definitions"] and health.definitions_details
+    assert health.app_version and health.machine_guid and health.enforcement_level == "real_time"
+    assert health.offline_update == "enabled" and health.update_source_uri == health.offline_url_configured
+    assert f"/{platform.split('-')[0]}/production/" in health.offline_url_configured
+    assert "offline_definition_update" in health.managed_keys and "real_time_protection_enabled" in health.managed_keys
+
+
+@pytest.mark.parametrize("form", ["json", "txt"])
+def test_a_key_in_both_sections_takes_the_definitions_value_without_a_reported_twice_error(form):
+    # A minute passed between the two commands: the general output is one minute older.
+    health_output = mdatp_fixture(f"linux-health.{form}").replace("47", "46", 1)
+    assert "46" in health_output
+
+    health = parse_health(report_of(health_output, f"linux-definitions.{form}"))
+
+    assert health.definitions_updated_minutes_ago == 47
+
+
+def test_the_plain_health_alone_is_read_and_says_the_offline_facts_are_missing():
+    health = parse_health(report_of("linux-old-health.txt"))
+
+    assert health.app_version == "101.23062.0010" and health.definitions_version == "1.421.118.0"
+    assert not health.definitions_details and health.offline_update is None and health.fail_reason == ""
+
+    sectioned = parse_health("$ mdatp health\n" + mdatp_fixture("linux-old-health.txt"))
+    assert sectioned.sections == ["health"] and not sectioned.definitions_details
+
+
+def test_unknown_members_of_the_agents_report_are_kept():
+    body = report_of("linux-health.json", "linux-definitions.json").replace(
+        '"health":', '"agentVersion":"2","health":', 1
+    )
+
+    assert parse_health(body).extra["agent_version"] == "2"
+
+
+# --- The stand-in mdatp answers as the real CLI ----------------------------------------------------
 
 
 def run_mdatp(*args, state=None, env=None, tmp_path=None):
@@ -375,14 +550,13 @@ STATE = {
     "definitions_status": "up_to_date",
     "definitions_update_source_uri": "https://go.microsoft.com/fwlink/?linkid=2144709",
     "definitions_update_fail_reason": 'Failed to download "updates.zip": connection refused',
-    "offline_definition_url_configured": {"value": "http://mirror.lan:8000/linux/production/", "scope": "managed"},
-    "offline_definition_update_verify_sig": "DEPRECATED",
+    "offline_definition_url_configured": {"value": "http://mirror.lan:8000/linux/production/", "isManaged": True},
     "real_time_protection_enabled": False,
     "passive_mode_enabled": True,
     "health_issues": ["no active event provider"],
     "healthy": False,
     "product_expiration": "2027-01-01T00:00:00Z",
-    "engine_signature_verification": "enabled",
+    "app_version": "101.26062.0005",
 }
 
 TYPED = [f for f in Health.__dataclass_fields__ if f not in ("form", "scopes", "extra")]
@@ -396,24 +570,47 @@ def test_the_stand_in_text_and_json_outputs_parse_to_the_same_facts(tmp_path, de
     from_text, from_json = parse_health(text.stdout), parse_health(as_json.stdout)
     assert (from_text.form, from_json.form) == ("text", "json")
     assert {f: getattr(from_text, f) for f in TYPED} == {f: getattr(from_json, f) for f in TYPED}
-    assert set(from_text.extra) == set(from_json.extra)
+    assert set(from_text.extra) <= set(from_json.extra)
     assert from_text.definitions_version == "1.407.500.0"
     assert from_text.definitions_updated_at == SAMPLE_TIME
     assert from_text.definitions_updated_minutes_ago == 75
-    assert from_text.fail_reason == 'Failed to download "updates.zip": connection refused'
-    assert from_text.verify_sig == "DEPRECATED"
-    assert from_text.fallback_to_cloud is False
-    assert "offline_definition_update_fallback_to_cloud" in from_text.managed_keys
-    assert "false[managed]" in text.stdout
-    assert from_text.extra["engine_signature_verification"] == "enabled"
-    if not details:
+    if details:
+        assert from_text.fail_reason == 'Failed to download "updates.zip": connection refused'
+        assert (from_text.verify_sig, from_text.engine_signature_verification) == ("DEPRECATED", "enabled")
+        assert from_text.fallback_to_cloud is False
+        assert "offline_definition_update_fallback_to_cloud" in from_text.managed_keys
+        assert "false[managed]" in text.stdout
+    else:
+        assert not from_text.definitions_details and from_text.update_source_uri is None
         assert from_text.enforcement_level == "passive"
         assert from_text.health_issues == ["no active event provider"]
-        assert from_text.app_version == "101.24032.0007"
+        assert from_text.app_version == "101.26062.0005"
+
+
+@pytest.mark.parametrize(("platform", "fixture"), [("linux", "linux-health.json"), ("mac", "mac-health.json")])
+def test_the_stand_ins_json_has_the_keys_and_wrappers_of_the_real_capture(platform, fixture):
+    printed = json.loads(run_mdatp("health", "--output", "json", env={"MDATP_STANDIN_PLATFORM": platform}).stdout)
+    real = json.loads(mdatp_fixture(fixture))
+
+    assert set(printed) == set(real)
+    assert {k for k, v in printed.items() if isinstance(v, dict)} == {k for k, v in real.items() if isinstance(v, dict)}
+    assert printed["$type"] == "getHealthAllResult"
+
+
+def test_the_stand_in_prints_the_offline_fields_only_with_details_definitions(tmp_path):
+    plain = run_mdatp("health", tmp_path=tmp_path).stdout
+    details = run_mdatp("health", "--details", "definitions", tmp_path=tmp_path).stdout
+
+    assert "offline_definition" not in plain and "definitions_update_source_uri" not in plain
+    assert "definitions_version" in plain and "app_version" in plain
+    assert 'offline_definition_update                   : "enabled" [managed]' in details
+    assert "app_version" not in details
 
 
 def test_the_stand_in_defaults_are_a_healthy_linux_endpoint(tmp_path):
-    health = parse_health(run_mdatp("health", tmp_path=tmp_path).stdout)
+    health = parse_health(
+        report_of(run_mdatp("health", tmp_path=tmp_path).stdout, run_mdatp("health", "--details", "definitions").stdout)
+    )
     assert (health.healthy, health.definitions_version, health.app_version) == (True, "1.407.417.0", "101.24032.0007")
     assert health.enforcement_level == "real_time" and health.automatic_updates is True
     assert health.update_source_uri == health.offline_url_configured and "/linux/" in health.offline_url_configured
@@ -423,11 +620,35 @@ def test_the_stand_in_defaults_are_a_healthy_linux_endpoint(tmp_path):
         "",
         "up_to_date",
     )
+    assert health.engine_signature_verification is None
+
+
+def test_a_new_stand_in_agent_deprecates_verify_sig_whatever_the_state_says():
+    env = {
+        "MDATP_STANDIN_APP_VERSION": "101.26062.0005",
+        "MDATP_STANDIN_OFFLINE_DEFINITION_UPDATE_VERIFY_SIG": "enabled",
+    }
+    for view in ("definitions", "features"):
+        out = run_mdatp("health", "--details", view, env=env).stdout
+        assert 'offline_definition_update_verify_sig : "DEPRECATED"' in " ".join(out.split())
+        assert parse_health(out).engine_signature_verification == "enabled"
+    macos = run_mdatp("health", "--details", "definitions", env={**env, "MDATP_STANDIN_PLATFORM": "mac"}).stdout
+    assert parse_health(macos).verify_sig == "enabled" and "engine_signature_verification" not in macos
+
+
+@pytest.mark.parametrize(("lacks", "args"), [("json", ("--output", "json")), ("details", ("--details", "definitions"))])
+def test_an_old_stand_in_agent_refuses_what_it_lacks(lacks, args):
+    refused = run_mdatp("health", *args, env={"MDATP_STANDIN_LACKS": lacks})
+
+    assert refused.returncode == 2 and refused.stdout == "" and args[0] in refused.stderr
+    assert run_mdatp("health", env={"MDATP_STANDIN_LACKS": lacks}).returncode == 0
 
 
 def test_the_stand_in_environment_overrides_the_state_file(tmp_path):
     result = run_mdatp(
         "health",
+        "--details",
+        "definitions",
         "--output",
         "json",
         state=STATE,
@@ -446,6 +667,8 @@ def test_the_stand_in_prints_one_field_the_version_and_updates(tmp_path):
     assert run_mdatp("--version").stdout == "Product version: 101.24032.0007\n"
     update = run_mdatp("definitions", "update")
     assert update.returncode == 0 and update.stdout.strip()
+    failed = run_mdatp("definitions", "update", env={"MDATP_STANDIN_UPDATE_FAIL": "1"})
+    assert failed.returncode == 1 and "Failed to update definitions" in failed.stderr
 
 
 def test_the_stand_in_fails_like_mdatp_when_asked():
