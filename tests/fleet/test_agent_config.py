@@ -268,3 +268,19 @@ def test_the_help_names_the_new_options_and_what_the_agent_touches(tmp_path):
     assert run.returncode == 0
     for words in ("--config-dry-run", "--restore-config", "MANAGED_PREFERENCES_DIR", "mdatp_managed.json.bak-"):
         assert words in run.stdout
+
+
+@pytest.mark.django_db
+def test_the_group_page_says_which_keys_the_agent_touches_and_how_to_preview_and_undo(viewer, make_group):
+    ring = make_group("broad", platforms=("linux", "mac"), enforcement_level="real_time")
+    client = Client()
+    client.force_login(viewer)
+
+    page = client.get(f"/groups/{ring.slug}/").content.decode()
+
+    for section, values in managed_settings(ring, "linux").items():
+        for key in values:
+            assert f"<code>{section}.{key}</code>" in page
+    assert "every other setting (exclusions, tamper protection, cloud settings…) is kept" in page
+    assert "mdatp_managed.json.bak-" in page and "--config-dry-run" in page and "--restore-config" in page
+    assert "/Library/Managed Preferences/com.microsoft.wdav.plist" in page
