@@ -36,3 +36,22 @@ def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
     tree.collect_garbage(mirror.publish_path)
     package_published.send(sender=Mirror, mirror=mirror, package=package)
     return publication
+
+
+def rebuild_tree(mirror: Mirror) -> int:
+    """Write the mirror's tree again from its publications (what the rows say it serves); returns how many targets.
+
+    A tree written by an earlier version (symlinks into ``.packages/``) comes out as plain folders; a target
+    already right is left as it is.
+    """
+    count = 0
+    for pk in Publication.objects.filter(mirror=mirror).values_list("pk", flat=True):
+        # The same row lock as publish(): a rebuild never interleaves with a publication of the target.
+        with transaction.atomic():
+            row = Publication.objects.select_for_update(of=("self",)).select_related("current", "previous").get(pk=pk)
+            tree.publish_target(
+                mirror.publish_path, row.current.target, row.current, row.previous, keep_back=mirror.keep_previous
+            )
+        count += 1
+    tree.collect_garbage(mirror.publish_path)
+    return count

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.management import CommandError, call_command
 
 from fleet.models import EndpointGroup
 from fleet.services import rings
@@ -334,3 +335,27 @@ def test_an_old_ring_tree_is_converted_by_rebuilding_it_and_by_retention(
     prune_packages()  # retention's garbage collection walks the mirror's tree and the rings' below it
     assert not (group.tree_path / ".packages").exists()
     assert files_of(group.tree_path) == expected
+
+
+def test_rebuild_trees_writes_every_mirror_and_ring_tree_again_as_plain_folders(
+    mirror, make_group, make_package, operator
+):
+    a, b = make_package(), make_package()
+    publish(mirror, a)
+    publish(mirror, b)
+    group = make_group("pilot")
+    rings.approve_package(group, a, operator)
+    rings.approve_package(group, b, operator)
+    expected = {root: files_of(root) for root in (mirror.publish_path, group.tree_path)}
+    for root in expected:
+        write_legacy_tree(root)
+    out = io.StringIO()
+
+    call_command("rebuild_trees", stdout=out)
+
+    assert f"main: 1 target(s) in {mirror.publish_path}" in out.getvalue() and "ring pilot" in out.getvalue()
+    assert [str(path) for path, info in entries(mirror.publish_path) if stat.S_ISLNK(info.st_mode)] == []
+    assert [str(path) for path, _ in entries(mirror.publish_path) if path.name.startswith(".")] == []
+    assert {root: files_of(root) for root in expected} == expected
+    with pytest.raises(CommandError, match="no mirror nope"):
+        call_command("rebuild_trees", "--mirror", "nope")
