@@ -1,7 +1,7 @@
 """Rings: approvals, promotion, rollback, the rollout rules and their health gate, the group trees.
 
 UI, API, Celery tasks and the mirror's publish signal all come through here. What a
-group's endpoints receive changes only by swapping the group tree's links (disk first)
+group's endpoints receive changes only by swapping the group tree's folders (disk first)
 and then the GroupTarget row, under that row's lock; every change is an ApprovalEvent
 and an audit entry. Each refusal is checked in one function below, which both the
 confirmation pages' plans (``plan_promotion``, ``plan_rollback``) and the changes call.
@@ -46,7 +46,7 @@ def is_newer(package: SignaturePackage, than: SignaturePackage | None) -> bool:
 
 
 def publish_group_target(group: EndpointGroup, row: GroupTarget) -> None:
-    """Point the group tree's target at the row's packages (atomic link swaps, DESIGN §2.2 layout)."""
+    """Write the group tree's target folders for the row's packages (atomic folder swaps, DESIGN §2.2 layout)."""
     root = group.tree_path
     if row.current is None:
         return
