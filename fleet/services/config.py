@@ -339,10 +339,11 @@ def read_managed_json(existing: bytes | None) -> dict:
         )
     except _Constant as exc:
         # Python reads NaN and Infinity; JSON (and mdatp) do not. Find where, skipping strings.
-        found = next(m for m in re.finditer(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)', text) if m.group(1) == str(exc))
-        raise Refused(
-            f"not valid JSON at {_position(text, found.start(1))}: {exc} is not a JSON number", "file"
-        ) from None
+        found = next(
+            (m for m in re.finditer(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)', text) if m.group(1) == str(exc)), None
+        )
+        where = f" at {_position(text, found.start(1))}" if found else ""
+        raise Refused(f"not valid JSON{where}: {exc} is not a JSON number", "file") from None
     except json.JSONDecodeError as exc:
         raise Refused(f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", "file") from None
     data = _objects(data, "")
@@ -367,9 +368,7 @@ def _dumps(value, indent: str = "") -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        members = ",\n".join(
-            f"{inner}{json.dumps(key, ensure_ascii=False)}: {_dumps(item, inner)}" for key, item in value.items()
-        )
+        members = ",\n".join(f"{inner}{_text(key)}: {_dumps(item, inner)}" for key, item in value.items())
         return "{\n" + members + "\n" + indent + "}"
     if isinstance(value, list):
         if not value:
@@ -377,7 +376,18 @@ def _dumps(value, indent: str = "") -> str:
         return "[\n" + ",\n".join(inner + _dumps(item, inner) for item in value) + "\n" + indent + "]"
     if isinstance(value, _Number):
         return str(value)
-    return json.dumps(value, ensure_ascii=False)
+    return _text(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _text(value: str) -> str:
+    """A JSON string with its text unescaped; one holding a lone surrogate ("\\ud800", valid JSON but not
+    UTF-8) is written all escaped, so that the file stays UTF-8."""
+    written = json.dumps(value, ensure_ascii=False)
+    try:
+        written.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return written
 
 
 @dataclass(frozen=True)
@@ -455,8 +465,9 @@ def mdm_profile_conflict(existing: bytes | None, group) -> None:
         raise Refused(f"the managed preferences are {len(existing)} bytes; at most {MAX_MANAGED_BYTES}", "file", 413)
     try:
         prefs = plistlib.loads(existing)
-    except (plistlib.InvalidFileException, ValueError, TypeError, OverflowError) as exc:
-        raise Refused(f"the managed preferences of com.microsoft.wdav are not a property list: {exc}", "file") from None
+    except Exception as exc:  # plistlib raises expat, struct, index... errors on a broken file: all mean "not a plist"
+        why = str(exc) or type(exc).__name__
+        raise Refused(f"the managed preferences of com.microsoft.wdav are not a property list: {why}", "file") from None
     if not isinstance(prefs, dict):
         raise Refused("the managed preferences of com.microsoft.wdav are not a dictionary", "file")
     differ = []

@@ -371,6 +371,17 @@ def test_true_is_not_taken_for_one_nor_one_for_true(mirror, make_group):
     assert json.loads(merged.body)["cloudService"]["automaticDefinitionUpdateEnabled"] is True
 
 
+def test_a_string_with_a_lone_surrogate_is_kept_escaped_so_the_file_stays_utf_8(mirror, make_group):
+    group = make_group("pilot")
+    existing = '{"edr": {"tags": [{"key": "GROUP", "value": "Bâtiment \\ud800 5"}]}}'.encode()
+
+    merged = config.merge_managed_config(existing, group, "linux")
+
+    merged.body.decode("utf-8")  # strict: the file stays UTF-8
+    assert b'"value": "B\\u00e2timent \\ud800 5"' in merged.body  # that one string is written all escaped
+    assert json.loads(merged.body)["edr"] == json.loads(existing)["edr"]
+
+
 @pytest.mark.parametrize(
     "existing, status, words",
     [
@@ -539,8 +550,18 @@ def test_an_mdm_profile_without_the_groups_keys_is_a_conflict_reported_instead_o
     assert endpoint.managed_config_problem == "" and endpoint.finding_codes == ""
 
 
-def test_managed_preferences_that_are_not_a_property_list_are_refused(enrolled):
-    _, client = enrolled("mac")
-    response = client.post(URL, b"antivirusEngine = {}", content_type="application/x-plist")
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"antivirusEngine = {}",
+        b'<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>antivirusEngine</key>',
+        b"bplist00\xd1\x01\x02",
+    ],
+)
+def test_managed_preferences_that_are_not_a_property_list_are_refused(enrolled, body):
+    endpoint, client = enrolled("mac")
+    response = client.post(URL, body, content_type="application/x-plist")
     assert response.status_code == 400
     assert "the managed preferences of com.microsoft.wdav are not a property list" in response.json()["detail"]
+    endpoint.refresh_from_db()
+    assert endpoint.finding_codes == ",managed_config_unreadable,"
