@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -133,9 +134,11 @@ def _holds(folder: Path, package) -> bool:
         if names != [MANIFEST, ZIP]:
             return False
         on_disk, blob = os.lstat(folder / ZIP), os.stat(package.path)
-        return (on_disk.st_dev, on_disk.st_ino) == (blob.st_dev, blob.st_ino) and (
-            folder / MANIFEST
-        ).read_bytes() == package.manifest_bytes()
+        same = (on_disk.st_dev, on_disk.st_ino) == (blob.st_dev, blob.st_ino) or (
+            # A copy (tree on another filesystem) carries the blob's size and mtime (_link_or_copy).
+            stat.S_ISREG(on_disk.st_mode) and (on_disk.st_size, on_disk.st_mtime_ns) == (blob.st_size, blob.st_mtime_ns)
+        )
+        return same and (folder / MANIFEST).read_bytes() == package.manifest_bytes()
     except OSError:
         return False
 
@@ -148,8 +151,8 @@ def _link_or_copy(blob: Path, destination: Path) -> None:
         pass  # another filesystem than the store (EXDEV), or links refused: a copy
     shutil.copyfile(blob, destination)
     # The blob's times: nginx's validators (mtime) then do not depend on how the file got here.
-    stat = os.stat(blob)
-    os.utime(destination, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    times = os.stat(blob)
+    os.utime(destination, ns=(times.st_atime_ns, times.st_mtime_ns))
     os.chmod(destination, 0o444)
     _fsync_file(destination)
 

@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -20,7 +21,7 @@ from django.core.management import CommandError, call_command
 from fleet.models import EndpointGroup
 from fleet.services import rings
 from mirror import tree
-from mirror.services.publish import publish
+from mirror.services.publish import publish, rebuild_tree
 from mirror.services.retention import prune_packages
 from mirror.store import sha256_of
 from tests.mirror.helpers import sync
@@ -359,3 +360,29 @@ def test_rebuild_trees_writes_every_mirror_and_ring_tree_again_as_plain_folders(
     assert {root: files_of(root) for root in expected} == expected
     with pytest.raises(CommandError, match="no mirror nope"):
         call_command("rebuild_trees", "--mirror", "nope")
+
+
+def test_on_another_filesystem_the_tree_holds_copies_and_a_rebuild_does_not_copy_them_again(
+    store, mirror, make_package
+):
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == store.parent.stat().st_dev:
+        pytest.skip("no tmpfs at /dev/shm beside the store's filesystem")
+    mirror.publish_root = tempfile.mkdtemp(prefix="tree-test-", dir=other)
+    mirror.save()
+    try:
+        a, b = make_package(), make_package()
+        publish(mirror, a)
+        publish(mirror, b)
+        zip_path = mirror.publish_path / "linux/production/arch_x86_64/updates.zip"
+        copied = zip_path.stat()
+        assert copied.st_dev != b.path.stat().st_dev and zip_path.read_bytes() == b.path.read_bytes()
+        assert (
+            mirror.publish_path / "linux/production_back/arch_x86_64/updates.zip"
+        ).read_bytes() == a.path.read_bytes()
+
+        assert rebuild_tree(mirror) == 1
+
+        assert zip_path.stat().st_ino == copied.st_ino  # recognised as b's copy: left as it is
+    finally:
+        shutil.rmtree(mirror.publish_root, ignore_errors=True)
