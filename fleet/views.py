@@ -390,6 +390,8 @@ COMPLIANCE_TONE = {
     Compliance.NEW: "muted",
     Compliance.FAILING: "bad",
     Compliance.MISCONFIGURED: "bad",
+    Compliance.ROLLED_BACK: "bad",
+    Compliance.UNSERVED: "bad",
 }
 SEVERITY_TONE = {"critical": "bad", "warning": "warn", "info": "muted"}
 FILTER_ORDER = ["q", "group", "compliance", "version", "finding", "platform", "arch", "decommissioned"]
@@ -710,9 +712,10 @@ class EndpointDetailView(RoleRequiredMixin, TemplateView):
         return self.render_to_response(self.get_context_data(endpoint=get_endpoint(pk)))
 
     def get_context_data(self, endpoint, **kwargs):
+        # What its ring serves now comes first: judged live, so it is never older than the last approval change.
         findings = [
             {**finding, "tone": SEVERITY_TONE.get(finding.get("severity"), "muted")}
-            for finding in endpoint.findings or []
+            for finding in [f.to_dict() for f in rings.ring_findings(endpoint)] + list(endpoint.findings or [])
             if isinstance(finding, dict)
         ]
         history = list(endpoint.reports.all()[:20])

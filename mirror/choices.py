@@ -41,6 +41,7 @@ ACTIVE_SYNC_STATES = (SyncState.QUEUED, SyncState.RUNNING)
 
 class TargetOutcome(models.TextChoices):
     NEW = "new", "New version"
+    WITHDRAWN = "withdrawn", "Withdrawn upstream (an older version is served again)"
     UNCHANGED = "unchanged", "Unchanged"
     FAILED = "failed", "Failed"
 

@@ -13,6 +13,13 @@ from django.dispatch import Signal
 # committed and the tree swapped). Arguments: mirror, package. fleet rolls it out to rings.
 package_published = Signal()
 
+# Sent when a sync found its upstream serving an OLDER version of a target than the mirror's current one
+# (Microsoft withdrew a bad definition) and published it as Microsoft's script does: the older one current,
+# the withdrawn one n-1 (<channel>_back). Sent after package_published for the older one, once the audit entry
+# upstream.withdrew is written. Arguments: mirror, package (the older one, now current), withdrawn (the newer
+# one). fleet moves its rings on "latest" back at once.
+package_withdrawn = Signal()
+
 # Sent when a sync run reached its final state (succeeded, partial or failed) and that state is saved.
 # Argument: run. portal evaluates its sync alert rules at once. finish_run is called outside any
 # transaction but for a stale run replaced by request_sync: a receiver that queues work does so

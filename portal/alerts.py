@@ -312,14 +312,85 @@ def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
     return matches
 
 
+def check_upstream_withdrew(rule: AlertRule, now) -> list[ConditionMatch]:
+    """Mirror targets whose upstream withdrew a version (it serves an older one than before), while the mirror still
+    serves that older version: resolved once the upstream moves on to a newer one. Says which rings followed (on
+    'latest') and which still serve the withdrawn version (manual and 'after' rings: an operator decides)."""
+    from fleet.choices import RolloutMode
+    from fleet.models import GroupTarget
+    from mirror.services.sync import withdrawals_in_effect
+    from mirror.targets import Target
+
+    mirrors = {mirror.pk: mirror for mirror in _mirrors(rule)}
+    matches = []
+    for withdrawal in withdrawals_in_effect(set(mirrors)):
+        mirror, target = mirrors[withdrawal.mirror_id], Target.parse(withdrawal.target)
+        still = sorted(
+            GroupTarget.objects.filter(
+                group__mirror=mirror,
+                platform=target.platform,
+                channel=target.channel,
+                arch=target.arch,
+                current_id=withdrawal.withdrawn_id,
+            ).values_list("group__slug", "group__rollout")
+        )
+        followed = sorted(
+            GroupTarget.objects.filter(
+                group__mirror=mirror,
+                group__rollout=RolloutMode.LATEST,
+                platform=target.platform,
+                channel=target.channel,
+                arch=target.arch,
+                current_id=withdrawal.served_id,
+            ).values_list("group__slug", flat=True)
+        )
+        lines = [
+            f"The upstream of mirror {mirror.name} served {withdrawal.withdrawn} for {target} and now serves the older "
+            f"{withdrawal.served} again: it withdrew {withdrawal.withdrawn}. The mirror followed, as Microsoft's "
+            f"download script does ({withdrawal.served} is current, {withdrawal.withdrawn} is in "
+            f"{target.channel}_back)."
+        ]
+        if followed:
+            lines.append(f"Rings on 'latest' followed at once: {', '.join(followed)}.")
+        if still:
+            listed = ", ".join(f"{slug} ({mode})" for slug, mode in still)
+            lines.append(
+                f"Rings that still serve {withdrawal.withdrawn}: {listed}. Roll them back or approve "
+                f"{withdrawal.served} on their pages."
+            )
+        matches.append(
+            ConditionMatch(
+                subject=f"withdrawal:{mirror.pk}:{target}",
+                label=f"mirror {mirror.name} {target}",
+                summary=f"Mirror {mirror.name}: the upstream withdrew {withdrawal.withdrawn} on {target}",
+                text=" ".join(lines),
+                url=portal_url(reverse("mirror:mirror_detail", args=[mirror.slug])),
+                details={
+                    "mirror": mirror.slug,
+                    "target": str(target),
+                    "withdrawn": withdrawal.withdrawn,
+                    "served": withdrawal.served,
+                    "withdrawn_at": withdrawal.at.isoformat(),
+                    "run": withdrawal.run,
+                    "followed": followed,
+                    "still_serving": [slug for slug, _ in still],
+                },
+                severity=AlertSeverity.CRITICAL,
+            )
+        )
+    return matches
+
+
 CHECKS = {
     AlertRuleKind.SYNC_FAILED: check_sync_failed,
     AlertRuleKind.SYNC_OVERDUE: check_sync_overdue,
     AlertRuleKind.GROUP_COMPLIANCE_BELOW: check_group_compliance,
     AlertRuleKind.ENDPOINTS_SILENT: check_endpoints_silent,
     AlertRuleKind.GATE_HELD: check_gate_held,
+    AlertRuleKind.UPSTREAM_WITHDREW: check_upstream_withdrew,
 }
-SYNC_KINDS = (AlertRuleKind.SYNC_FAILED, AlertRuleKind.SYNC_OVERDUE)
+# Evaluated as soon as a sync finishes (on_sync_finished), not only at beat's next round.
+SYNC_KINDS = (AlertRuleKind.SYNC_FAILED, AlertRuleKind.SYNC_OVERDUE, AlertRuleKind.UPSTREAM_WITHDREW)
 
 
 # --- Evaluation -----------------------------------------------------------------------------------

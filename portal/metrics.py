@@ -41,6 +41,8 @@ from mirror.models import Mirror, SignaturePackage, SyncRun
 from mirror.targets import Target
 
 FINISHED = (SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED)
+# Target outcomes of a sync that reached the upstream and left the target as the upstream has it.
+SYNCED = (TargetOutcome.NEW, TargetOutcome.WITHDRAWN, TargetOutcome.UNCHANGED)
 # Runs read per mirror to find each target's last success (see DatabaseCollector.last_successes).
 RECENT_RUNS_PER_MIRROR = 50
 
@@ -162,7 +164,7 @@ class DatabaseCollector:
             runs_read[mirror_id] += 1
             for result in results or ():
                 name = result.get("target", "")
-                if result.get("outcome") in (TargetOutcome.NEW, TargetOutcome.UNCHANGED) and name.count("/") == 2:
+                if result.get("outcome") in SYNCED and name.count("/") == 2:
                     key = (mirror_id, Target.parse(name))  # runs stored before Target read "linux/production/x86_64"
                     if key not in found or finished_at > found[key]:
                         found[key] = finished_at

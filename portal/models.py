@@ -125,6 +125,7 @@ class AlertRule(models.Model):
         AlertRuleKind.GROUP_COMPLIANCE_BELOW: ("group", "threshold_percent"),
         AlertRuleKind.ENDPOINTS_SILENT: ("group", "days", "min_endpoints"),
         AlertRuleKind.GATE_HELD: ("group", "hours"),
+        AlertRuleKind.UPSTREAM_WITHDREW: ("mirror",),
     }
     REQUIRED = {"hours": "a number of hours", "days": "a number of days", "threshold_percent": "a percentage (0–100)"}
 
@@ -217,6 +218,7 @@ class AlertRule(models.Model):
             AlertRuleKind.ENDPOINTS_SILENT: f"{self.min_endpoints} or more endpoints of {'the fleet' if not self.group_id else group} "
             f"silent for {self.days} days",
             AlertRuleKind.GATE_HELD: f"a health gate of {group} holds a version back for {self.hours} h",
+            AlertRuleKind.UPSTREAM_WITHDREW: f"the upstream of {mirror} withdrew a version it had served",
         }.get(self.kind, self.kind)
 
 

@@ -18,6 +18,7 @@ from core.models import AuditEvent, Heartbeat
 from core.roles import RoleRequiredMixin
 from fleet.choices import Compliance, FindingCode
 from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
+from fleet.services import rings
 from mirror.models import Mirror, SyncRun
 from mirror.views import FAILURES_LOOKED_AT, HEAVY_RUN_FIELDS, failures_in_a_row, next_run_context
 from portal import alerts
@@ -61,6 +62,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         trend = self._trend(groups)
         findings = self._findings(fleet)
         mirrors = self._mirrors()
+        unserved = self._unserved(compliance)
         data = {
             "states": [{"value": s["value"], "label": s["label"]} for s in compliance["states"]],
             "overall": [cell["n"] for cell in compliance["overall"]["cells"]],
@@ -92,6 +94,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             trend=trend,
             findings=findings,
             mirrors=mirrors,
+            unserved=unserved,
             data=data,
             **kwargs,
         )
@@ -189,6 +192,23 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             for day in sorted(days)
         ]
         return {"selected": selected, "rows": rows, "days": TREND_DAYS}
+
+    @staticmethod
+    def _unserved(compliance) -> list[dict]:
+        """Rings that serve nothing for some of their targets, each with its page and its unserved endpoints (two queries)."""
+        column = next(i for i, s in enumerate(compliance["states"]) if s["value"] == Compliance.UNSERVED)
+        cells = {row["group"].pk: row["cells"][column] for row in compliance["groups"]}
+        return [
+            {
+                "group": group,
+                "targets": [
+                    {"name": str(target), "anchor": f"target-{target.platform}-{target.arch}"} for target in targets
+                ],
+                "url": reverse("fleet:group_detail", args=[group.slug]),
+                "endpoints": cells.get(group.pk, {"n": 0, "url": ""}),
+            }
+            for group, targets in rings.unserved_targets()
+        ]
 
     @staticmethod
     def _findings(fleet) -> list[dict]:

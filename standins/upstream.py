@@ -549,6 +549,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         ]
                     },
                 )
+            elif (self.command, name) == ("POST", "withdraw"):
+                served = owner.withdraw(body.get("platform"), body.get("channel"), body.get("arch"))
+                self._json(
+                    200,
+                    {
+                        "served": [
+                            dict(zip(("platform", "channel", "arch"), target, strict=True), definition=version)
+                            for target, version in served
+                        ]
+                    },
+                )
             elif (self.command, name) == ("POST", "fault"):
                 options = {k: body[k] for k in ("retry_after", "delay") if body.get(k) is not None}
                 owner.set_fault(body.get("mode"), body.get("scope", "any"), body.get("count"), **options)
@@ -657,11 +668,36 @@ class StandinUpstream:
             for target, state in self._targets.items():
                 if (platform or target[0], channel or target[1], arch or target[2]) != target:
                     continue
-                state.definition = _bump(state.definition)
+                # From the newest ever handed out: after a withdrawal the next release is a new number, not the withdrawn one.
+                state.definition = _bump(state.history[-1])
                 state.date = date
                 state.history.append(state.definition)
                 released.append((target, state.definition))
         return released  # packages are built on first request: 8 targets x 1 GB up front would be wrong
+
+    def withdraw(self, platform=None, channel=None, arch=None) -> list:
+        """Serve the version before the current one again on matching targets (None = all); [(target, version)].
+
+        What a client sees when Microsoft withdraws a bad definition: fwlink's manifest and package answer with an
+        older version than they gave before. Microsoft's download script does not compare versions, it takes what
+        the link gives and keeps its previous download as <channel>_back (microsoft/mdatp-xplat,
+        linux/definition_downloader/xplat_offline_updates_download.sh). The withdrawn version stays downloadable
+        by its own URL, as CDN files do.
+        """
+        withdrawn = []
+        with self._lock:
+            for target, state in self._targets.items():
+                if (platform or target[0], channel or target[1], arch or target[2]) != target:
+                    continue
+                index = state.history.index(state.definition)
+                if index == 0:
+                    raise ValueError(
+                        f"{_target_key(target)} serves its first version {state.definition}: nothing older"
+                    )
+                state.definition = state.history[index - 1]
+                state.date = _now_iso()
+                withdrawn.append((target, state.definition))
+        return withdrawn
 
     def current(self, platform, channel, arch) -> dict:
         """Versions and package facts of one target (builds its package if needed)."""

@@ -210,6 +210,27 @@ def make_endpoints():
     return make
 
 
+@pytest.fixture
+def reporting_endpoint(db):
+    """``reporting_endpoint(group, name, version, **overrides)``: enroll ``name`` in ``group`` (linux, x86_64) and
+    ingest one real `mdatp health` report of it (tests.samples.health_text); the endpoint as stored."""
+    from fleet.services import enrollment, ingest
+    from tests.samples import health_text
+
+    secrets = {}
+
+    def send(group, name, version="1.407.417.0", **overrides):
+        if group.pk not in secrets:
+            secrets[group.pk] = enrollment.create_enrollment_secret(group, "lab")[1]
+        endpoint, _ = enrollment.enroll(secrets[group.pk], name, name, "linux", "x86_64")
+        endpoint = Endpoint.objects.select_related("group__mirror").get(pk=endpoint.pk)
+        ingest.ingest_report(endpoint, health_text(group, version, **overrides).encode())
+        endpoint.refresh_from_db()
+        return endpoint
+
+    return send
+
+
 # --- Stand-ins for what the portal talks to ---------------------------------------------------------
 
 

@@ -61,6 +61,10 @@ class TargetStatusSerializer(serializers.Serializer):
         allow_null=True, help_text="The package the rollout rule waits to approve, or null."
     )
     checked_at = serializers.DateTimeField(allow_null=True)
+    withdrawn = serializers.CharField(
+        allow_blank=True,
+        help_text="When the upstream withdrew the version the group serves: what happened and what to do; else ''.",
+    )
 
 
 class PromoteResultSerializer(TargetStatusSerializer):

@@ -21,22 +21,16 @@ from django.utils import timezone
 
 from core.errors import Refused
 from core.models import hash_token
-from core.versions import version_key
-from fleet.choices import Compliance, FindingCode
+from fleet.choices import FindingCode
+from fleet.compliance import MISCONFIGURED_CODES, rank, standing
 from fleet.diagnostics import Expectation, Finding, HistoryPoint, diagnose
 from fleet.health import Health, HealthParseError, parse_health
-from fleet.models import Endpoint, EndpointGroup, GroupTarget, HealthReport
+from fleet.models import Endpoint, EndpointGroup, HealthReport
+from fleet.services import rings
 from fleet.services.config import managed_config_finding
 
 RECENT_KEPT = 6  # offline_definition_update changes kept on the endpoint for the known-issue rule
 UNAUTHORIZED = "missing, invalid or revoked endpoint token"
-# Findings that make an endpoint "misconfigured": its settings are not the group's.
-MISCONFIGURED_CODES = {
-    FindingCode.OFFLINE_UPDATE_DISABLED,
-    FindingCode.VERIFY_SIG_DISABLED,
-    FindingCode.URL_DRIFT,
-    FindingCode.SETTINGS_DRIFT,
-}
 
 
 # --- The endpoint's token -------------------------------------------------------------------------------
@@ -91,26 +85,14 @@ def _throttled() -> Refused:
     return Refused(f"too many reports from this endpoint: at most {settings.FLEET_REPORT_BURST} a minute", status=429)
 
 
-# The approved version per (group, platform, arch), cached briefly per process: reading it
-# for every report would be one more query on the hottest path.
-_APPROVED: dict = {}
-APPROVED_TTL = 5.0
+# What each ring serves per (group, platform, arch), cached briefly per process (rings.served): reading it
+# for every report would be more queries on the hottest path. The same dict: tests clear it under this name.
+_APPROVED = rings._SERVED
 
 
 def approved_version(group: EndpointGroup, platform: str, arch: str) -> str | None:
-    key = (group.pk, platform, arch)
-    hit = _APPROVED.get(key)
-    if hit and hit[1] > time.monotonic():
-        return hit[0]
-    version = (
-        GroupTarget.objects.filter(
-            group=group, platform=platform, channel=group.channel, arch=arch, current__isnull=False
-        )
-        .values_list("current__definition_version", flat=True)
-        .first()
-    )
-    _APPROVED[key] = (version, time.monotonic() + APPROVED_TTL)
-    return version
+    """The definitions version the group serves for the endpoint's target now; None when it serves nothing."""
+    return rings.served(group, platform, arch).version
 
 
 def expectation(group: EndpointGroup, platform: str, now) -> Expectation:
@@ -149,18 +131,15 @@ def settings_drift(health: Health, group: EndpointGroup) -> Finding | None:
 
 
 def judge(endpoint: Endpoint, health: Health, findings: list[Finding]) -> str:
-    """The endpoint's compliance state, worst first."""
+    """The endpoint's compliance state against what its ring serves now, worst first (the rule: fleet.compliance;
+    rings.rejudge_endpoints applies the same rule to stored states when the ring's approval changes)."""
     codes = {f.code for f in findings}
-    if health.fail_reason:
-        return Compliance.FAILING
-    if codes & MISCONFIGURED_CODES:
-        return Compliance.MISCONFIGURED
-    if FindingCode.STALE in codes:
-        return Compliance.STALE
-    approved = approved_version(endpoint.group, endpoint.platform, endpoint.arch)
-    if approved and (not health.definitions_version or version_key(health.definitions_version) < version_key(approved)):
-        return Compliance.BEHIND
-    return Compliance.UP_TO_DATE
+    return rank(
+        failing=bool(health.fail_reason),
+        misconfigured=bool(codes & MISCONFIGURED_CODES),
+        stale=FindingCode.STALE in codes,
+        standing=standing(rings.served(endpoint.group, endpoint.platform, endpoint.arch), health.definitions_version),
+    )
 
 
 GUID = re.compile(r"\A\{?([0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})\}?\Z")

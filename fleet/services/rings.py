@@ -9,17 +9,29 @@ confirmation pages' plans (``plan_promotion``, ``plan_rollback``) and the change
 
 import logging
 import shutil
+import time
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import reduce
+from operator import or_
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count
+from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
 from core.errors import Refused
 from core.services import record_event
 from core.versions import version_key
-from fleet.choices import ApprovalAction, GateState, RolloutMode
+from fleet.choices import ApprovalAction, Compliance, FindingCode, GateState, RolloutMode
+from fleet.compliance import (
+    MISCONFIGURED_CODES,
+    NOT_JUDGED,
+    Served,
+    ring_serves_nothing,
+    rolled_back_version,
+    standing,
+)
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, GroupTarget
 from mirror import tree
 from mirror.models import Publication, SignaturePackage
@@ -159,6 +171,9 @@ def _change(group, row, new_current, new_previous, action, actor, request, reaso
         actor_label=label,
         reason=reason[:500],
     )
+    # What the ring's endpoints are judged against changed (the row and its history): their states follow now,
+    # not at their next report.
+    rejudge_endpoints(group, row.platform, row.arch)
     record_event(
         actor,
         f"approval.{action}",
@@ -326,18 +341,7 @@ def rollback(
             _as_confirmed(group, target, _rollback_package(group, target, row), expected_package)
         _unchanged(group, row, expected_current)
         back_to = _rollback_package(group, target, row)
-        # n-1 of the restored package: what it replaced when it was approved, if still stored.
-        earlier = (
-            ApprovalEvent.objects.filter(
-                group=group, platform=target.platform, channel=target.channel, arch=target.arch, package=back_to
-            )
-            .exclude(action=ApprovalAction.ROLLBACK)
-            .select_related("replaced")
-            .first()
-        )
-        before = earlier.replaced if earlier and earlier.replaced and earlier.replaced.path.exists() else None
-        if before is not None and before.pk == row.current_id:
-            before = None
+        before = _approved_before(group, target, back_to, row.current_id)
         rolled_back = row.current
         _change(
             group,
@@ -353,6 +357,20 @@ def rollback(
     return row
 
 
+def _approved_before(group: EndpointGroup, target, package: SignaturePackage, current_id) -> SignaturePackage | None:
+    """n-1 for a package served again: what it replaced when it was approved, if still stored (never ``current_id``,
+    the version being rolled back from)."""
+    platform, channel, arch = target
+    earlier = (
+        ApprovalEvent.objects.filter(group=group, platform=platform, channel=channel, arch=arch, package=package)
+        .exclude(action=ApprovalAction.ROLLBACK)
+        .select_related("replaced")
+        .first()
+    )
+    before = earlier.replaced if earlier and earlier.replaced and earlier.replaced.path.exists() else None
+    return None if before is not None and before.pk == current_id else before
+
+
 def was_rolled_back(group: EndpointGroup, target, package: SignaturePackage) -> bool:
     """True when ``package`` was rolled back in the group and not approved by hand since."""
     events = ApprovalEvent.objects.filter(group=group, platform=target[0], channel=target[1], arch=target[2])
@@ -364,6 +382,134 @@ def was_rolled_back(group: EndpointGroup, target, package: SignaturePackage) -> 
     return (
         not events.filter(package=package, created__gt=last_rollback).exclude(action=ApprovalAction.ROLLBACK).exists()
     )
+
+
+# --- What a ring serves now, and its endpoints judged against it (the rule: fleet.compliance) -------------
+
+# Per (group, platform, arch): what it serves, cached briefly per process because every health report reads it.
+# Changes made in this process clear their entry at once; other processes see them within SERVED_TTL.
+_SERVED: dict = {}
+SERVED_TTL = 5.0
+
+
+def rolled_back_versions(group: EndpointGroup, target) -> set[str]:
+    """Definitions versions the group rolled back from for ``target`` and has not approved again since."""
+    platform, channel, arch = target
+    rolled: set[str] = set()
+    events = (
+        ApprovalEvent.objects.filter(group=group, platform=platform, channel=channel, arch=arch)
+        .order_by("created", "id")
+        .values_list("action", "definition_version", "replaced_version")
+    )
+    for action, version, replaced in events:
+        if action == ApprovalAction.ROLLBACK and replaced:
+            rolled.add(replaced)
+        rolled.discard(version)  # served (again) from this event on
+    return rolled
+
+
+def served_now(group: EndpointGroup, platform: str, arch: str) -> Served:
+    """What the group serves for (platform, its channel, arch) as the database says now (two small queries)."""
+    version = (
+        GroupTarget.objects.filter(
+            group=group, platform=platform, channel=group.channel, arch=arch, current__isnull=False
+        )
+        .values_list("current__definition_version", flat=True)
+        .first()
+    )
+    if not group.serves((platform, group.channel, arch)):
+        version = None  # endpoints on a platform or arch the group does not serve get nothing from its URL
+    rolled = rolled_back_versions(group, (platform, group.channel, arch)) - {version}
+    return Served(version, frozenset(rolled))
+
+
+def served(group: EndpointGroup, platform: str, arch: str) -> Served:
+    """``served_now``, from the short per-process cache (the report path's read)."""
+    key = (group.pk, platform, arch)
+    hit = _SERVED.get(key)
+    if hit and hit[1] > time.monotonic():
+        return hit[0]
+    now = served_now(group, platform, arch)
+    _SERVED[key] = (now, time.monotonic() + SERVED_TTL)
+    return now
+
+
+def _forget_served(key) -> None:
+    _SERVED.pop(key, None)
+
+
+def _new_state(now: Served, versions) -> Case:
+    """The compliance rule (fleet.compliance.rank) as one SQL expression over an endpoint's stored facts:
+    its failure, its findings' codes and its version, each distinct version's standing worked out here."""
+    by_standing = defaultdict(list)
+    for version in versions:
+        by_standing[standing(now, version)].append(version)
+    misconfigured = reduce(or_, (Q(finding_codes__contains=f",{code},") for code in sorted(MISCONFIGURED_CODES)))
+    whens = [
+        When(~Q(fail_reason=""), then=Value(Compliance.FAILING)),
+        When(misconfigured, then=Value(Compliance.MISCONFIGURED)),
+    ]
+    if by_standing[Compliance.ROLLED_BACK]:
+        whens.append(
+            When(definitions_version__in=by_standing[Compliance.ROLLED_BACK], then=Value(Compliance.ROLLED_BACK))
+        )
+    whens.append(When(finding_codes__contains=f",{FindingCode.STALE},", then=Value(Compliance.STALE)))
+    for state in (Compliance.BEHIND, Compliance.UNSERVED, Compliance.UP_TO_DATE):
+        if by_standing[state]:
+            whens.append(When(definitions_version__in=by_standing[state], then=Value(state)))
+    # A version that arrived between the two statements keeps the state its report was judged to.
+    return Case(*whens, default=F("compliance"))
+
+
+def rejudge_endpoints(group: EndpointGroup, platform: str, arch: str) -> int:
+    """Judge the group's (platform, arch) endpoints again against what it serves now; returns how many changed.
+
+    Set-based, whatever the fleet's size: one SELECT of the distinct versions they run, one UPDATE.
+    Endpoints that are new or silent keep that state (they have no fresh report to judge).
+    """
+    key = (group.pk, platform, arch)
+    _forget_served(key)
+    transaction.on_commit(lambda: _forget_served(key))  # a rolled-back change must not stay cached
+    now = served_now(group, platform, arch)
+    endpoints = Endpoint.objects.filter(
+        group=group, platform=platform, arch=arch, decommissioned_at__isnull=True
+    ).exclude(compliance__in=NOT_JUDGED)
+    versions = list(endpoints.order_by().values_list("definitions_version", flat=True).distinct())
+    if not versions:
+        return 0
+    # Only rows whose state changes are written (one expression for the filter, one for the value).
+    return endpoints.exclude(compliance=_new_state(now, versions)).update(compliance=_new_state(now, versions))
+
+
+def ring_findings(endpoint: Endpoint) -> list:
+    """The findings about what the endpoint's ring serves now (RING_SERVES_NOTHING, ROLLED_BACK_VERSION), for its page.
+
+    Not stored with the report's findings: they change with the ring's approvals, not with the endpoint's reports.
+    """
+    if endpoint.last_seen is None or endpoint.decommissioned_at is not None:
+        return []
+    group = endpoint.group
+    now = served_now(group, endpoint.platform, endpoint.arch)
+    target = Target(endpoint.platform, group.channel, endpoint.arch)
+    state = standing(now, endpoint.definitions_version)
+    if state == Compliance.UNSERVED:
+        row = _row(group, target)
+        why = row.gate_reason if row is not None and group.rollout != RolloutMode.MANUAL else ""
+        return [ring_serves_nothing(group.name, str(target), group.definition_url(endpoint.platform), why)]
+    if state == Compliance.ROLLED_BACK:
+        return [rolled_back_version(group.name, str(target), endpoint.definitions_version, now.version)]
+    return []
+
+
+def rejudge_group(group: EndpointGroup) -> int:
+    """Every (platform, arch) the group's endpoints run on (after its targets or channel changed)."""
+    pairs = (
+        Endpoint.objects.filter(group=group, decommissioned_at__isnull=True)
+        .order_by()
+        .values_list("platform", "arch")
+        .distinct()
+    )
+    return sum(rejudge_endpoints(group, platform, arch) for platform, arch in pairs)
 
 
 # --- The rollout rules --------------------------------------------------------------------------
@@ -387,10 +533,14 @@ def health_gate(group: EndpointGroup, source: EndpointGroup, target, package: Si
     )
     by_version = reporting.values_list("definitions_version").annotate(n=Count("id")).order_by()
     wanted = version_key(version)
+    there = served_now(source, platform, arch)
+    if there.version is None:
+        return Gate(False, f"{source.slug} serves nothing for {platform}/{arch}: its endpoints cannot show anything")
     total = on_it = 0
     for reported, n in by_version:
         total += n
-        if reported and version_key(reported) >= wanted:
+        # The compliance rule's "up to date" there (a version source rolled back from does not count), and on it or newer.
+        if standing(there, reported) == Compliance.UP_TO_DATE and version_key(reported) >= wanted:
             on_it += n
     if total == 0:
         return Gate(
@@ -531,6 +681,40 @@ def on_package_published(sender, mirror, package, **kwargs) -> None:
                 log.exception("rolling %s out to group %s failed", package, group.slug)
 
 
+def follow_withdrawal(
+    group: EndpointGroup, package: SignaturePackage, withdrawn: SignaturePackage
+) -> GroupTarget | None:
+    """Serve ``package`` again because the upstream withdrew the newer ``withdrawn``; None when the ring already
+    serves it or something older. A ring that served a newer version records a roll back (so its endpoints still
+    on that version show as rolled back, and the version is not re-approved automatically)."""
+    check_package_for_group(group, package)
+    reason = (
+        f"the upstream withdrew {withdrawn.definition_version} (engine {withdrawn.engine_version}): "
+        f"it serves {package.definition_version} again"
+    )
+    with transaction.atomic():
+        row = _locked_row(group, package.target)
+        if row.current_id == package.pk or (row.current is not None and not is_newer(row.current, package)):
+            return None
+        action = ApprovalAction.AUTO if row.current is None else ApprovalAction.ROLLBACK
+        before = _approved_before(group, package.target, package, row.current_id)
+        _change(group, row, package, before, action, None, None, reason)
+        _verdict(row, GateState.CURRENT, f"serves {package.definition_version}: {reason}")
+    return row
+
+
+def on_package_withdrawn(sender, mirror, package, withdrawn, **kwargs) -> None:
+    """mirror.signals.package_withdrawn: the mirror follows its upstream back to ``package``; so do its rings on
+    'latest', at once. Manual and 'after' rings are not moved: their pages say the upstream withdrew what they serve."""
+    for group in EndpointGroup.objects.select_related("mirror").filter(mirror=mirror, rollout=RolloutMode.LATEST):
+        if not group.serves(package.target):
+            continue
+        try:
+            follow_withdrawal(group, package, withdrawn)
+        except Exception:  # noqa: BLE001 - as in on_package_published: never undo the mirror's publication
+            log.exception("group %s could not follow the withdrawal of %s", group.slug, withdrawn)
+
+
 # --- Groups ------------------------------------------------------------------------------------
 
 
@@ -562,6 +746,7 @@ def save_group(group: EndpointGroup, actor=None, request=None, changes: dict | N
         shutil.rmtree(group.tree_path, ignore_errors=True)
     rebuild_group_tree(group)
     evaluate_group(group)
+    rejudge_group(group)  # its platforms or channel may have changed what its endpoints are served
     return group
 
 
@@ -594,14 +779,30 @@ def referenced_package_ids() -> set[int]:
     return ids
 
 
+def withdrawn_note(group: EndpointGroup, row: GroupTarget | None, withdrawn: dict) -> str:
+    """What a ring's page says when it serves a version its mirror's upstream withdrew ('' when it does not)."""
+    if row is None or row.current_id is None or row.current_id not in withdrawn:
+        return ""
+    w = withdrawn[row.current_id]
+    return (
+        f"The upstream withdrew {w.withdrawn} on {timezone.localtime(w.at):%Y-%m-%d %H:%M} and serves the older "
+        f"{w.served} again (mirror {w.mirror} followed). This ring still serves {w.withdrawn}: roll it back, or "
+        f"approve {w.served}."
+    )
+
+
 def group_status(group: EndpointGroup) -> list[dict]:
-    """Per target: what is served, n-1, and the rollout verdict (for UI and API)."""
+    """Per target: what is served, n-1, the rollout verdict, and whether the upstream withdrew what is served (UI, API)."""
+    from mirror.services.sync import withdrawals
+
     rows = {
         row.target: row
         for row in GroupTarget.objects.filter(group=group).select_related(
             "current", "previous", "candidate", "approved_by"
         )
     }
+    # Oldest first, so that the newest withdrawal of a package is the one kept.
+    withdrawn = {w.withdrawn_id: w for w in reversed(withdrawals()) if w.mirror_id == group.mirror_id}
     status = []
     for target in group.targets():
         row = rows.get(target)
@@ -619,9 +820,23 @@ def group_status(group: EndpointGroup) -> list[dict]:
                 "gate_reason": row.gate_reason if row else "",
                 "candidate": row.candidate if row else None,
                 "checked_at": row.checked_at if row else None,
+                "withdrawn": withdrawn_note(group, row, withdrawn),
             }
         )
     return status
+
+
+def unserved_targets() -> list[tuple[EndpointGroup, list[Target]]]:
+    """Rings that serve nothing for some of their targets (their URL answers 404 there), in ring order (two queries)."""
+    served = set(
+        GroupTarget.objects.filter(current__isnull=False).values_list("group_id", "platform", "channel", "arch")
+    )
+    found = []
+    for group in EndpointGroup.objects.select_related("mirror").order_by("ring_order", "name"):
+        missing = [target for target in group.targets() if (group.pk, *target) not in served]
+        if missing:
+            found.append((group, missing))
+    return found
 
 
 def packages_for(group: EndpointGroup, target) -> "list[SignaturePackage]":

@@ -2,17 +2,20 @@
 
 import logging
 import time
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.models import AuditEvent
 from core.services import record_event
+from core.versions import version_key
 from mirror.choices import ACTIVE_SYNC_STATES, SyncState, SyncTrigger, TargetOutcome
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
 from mirror.services.publish import publish
-from mirror.signals import sync_finished
+from mirror.signals import package_withdrawn, sync_finished
 from mirror.store import PackageError, human_size, ingest, tmp_dir, verify_zip
 from mirror.targets import Target
 from mirror.upstream import UpstreamError, download, fetch_version, make_session, package_url
@@ -132,6 +135,11 @@ def describe_result(result: dict) -> str:
         return f"{name}: failed: {result['error']}"
     if result["outcome"] == TargetOutcome.UNCHANGED:
         return f"{name}: unchanged at {result['definition']}"
+    if result["outcome"] == TargetOutcome.WITHDRAWN:
+        return (
+            f"{name}: withdrawn upstream: it serves {result['definition']} (engine {result['engine']}) again, older than "
+            f"{result['previous']}; published {result['definition']}, {result['previous']} is n-1"
+        )
     resumed = f", resumed at {human_size(result['resumed_from'])}" if result.get("resumed_from") else ""
     return f"{name}: new {result['definition']} (engine {result['engine']}, was {result['previous'] or 'none'}), {human_size(result['bytes'])} in {result['duration']:.1f} s{resumed}"
 
@@ -154,17 +162,19 @@ def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
         .filter(mirror=mirror, platform=platform, channel=channel, arch=arch)
         .first()
     )
-    if publication:
-        result["previous"] = publication.current.definition_version
+    current = publication.current if publication else None
+    if current:
+        result["previous"] = current.definition_version
     try:
         remote = fetch_version(session, mirror.upstream, target)
         result.update(engine=remote.engine, definition=remote.definition)
-        if publication and (publication.current.engine_version, publication.current.definition_version) == (
-            remote.engine,
-            remote.definition,
-        ):
+        if current and (current.engine_version, current.definition_version) == (remote.engine, remote.definition):
             result.update(outcome=TargetOutcome.UNCHANGED, duration=time.monotonic() - started)
             return result
+        # The upstream answers with an older version than the one it gave before: it withdrew that one. Follow it,
+        # as Microsoft's download script does (it publishes whatever the link gives and keeps the previous
+        # download as <channel>_back), and say so: it is an event of its own, not a "new version".
+        withdrawn = current if current and _older(remote.definition, remote.engine, current) else None
         package = SignaturePackage.objects.filter(
             platform=platform,
             channel=channel,
@@ -177,7 +187,11 @@ def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
             result["bytes"] = fetched.size - fetched.resumed_from
             result["resumed_from"] = fetched.resumed_from
         publish(mirror, package)
-        result.update(outcome=TargetOutcome.NEW)
+        if withdrawn is None:
+            result.update(outcome=TargetOutcome.NEW)
+        else:
+            result.update(outcome=TargetOutcome.WITHDRAWN)
+            record_withdrawal(run, mirror, package, withdrawn)
     except (UpstreamError, PackageError) as exc:
         result["error"] = str(exc)
     except OSError as exc:
@@ -226,3 +240,102 @@ def _download_package(run, mirror, session, target, remote):
         },
     )
     return package, fetched
+
+
+# --- Upstream withdrawals -----------------------------------------------------------------------------
+
+WITHDREW = "upstream.withdrew"  # the audit action: its entries are the record of withdrawals (no table of their own)
+WITHDRAWALS_READ = 500  # the most recent entries read back; a withdrawal is a rare event
+
+
+def _older(definition: str, engine: str, than: SignaturePackage) -> bool:
+    return (version_key(definition), version_key(engine)) < (
+        version_key(than.definition_version),
+        version_key(than.engine_version),
+    )
+
+
+def record_withdrawal(run: SyncRun, mirror: Mirror, package: SignaturePackage, withdrawn: SignaturePackage) -> None:
+    """The audit entry (on the withdrawn package) with both versions, then package_withdrawn: rings on 'latest' follow."""
+    record_event(
+        None,
+        WITHDREW,
+        withdrawn,
+        {
+            "mirror": mirror.slug,
+            "mirror_id": mirror.pk,
+            "target": str(package.target),
+            "withdrawn": withdrawn.definition_version,
+            "withdrawn_engine": withdrawn.engine_version,
+            "served": package.definition_version,
+            "served_engine": package.engine_version,
+            "served_id": package.pk,
+            "run": run.pk,
+        },
+    )
+    log.warning(
+        "mirror %s %s: the upstream withdrew %s and serves %s again",
+        mirror.slug,
+        package.target,
+        withdrawn.definition_version,
+        package.definition_version,
+    )
+    package_withdrawn.send(sender=Mirror, mirror=mirror, package=package, withdrawn=withdrawn)
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """One recorded upstream withdrawal: on ``mirror_id``'s ``target``, ``withdrawn`` gave way to the older ``served``."""
+
+    mirror_id: int
+    mirror: str
+    target: str
+    withdrawn_id: int
+    withdrawn: str
+    served_id: int
+    served: str
+    at: datetime
+    run: int | None
+
+
+def withdrawals() -> list[Withdrawal]:
+    """Recorded upstream withdrawals, newest first (from the audit log)."""
+    found = []
+    events = AuditEvent.objects.filter(action=WITHDREW).order_by("-created", "-id")[:WITHDRAWALS_READ]
+    for event in events.values_list("target_id", "details", "created"):
+        target_id, details, created = event
+        try:
+            found.append(
+                Withdrawal(
+                    mirror_id=int(details["mirror_id"]),
+                    mirror=details.get("mirror", ""),
+                    target=details["target"],
+                    withdrawn_id=int(target_id),
+                    withdrawn=details["withdrawn"],
+                    served_id=int(details["served_id"]),
+                    served=details["served"],
+                    at=created,
+                    run=details.get("run"),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue  # an entry of another shape: not one this code wrote
+    return found
+
+
+def withdrawals_in_effect(mirror_ids=None) -> list[Withdrawal]:
+    """Per mirror and target, its latest withdrawal while the mirror still serves the older version it went back to
+    (the upstream has not moved on since)."""
+    latest: dict[tuple, Withdrawal] = {}
+    for withdrawal in withdrawals():
+        if mirror_ids is None or withdrawal.mirror_id in mirror_ids:
+            latest.setdefault((withdrawal.mirror_id, withdrawal.target), withdrawal)
+    if not latest:
+        return []
+    serving = {
+        (mirror_id, str(Target(platform, channel, arch))): current_id
+        for mirror_id, platform, channel, arch, current_id in Publication.objects.filter(
+            mirror_id__in={key[0] for key in latest}
+        ).values_list("mirror_id", "platform", "channel", "arch", "current_id")
+    }
+    return [w for key, w in latest.items() if serving.get(key) == w.served_id]

@@ -675,3 +675,74 @@ def test_serving_a_group_file_takes_one_query(
         assert client.get(MANIFEST_URL.format(slug="pilot"), HTTP_IF_NONE_MATCH='"nope"').status_code == 200
     with django_assert_num_queries(1):
         assert client.get(ZIP_URL.format(slug="pilot"), HTTP_IF_NONE_MATCH=f'"{package.sha256}"').status_code == 304
+
+
+def test_an_upstream_withdrawal_moves_latest_rings_back_and_tells_the_others(
+    db, store, tmp_path, make_endpoints, client, settings, operator, api
+):
+    """Microsoft serves an older version again: the mirror follows, 'latest' rings follow at once with the reason in
+    their history, a manual ring keeps what it serves and its page and API say the upstream withdrew it."""
+    from mirror.choices import SyncState, SyncTrigger
+    from mirror.models import Mirror, Upstream
+    from mirror.services.sync import request_sync, run_sync
+    from standins.upstream import StandinUpstream
+
+    settings.MIRROR_RETRY_BACKOFF = 0.01
+    with StandinUpstream(tmp_path / "upstream", package_size=200 * 1024) as standin:
+        upstream = Upstream.objects.create(name="standin", base_url=standin.base_url, timeout=5)
+        mirror = Mirror.objects.create(
+            name="main",
+            slug="main",
+            upstream=upstream,
+            platforms=["linux"],
+            channels=["production"],
+            archs=["x86_64"],
+            sync_interval_minutes=0,
+        )
+        pilot = EndpointGroup.objects.create(
+            name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"], rollout=RolloutMode.LATEST
+        )
+        lab = EndpointGroup.objects.create(name="Lab", slug="lab", mirror=mirror, platforms=["linux"], ring_order=20)
+
+        def sync():
+            run, _ = request_sync(mirror, SyncTrigger.MANUAL)
+            run = run_sync(run.pk)
+            assert run.state == SyncState.SUCCEEDED, run.error
+            return run.results[0]["outcome"]
+
+        sync()
+        standin.release(*TARGET)
+        sync()
+        bad = SignaturePackage.objects.get(definition_version="1.407.418.0")
+        approve_package(lab, bad, operator)
+        make_endpoints(pilot, 3, "1.407.418.0")
+        make_endpoints(pilot, 2, "1.407.417.0")
+        EndpointGroup.objects.get(pk=pilot.pk).endpoints.update(compliance="up_to_date")  # as their reports said
+        assert served_version(client, "pilot") == served_version(client, "lab") == "1.407.418.0"
+
+        standin.withdraw(*TARGET)
+        assert sync() == "withdrawn"
+        assert served_version(client, "pilot") == "1.407.417.0"
+        event = ApprovalEvent.objects.filter(group=pilot).first()
+        reason = "the upstream withdrew 1.407.418.0 (engine 1.1.24010.10): it serves 1.407.417.0 again"
+        assert (event.action, event.actor_label, event.reason) == (ApprovalAction.ROLLBACK, "system", reason)
+        audit = AuditEvent.objects.filter(action="approval.rollback").get()
+        assert audit.details["reason"] == reason and audit.details["from"] == "1.407.418.0"
+        # Its endpoints are judged at once: those still on the withdrawn version are on a rolled-back one.
+        states = dict(pilot.endpoints.values_list("definitions_version", "compliance").distinct())
+        assert states == {"1.407.418.0": "rolled_back", "1.407.417.0": "up_to_date"}
+
+        assert served_version(client, "lab") == "1.407.418.0"  # manual: an operator decides
+        api.as_user(operator)
+        [status] = api.get(f"/api/v1/groups/{lab.pk}/status/").json()
+        assert status["withdrawn"].startswith("The upstream withdrew 1.407.418.0 on ")
+        assert "This ring still serves 1.407.418.0: roll it back, or approve 1.407.417.0." in status["withdrawn"]
+        client.force_login(operator)
+        assert "Withdrawn upstream" in client.get("/groups/lab/").content.decode()
+        assert "Withdrawn upstream" not in client.get("/groups/pilot/").content.decode()
+
+        assert sync() == "unchanged"  # nothing more happens while the upstream stays there
+        assert ApprovalEvent.objects.filter(group=pilot).count() == 3
+        standin.release(*TARGET)  # the fixed version
+        assert sync() == "new"
+        assert served_version(client, "pilot") == "1.407.419.0"

@@ -688,8 +688,9 @@ def test_the_list_makes_a_bounded_number_of_queries(client, operator, busy, djan
 
 def test_the_detail_page_makes_a_bounded_number_of_queries(client, operator, busy, django_assert_max_num_queries):
     client.force_login(operator)
-    # session, user, role, group, status, then per target (4): packages and next ring, then history
-    with django_assert_max_num_queries(15):
+    # session, user, role, group, status and the upstream's withdrawals, then per target (4): packages and next
+    # ring, then history
+    with django_assert_max_num_queries(16):
         response = client.get("/groups/early/")
     page = response.content.decode()
     assert page.count("Promote to Broad") == 4 and page.count(">Approve</button>") == 4

@@ -4,11 +4,12 @@ import stat
 
 import pytest
 
+from core.models import AuditEvent
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Publication, SignaturePackage, SyncRun
 from mirror.services.retention import prune_packages
-from mirror.services.sync import request_sync, run_sync
-from mirror.signals import collect_package_references
+from mirror.services.sync import request_sync, run_sync, withdrawals_in_effect
+from mirror.signals import collect_package_references, package_withdrawn
 from mirror.store import tmp_dir
 from mirror.upstream import UpstreamError, parse_manifest_xml
 from tests.mirror.helpers import sync, tree_snapshot
@@ -62,6 +63,65 @@ def test_the_next_version_moves_the_previous_one_to_back(make_mirror, standin):
         "1.407.418.0",
         "1.407.417.0",
     )
+
+
+def test_an_upstream_that_withdraws_a_version_is_followed_with_the_withdrawn_one_in_back_and_recorded(
+    make_mirror, standin
+):
+    mirror = make_mirror()
+    sync(mirror)
+    first = standin.current("linux", "production", "x86_64")
+    standin.release()
+    sync(mirror)
+    told = []
+
+    def listener(sender, mirror, package, withdrawn, **kwargs):
+        told.append((mirror.slug, package.definition_version, withdrawn.definition_version))
+
+    package_withdrawn.connect(listener, dispatch_uid="test.withdrawal")
+    try:
+        standin.withdraw()  # Microsoft pulls 1.407.418.0: fwlink answers 1.407.417.0 again
+        run = sync(mirror)
+    finally:
+        package_withdrawn.disconnect(dispatch_uid="test.withdrawal")
+    assert run.state == SyncState.SUCCEEDED, run.error
+    result = run.results[0]
+    assert (result["outcome"], result["definition"], result["previous"], result["bytes"]) == (
+        "withdrawn",
+        "1.407.417.0",
+        "1.407.418.0",
+        0,  # the older package was still in the store: nothing downloaded
+    )
+    assert "withdrawn upstream" in run.log[-1] and SignaturePackage.objects.count() == 2
+    # As Microsoft's script leaves it: what the link gives is current, what was current is <channel>_back.
+    root = mirror.publish_path / "linux"
+    assert json.loads((root / "production/arch_x86_64/manifest.json").read_text())["DefinitionVersion"] == "1.407.417.0"
+    assert hashlib.sha256((root / "production/arch_x86_64/updates.zip").read_bytes()).hexdigest() == first["sha256"]
+    assert (
+        json.loads((root / "production_back/arch_x86_64/manifest.json").read_text())["DefinitionVersion"]
+        == "1.407.418.0"
+    )
+    publication = Publication.objects.select_related("current", "previous").get()
+    assert (publication.current.definition_version, publication.previous.definition_version) == (
+        "1.407.417.0",
+        "1.407.418.0",
+    )
+    entry = AuditEvent.objects.get(action="upstream.withdrew")
+    assert entry.target_id == str(publication.previous.pk)
+    assert (entry.details["withdrawn"], entry.details["served"], entry.details["target"]) == (
+        "1.407.418.0",
+        "1.407.417.0",
+        "linux/production/arch_x86_64",
+    )
+    assert told == [("main", "1.407.417.0", "1.407.418.0")]
+    assert [(w.withdrawn, w.served) for w in withdrawals_in_effect()] == [("1.407.418.0", "1.407.417.0")]
+
+    assert sync(mirror).results[0]["outcome"] == "unchanged"  # still withdrawn: no second event
+    assert AuditEvent.objects.filter(action="upstream.withdrew").count() == 1
+    standin.release()  # the fixed version: a new number, not the withdrawn one
+    result = sync(mirror).results[0]
+    assert (result["outcome"], result["definition"]) == ("new", "1.407.419.0")
+    assert withdrawals_in_effect() == []
 
 
 def test_an_unchanged_upstream_downloads_nothing_and_creates_no_package(make_mirror, standin):

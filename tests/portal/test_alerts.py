@@ -17,7 +17,7 @@ from fleet.choices import Compliance, GateState, RolloutMode
 from fleet.models import Endpoint, EndpointGroup, GroupTarget
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import Mirror, SignaturePackage, SyncRun, Upstream
-from mirror.services.sync import finish_run
+from mirror.services.sync import finish_run, request_sync, run_sync
 from portal import alerts, tasks
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertState, DeliveryReason, DeliveryStatus
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
@@ -558,7 +558,9 @@ def test_a_finished_sync_has_the_sync_rules_evaluated_at_once(receiver, mirror, 
     with django_capture_on_commit_callbacks() as callbacks:
         finish_run(run, SyncState.FAILED, "upstream unreachable")
     [enqueue] = callbacks
-    assert enqueue.args == (tasks.evaluate_alerts,) and enqueue.keywords == {"kinds": ["sync_failed", "sync_overdue"]}
+    assert enqueue.args == (tasks.evaluate_alerts,) and enqueue.keywords == {
+        "kinds": ["sync_failed", "sync_overdue", "upstream_withdrew"]
+    }
     tasks.evaluate_alerts.apply(kwargs=enqueue.keywords)
     deliver_all()
     assert receiver.bodies()[0]["subject"] == f"Mirror main: sync #{run.pk} failed"
@@ -857,3 +859,59 @@ def test_a_mirror_or_group_a_rule_watches_cannot_be_deleted_until_the_rule_chang
     alerts.delete_rule(sync_rule)
     AlertRule.objects.filter(group=group).update(group=None)
     assert api.delete(f"/api/v1/groups/{group.pk}/").status_code == 204
+
+
+def test_an_upstream_withdrawal_alerts_when_the_sync_finds_it_and_resolves_when_the_upstream_moves_on(
+    receiver, store, standin, django_capture_on_commit_callbacks
+):
+    from fleet.services.rings import approve_package
+
+    upstream = Upstream.objects.create(name="standin", base_url=standin.base_url, timeout=5)
+    mirror = Mirror.objects.create(
+        name="main",
+        slug="main",
+        upstream=upstream,
+        platforms=["linux"],
+        channels=["production"],
+        archs=["x86_64"],
+        sync_interval_minutes=0,
+    )
+    make_group(mirror, "pilot", rollout=RolloutMode.LATEST)
+    lab = make_group(mirror, "lab", 20)
+    channel, _ = webhook(receiver)
+    rule(AlertRuleKind.UPSTREAM_WITHDREW, [channel], name="withdrawals", mirror=mirror)
+
+    def sync():
+        """A real sync from the stand-in; then what the worker does with the alert evaluation it queues."""
+        run, _ = request_sync(mirror)
+        with django_capture_on_commit_callbacks() as callbacks:
+            run = run_sync(run.pk)
+        assert run.state == SyncState.SUCCEEDED, run.error
+        [evaluation] = [c for c in callbacks if getattr(c, "args", None) == (tasks.evaluate_alerts,)]
+        tasks.evaluate_alerts.apply(kwargs=evaluation.keywords)
+        deliver_all()
+
+    sync()
+    standin.release()
+    sync()
+    approve_package(lab, SignaturePackage.objects.get(definition_version="1.407.418.0"))
+    assert receiver.bodies() == []  # new versions are not withdrawals
+
+    standin.withdraw()
+    sync()
+    [message] = receiver.bodies()
+    assert (message["kind"], message["status"], message["severity"]) == ("upstream_withdrew", "firing", "critical")
+    assert message["subject"] == "Mirror main: the upstream withdrew 1.407.418.0 on linux/production/arch_x86_64"
+    assert "now serves the older 1.407.417.0 again" in message["text"]
+    assert "1.407.418.0 is in production_back" in message["text"]
+    assert "Rings on 'latest' followed at once: pilot." in message["text"]
+    assert "Rings that still serve 1.407.418.0: lab (manual)." in message["text"]
+    assert message["event"]["details"]["still_serving"] == ["lab"]
+    assert message["url"] == f"{BASE_URL}/mirror/main/"
+
+    sync()  # unchanged upstream: still firing, nothing more sent
+    assert len(receiver.bodies()) == 1
+    standin.release()
+    sync()
+    assert receiver.bodies()[-1]["status"] == "resolved"
+    assert AlertEvent.objects.get().state == AlertState.RESOLVED

@@ -34,9 +34,15 @@ def data_of(response) -> dict:
 
 
 @pytest.fixture
-def fleet(make_group, make_endpoints):
-    """Two rings: pilot (3 up to date, 1 failing with update_failed) and broad (2 behind with url_drift + stale)."""
+def fleet(make_group, make_endpoints, make_package):
+    """Two rings serving 1.407.500.0: pilot (3 up to date, 1 failing with update_failed) and broad (2 behind with
+    url_drift + stale)."""
+    from fleet.services.rings import approve_package
+
     pilot, broad = make_group("pilot", ring_order=10), make_group("broad", ring_order=20)
+    package = make_package(definition="1.407.500.0")
+    approve_package(pilot, package)
+    approve_package(broad, package)
     make_endpoints(pilot, 3, "1.407.500.0")
     failing = make_endpoints(pilot, 1, "1.407.499.0")
     behind = make_endpoints(broad, 2, "1.407.499.0")
@@ -85,6 +91,34 @@ def test_compliance_counts_and_percentages_link_to_the_filtered_list(client, vie
     # The links lead to the endpoint list, which accepts the filters.
     listed = client.get("/groups/endpoints/?group=pilot&compliance=up_to_date")
     assert listed.status_code == 200
+
+
+def test_a_ring_that_serves_nothing_is_named_in_a_banner_and_its_endpoints_are_not_up_to_date(
+    client, viewer, make_group, make_package, reporting_endpoint
+):
+    from fleet.services.rings import approve_package
+
+    broad = make_group("broad", ring_order=20)
+    for name in ("web-1", "web-2"):
+        reporting_endpoint(broad, name, "1.407.417.0")  # healthy reports, but broad's URL answers 404
+    response, html = page(client, viewer)
+    compliance = response.context["compliance"]
+    overall = {s["value"]: c["n"] for s, c in zip(compliance["states"], compliance["overall"]["cells"], strict=True)}
+    assert (overall["unserved"], overall["up_to_date"]) == (2, 0)
+    banner = html[html.index('id="unserved-rings"') : html.index("</div>", html.index('id="unserved-rings"'))]
+    assert "A ring serves nothing for some of its targets" in banner
+    assert '<a href="/groups/broad/#target-linux-x86_64"><code>linux/production/arch_x86_64</code></a>' in banner
+    assert '<a href="/groups/endpoints/?group=broad&compliance=unserved">2 endpoints unserved</a>' in banner
+    assert client.get("/groups/endpoints/?group=broad&compliance=unserved").context["total"] == 2
+
+    approve_package(broad, make_package(definition="1.407.417.0"))
+    response, html = page(client, viewer)
+    compliance = response.context["compliance"]
+    overall = {s["value"]: c["n"] for s, c in zip(compliance["states"], compliance["overall"]["cells"], strict=True)}
+    assert (overall["unserved"], overall["up_to_date"]) == (0, 2)
+    banner = html[html.index('id="unserved-rings"') : html.index("</div>", html.index('id="unserved-rings"'))]
+    assert "arch_x86_64" not in banner and "<code>linux/production/arch_arm64</code>" in banner  # no arm64 package
+    assert "unserved</a>" not in banner  # none of its endpoints is on arm64
 
 
 def test_groups_without_endpoints_are_listed_with_zero(client, viewer, fleet, make_group):
@@ -283,7 +317,8 @@ def test_the_query_count_does_not_grow_with_the_fleet(
     )
     client.force_login(admin)
     client.get("/")
-    with django_assert_max_num_queries(12):  # session, user, role + 9; the same at 5 and at 200 endpoints
+    # session, user, role + 9, + 2 for the rings that serve nothing; the same at 5 and at 200 endpoints
+    with django_assert_max_num_queries(14):
         response = client.get("/")
     assert response.status_code == 200
     assert response.context["compliance"]["total"] == size

@@ -364,6 +364,16 @@ def test_active_endpoints_are_counted_per_group_and_compliance_state(client, met
     assert set(endpoints) == {(group, state) for group in ("pilot", "broad", "empty") for state in Compliance.values}
 
 
+def test_endpoints_of_a_ring_that_serves_nothing_are_counted_unserved(
+    client, metrics_on, make_group, reporting_endpoint
+):
+    broad = make_group("broad", 20)
+    reporting_endpoint(broad, "web-1", "1.407.417.0")
+    found = samples(scrape(client))
+    assert found[("defender_portal_endpoints", frozenset({("group", "broad"), ("compliance", "unserved")}))] == 1
+    assert found[("defender_portal_endpoints", frozenset({("group", "broad"), ("compliance", "up_to_date")}))] == 0
+
+
 def test_a_scrape_takes_five_queries_however_large_the_fleet(
     client, metrics_on, make_group, make_endpoints, make_package, django_assert_num_queries
 ):
