@@ -7,6 +7,7 @@ endpoint holds; the portal's answers are checked against the one service that me
 import json
 import plistlib
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -284,3 +285,48 @@ def test_the_group_page_says_which_keys_the_agent_touches_and_how_to_preview_and
     assert "every other setting (exclusions, tamper protection, cloud settings…) is kept" in page
     assert "mdatp_managed.json.bak-" in page and "--config-dry-run" in page and "--restore-config" in page
     assert "/Library/Managed Preferences/com.microsoft.wdav.plist" in page
+
+
+@apply(live)
+def test_without_diff_the_dry_run_says_so_and_prints_the_merged_file(machine, group):
+    assert_ok(machine.run("--enroll-only"))
+    own_file(machine)
+    # A PATH holding every tool the agent uses but diff (a minimal image without diffutils).
+    tools = machine.tmp / "no-diff"
+    tools.mkdir()
+    for name in [
+        "curl",
+        "date",
+        "sed",
+        "tr",
+        "cut",
+        "mktemp",
+        "mv",
+        "cp",
+        "chmod",
+        "rm",
+        "mkdir",
+        "cat",
+        "wc",
+        "cmp",
+        "dirname",
+        "basename",
+        "find",
+        "uname",
+        "tail",
+        "sort",
+        "id",
+        "env",
+        "python3",
+    ]:
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    (tools / "mdatp").symlink_to(machine.bin / "mdatp")
+
+    run = machine.run("--config-dry-run", PATH=str(tools))
+
+    assert run.returncode == 0, run.stderr
+    assert "diff is not installed: the merged file follows in full instead of a diff" in run.stderr
+    assert run.stdout.encode() == merge_managed_config(OWN_FILE, group, "linux").body
+    assert machine.managed.read_bytes() == OWN_FILE and backups(machine) == []
