@@ -1,10 +1,23 @@
 """A simulated fleet: endpoints that enroll and report over HTTP like real agents, in a realistic mix
-of states. Used by ``manage.py simulate_fleet``, the demo and the tests."""
+of states. Used by ``manage.py simulate_fleet``, the demo and the tests.
 
+Each report is what agent/mde-offline-agent.sh posts: the outputs of `mdatp health` and
+`mdatp health --details definitions`, printed by the stand-in mdatp (agent/testing/mdatp, which
+follows Microsoft's output; its sources are in its docstring) for the endpoint's state, in the JSON
+envelope or, for some endpoints, as text sections. A share of the fleet runs an agent from
+101.26062.0005, which prints "DEPRECATED" for the verify-sig setting and reports
+engine_signature_verification.
+"""
+
+import importlib.machinery
+import importlib.util
 import random
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import requests
 
@@ -33,6 +46,36 @@ def parse_mix(text: str) -> dict:
     return mix
 
 
+MDATP = Path(__file__).resolve().parent.parent / "agent" / "testing" / "mdatp"
+APP_VERSIONS = ("101.24032.0007", "101.26062.0005")  # before and after engine signature verification (Linux)
+CLOUD = "https://go.microsoft.com/fwlink/?linkid=2144709"
+
+
+@lru_cache(maxsize=1)
+def mdatp_standin():
+    """The stand-in mdatp as a module: its ``Agent`` prints what the CLI prints without a process per report."""
+    loader = importlib.machinery.SourceFileLoader("mdatp_standin", str(MDATP))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def agent_report(agent, form: str = "json") -> tuple[str, str]:
+    """(body, content type) of the report agent/mde-offline-agent.sh posts for this stand-in agent."""
+    if form == "json":
+        health = agent.health(["--output", "json"])
+        definitions = agent.health(["--details", "definitions", "--output", "json"])
+        body = '{"$type":"mdeOfflineAgentReport","health":' + health + ',"definitions":' + definitions + "}\n"
+        return body, "application/json"
+    body = (
+        "$ mdatp health\n"
+        + agent.health([])
+        + "$ mdatp health --details definitions\n"
+        + agent.health(["--details", "definitions"])
+    )
+    return body, "text/plain; charset=utf-8"
+
+
 def older(version: str, steps: int) -> str:
     parts = version.split(".")
     if len(parts) == 4 and parts[2].isdigit():
@@ -48,45 +91,51 @@ class SimulatedEndpoint:
     profile: str
     token: str = ""
     definition_url: str = ""
+    form: str = ""  # "json" (the agent's envelope) or "text" (its sections); drawn from the machine id when empty
 
-    def health(self, approved: str | None, rng: random.Random) -> str:
-        """This endpoint's `mdatp health` text as its profile dictates."""
+    @property
+    def _draw(self) -> int:
+        return zlib.crc32(self.machine_id.encode())  # the same endpoint keeps its agent and its form
+
+    @property
+    def app_version(self) -> str:
+        return APP_VERSIONS[1] if self._draw % 5 == 0 else APP_VERSIONS[0]
+
+    def __post_init__(self):
+        if not self.form:  # a quarter of the fleet sends text, as agents whose mdatp lacks --output json
+            self.form = "text" if self._draw % 4 == 1 else "json"
+
+    def state(self, approved: str | None, rng: random.Random) -> dict:
+        """This endpoint's Defender state as its profile dictates (the stand-in mdatp's keys)."""
         url = self.definition_url
         version = approved or "1.407.417.0"
-        values = {
-            "healthy": "true",
-            "health_issues": "[]",
-            "licensed": "true",
-            "engine_version": '"1.1.24020.4"',
-            "app_version": '"101.24032.0007"',
-            "machine_guid": f'"{self.machine_id}"',
-            "real_time_protection_enabled": "true [managed]",
-            "passive_mode_enabled": "false",
-            "automatic_definition_update_enabled": "true [managed]",
-            "definitions_updated_minutes_ago": str(rng.randint(1, 240)),
-            "definitions_version": f'"{version}"',
-            "definitions_status": '"up_to_date"',
-            "definitions_update_source_uri": f'"{url}"',
-            "definitions_update_fail_reason": '""',
-            "offline_definition_url_configured": f'"{url}" [managed]',
-            "offline_definition_update": '"enabled" [managed]',
-            "offline_definition_update_verify_sig": '"enabled" [managed]',
-            "offline_definition_update_fallback_to_cloud": "false[managed]",
+        state = {
+            "machine_guid": self.machine_id,
+            "app_version": self.app_version,
+            "definitions_updated_minutes_ago": rng.randint(1, 240),
+            "definitions_version": version,
+            "definitions_update_source_uri": url,
+            "offline_definition_url_configured": url,
         }
         if self.profile == "behind":
-            values["definitions_version"] = f'"{older(version, rng.randint(1, 3))}"'
+            state["definitions_version"] = older(version, rng.randint(1, 3))
         elif self.profile == "failing":
-            values["definitions_update_fail_reason"] = f'"{rng.choice(FAIL_REASONS)}"'
-            values["definitions_version"] = f'"{older(version, 1)}"'
+            state["definitions_update_fail_reason"] = rng.choice(FAIL_REASONS)
+            state["definitions_version"] = older(version, 1)
         elif self.profile == "misconfigured":
             wrong = url.replace("/mirror/groups/", "/mirror/old-groups/") if "/mirror/groups/" in url else url + "old/"
-            values["offline_definition_url_configured"] = f'"{wrong}" [managed]'
-            values["definitions_update_source_uri"] = '"https://go.microsoft.com/fwlink/?linkid=2144709"'
+            state["offline_definition_url_configured"] = wrong
+            state["definitions_update_source_uri"] = CLOUD
         elif self.profile == "stale":
-            values["definitions_status"] = '"outdated"'
-            values["definitions_updated_minutes_ago"] = str(rng.randint(3 * 24 * 60, 9 * 24 * 60))
-            values["definitions_version"] = f'"{older(version, 5)}"'
-        return "".join(f"{key:<44}: {value}\n" for key, value in values.items())
+            state["definitions_status"] = "outdated"
+            state["definitions_updated_minutes_ago"] = rng.randint(3 * 24 * 60, 9 * 24 * 60)
+            state["definitions_version"] = older(version, 5)
+        return state
+
+    def report(self, approved: str | None, rng: random.Random) -> tuple[str, str]:
+        """(body, content type): what this endpoint's agent posts, printed by the stand-in mdatp."""
+        agent = mdatp_standin().Agent("linux", self.state(approved, rng))
+        return agent_report(agent, self.form)
 
 
 class FleetSimulator:
@@ -126,7 +175,7 @@ class FleetSimulator:
                     "hostname": endpoint.hostname,
                     "platform": "linux",
                     "arch": "x86_64",
-                    "app_version": "101.24032.0007",
+                    "app_version": endpoint.app_version,
                 },
             )
             if response.status_code != 201:
@@ -148,10 +197,11 @@ class FleetSimulator:
             if endpoint.profile == "silent":
                 return "silent"
             rng = random.Random(f"{endpoint.machine_id}-{self.rng.random()}")
+            body, content_type = endpoint.report(approved.get(endpoint.group), rng)
             response = self._post(
                 "reports",
-                data=endpoint.health(approved.get(endpoint.group), rng),
-                headers={"Authorization": f"Bearer {endpoint.token}", "Content-Type": "text/plain"},
+                data=body.encode(),
+                headers={"Authorization": f"Bearer {endpoint.token}", "Content-Type": content_type},
             )
             return response.status_code
 
