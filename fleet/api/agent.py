@@ -180,7 +180,12 @@ class ReportView(APIView):
         },
         tags=["endpoints (agent)"],
         auth=[{"endpointToken": []}],
-        description="The body is the output of `mdatp health` (text, or `--output json`). A 201 means the report is committed.",
+        description=(
+            "The body is what the agent gathers from `mdatp health` and `mdatp health --details definitions` (only "
+            'the latter prints the offline-update fields): the JSON envelope `{"$type": "mdeOfflineAgentReport", '
+            '"health": ..., "definitions": ...}` of their `--output json`, or their text outputs each after its '
+            "command line (`$ mdatp health`), or one output alone (text or JSON). A 201 means the report is committed."
+        ),
         examples=[
             OpenApiExample(
                 "mdatp health --details definitions",
