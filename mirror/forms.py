@@ -122,3 +122,29 @@ class PackageFilterSet(SignaturePackageFilterSet):
 
     def shown_fields(self):
         return [self.form[name] for name in self.SHOWN]
+
+
+class BundleImportForm(forms.Form):
+    """A bundle exported by another portal, and the mirror to publish it on."""
+
+    file = forms.FileField(label="Bundle file", help_text="The .bundle.tar file exported by the other portal.")
+    mirror = forms.ModelChoiceField(
+        Mirror.objects.all(),
+        to_field_name="slug",
+        required=False,
+        empty_label="The mirror of the same slug as the exporting one",
+        help_text="Where the packages are published (current and n-1 per target).",
+    )
+
+
+class TrustedBundleKeyForm(forms.Form):
+    """Another portal's public key, as its Bundles page shows it."""
+
+    name = forms.CharField(max_length=100, help_text="e.g. the exporting portal's name.")
+    public_key = forms.CharField(
+        label="Public key",
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="The 44-character key (or its PEM block) from the exporting portal's Mirrors › Bundles page.",
+    )
+    note = forms.CharField(max_length=300, required=False, help_text="Where it came from, who carried it.")

@@ -21,7 +21,7 @@ LAYOUT_TAIL = (
 )
 PUBLISHED_FILE = r"^(?P<slug>[-a-zA-Z0-9_]+)/" + LAYOUT_TAIL
 
-# The pages' first segments ("new", "runs", "packages", "upstreams") are reserved mirror slugs (Mirror.clean()),
+# The pages' first segments ("new", "runs", "packages", "upstreams", "bundles") are reserved mirror slugs (Mirror.clean()),
 # and none of them has the layout's depth: a page URL never shadows a published file, nor the reverse.
 urlpatterns = [
     re_path(PUBLISHED_FILE, views.published_file, name="published_file"),
@@ -35,7 +35,12 @@ urlpatterns = [
     path("runs/<int:pk>/progress/", views.RunProgressView.as_view(), name="run_progress"),
     path("packages/", views.PackageListView.as_view(), name="package_list"),
     path("packages/<int:pk>/", views.PackageDetailView.as_view(), name="package_detail"),
+    path("bundles/", views.BundleListView.as_view(), name="bundle_list"),
+    path("bundles/import/", views.BundleImportView.as_view(), name="bundle_import"),
+    path("bundles/keys/", views.BundleKeyCreateView.as_view(), name="bundle_key_create"),
+    path("bundles/keys/<int:pk>/delete/", views.BundleKeyDeleteView.as_view(), name="bundle_key_delete"),
     path("<slug:slug>/", views.MirrorDetailView.as_view(), name="mirror_detail"),
+    path("<slug:slug>/bundle/", views.MirrorBundleView.as_view(), name="mirror_bundle"),
     path("<slug:slug>/edit/", views.MirrorFormView.as_view(), name="mirror_update"),
     path("<slug:slug>/sync/", views.MirrorSyncView.as_view(), name="mirror_sync"),
     path("<slug:slug>/delete/", views.MirrorDeleteView.as_view(), name="mirror_delete"),

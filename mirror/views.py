@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.db.models import Count, Prefetch, Q
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -11,13 +12,16 @@ from django.views.decorators.http import require_http_methods
 from django.views.generic import DetailView, TemplateView, View
 from django_filters.views import FilterView
 
+from core.choices import Role
+from core.errors import Refused
 from core.generic import ObjectDeleteView, ObjectFormView
 from core.roles import RoleRequiredMixin
 from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
 from mirror.filtersets import SyncRunFilterSet
-from mirror.forms import MirrorForm, PackageFilterSet, UpstreamForm
-from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
+from mirror.forms import BundleImportForm, MirrorForm, PackageFilterSet, TrustedBundleKeyForm, UpstreamForm
+from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, TrustedBundleKey, Upstream
 from mirror.models.mirrors import masked_proxy
+from mirror.services.bundles import add_trusted_key, export_bundle, import_bundle, own_public_key, remove_trusted_key
 from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
 from mirror.serving import not_found, send_package_file
@@ -375,3 +379,97 @@ class PackageDetailView(RoleRequiredMixin, DetailView):
         # The apps above mirror add who else serves it (fleet: the groups that approve it), each as a table.
         others = [usage for _receiver, usage in package_usage.send(sender=SignaturePackage, package=package) if usage]
         return super().get_context_data(usages=[published, *others], **kwargs)
+
+
+# --- Air-gapped transfer: bundles (mirror.services.bundles) ---------------------------------------
+
+
+def bundle_page_context(import_form=None, key_form=None) -> dict:
+    return {
+        "own_key": own_public_key(),
+        "trusted_keys": TrustedBundleKey.objects.select_related("added_by"),
+        "import_form": import_form or BundleImportForm(),
+        "key_form": key_form or TrustedBundleKeyForm(),
+    }
+
+
+class BundleListView(RoleRequiredMixin, TemplateView):
+    """This portal's public key, the keys it trusts, and the import form."""
+
+    template_name = "mirror/bundle_list.html"
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(**bundle_page_context(), **kwargs)
+
+
+class BundleImportView(RoleRequiredMixin, TemplateView):
+    """POST a bundle (operators): verified completely, then stored and published; a refusal shows on the form."""
+
+    template_name = "mirror/bundle_list.html"
+    http_method_names = ["post"]
+
+    def post(self, request):
+        form = BundleImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                result = import_bundle(form.cleaned_data["file"], form.cleaned_data["mirror"], request.user, request)
+            except Refused as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            else:
+                messages.success(request, result.summary())
+                return redirect(mirror_url(result.mirror))
+        return self.render_to_response(self.get_context_data(**bundle_page_context(import_form=form)), status=400)
+
+
+class BundleKeyCreateView(RoleRequiredMixin, TemplateView):
+    """Trust another portal's key (admins)."""
+
+    template_name = "mirror/bundle_list.html"
+    required_role = write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request):
+        form = TrustedBundleKeyForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                key = add_trusted_key(data["name"], data["public_key"], data["note"], request.user, request)
+            except Refused as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            else:
+                messages.success(
+                    request, f"Bundles signed by {key.name} ({key.fingerprint[:16]}…) may be imported now."
+                )
+                return redirect(reverse("mirror:bundle_list"))
+        return self.render_to_response(self.get_context_data(**bundle_page_context(key_form=form)), status=400)
+
+
+class BundleKeyDeleteView(RoleRequiredMixin, View):
+    """Stop trusting a key (admins); what was imported with it stays."""
+
+    required_role = write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        key = get_object_or_404(TrustedBundleKey, pk=pk)
+        remove_trusted_key(key, request.user, request)
+        messages.success(request, f"Key {key.name} is no longer trusted: its bundles are refused from now on.")
+        return redirect(reverse("mirror:bundle_list"))
+
+
+class MirrorBundleView(RoleRequiredMixin, View):
+    """GET streams a signed bundle of the mirror (operators): every target's current and n-1 package."""
+
+    required_role = Role.OPERATOR
+
+    def get(self, request, slug):
+        mirror = get_mirror(slug)
+        try:
+            bundle = export_bundle(mirror, request.GET.getlist("package") or None, request.user, request)
+        except (Refused, ValueError) as exc:
+            messages.error(request, getattr(exc, "message", "Give package ids as whole numbers."))
+            return redirect(mirror_url(mirror))
+        response = StreamingHttpResponse(bundle.chunks(), content_type="application/x-tar")
+        response["Content-Length"] = str(bundle.size)
+        response["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
+        return response

@@ -21,7 +21,7 @@ from core.models import AuditEvent
 from mirror.models import Publication, SignaturePackage, TrustedBundleKey
 from mirror.services import bundles
 from mirror.services.publish import publish
-from mirror.store import blob_path, ingest, sha256_of
+from mirror.store import blob_path, human_size, ingest, sha256_of
 from tests.mirror.helpers import tree_snapshot
 from tests.processes import ROOT, clean_env, free_port, wait_for
 from tests.web import get_or_none
@@ -575,3 +575,156 @@ def test_an_export_imports_on_a_portal_with_no_upstream_which_serves_the_package
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(20)
+
+
+# --- The API's doors ------------------------------------------------------------------------------
+
+
+def streamed(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
+def test_an_operator_exports_over_the_api_and_the_file_imports_over_the_api(
+    api, operator, mirror, published, trusted, store, tmp_path
+):
+    client = api.as_user(operator)
+    response = client.get("/api/v1/bundles/export/", {"mirror": "main"})
+    data = streamed(response)
+    snapshot = tree_snapshot(mirror.publish_path)
+    forget_everything(store)
+
+    imported = client.post("/api/v1/bundles/import/", {"file": io.BytesIO(data)}, format="multipart")
+
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-tar"
+    assert int(response["Content-Length"]) == len(data)
+    assert response["Content-Disposition"].startswith('attachment; filename="main-')
+    assert imported.status_code == 201, imported.content
+    assert imported.json()["summary"].endswith(f"3 packages stored, 3 published on main ({human_size(len(data))}).")
+    assert tree_snapshot(mirror.publish_path) == snapshot
+    assert [e.actor_label for e in AuditEvent.objects.filter(action__startswith="mirror.bundle_")] == ["oscar"] * 2
+
+
+def test_a_viewer_can_neither_export_nor_import_over_the_api(api, viewer, mirror, published, trusted, tmp_path):
+    client = api.as_user(viewer)
+    bundle = tmp_path / "b.tar"
+    export_to(mirror, bundle)
+
+    exported = client.get("/api/v1/bundles/export/", {"mirror": "main"})
+    imported = client.post("/api/v1/bundles/import/", {"file": io.BytesIO(bundle.read_bytes())}, format="multipart")
+
+    assert exported.status_code == 403 and imported.status_code == 403
+    assert "operator role" in imported.json()["detail"]
+
+
+def test_a_tampered_bundle_over_the_api_is_a_400_naming_what_failed(api, operator, exported, store):
+    path = exported[0]
+    flip(path, where(path, "a zip's content"))
+
+    response = api.as_user(operator).post(
+        "/api/v1/bundles/import/", {"file": io.BytesIO(path.read_bytes())}, format="multipart"
+    )
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid" and "was changed: its sha256 is" in body["errors"]["file"][0]
+    assert_nothing_kept(store)
+
+
+def test_an_import_without_a_file_is_a_400(api, operator, mirror):
+    response = api.as_user(operator).post("/api/v1/bundles/import/", {}, format="multipart")
+
+    assert response.status_code == 400 and "file" in response.json()["errors"]
+
+
+def test_an_admin_trusts_a_key_over_the_api_an_operator_may_not_and_a_bad_key_is_a_400(api, admin, operator, db):
+    key = bundles.public_key_text(Ed25519PrivateKey.generate().public_key())
+
+    denied = api.as_user(operator).post("/api/v1/bundle-keys/", {"name": "branch", "public_key": key})
+    bad = api.as_user(admin).post("/api/v1/bundle-keys/", {"name": "branch", "public_key": "hello"})
+    added = api.as_user(admin).post("/api/v1/bundle-keys/", {"name": "branch", "public_key": key})
+    own = api.as_user(operator).get("/api/v1/bundle-keys/own/")
+
+    assert denied.status_code == 403
+    assert bad.status_code == 400 and "Not an Ed25519 public key" in bad.json()["errors"]["public_key"][0]
+    assert added.status_code == 201 and added.json()["fingerprint"] == TrustedBundleKey.objects.get().fingerprint
+    assert own.json()["public_key"] == bundles.own_public_key().public_key
+    gone = api.as_user(admin).delete(f"/api/v1/bundle-keys/{added.json()['id']}/")
+    assert gone.status_code == 204 and not TrustedBundleKey.objects.exists()
+
+
+# --- The UI's doors -------------------------------------------------------------------------------
+
+
+def test_the_bundles_page_shows_this_portals_key_and_the_trusted_ones(client, viewer, trusted):
+    client.force_login(viewer)
+
+    page = client.get("/mirror/bundles/").content.decode()
+
+    assert bundles.own_public_key().public_key in page and trusted.fingerprint in page
+    assert "Verify and import" not in page  # viewers see, operators import
+
+
+def test_the_mirror_pages_export_button_streams_the_bundle(client, operator, mirror, published):
+    client.force_login(operator)
+    page = client.get("/mirror/main/").content.decode()
+
+    response = client.get("/mirror/main/bundle/")
+
+    assert 'href="/mirror/main/bundle/"' in page
+    assert response.status_code == 200 and response["Content-Disposition"].startswith("attachment;")
+    with tarfile.open(fileobj=io.BytesIO(streamed(response))) as tar:
+        assert tar.getnames()[0] == "bundle.json"
+
+
+def test_an_operator_imports_a_bundle_from_the_page(client, operator, exported, mirror):
+    path, _, snapshot = exported
+    client.force_login(operator)
+
+    with open(path, "rb") as handle:
+        response = client.post("/mirror/bundles/import/", {"file": handle})
+
+    assert response.status_code == 302 and response["Location"] == "/mirror/main/"
+    assert tree_snapshot(mirror.publish_path) == snapshot
+
+
+def test_a_tampered_bundle_on_the_page_shows_what_failed_and_keeps_nothing(client, operator, exported, store):
+    path = exported[0]
+    flip(path, where(path, "bundle.json"))
+    client.force_login(operator)
+
+    with open(path, "rb") as handle:
+        response = client.post("/mirror/bundles/import/", {"file": handle})
+
+    assert response.status_code == 400
+    assert "does not verify with the trusted key exporter" in response.content.decode()
+    assert_nothing_kept(store)
+
+
+def test_a_viewer_cannot_import_or_export_from_the_pages(client, viewer, exported):
+    client.force_login(viewer)
+
+    with open(exported[0], "rb") as handle:
+        imported = client.post("/mirror/bundles/import/", {"file": handle})
+    exported_ = client.get("/mirror/main/bundle/")
+
+    assert imported.status_code == 403 and exported_.status_code == 403
+
+
+def test_an_admin_trusts_a_key_from_the_page_and_a_bad_one_is_shown_on_its_field(client, admin, operator, db):
+    key = bundles.public_key_text(Ed25519PrivateKey.generate().public_key())
+    client.force_login(admin)
+
+    bad = client.post("/mirror/bundles/keys/", {"name": "branch", "public_key": "nope"})
+    good = client.post("/mirror/bundles/keys/", {"name": "branch", "public_key": key})
+    client.force_login(operator)
+    denied = client.post("/mirror/bundles/keys/", {"name": "other", "public_key": key})
+
+    assert bad.status_code == 400 and "Not an Ed25519 public key" in bad.content.decode()
+    assert good.status_code == 302 and TrustedBundleKey.objects.get().name == "branch"
+    assert denied.status_code == 403
+
+
+def test_bundles_is_a_reserved_mirror_slug(mirror):
+    mirror.slug = "bundles"
+    with pytest.raises(Exception, match="reserved"):
+        mirror.clean()
