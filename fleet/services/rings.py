@@ -609,7 +609,16 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
             _verdict(row, GateState.CURRENT, f"{source_label} has nothing for {Target(*target)} yet")
             continue
         if not is_newer(candidate, row.current):
-            _verdict(row, GateState.CURRENT, f"serves {row.current.definition_version}, the newest from {source_label}")
+            served = row.current.definition_version
+            if candidate.pk == row.current_id:
+                _verdict(row, GateState.CURRENT, f"serves {served}, the newest from {source_label}")
+            else:  # the source went back (a roll back, or its upstream withdrew a version): never followed down
+                _verdict(
+                    row,
+                    GateState.CURRENT,
+                    f"serves {served}; {source_label} serves the older {candidate.definition_version} now: "
+                    "roll back here too, or approve it, if it should follow",
+                )
             continue
         if was_rolled_back(group, target, candidate):
             _verdict(

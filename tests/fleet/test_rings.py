@@ -703,6 +703,17 @@ def test_an_upstream_withdrawal_moves_latest_rings_back_and_tells_the_others(
             name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"], rollout=RolloutMode.LATEST
         )
         lab = EndpointGroup.objects.create(name="Lab", slug="lab", mirror=mirror, platforms=["linux"], ring_order=20)
+        early = EndpointGroup.objects.create(
+            name="Early",
+            slug="early",
+            mirror=mirror,
+            platforms=["linux"],
+            ring_order=30,
+            rollout=RolloutMode.AFTER,
+            source_group=pilot,
+            delay_hours=0,
+            gate_percent=0,
+        )
 
         def sync():
             run, _ = request_sync(mirror, SyncTrigger.MANUAL)
@@ -718,7 +729,9 @@ def test_an_upstream_withdrawal_moves_latest_rings_back_and_tells_the_others(
         make_endpoints(pilot, 3, "1.407.418.0")
         make_endpoints(pilot, 2, "1.407.417.0")
         EndpointGroup.objects.get(pk=pilot.pk).endpoints.update(compliance="up_to_date")  # as their reports said
+        evaluate_rollouts()
         assert served_version(client, "pilot") == served_version(client, "lab") == "1.407.418.0"
+        assert served_version(client, "early") == "1.407.418.0"
 
         standin.withdraw(*TARGET)
         assert sync() == "withdrawn"
@@ -733,6 +746,12 @@ def test_an_upstream_withdrawal_moves_latest_rings_back_and_tells_the_others(
         assert states == {"1.407.418.0": "rolled_back", "1.407.417.0": "up_to_date"}
 
         assert served_version(client, "lab") == "1.407.418.0"  # manual: an operator decides
+        evaluate_rollouts()
+        assert served_version(client, "early") == "1.407.418.0"  # 'after' rings never follow their source down
+        assert row(early).gate_reason == (
+            "serves 1.407.418.0; pilot serves the older 1.407.417.0 now: roll back here too, or approve it, "
+            "if it should follow"
+        )
         api.as_user(operator)
         [status] = api.get(f"/api/v1/groups/{lab.pk}/status/").json()
         assert status["withdrawn"].startswith("The upstream withdrew 1.407.418.0 on ")
