@@ -306,6 +306,27 @@ def test_a_correctly_configured_endpoint_sends_both_outputs_and_is_up_to_date(ma
 
 
 @apply(live)
+def test_a_correctly_configured_mac_is_up_to_date_from_the_macos_output(machine, group, make_package):
+    rings.approve_package(group, make_package(platform="mac", definition="1.407.400.0"))
+    forget_cached_groups()
+    url = group.definition_url("mac")
+
+    run = machine.run(
+        ARCH="x86_64",
+        PLATFORM="mac",
+        MDATP_STANDIN_PLATFORM="mac",
+        MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED=url,
+        MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI=url,
+    )
+
+    assert_ok(run)
+    endpoint = Endpoint.objects.get()
+    assert (endpoint.platform, endpoint.compliance, endpoint.findings) == ("mac", "up_to_date", [])
+    health = json.loads(HealthReport.objects.get().raw)["health"]
+    assert health["realTimeProtectionSubsystem"] == "endpoint_security_extension"
+
+
+@apply(live)
 @pytest.mark.parametrize("lacks", ["json,details", "details"])
 def test_an_agent_too_old_for_details_sends_plain_health_and_is_told_what_is_missing(machine, served, lacks):
     run = machine.run(ARCH="x86_64", MDATP_STANDIN_LACKS=lacks, MDATP_STANDIN_APP_VERSION="101.23062.0010")
