@@ -157,7 +157,7 @@ end
 function request()
   i = i + 1
   local token = tokens[(i % #tokens) + 1]
-  return wrk.format("POST", "/api/v1/reports", {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "text/plain",
+  return wrk.format("POST", "/api/v1/reports", {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json",
                                                 ["Host"] = "localhost"}, body)
 end
 
@@ -238,16 +238,21 @@ def main(argv=None) -> int:
         tokens = work / "tokens.txt"
         seeded = run_django(python, SEED, env, str(args.endpoints), str(tokens))
         print(f"enrolled {args.endpoints:,} endpoints in {seeded['seconds']:.1f} s (bulk, untimed below)")
-        body = subprocess.run(
-            [str(ROOT / "agent" / "testing" / "mdatp"), "health"],
-            capture_output=True,
-            check=True,
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": seeded["url"],
-                "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": seeded["url"],
-            },
-        ).stdout
+        # What the agent posts: `mdatp health` and `mdatp health --details definitions` in its JSON envelope.
+        outputs = [
+            subprocess.run(
+                [str(ROOT / "agent" / "testing" / "mdatp"), "health", *details, "--output", "json"],
+                capture_output=True,
+                check=True,
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "MDATP_STANDIN_OFFLINE_DEFINITION_URL_CONFIGURED": seeded["url"],
+                    "MDATP_STANDIN_DEFINITIONS_UPDATE_SOURCE_URI": seeded["url"],
+                },
+            ).stdout
+            for details in ((), ("--details", "definitions"))
+        ]
+        body = b'{"$type":"mdeOfflineAgentReport","health":' + outputs[0] + b',"definitions":' + outputs[1] + b"}\n"
         (work / "body.txt").write_bytes(body)
         (work / "report.lua").write_text(WRK_SCRIPT)
 
@@ -289,7 +294,7 @@ def main(argv=None) -> int:
 
         print(
             f"load: wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s, gunicorn {args.web_workers} sync workers, "
-            f"{os.cpu_count()} cores shared by wrk, gunicorn, PostgreSQL and Redis; report body {len(body)} bytes (mdatp health text); "
+            f"{os.cpu_count()} cores shared by wrk, gunicorn, PostgreSQL and Redis; report body {len(body)} bytes (the agent's JSON report); "
             f"commit_delay {args.commit_delay} µs"
         )
         # CPU seconds per process group over the run: what a report costs, whatever else the
