@@ -148,3 +148,14 @@ class TrustedBundleKeyForm(forms.Form):
         help_text="The 44-character key (or its PEM block) from the exporting portal's Mirrors › Bundles page.",
     )
     note = forms.CharField(max_length=300, required=False, help_text="Where it came from, who carried it.")
+
+
+class TreeImportForm(forms.Form):
+    """A folder on the portal's server holding a tree written by Microsoft's download script."""
+
+    path = forms.CharField(
+        label="Folder",
+        max_length=4096,
+        help_text="Absolute path of the folder holding linux/ or mac/, e.g. /media/usb/wdav-update.",
+    )
+    mirror = forms.ModelChoiceField(Mirror.objects.all(), to_field_name="slug")

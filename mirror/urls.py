@@ -37,6 +37,7 @@ urlpatterns = [
     path("packages/<int:pk>/", views.PackageDetailView.as_view(), name="package_detail"),
     path("bundles/", views.BundleListView.as_view(), name="bundle_list"),
     path("bundles/import/", views.BundleImportView.as_view(), name="bundle_import"),
+    path("bundles/import-tree/", views.TreeImportView.as_view(), name="tree_import"),
     path("bundles/keys/", views.BundleKeyCreateView.as_view(), name="bundle_key_create"),
     path("bundles/keys/<int:pk>/delete/", views.BundleKeyDeleteView.as_view(), name="bundle_key_delete"),
     path("<slug:slug>/", views.MirrorDetailView.as_view(), name="mirror_detail"),

@@ -18,10 +18,24 @@ from core.generic import ObjectDeleteView, ObjectFormView
 from core.roles import RoleRequiredMixin
 from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
 from mirror.filtersets import SyncRunFilterSet
-from mirror.forms import BundleImportForm, MirrorForm, PackageFilterSet, TrustedBundleKeyForm, UpstreamForm
+from mirror.forms import (
+    BundleImportForm,
+    MirrorForm,
+    PackageFilterSet,
+    TreeImportForm,
+    TrustedBundleKeyForm,
+    UpstreamForm,
+)
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, TrustedBundleKey, Upstream
 from mirror.models.mirrors import masked_proxy
-from mirror.services.bundles import add_trusted_key, export_bundle, import_bundle, own_public_key, remove_trusted_key
+from mirror.services.bundles import (
+    add_trusted_key,
+    export_bundle,
+    import_bundle,
+    import_tree,
+    own_public_key,
+    remove_trusted_key,
+)
 from mirror.services.mirrors import delete_mirror, delete_upstream, save_mirror, save_upstream
 from mirror.services.sync import request_sync
 from mirror.serving import not_found, send_package_file
@@ -384,12 +398,13 @@ class PackageDetailView(RoleRequiredMixin, DetailView):
 # --- Air-gapped transfer: bundles (mirror.services.bundles) ---------------------------------------
 
 
-def bundle_page_context(import_form=None, key_form=None) -> dict:
+def bundle_page_context(import_form=None, key_form=None, tree_form=None) -> dict:
     return {
         "own_key": own_public_key(),
         "trusted_keys": TrustedBundleKey.objects.select_related("added_by"),
         "import_form": import_form or BundleImportForm(),
         "key_form": key_form or TrustedBundleKeyForm(),
+        "tree_form": tree_form or TreeImportForm(),
     }
 
 
@@ -419,6 +434,26 @@ class BundleImportView(RoleRequiredMixin, TemplateView):
                 messages.success(request, result.summary())
                 return redirect(mirror_url(result.mirror))
         return self.render_to_response(self.get_context_data(**bundle_page_context(import_form=form)), status=400)
+
+
+class TreeImportView(RoleRequiredMixin, TemplateView):
+    """POST a folder of the server holding a tree written by Microsoft's script (admins: it reads the server's disk)."""
+
+    template_name = "mirror/bundle_list.html"
+    required_role = write_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request):
+        form = TreeImportForm(request.POST)
+        if form.is_valid():
+            try:
+                result = import_tree(form.cleaned_data["path"], form.cleaned_data["mirror"], request.user, request)
+            except Refused as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            else:
+                messages.success(request, result.summary())
+                return redirect(mirror_url(result.mirror))
+        return self.render_to_response(self.get_context_data(**bundle_page_context(tree_form=form)), status=400)
 
 
 class BundleKeyCreateView(RoleRequiredMixin, TemplateView):

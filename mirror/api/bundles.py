@@ -14,7 +14,14 @@ from core.api.schema import error_response
 from core.choices import Role
 from mirror.api.serializers import SignaturePackageSerializer
 from mirror.models import Mirror, TrustedBundleKey
-from mirror.services.bundles import add_trusted_key, export_bundle, import_bundle, own_public_key, remove_trusted_key
+from mirror.services.bundles import (
+    add_trusted_key,
+    export_bundle,
+    import_bundle,
+    import_tree,
+    own_public_key,
+    remove_trusted_key,
+)
 
 
 class TrustedBundleKeySerializer(serializers.ModelSerializer):
@@ -47,6 +54,13 @@ class BundleImportSerializer(serializers.Serializer):
         required=False,
         help_text="Where to publish; default: the mirror of the bundle's slug.",
     )
+
+
+class TreeImportSerializer(serializers.Serializer):
+    path = serializers.CharField(
+        max_length=4096, help_text="Absolute path, on the portal's server, of the folder holding linux/ or mac/."
+    )
+    mirror = serializers.SlugRelatedField(slug_field="slug", queryset=Mirror.objects.all())
 
 
 class BundleImportResultSerializer(serializers.Serializer):
@@ -136,6 +150,17 @@ class BundleViewSet(viewsets.GenericViewSet):
         form = BundleImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         result = import_bundle(form.validated_data["file"], form.validated_data.get("mirror"), request.user, request)
+        data = BundleImportResultSerializer(result).data
+        data["summary"] = result.summary()
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TreeImportSerializer, responses={201: BundleImportResultSerializer})
+    @action(detail=False, methods=["post"], url_path="import-tree", write_role=Role.ADMIN)
+    def import_tree(self, request):
+        """Import a tree written by Microsoft's download script from a folder on the portal's server (admins)."""
+        form = TreeImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        result = import_tree(form.validated_data["path"], form.validated_data["mirror"], request.user, request)
         data = BundleImportResultSerializer(result).data
         data["summary"] = result.summary()
         return Response(data, status=status.HTTP_201_CREATED)

@@ -808,14 +808,24 @@ def _row(item: Verified, provenance: str) -> tuple[SignaturePackage, bool]:
             raise Refused(f"{item.target} {item.definition} was stored meanwhile with different content.", "file", 409)
         return existing, False
     source_url = provenance if not item.origin else f"{provenance}; at the source: {item.origin}"
-    package = SignaturePackage.objects.create(
-        **lookup,
-        signatures_date=item.signatures_date,
-        size=item.size,
-        sha256=item.sha256,
-        source=PackageSource.IMPORT,
-        source_url=source_url[:1000],
-    )
+    try:
+        # A savepoint: a sync or another import storing the same version meanwhile loses only this insert.
+        with transaction.atomic():
+            package = SignaturePackage.objects.create(
+                **lookup,
+                signatures_date=item.signatures_date,
+                size=item.size,
+                sha256=item.sha256,
+                source=PackageSource.IMPORT,
+                source_url=source_url[:1000],
+            )
+    except IntegrityError:
+        existing = SignaturePackage.objects.get(**lookup)
+        if existing.sha256 != item.sha256:
+            raise Refused(
+                f"{item.target} {item.definition} was stored meanwhile with different content.", "file", 409
+            ) from None
+        return existing, False
     return package, True
 
 
@@ -850,8 +860,10 @@ def import_tree(root, mirror: Mirror, actor=None, request=None, progress: Progre
     are checked, and its manifest read; only when every one passed are they stored and published.
     """
     root = Path(root)
+    if not root.is_absolute():
+        raise Refused("Give the absolute path of the tree's top folder (the one holding linux/ or mac/).", "path")
     if not root.is_dir():
-        raise Refused(f"{root} is not a directory.", "path")
+        raise Refused(f"{root} is not a directory on the portal's server.", "path")
     found = []
     for platform in Platform.values:
         for channel in Channel.values:

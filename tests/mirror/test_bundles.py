@@ -15,6 +15,7 @@ import zipfile
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.core.management import CommandError, call_command
 
 from core.errors import Refused
 from core.models import AuditEvent
@@ -728,3 +729,58 @@ def test_bundles_is_a_reserved_mirror_slug(mirror):
     mirror.slug = "bundles"
     with pytest.raises(Exception, match="reserved"):
         mirror.clean()
+
+
+@needs_the_scripts_tools
+def test_an_admin_imports_a_tree_over_the_api_and_an_operator_may_not(api, admin, operator, mirror, standin, tmp_path):
+    usb = tmp_path / "wdav-update"
+    run_microsofts_script(usb, standin, *LINUX)
+    body = {"path": str(usb), "mirror": "main"}
+
+    denied = api.as_user(operator).post("/api/v1/bundles/import-tree/", body, format="json")
+    relative = api.as_user(admin).post("/api/v1/bundles/import-tree/", {**body, "path": "wdav"}, format="json")
+    done = api.as_user(admin).post("/api/v1/bundles/import-tree/", body, format="json")
+
+    assert denied.status_code == 403
+    assert relative.status_code == 400 and "absolute path" in relative.json()["errors"]["path"][0]
+    assert done.status_code == 201 and done.json()["summary"].startswith(f"tree {usb}: 1 package stored")
+    assert done.json()["published"][0]["sha256"] == standin.current(*LINUX)["sha256"]
+
+
+@needs_the_scripts_tools
+def test_an_admin_imports_a_tree_from_the_page_and_an_empty_folder_is_shown_on_its_field(
+    client, admin, mirror, standin, tmp_path
+):
+    usb = tmp_path / "wdav-update"
+    run_microsofts_script(usb, standin, *LINUX)
+    (tmp_path / "empty").mkdir()
+    client.force_login(admin)
+
+    empty = client.post("/mirror/bundles/import-tree/", {"path": str(tmp_path / "empty"), "mirror": "main"})
+    done = client.post("/mirror/bundles/import-tree/", {"path": str(usb), "mirror": "main"})
+
+    assert empty.status_code == 400 and "holds no package in Microsoft&#x27;s layout" in empty.content.decode()
+    assert done.status_code == 302 and Publication.objects.get().current.sha256 == standin.current(*LINUX)["sha256"]
+
+
+# --- The commands ---------------------------------------------------------------------------------
+
+
+@needs_the_scripts_tools
+def test_import_tree_takes_a_relative_folder_and_says_what_it_published(mirror, standin, tmp_path, monkeypatch):
+    run_microsofts_script(tmp_path / "usb", standin, *LINUX)
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+
+    call_command("import_tree", "usb", "--mirror", "main", stdout=out)
+
+    assert f"tree {tmp_path / 'usb'}: 1 package stored, 1 published on main" in out.getvalue()
+    assert f"published linux/production/x86_64 {standin.current(*LINUX)['definition']}" in out.getvalue()
+
+
+def test_import_bundle_exits_with_the_refusal(exported):
+    path = exported[0]
+    flip(path, where(path, "the signature"))
+
+    with pytest.raises(CommandError, match="refused: The signature of bundle.json does not verify"):
+        call_command("import_bundle", str(path))

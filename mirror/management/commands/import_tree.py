@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -23,7 +24,9 @@ class Command(BaseCommand):
         if found is None:
             raise CommandError(f"no mirror {mirror!r}")
         try:
-            result = import_tree(directory, found, progress=self.progress if sys.stdout.isatty() else None)
+            result = import_tree(
+                Path(directory).resolve(), found, progress=self.progress if sys.stdout.isatty() else None
+            )
         except Refused as exc:
             raise CommandError(f"{directory} refused: {exc.message}") from None
         self.stdout.write(result.summary())
