@@ -784,3 +784,61 @@ def test_import_bundle_exits_with_the_refusal(exported):
 
     with pytest.raises(CommandError, match="refused: The signature of bundle.json does not verify"):
         call_command("import_bundle", str(path))
+
+
+def test_a_header_changed_with_a_valid_checksum_is_still_refused(exported, mirror, store):
+    path = exported[0]
+    zip_name = next(name for name in members(path) if name.endswith("updates.zip"))
+    offset = members(path)[zip_name][0]
+    data = bytearray(path.read_bytes())
+    header = bytearray(data[offset : offset + 512])
+    header[100:108] = b"0000755\0"  # the mode: executable now
+    header[148:156] = b"        "
+    header[148:156] = f"{sum(header):06o}\0 ".encode()  # the checksum a tar tool would write
+    data[offset : offset + 512] = header
+    path.write_bytes(bytes(data))
+    with tarfile.open(path) as tar:
+        assert tar.getmember(zip_name).mode == 0o755  # a valid tar, for tar itself
+
+    with pytest.raises(Refused, match=f"does not hold {zip_name} where bundle.json says"):
+        bundles.import_bundle(path, mirror)
+
+    assert_nothing_kept(store)
+
+
+def test_one_zip_served_by_two_channels_travels_once_and_serves_both(mirror, make_package, trusted, store, tmp_path):
+    mirror.channels = ["production", "preview"]
+    mirror.save()
+    production = make_package(definition="1.407.600.0")
+    preview = make_package(channel="preview", definition="1.407.600.0")
+    assert production.sha256 == preview.sha256
+    publish(mirror, production)
+    publish(mirror, preview)
+    path = tmp_path / "b.tar"
+    export_to(mirror, path)
+    forget_everything(store)
+
+    bundles.import_bundle(path, mirror)
+
+    assert len([name for name in members(path) if name.endswith("updates.zip")]) == 1
+    assert sorted(Publication.objects.values_list("channel", "current__sha256")) == [
+        ("preview", production.sha256),
+        ("production", production.sha256),
+    ]
+
+
+def test_a_one_byte_change_at_any_of_sixty_spread_positions_is_refused(exported, mirror, store):
+    path = exported[0]
+    original = path.read_bytes()
+    stride = len(original) // 60 + 1  # odd offsets into headers, json, signature, zips, manifests, padding, end
+    for position in range(7, len(original), stride):
+        changed = bytearray(original)
+        changed[position] ^= 0x20
+        path.write_bytes(bytes(changed))
+
+        with pytest.raises(Refused):
+            bundles.import_bundle(path, mirror)
+
+    assert_nothing_kept(store)
+    path.write_bytes(original)
+    assert len(bundles.import_bundle(path, mirror).stored) == 3  # the file itself was good
