@@ -267,7 +267,7 @@ def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
     """
     from fleet.choices import GateState, RolloutMode
     from fleet.models import GroupTarget
-    from fleet.services.rings import was_rolled_back
+    from fleet.services.rings import due_at, was_rolled_back
     from mirror.targets import Target
 
     rows = GroupTarget.objects.select_related("group__source_group", "candidate").filter(
@@ -287,7 +287,7 @@ def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
         )
         if approved_at is None:
             continue
-        due = approved_at + timedelta(hours=group.delay_hours)
+        due = due_at(approved_at, group.delay_hours)
         if now - due <= timedelta(hours=rule.hours) or was_rolled_back(group, row.target, row.candidate):
             continue
         hours = (now - due).total_seconds() / 3600

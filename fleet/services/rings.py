@@ -12,7 +12,7 @@ import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 from operator import or_
 
@@ -562,6 +562,17 @@ def health_gate(group: EndpointGroup, source: EndpointGroup, target, package: Si
     )
 
 
+def due_at(approved_at, delay_hours: int):
+    """When a version approved at ``approved_at`` in the source ring is due in a ring with ``delay_hours``.
+
+    The field takes any positive integer: a delay past the calendar's end (year 9999) is never due, not a crash.
+    """
+    try:
+        return approved_at + timedelta(hours=delay_hours)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
 def _verdict(row: GroupTarget, state: str, reason: str, candidate=None) -> None:
     changed = (row.gate_state, row.gate_reason, row.candidate_id) != (
         state,
@@ -630,7 +641,7 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
             continue
         reason = f"newest from {source_label}"
         if group.rollout == RolloutMode.AFTER:
-            due = source_row.approved_at + timedelta(hours=group.delay_hours)
+            due = due_at(source_row.approved_at, group.delay_hours)
             if timezone.now() < due:
                 hours = (due - timezone.now()).total_seconds() / 3600
                 _verdict(

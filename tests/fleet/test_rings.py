@@ -765,3 +765,13 @@ def test_an_upstream_withdrawal_moves_latest_rings_back_and_tells_the_others(
         standin.release(*TARGET)  # the fixed version
         assert sync() == "new"
         assert served_version(client, "pilot") == "1.407.419.0"
+
+
+def test_a_delay_beyond_the_calendar_keeps_the_ring_waiting_instead_of_failing(mirror, make_group, make_package):
+    pilot = make_group("pilot", 10, RolloutMode.LATEST)
+    broad = make_group("broad", 20, RolloutMode.AFTER, source_group=pilot, delay_hours=10**9, gate_percent=0)
+    publish(mirror, make_package(definition="1.407.500.0"))
+    evaluate_rollouts()
+    waiting = row(broad)
+    assert waiting.current is None and waiting.gate_state == GateState.WAITING
+    assert "delay 1000000000 h" in waiting.gate_reason
