@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import reduce
+from functools import partial, reduce
 from operator import or_
 
 from django.db import IntegrityError, models, transaction
@@ -461,15 +461,29 @@ def _new_state(now: Served, versions) -> Case:
     return Case(*whens, default=F("compliance"))
 
 
-def rejudge_endpoints(group: EndpointGroup, platform: str, arch: str) -> int:
+def _follow_up(group_id: int, platform: str, arch: str) -> None:
+    """Queue the re-judging again for when every web process's cache of what the ring serves has expired."""
+    from fleet import tasks
+
+    try:
+        tasks.rejudge_endpoints.apply_async((group_id, platform, arch), countdown=SERVED_TTL + 1)
+    except Exception:  # noqa: BLE001 - a broker outage must not fail the approval; the next report judges anew
+        log.exception("could not queue the follow-up re-judging of group %s %s/%s", group_id, platform, arch)
+
+
+def rejudge_endpoints(group: EndpointGroup, platform: str, arch: str, follow_up: bool = True) -> int:
     """Judge the group's (platform, arch) endpoints again against what it serves now; returns how many changed.
 
     Set-based, whatever the fleet's size: one SELECT of the distinct versions they run, one UPDATE.
     Endpoints that are new or silent keep that state (they have no fresh report to judge).
+    Other web processes may judge a report against what they cached for up to SERVED_TTL after the
+    change: ``follow_up`` queues the same re-judging once that has passed (fleet.tasks.rejudge_endpoints).
     """
     key = (group.pk, platform, arch)
     _forget_served(key)
     transaction.on_commit(lambda: _forget_served(key))  # a rolled-back change must not stay cached
+    if follow_up:
+        transaction.on_commit(partial(_follow_up, group.pk, platform, arch))
     now = served_now(group, platform, arch)
     endpoints = Endpoint.objects.filter(
         group=group, platform=platform, arch=arch, decommissioned_at__isnull=True

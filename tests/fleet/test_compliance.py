@@ -1,6 +1,7 @@
 """Honest compliance: endpoints are judged against what their ring serves now (fleet.compliance), at each report
 and again at once, set-based, whenever the ring's approval changes."""
 
+import time
 from datetime import timedelta
 
 from django.utils import timezone
@@ -152,3 +153,24 @@ def test_the_ring_findings_say_what_is_wrong_and_how_to_fix_it(reporting_endpoin
     assert finding.code == FindingCode.RING_SERVES_NOTHING and finding.severity == "critical"
     assert "approve a package for linux/production/arch_x86_64" in finding.fix
     assert finding.code not in endpoint.finding_codes  # not stored: it follows the ring, not the report
+
+
+def test_a_report_judged_against_another_process_s_stale_cache_is_corrected_by_the_follow_up(
+    reporting_endpoint, make_group, make_package, django_capture_on_commit_callbacks
+):
+    from fleet import tasks
+
+    broad = make_group("broad")
+    reporting_endpoint(broad, "web-1", "1.407.417.0")
+    before = rings.served(broad, "linux", "x86_64")  # what a web process caches: nothing served
+    with django_capture_on_commit_callbacks() as callbacks:
+        rings.approve_package(broad, make_package(definition="1.407.417.0"))
+    assert states(broad) == {"web-1": Compliance.UP_TO_DATE}
+    # Another web process still holds the old entry for a few seconds and judges a report with it.
+    rings._SERVED[(broad.pk, "linux", "x86_64")] = (before, time.monotonic() + rings.SERVED_TTL)
+    assert reporting_endpoint(broad, "web-1", "1.407.417.0").compliance == Compliance.UNSERVED
+    [follow_up] = [c for c in callbacks if getattr(c, "func", None) is rings._follow_up]
+    assert follow_up.args == (broad.pk, "linux", "x86_64")
+    rings._SERVED.clear()  # the worker's own process: its cache expired
+    assert tasks.rejudge_endpoints.apply(args=follow_up.args).get() == 1
+    assert states(broad) == {"web-1": Compliance.UP_TO_DATE}
