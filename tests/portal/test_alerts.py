@@ -677,6 +677,24 @@ def test_invalid_rules_are_refused_with_the_apis_error_body(api, admin, data, fi
     assert not AlertRule.objects.exists()
 
 
+def test_an_upstream_withdrawal_rule_watches_a_mirror_through_the_api_and_the_form(api, admin, client, mirror):
+    make_group(mirror, "pilot")
+    api.as_user(admin)
+    response = api.post(
+        "/api/v1/alert-rules/",
+        {"name": "withdrawals", "kind": "upstream_withdrew", "mirror": "main", "group": "pilot", "hours": 3},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["mirror"], body["group"], body["hours"]) == ("main", None, None)
+    assert body["condition"] == "the upstream of mirror main withdrew a version it had served"
+    client.force_login(admin)
+    page = client.get("/alerts/rules/new/").content.decode()
+    assert '<option value="upstream_withdrew">The upstream withdrew a version (served an older one)</option>' in page
+    assert "resolves when the upstream serves a newer one" in page
+
+
 def test_an_admin_creates_and_changes_a_rule_and_fields_its_kind_does_not_use_are_cleared(api, admin, mirror, receiver):
     channel, _ = webhook(receiver)
     pilot = make_group(mirror, "pilot")
