@@ -174,3 +174,14 @@ def test_a_report_judged_against_another_process_s_stale_cache_is_corrected_by_t
     rings._SERVED.clear()  # the worker's own process: its cache expired
     assert tasks.rejudge_endpoints.apply(args=follow_up.args).get() == 1
     assert states(broad) == {"web-1": Compliance.UP_TO_DATE}
+
+
+def test_the_group_pages_say_when_a_ring_serves_nothing(make_group, make_package, client, viewer):
+    broad = make_group("broad")
+    rings.approve_package(broad, make_package(definition="1.407.417.0"))  # x86_64 only; arm64 serves nothing
+    client.force_login(viewer)
+    listed = client.get("/groups/").content.decode()
+    assert listed.count(">serves nothing</span>") == 1 and "<strong>1.407.417.0</strong>" in listed
+    page = client.get("/groups/broad/").content.decode()
+    assert page.count("nothing approved: the group's URL answers 404") == 1
+    assert "its endpoints on linux/production/arch_arm64 count as not up to date (unserved)" in page
