@@ -1,7 +1,7 @@
 import django_filters
 from django.db.models import Q
 
-from fleet.choices import ApprovalAction, Compliance, RolloutMode
+from fleet.choices import ApprovalAction, Compliance, FindingCode, RolloutMode
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret
 from mirror.choices import Arch, Channel, Platform
 
@@ -28,6 +28,13 @@ class ApprovalEventFilterSet(django_filters.FilterSet):
         fields = ["group", "platform", "channel", "arch", "action"]
 
 
+# The findings about what an endpoint's ring serves, and the state each one goes with.
+RING_FINDINGS = {
+    FindingCode.RING_SERVES_NOTHING: Compliance.UNSERVED,
+    FindingCode.ROLLED_BACK_VERSION: Compliance.ROLLED_BACK,
+}
+
+
 class EndpointFilterSet(django_filters.FilterSet):
     """Shared by the API and the endpoint list in the UI; every filter uses an indexed column or a bounded LIKE."""
 
@@ -45,7 +52,12 @@ class EndpointFilterSet(django_filters.FilterSet):
         fields = ["group", "compliance", "platform", "arch", "version", "finding", "q", "decommissioned"]
 
     def filter_finding(self, queryset, name, value):
-        return queryset.filter(finding_codes__contains=f",{value.strip()},")
+        code = value.strip()
+        if code in RING_FINDINGS:
+            # Not stored with the report (they follow the ring's approvals, see rings.ring_findings): the state
+            # says it. An endpoint that is also failing or misconfigured is listed under that worse state.
+            return queryset.filter(compliance=RING_FINDINGS[code])
+        return queryset.filter(finding_codes__contains=f",{code},")
 
     def filter_q(self, queryset, name, value):
         return queryset.filter(Q(hostname__icontains=value) | Q(machine_id__icontains=value))

@@ -16,6 +16,7 @@ from core.errors import Refused
 from core.models import hash_token
 from core.services import record_event
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret
+from fleet.services.rings import rejudge_endpoints
 from mirror.choices import Arch, Platform
 
 MACHINE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
@@ -187,6 +188,9 @@ def move_endpoint(endpoint: Endpoint, group: EndpointGroup, actor=None, request=
     endpoint.group = group
     endpoint.save(update_fields=["group"])
     record_event(actor, "endpoint.move", endpoint, {"from": old.slug, "to": group.slug}, request)
+    # Judged at once against what its new ring serves, not at its next report.
+    rejudge_endpoints(group, endpoint.platform, endpoint.arch)
+    endpoint.refresh_from_db(fields=["compliance"])
     return endpoint
 
 

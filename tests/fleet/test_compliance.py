@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from fleet.choices import Compliance, FindingCode, RolloutMode
 from fleet.models import Endpoint
-from fleet.services import rings
+from fleet.services import enrollment, rings
 
 TARGET = ("linux", "production", "x86_64")
 
@@ -185,3 +185,38 @@ def test_the_group_pages_say_when_a_ring_serves_nothing(make_group, make_package
     page = client.get("/groups/broad/").content.decode()
     assert page.count("nothing approved: the group's URL answers 404") == 1
     assert "its endpoints on linux/production/arch_arm64 count as not up to date (unserved)" in page
+
+
+def test_a_moved_endpoint_is_judged_at_once_against_what_its_new_ring_serves(
+    reporting_endpoint, make_group, make_package, operator
+):
+    served, empty = make_group("served"), make_group("empty", 20)
+    rings.approve_package(served, make_package(definition="1.407.417.0"), operator)
+    endpoint = reporting_endpoint(served, "web-1", "1.407.417.0")
+    assert endpoint.compliance == Compliance.UP_TO_DATE
+
+    enrollment.move_endpoint(endpoint, empty, operator)
+    endpoint.refresh_from_db()
+    assert endpoint.compliance == Compliance.UNSERVED  # not "up to date" until its next report
+
+    enrollment.move_endpoint(endpoint, served, operator)
+    endpoint.refresh_from_db()
+    assert endpoint.compliance == Compliance.UP_TO_DATE
+
+
+def test_the_ring_findings_filter_lists_the_endpoints_in_that_state(
+    reporting_endpoint, make_group, make_package, api, viewer, operator
+):
+    served, empty = make_group("served"), make_group("empty", 20)
+    rings.approve_package(served, make_package(definition="1.407.400.0"), operator)
+    rings.approve_package(served, make_package(definition="1.407.417.0"), operator)
+    reporting_endpoint(served, "fine", "1.407.417.0")
+    reporting_endpoint(empty, "unserved", "1.407.417.0")
+
+    def listed(query):
+        return [e["hostname"] for e in api.as_user(viewer).get(f"/api/v1/endpoints/?{query}").json()["results"]]
+
+    assert listed("finding=ring_serves_nothing") == ["unserved"]
+    assert listed("finding=rolled_back_version") == []
+    rings.rollback(served, TARGET, operator)
+    assert listed("finding=rolled_back_version") == ["fine"]
