@@ -15,6 +15,8 @@ class AlertRuleKind(models.TextChoices):
     ENDPOINTS_SILENT = "endpoints_silent", "Endpoints have been silent for N days"
     GATE_HELD = "gate_held", "A health gate has held a version back for N hours"
     UPSTREAM_WITHDREW = "upstream_withdrew", "The upstream withdrew a version (served an older one)"
+    PACKAGE_CONFLICT = "package_conflict", "A package's bytes differ from the upstream's for the same version"
+    ENROLLMENT_SURGE = "enrollment_surge", "Many endpoints enrolled in a ring within a short time"
 
 
 class AlertSeverity(models.TextChoices):
