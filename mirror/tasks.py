@@ -1,16 +1,29 @@
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutting_down
 
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror
 from mirror.services import retention
-from mirror.services.sync import request_sync, run_sync
+from mirror.services.sync import forget_stop, keep_alive, request_stop, request_sync, run_sync
 
 
 @shared_task
 def sync_mirror(run_id: int):
     """Run a queued SyncRun; a second delivery of the same run does nothing."""
-    run = run_sync(run_id)
+    with keep_alive(run_id):
+        run = run_sync(run_id)
     return run and run.state
+
+
+@worker_shutting_down.connect
+def _stop_running_syncs(**kwargs):
+    # Warm shutdown (SIGTERM from systemd): running syncs end cleanly within a progress step (mirror.services.sync).
+    request_stop()
+
+
+@worker_ready.connect
+def _clear_stop(**kwargs):
+    forget_stop()
 
 
 @shared_task

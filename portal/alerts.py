@@ -381,6 +381,63 @@ def check_upstream_withdrew(rule: AlertRule, now) -> list[ConditionMatch]:
     return matches
 
 
+def check_package_conflict(rule: AlertRule, now) -> list[ConditionMatch]:
+    """Imported packages whose version a sync of a mirror found upstream with other bytes (DESIGN §4.8): the sync
+    published the upstream's; the alert holds while the import is stored, and names the rings that still serve it."""
+    from core.models import AuditEvent
+    from fleet.models import GroupTarget
+    from mirror.models import SignaturePackage
+    from mirror.services.sync import CONFLICT
+
+    mirrors = {mirror.pk: mirror for mirror in _mirrors(rule)}
+    found: dict[int, dict] = {}  # the imported package's id -> its latest conflict entry
+    for target_id, details in (
+        AuditEvent.objects.filter(action=CONFLICT).order_by("-created", "-id").values_list("target_id", "details")[:500]
+    ):
+        if isinstance(details, dict) and details.get("mirror_id") in mirrors and str(target_id).isdigit():
+            found.setdefault(int(target_id), details)
+    imported = SignaturePackage.objects.filter(pk__in=found, conflicts_with__isnull=False).in_bulk()
+    matches = []
+    for pk, details in found.items():
+        package = imported.get(pk)
+        if package is None:
+            continue  # pruned since: nothing left to serve
+        mirror = mirrors[details["mirror_id"]]
+        still = sorted(
+            GroupTarget.objects.filter(Q(current=package) | Q(previous=package)).values_list("group__slug", flat=True)
+        )
+        text = (
+            f"{package.target} {package.definition_version} (engine {package.engine_version}) was imported "
+            f"({package.source_url}) with sha256 {package.sha256[:12]}…; the upstream of mirror {mirror.name} serves "
+            f"that version with sha256 {details.get('upstream_sha256', '')[:12]}…. The mirror publishes the "
+            "upstream's; both are kept."
+        )
+        if still:
+            text += f" Rings that still serve the import: {', '.join(still)}. Approve the upstream's package there."
+        matches.append(
+            ConditionMatch(
+                subject=f"conflict:{package.pk}",
+                label=f"package {package}",
+                summary=f"Mirror {mirror.name}: the imported {package.definition_version} differs from the upstream's",
+                text=text,
+                url=portal_url(reverse("mirror:package_detail", args=[package.pk])),
+                details={
+                    "mirror": mirror.slug,
+                    "target": str(package.target),
+                    "definition": package.definition_version,
+                    "imported": package.pk,
+                    "imported_sha256": package.sha256,
+                    "imported_from": package.source_url,
+                    "upstream": details.get("upstream_id"),
+                    "upstream_sha256": details.get("upstream_sha256", ""),
+                    "still_serving": still,
+                },
+                severity=AlertSeverity.CRITICAL,
+            )
+        )
+    return matches
+
+
 CHECKS = {
     AlertRuleKind.SYNC_FAILED: check_sync_failed,
     AlertRuleKind.SYNC_OVERDUE: check_sync_overdue,
@@ -388,9 +445,15 @@ CHECKS = {
     AlertRuleKind.ENDPOINTS_SILENT: check_endpoints_silent,
     AlertRuleKind.GATE_HELD: check_gate_held,
     AlertRuleKind.UPSTREAM_WITHDREW: check_upstream_withdrew,
+    AlertRuleKind.PACKAGE_CONFLICT: check_package_conflict,
 }
 # Evaluated as soon as a sync finishes (on_sync_finished), not only at beat's next round.
-SYNC_KINDS = (AlertRuleKind.SYNC_FAILED, AlertRuleKind.SYNC_OVERDUE, AlertRuleKind.UPSTREAM_WITHDREW)
+SYNC_KINDS = (
+    AlertRuleKind.SYNC_FAILED,
+    AlertRuleKind.SYNC_OVERDUE,
+    AlertRuleKind.UPSTREAM_WITHDREW,
+    AlertRuleKind.PACKAGE_CONFLICT,
+)
 
 
 # --- Evaluation -----------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ class AlertRule(models.Model):
         AlertRuleKind.ENDPOINTS_SILENT: ("group", "days", "min_endpoints"),
         AlertRuleKind.GATE_HELD: ("group", "hours"),
         AlertRuleKind.UPSTREAM_WITHDREW: ("mirror",),
+        AlertRuleKind.PACKAGE_CONFLICT: ("mirror",),
     }
     REQUIRED = {"hours": "a number of hours", "days": "a number of days", "threshold_percent": "a percentage (0–100)"}
 
@@ -219,6 +220,7 @@ class AlertRule(models.Model):
             f"silent for {self.days} days",
             AlertRuleKind.GATE_HELD: f"a health gate of {group} holds a version back for {self.hours} h",
             AlertRuleKind.UPSTREAM_WITHDREW: f"the upstream of {mirror} withdrew a version it had served",
+            AlertRuleKind.PACKAGE_CONFLICT: f"an imported package differs from the upstream's of {mirror}, same version",
         }.get(self.kind, self.kind)
 
 

@@ -281,8 +281,12 @@ FLEET_REPORT_RETENTION_DAYS = env_int("FLEET_REPORT_RETENTION_DAYS", 30)
 # --- Mirror -------------------------------------------------------------------
 MIRROR_RETRY_ATTEMPTS = env_int("MIRROR_RETRY_ATTEMPTS", 5)
 MIRROR_RETRY_BACKOFF = float(env_str("MIRROR_RETRY_BACKOFF") or 2.0)  # seconds, doubled per failure
-# A running sync whose heartbeat is older than this lost its worker and may be taken over.
-MIRROR_STALE_RUN_SECONDS = env_int("MIRROR_STALE_RUN_SECONDS", 600)
+# A running sync's worker beats its heartbeat this often (a thread, whatever the sync is doing); one whose heartbeat
+# is older than MIRROR_STALE_RUN_SECONDS lost its worker, and the next trigger replaces it (issue 14, item 11).
+MIRROR_HEARTBEAT_SECONDS = float(env_str("MIRROR_HEARTBEAT_SECONDS") or 10)
+MIRROR_STALE_RUN_SECONDS = env_int("MIRROR_STALE_RUN_SECONDS", 60)
+# A queued sync no worker took for this long (its task was lost) is replaced by the next trigger.
+MIRROR_QUEUED_RUN_SECONDS = env_int("MIRROR_QUEUED_RUN_SECONDS", 600)
 # Behind nginx: package downloads answered with X-Accel-Redirect to this internal location
 # (which maps to PORTAL_STORE_ROOT), so nginx sends the bytes. Empty: the portal sends them.
 MIRROR_X_ACCEL_PREFIX = (env_str("MIRROR_X_ACCEL_PREFIX") or "").rstrip("/")

@@ -105,9 +105,20 @@ class SignaturePackageSerializer(serializers.ModelSerializer):
             "sha256",
             "source",
             "source_url",
+            "upstream",
+            "provenance",
+            "conflicts_with",
             "downloaded_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "conflicts_with": {
+                "help_text": "On an imported package: the upstream's package of the same version with other bytes, "
+                "published instead."
+            }
+        }
+
+    provenance = serializers.CharField(read_only=True, help_text="Where the bytes came from, in words.")
 
 
 class PackageImportSerializer(serializers.Serializer):

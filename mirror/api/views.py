@@ -225,14 +225,17 @@ class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = SignaturePackageSerializer
     filterset_class = SignaturePackageFilterSet
     ordering_fields = ["downloaded_at", "size"]
-    write_role = Role.OPERATOR  # the only write is an import
+    write_role = Role.ADMIN  # the only write is an import: an admin's act, like bundle and tree imports
 
     @extend_schema(
         request={"multipart/form-data": PackageImportSerializer}, responses={201: SignaturePackageSerializer}
     )
     @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser])
     def import_package(self, request):
-        """Import an updates.zip carried into an air-gapped site; verified and published like a download."""
+        """Import an updates.zip carried into an air-gapped site (admins); verified and published like a download.
+
+        Never in place of a version stored with other bytes (a 400 on ``file``); a later sync that finds other
+        bytes upstream publishes the upstream's and flags the import (``conflicts_with``)."""
         form = PackageImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
@@ -251,6 +254,7 @@ class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
                 manifest_text,
                 request.user,
                 request,
+                filename=getattr(data["file"], "name", ""),
             )
         except (PackageError, UpstreamError) as exc:
             raise ValidationError({"file": [str(exc)]}) from None

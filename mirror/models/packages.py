@@ -3,6 +3,7 @@ import json
 from django.db import models
 from django.utils import timezone
 
+from core.secrets import mask_url
 from mirror.choices import Arch, Channel, PackageSource, Platform
 from mirror.targets import Target
 
@@ -18,21 +19,38 @@ class SignaturePackage(models.Model):
     signatures_date = models.CharField(max_length=64, blank=True)
     size = models.BigIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)
+    # Provenance (DESIGN §4.8): a download names its upstream and the URL its bytes came from; an import says what
+    # was imported and by whom ("upload updates.zip, imported by alice", "bundle … signed by …").
     source = models.CharField(max_length=8, choices=PackageSource.choices, default=PackageSource.DOWNLOAD)
     source_url = models.CharField(max_length=1000, blank=True)
+    upstream = models.ForeignKey("mirror.Upstream", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # On an imported package whose version the upstream served with other bytes: the upstream's package of that
+    # version, which the sync published instead. Both stay, for the record.
+    conflicts_with = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     downloaded_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-downloaded_at", "-id"]
         constraints = [
+            # One downloaded and at most one imported package per version: an import never takes the upstream's
+            # place, and a sync that finds other bytes upstream keeps both (mirror.services.sync).
             models.UniqueConstraint(
-                fields=["platform", "channel", "arch", "engine_version", "definition_version"],
-                name="one_package_per_target_version",
+                fields=["platform", "channel", "arch", "engine_version", "definition_version", "source"],
+                name="one_package_per_target_version_source",
             ),
         ]
 
     def __str__(self):
         return f"{self.platform}/{self.channel}/{self.arch} {self.definition_version} (engine {self.engine_version})"
+
+    @property
+    def provenance(self) -> str:
+        """Where the bytes came from, for a person: the upstream and URL, or who imported what."""
+        if self.source == PackageSource.IMPORT:
+            return f"imported: {self.source_url or 'unknown'}"
+        upstream = f"upstream {self.upstream.name}" if self.upstream_id else "upstream"
+        # Masked (core.secrets): the URL is the upstream's base_url's, credentials and all.
+        return f"downloaded from {upstream}: {mask_url(self.source_url) or 'unknown URL'}"
 
     @property
     def target(self) -> Target:

@@ -48,6 +48,7 @@ from core.services import record_event
 from core.versions import version_key
 from mirror.choices import Arch, Channel, PackageSource, Platform
 from mirror.models import Mirror, Publication, SignaturePackage, TrustedBundleKey
+from mirror.services.imports import stored_for_import
 from mirror.services.publish import publish
 from mirror.store import PackageError, blob_path, human_size, ingest, tmp_dir, verify_zip
 from mirror.streamcheck import StreamCheck
@@ -688,17 +689,11 @@ def _check_entries(data: dict, mirror: Mirror) -> list[dict]:
 
 
 def _refuse_conflict(target: Target, engine: str, definition: str, sha256: str) -> None:
-    platform, channel, arch = target
-    existing = SignaturePackage.objects.filter(
-        platform=platform, channel=channel, arch=arch, engine_version=engine, definition_version=definition
-    ).first()
-    if existing and existing.sha256 != sha256:
-        raise Refused(
-            f"{target} {definition} (engine {engine}) is already stored here with different content "
-            f"(sha256 {existing.sha256[:12]}…, the bundle's {sha256[:12]}…).",
-            "file",
-            409,
-        )
+    # The one rule of mirror.services.imports: an import never shadows a version stored with other bytes.
+    try:
+        stored_for_import(target, engine, definition, sha256)
+    except PackageError as exc:
+        raise Refused(f"{exc}; the bundle's is {sha256[:12]}….", "file", 409) from None
 
 
 def _read_package(reader: _Reader, item: Verified, mtime: int) -> Path:
@@ -802,10 +797,13 @@ def _row(item: Verified, provenance: str) -> tuple[SignaturePackage, bool]:
         "engine_version": item.engine,
         "definition_version": item.definition,
     }
-    existing = SignaturePackage.objects.select_for_update().filter(**lookup).first()
+    try:
+        existing = stored_for_import(item.target, item.engine, item.definition, item.sha256, lock=True)
+    except PackageError:  # stored meanwhile by a sync or another import
+        raise Refused(
+            f"{item.target} {item.definition} was stored meanwhile with different content.", "file", 409
+        ) from None
     if existing is not None:
-        if existing.sha256 != item.sha256:  # stored meanwhile by a sync or another import
-            raise Refused(f"{item.target} {item.definition} was stored meanwhile with different content.", "file", 409)
         return existing, False
     source_url = provenance if not item.origin else f"{provenance}; at the source: {item.origin}"
     try:
@@ -820,7 +818,7 @@ def _row(item: Verified, provenance: str) -> tuple[SignaturePackage, bool]:
                 source_url=source_url[:1000],
             )
     except IntegrityError:
-        existing = SignaturePackage.objects.get(**lookup)
+        existing = SignaturePackage.objects.get(**lookup, source=PackageSource.IMPORT)
         if existing.sha256 != item.sha256:
             raise Refused(
                 f"{item.target} {item.definition} was stored meanwhile with different content.", "file", 409

@@ -24,6 +24,9 @@ def publish(mirror: Mirror, package: SignaturePackage) -> Publication:
         if publication and publication.current_id == package.pk:
             return publication
         previous = publication.current if publication else None
+        if previous is not None and previous.manifest() == package.manifest():
+            # The same version from another source (the upstream's in place of an import): n-1 stays what it was.
+            previous = publication.previous
         if not mirror.keep_previous:
             previous = None
         # Disk first: if the swap fails, the database still describes what is served.

@@ -1,18 +1,22 @@
 """Syncing a mirror: request a run, claim it in a worker, download what is new and publish it."""
 
 import logging
+import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core.models import AuditEvent
 from core.services import record_event
 from core.versions import version_key
-from mirror.choices import ACTIVE_SYNC_STATES, SyncState, SyncTrigger, TargetOutcome
+from mirror.choices import ACTIVE_SYNC_STATES, PackageSource, SyncState, SyncTrigger, TargetOutcome
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
 from mirror.services.publish import publish
 from mirror.signals import package_withdrawn, sync_finished
@@ -29,7 +33,11 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress writes: visible, without a w
 
 
 def is_stale(run: SyncRun) -> bool:
-    last_sign_of_life = run.heartbeat_at or run.created
+    """A running run whose worker stopped beating (killed, host lost), or a queued one no worker ever took."""
+    if run.state == SyncState.QUEUED:
+        # Waiting behind other work is normal; only a task lost for this long is given up.
+        return timezone.now() - run.created > timedelta(seconds=settings.MIRROR_QUEUED_RUN_SECONDS)
+    last_sign_of_life = run.heartbeat_at or run.started_at or run.created
     return timezone.now() - last_sign_of_life > timedelta(seconds=settings.MIRROR_STALE_RUN_SECONDS)
 
 
@@ -46,10 +54,13 @@ def request_sync(mirror: Mirror, trigger: str = SyncTrigger.MANUAL, actor=None, 
             if active is not None:
                 if not is_stale(active):
                     return active, False
+                waited = settings.MIRROR_QUEUED_RUN_SECONDS if active.state == SyncState.QUEUED else None
                 finish_run(
                     active,
                     SyncState.FAILED,
-                    "the worker running this sync stopped (no progress for "
+                    f"no worker took this sync for {waited} s; a new sync was started"
+                    if waited
+                    else "the worker running this sync stopped (no heartbeat for "
                     f"{settings.MIRROR_STALE_RUN_SECONDS} s); a new sync was started",
                 )
             run = SyncRun.objects.create(
@@ -93,6 +104,63 @@ def _log(run: SyncRun, line: str) -> None:
     log.info("sync %s of %s: %s", run.pk, run.mirror.slug, line)
 
 
+# --- Liveness and clean stops ----------------------------------------------------------------
+
+_stopping = threading.Event()
+
+
+class SyncStopped(Exception):
+    """The worker is shutting down: the sync ends at a safe point, its partial download kept for the next run."""
+
+
+def stop_marker(pid: int) -> Path:
+    return tmp_dir() / f"worker-{pid}.stopping"
+
+
+def request_stop() -> None:
+    """A warm shutdown began in this worker process (Celery's worker_shutting_down): its running syncs end at their
+    next progress step instead of holding the stop until systemd's TimeoutStopSec kills them mid-write."""
+    _stopping.set()
+    # A prefork pool's children are not told of their parent's shutdown: they look for its marker.
+    stop_marker(os.getpid()).touch()
+
+
+def forget_stop() -> None:
+    """A worker starting: a marker left under its pid by an earlier process is not about it."""
+    _stopping.clear()
+    stop_marker(os.getpid()).unlink(missing_ok=True)
+
+
+def stop_requested() -> bool:
+    return _stopping.is_set() or stop_marker(os.getppid()).exists()
+
+
+@contextmanager
+def keep_alive(run_id: int):
+    """Beat the run's heartbeat every MIRROR_HEARTBEAT_SECONDS while this worker lives, whatever the sync is doing (a
+    slow manifest, a retry's wait, a long verify): a run that stops beating lost its worker (is_stale), and the next
+    trigger replaces it within MIRROR_STALE_RUN_SECONDS instead of waiting for progress that never comes."""
+    done = threading.Event()
+
+    def beat():
+        try:
+            while not done.wait(settings.MIRROR_HEARTBEAT_SECONDS):
+                try:
+                    SyncRun.objects.filter(pk=run_id, state=SyncState.RUNNING).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:  # a busy database: the next beat tries again
+                    log.warning("sync %s: heartbeat not written: %s", run_id, exc)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"sync-{run_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 # --- Running ------------------------------------------------------------------------------
 
 
@@ -107,12 +175,24 @@ def run_sync(run_id: int) -> SyncRun | None:
     run.save(update_fields=["log"])
     try:
         for target in mirror.targets():
+            if stop_requested():
+                raise SyncStopped
             run.current_target = str(Target(*target))
             SyncRun.objects.filter(pk=run.pk).update(current_target=run.current_target, heartbeat_at=timezone.now())
             result = sync_target(run, mirror, session, target)
             run.results.append(result)
             _log(run, describe_result(result))
             run.save(update_fields=["results", "log", "bytes_done"])
+    except SyncStopped:
+        done = ", ".join(r["target"] for r in run.results) or "none"
+        _log(run, "stopped: the worker is shutting down")
+        finish_run(
+            run,
+            SyncState.FAILED,
+            f"stopped by the worker's shutdown at {run.current_target or 'the start'} (targets done: {done}); "
+            "the next sync resumes the download",
+        )
+        return run
     except Exception as exc:  # a bug must still end the run with a readable state, not leave it running
         log.exception("sync %s crashed", run.pk)
         finish_run(run, SyncState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
@@ -140,8 +220,14 @@ def describe_result(result: dict) -> str:
             f"{name}: withdrawn upstream: it serves {result['definition']} (engine {result['engine']}) again, older than "
             f"{result['previous']}; published {result['definition']}, {result['previous']} is n-1"
         )
+    conflict = (
+        f"; the imported package of this version differs (sha256 {result['conflict']['imported_sha256'][:12]}…): "
+        "kept the upstream's"
+        if result.get("conflict")
+        else ""
+    )
     resumed = f", resumed at {human_size(result['resumed_from'])}" if result.get("resumed_from") else ""
-    return f"{name}: new {result['definition']} (engine {result['engine']}, was {result['previous'] or 'none'}), {human_size(result['bytes'])} in {result['duration']:.1f} s{resumed}"
+    return f"{name}: new {result['definition']} (engine {result['engine']}, was {result['previous'] or 'none'}), {human_size(result['bytes'])} in {result['duration']:.1f} s{resumed}{conflict}"
 
 
 def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
@@ -168,24 +254,36 @@ def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
     try:
         remote = fetch_version(session, mirror.upstream, target)
         result.update(engine=remote.engine, definition=remote.definition)
-        if current and (current.engine_version, current.definition_version) == (remote.engine, remote.definition):
+        # Unchanged only when what is served is the upstream's own download: an imported package of the same version
+        # is never taken for the upstream's (DESIGN §4.8); its bytes are compared with a download below.
+        if (
+            current
+            and current.source == PackageSource.DOWNLOAD
+            and (current.engine_version, current.definition_version) == (remote.engine, remote.definition)
+        ):
             result.update(outcome=TargetOutcome.UNCHANGED, duration=time.monotonic() - started)
             return result
         # The upstream answers with an older version than the one it gave before: it withdrew that one. Follow it,
         # as Microsoft's download script does (it publishes whatever the link gives and keeps the previous
         # download as <channel>_back), and say so: it is an event of its own, not a "new version".
         withdrawn = current if current and _older(remote.definition, remote.engine, current) else None
+        # Reused by version only when it is a download: an imported package of the version is downloaded again and
+        # compared (an import under the version the upstream announces next must not be published as its).
         package = SignaturePackage.objects.filter(
             platform=platform,
             channel=channel,
             arch=arch,
             engine_version=remote.engine,
             definition_version=remote.definition,
+            source=PackageSource.DOWNLOAD,
         ).first()
         if package is None or not package.path.exists():
             package, fetched = _download_package(run, mirror, session, target, remote)
             result["bytes"] = fetched.size - fetched.resumed_from
             result["resumed_from"] = fetched.resumed_from
+        conflict = record_conflict(run, mirror, package)
+        if conflict is not None:
+            result["conflict"] = {"imported": conflict.pk, "imported_sha256": conflict.sha256, "upstream": package.pk}
         publish(mirror, package)
         if withdrawn is None:
             result.update(outcome=TargetOutcome.NEW)
@@ -210,6 +308,8 @@ def _download_package(run, mirror, session, target, remote):
         now = time.monotonic()
         if now - last_write[0] >= PROGRESS_INTERVAL:
             last_write[0] = now
+            if stop_requested():
+                raise SyncStopped  # between two blocks: the .part file and its validator stay, to resume from
             run.bytes_done = base_done + size
             SyncRun.objects.filter(pk=run.pk).update(
                 bytes_done=run.bytes_done, bytes_expected=base_done + (expected or 0), heartbeat_at=timezone.now()
@@ -232,14 +332,66 @@ def _download_package(run, mirror, session, target, remote):
         arch=arch,
         engine_version=remote.engine,
         definition_version=remote.definition,
+        source=PackageSource.DOWNLOAD,
         defaults={
             "signatures_date": remote.date,
             "size": fetched.size,
             "sha256": fetched.sha256,
             "source_url": fetched.url,
+            "upstream": mirror.upstream,
         },
     )
     return package, fetched
+
+
+# --- Imported packages the upstream contradicts ---------------------------------------------------------------
+
+CONFLICT = "package.conflict"  # the audit action: on the imported package, with both sha256s
+
+
+def record_conflict(run: SyncRun, mirror: Mirror, package: SignaturePackage) -> SignaturePackage | None:
+    """An imported package of the version the upstream just gave with other bytes: flag it (``conflicts_with``), audit
+    it and return it; the caller publishes the upstream's. None when no import of the version differs."""
+    imported = SignaturePackage.objects.filter(
+        platform=package.platform,
+        channel=package.channel,
+        arch=package.arch,
+        engine_version=package.engine_version,
+        definition_version=package.definition_version,
+        source=PackageSource.IMPORT,
+    ).first()
+    if imported is None or imported.sha256 == package.sha256:
+        return None
+    if imported.conflicts_with_id != package.pk:
+        imported.conflicts_with = package
+        imported.save(update_fields=["conflicts_with"])
+        record_event(
+            None,
+            CONFLICT,
+            imported,
+            {
+                "mirror": mirror.slug,
+                "mirror_id": mirror.pk,
+                "target": str(package.target),
+                "definition": package.definition_version,
+                "engine": package.engine_version,
+                "imported_sha256": imported.sha256,
+                "imported_from": imported.source_url,
+                "upstream_sha256": package.sha256,
+                "upstream_id": package.pk,
+                "upstream_url": package.source_url,
+                "run": run.pk,
+            },
+        )
+    log.warning(
+        "mirror %s %s: the imported %s differs from the upstream's (sha256 %s, upstream %s); the upstream's is published",
+        mirror.slug,
+        package.target,
+        package.definition_version,
+        imported.sha256[:12],
+        package.sha256[:12],
+    )
+    return imported
 
 
 # --- Upstream withdrawals -----------------------------------------------------------------------------

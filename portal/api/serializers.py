@@ -56,7 +56,7 @@ class AlertRuleSerializer(ModelCleanMixin, serializers.ModelSerializer):
         queryset=Mirror.objects.all(),
         allow_null=True,
         required=False,
-        help_text="sync_failed, sync_overdue, upstream_withdrew: the mirror's slug; null: every mirror.",
+        help_text="sync_failed, sync_overdue, upstream_withdrew, package_conflict: the mirror's slug; null: every mirror.",
     )
     group = serializers.SlugRelatedField(
         slug_field="slug",

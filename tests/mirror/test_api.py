@@ -116,11 +116,11 @@ def test_runs_and_packages_are_listed_and_filtered(api, viewer, make_mirror, sta
     assert api.get("/api/v1/packages/?arch=sparc").status_code == 400
 
 
-def test_an_imported_package_is_verified_stored_and_published(api, operator, make_mirror):
+def test_an_imported_package_is_verified_stored_and_published(api, admin, make_mirror):
     mirror = make_mirror()
     upload = io.BytesIO(zip_bytes())
     upload.name = "updates.zip"
-    response = api.as_user(operator).post(
+    response = api.as_user(admin).post(
         "/api/v1/packages/import/",
         {
             "mirror": "main",
@@ -140,14 +140,14 @@ def test_an_imported_package_is_verified_stored_and_published(api, operator, mak
     assert AuditEvent.objects.filter(action="package.import").exists()
 
 
-def test_an_import_takes_the_versions_from_a_microsoft_script_manifest(api, operator, make_mirror):
+def test_an_import_takes_the_versions_from_a_microsoft_script_manifest(api, admin, make_mirror):
     make_mirror()
     upload, manifest = (
         io.BytesIO(zip_bytes()),
         io.BytesIO(b'{"EngineVersion": "1.1.2.0", "DefinitionVersion": "1.407.501.0"}'),
     )
     upload.name, manifest.name = "updates.zip", "manifest.json"
-    response = api.as_user(operator).post(
+    response = api.as_user(admin).post(
         "/api/v1/packages/import/",
         {
             "mirror": "main",
@@ -171,11 +171,11 @@ def test_an_import_takes_the_versions_from_a_microsoft_script_manifest(api, oper
         (None, ("1.1.2.0", "latest"), "is not a version number"),
     ],
 )
-def test_a_bad_import_is_refused_and_nothing_is_kept(api, operator, make_mirror, store, content, versions, words):
+def test_a_bad_import_is_refused_and_nothing_is_kept(api, admin, make_mirror, store, content, versions, words):
     make_mirror()
     upload = io.BytesIO(content or zip_bytes())
     upload.name = "updates.zip"
-    response = api.as_user(operator).post(
+    response = api.as_user(admin).post(
         "/api/v1/packages/import/",
         {
             "mirror": "main",

@@ -7,15 +7,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from mirror.choices import SyncState, SyncTrigger
 from mirror.models import SignaturePackage, SyncRun
 from mirror.services.sync import is_stale, request_sync
 from standins.upstream import StandinUpstream
+from tests.deploy.units import service_settings
 from tests.mirror.helpers import sync, tree_snapshot
-from tests.processes import ROOT, celery_worker, child_env, wait_for
+from tests.processes import ROOT, celery_worker, child_env, clean_env, run_django, wait_for
 
 # One xdist group: their Celery workers read the embedded broker's folder, which every test process of a
 # run shares (settings' PORTAL_VAR_DIR); two at once would take each other's tasks (bin/test runs them in one worker).
@@ -87,6 +91,84 @@ def test_a_worker_killed_mid_download_leaves_nothing_partial_and_the_next_run_re
     assert tree_snapshot(mirror.publish_path)["linux/production/arch_x86_64/updates.zip"] == new["sha256"]
     assert SignaturePackage.objects.get(definition_version=new["definition"]).sha256 == new["sha256"]
     assert not list(tmp.glob("*.part"))
+
+
+def test_a_worker_killed_mid_sync_is_found_dead_from_its_heartbeat_and_the_next_trigger_replaces_it(
+    make_mirror, standin, settings, tmp_path
+):
+    """Issue 14, item 11: a SIGKILLed worker blocked its mirror's syncs for MIRROR_STALE_RUN_SECONDS (10 min) after
+    its last progress write. Now a thread beats the heartbeat while the worker lives, so a stuck but living sync is
+    never taken for dead, and a dead one is replaced as soon as its heartbeat is older than the bound (60 s)."""
+    mirror = make_mirror()
+    # The manifest never comes (each attempt times out, then retries): the sync makes no progress at all.
+    standin.set_fault("slow", scope="manifest", delay=30)
+    settings.MIRROR_STALE_RUN_SECONDS = 3
+    with celery_worker(tmp_path / "worker.log", MIRROR_HEARTBEAT_SECONDS=0.5, MIRROR_RETRY_ATTEMPTS=20) as worker:
+        run, created = request_sync(mirror, SyncTrigger.MANUAL)
+        assert created
+        wait_for(lambda: SyncRun.objects.get(pk=run.pk).state == SyncState.RUNNING, 60, "the worker to claim the run")
+        time.sleep(settings.MIRROR_STALE_RUN_SECONDS + 2)  # longer than the bound, with no progress written
+        alive = SyncRun.objects.get(pk=run.pk)
+        assert timezone.now() - alive.heartbeat_at < timedelta(seconds=2) and alive.bytes_done == 0
+        again, created = request_sync(mirror, SyncTrigger.MANUAL)
+        assert not created and again.pk == run.pk  # a living worker's sync is not replaced
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        killed = time.monotonic()
+
+    wait_for(lambda: is_stale(SyncRun.objects.get(pk=run.pk)), 30, "the dead run to go stale")
+    found_dead_after = time.monotonic() - killed
+    assert found_dead_after < settings.MIRROR_STALE_RUN_SECONDS + 1.5, found_dead_after
+    fresh, created = request_sync(mirror, SyncTrigger.MANUAL)
+    assert created and fresh.pk != run.pk
+    run.refresh_from_db()
+    assert run.state == SyncState.FAILED
+    assert run.error == "the worker running this sync stopped (no heartbeat for 3 s); a new sync was started"
+
+
+def test_a_worker_stopped_by_systemd_ends_its_running_sync_cleanly_well_within_timeout_stop_sec(
+    make_mirror, standin, settings, tmp_path
+):
+    """Issue 14, item 11: SIGTERM to the worker only (KillMode=mixed) is Celery's warm shutdown; the running sync ends at
+    its next progress step with a readable state and its partial download kept, long before TimeoutStopSec would
+    kill it mid-write; the next sync resumes the download."""
+    unit = service_settings("defender-portal-worker.service")
+    assert unit["KillMode"] == ["mixed"]
+    timeout_stop = int(unit["TimeoutStopSec"][0])
+    mirror = make_mirror()
+    assert sync(mirror).state == SyncState.SUCCEEDED
+    standin.release(*TARGET)
+    new = standin.current(*TARGET)
+    standin.set_fault("slow", scope="package", delay=0.1)  # 64 KiB per 0.1 s: ~3 s for 2 MiB
+    tmp = settings.PORTAL_STORE_ROOT / "tmp"
+
+    with celery_worker(tmp_path / "worker.log") as worker:
+        run, _ = request_sync(mirror, SyncTrigger.MANUAL)
+        wait_for(
+            lambda: any(p.stat().st_size > 256 * 1024 for p in tmp.glob("*.part")), 60, "the download to be under way"
+        )
+        asked = time.monotonic()
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(timeout_stop)
+        stopped_after = time.monotonic() - asked
+
+    assert worker.returncode == 0 and stopped_after < min(5, timeout_stop / 4), stopped_after
+    run.refresh_from_db()
+    assert run.state == SyncState.FAILED and run.error.startswith("stopped by the worker's shutdown at linux/")
+    [partial] = tmp.glob("*.part")
+    kept = partial.stat().st_size
+    assert 0 < kept < new["size"]
+    standin.clear_faults()
+    resumed = sync(mirror)
+    assert resumed.state == SyncState.SUCCEEDED and resumed.results[0]["resumed_from"] == kept
+
+
+def test_on_a_bare_machine_a_dead_sync_is_given_up_within_a_minute(tmp_path):
+    result = run_django(
+        "result = [settings.MIRROR_HEARTBEAT_SECONDS, settings.MIRROR_STALE_RUN_SECONDS]", clean_env(tmp_path / "var")
+    )
+    heartbeat, stale = result
+    assert stale <= 60 and heartbeat * 3 <= stale
 
 
 CONCURRENT = r"""

@@ -559,7 +559,7 @@ def test_a_finished_sync_has_the_sync_rules_evaluated_at_once(receiver, mirror, 
         finish_run(run, SyncState.FAILED, "upstream unreachable")
     [enqueue] = callbacks
     assert enqueue.args == (tasks.evaluate_alerts,) and enqueue.keywords == {
-        "kinds": ["sync_failed", "sync_overdue", "upstream_withdrew"]
+        "kinds": ["sync_failed", "sync_overdue", "upstream_withdrew", "package_conflict"]
     }
     tasks.evaluate_alerts.apply(kwargs=enqueue.keywords)
     deliver_all()
