@@ -43,7 +43,13 @@ def portal_env(var_dir: Path) -> dict:
     env = {
         k: v for k, v in os.environ.items() if k not in SCRUBBED and not (k.endswith("_FILE") and k[:-5] in SCRUBBED)
     }
-    env.update(PORTAL_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="portal.settings", DEBUG="false")
+    # OUTBOUND_ALLOWED_NETWORKS: the stand-in upstream listens on 127.0.0.1 (core/outbound.py refuses loopback).
+    env.update(
+        PORTAL_VAR_DIR=str(var_dir),
+        DJANGO_SETTINGS_MODULE="portal.settings",
+        DEBUG="false",
+        OUTBOUND_ALLOWED_NETWORKS="127.0.0.0/8,::1",
+    )
     return env
 
 

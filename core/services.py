@@ -12,6 +12,7 @@ from core.choices import Role, TokenScope
 from core.errors import Refused
 from core.models import ApiToken, AuditEvent, Heartbeat
 from core.roles import has_role, set_role, user_role
+from core.secrets import mask_details
 
 User = get_user_model()
 
@@ -35,14 +36,20 @@ def record_event(actor, action: str, target=None, details: dict | None = None, r
     """Append one entry to the audit log. Every state-changing service calls this.
 
     ``actor`` is a user, or None for the system (scheduled tasks); ``target`` any
-    model instance, or None.
+    model instance, or None. Every role reads the log: the target's secret fields in ``details`` are masked
+    here (core.secrets), whoever calls, and URL credentials in any other text.
     """
     if actor is not None and actor.is_authenticated:
         label = actor.get_username()
     else:
         actor, label = None, "system"
+    model_label = target._meta.label_lower if target is not None else ""
     event = AuditEvent(
-        actor=actor, actor_label=label, action=action, details=details or {}, ip_address=client_ip(request)
+        actor=actor,
+        actor_label=label,
+        action=action,
+        details=mask_details(model_label, details or {}),
+        ip_address=client_ip(request),
     )
     if target is not None:
         event.target_type = target._meta.label_lower

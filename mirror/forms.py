@@ -6,10 +6,10 @@ from django.db import models
 from django.db.models import Q
 
 from core.forms import ChangesMixin
+from core.secrets import MASK, mask_url
 from mirror.choices import Arch, Channel, Platform
 from mirror.filtersets import SignaturePackageFilterSet
 from mirror.models import Mirror, Upstream
-from mirror.models.mirrors import MASK, masked_proxy
 
 
 def formfield(db_field, **kwargs):
@@ -27,9 +27,11 @@ class AnyChoices(forms.MultipleChoiceField):
         return True
 
 
-class MaskedProxyInput(forms.TextInput):
+class MaskedUrlInput(forms.TextInput):
+    """A URL shown masked (core.secrets): its credentials are kept by save_upstream when sent back unchanged."""
+
     def format_value(self, value):
-        return masked_proxy(super().format_value(value) or "") or None
+        return mask_url(super().format_value(value) or "") or None
 
 
 class MirrorForm(ChangesMixin, forms.ModelForm):
@@ -72,8 +74,8 @@ class MirrorForm(ChangesMixin, forms.ModelForm):
 
 class UpstreamForm(ChangesMixin, forms.ModelForm):
     def plain(self, name, value):
-        # The proxy's credentials never reach the audit log.
-        return masked_proxy(value) if name == "proxy_url" else super().plain(name, value)
+        # Compared masked: credentials kept as they were are no change (the audit log masks them anyway).
+        return mask_url(value) if name in ("base_url", "proxy_url") else super().plain(name, value)
 
     class Meta:
         model = Upstream
@@ -98,13 +100,18 @@ class UpstreamForm(ChangesMixin, forms.ModelForm):
             "ca_bundle": "CA bundle",
             "timeout": "Timeout (seconds)",
         }
-        widgets = {"proxy_url": MaskedProxyInput}
+        widgets = {"base_url": MaskedUrlInput, "proxy_url": MaskedUrlInput}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["proxy_url"].help_text = (
             "e.g. http://user:password@proxy:3128. Credentials are kept but never shown again: "
             f"leave {MASK} in place to keep them."
+        )
+        self.fields[
+            "base_url"
+        ].help_text += (
+            f" A user, password or query token in it is kept but never shown again: leave {MASK} in place to keep it."
         )
         self.remember()
 

@@ -19,6 +19,8 @@ import requests
 import urllib3
 from django.conf import settings
 
+from core.outbound import OutboundRefused, policy_session
+from core.secrets import mask_text
 from mirror.choices import Channel, UpstreamKind
 from mirror.store import human_size
 from mirror.streamcheck import StreamCheck, ZipStreamVerifier
@@ -123,8 +125,10 @@ def check_versions(engine: str, definition: str, date: str = "") -> RemoteVersio
 
 
 def describe_body(text: str) -> str:
-    snippet = " ".join(text.split())[:60]
-    return f"got {snippet!r}" if snippet else "got an empty answer"
+    # Never what the body says (DESIGN §4 invariant 9): a run's error is read by every role, and an upstream
+    # pointed at an internal service would otherwise show people that service's answer.
+    size = len(text.encode("utf-8", "replace"))
+    return f"got {human_size(size)} that is not a manifest" if text.strip() else "got an empty answer"
 
 
 def describe_response(response) -> str:
@@ -134,9 +138,10 @@ def describe_response(response) -> str:
 
 
 def make_session(upstream) -> requests.Session:
-    session = requests.Session()
+    # Every connection and every redirect's obeys the outbound policy (OUTBOUND_ALLOWED_NETWORKS), after DNS.
+    session = policy_session()
     session.headers["User-Agent"] = USER_AGENT
-    session.trust_env = False  # the proxy is the upstream's setting, not the worker's environment
+    # trust_env is off: the proxy is the upstream's setting, not the worker's environment
     if upstream.proxy_url:
         session.proxies = {"http": upstream.proxy_url, "https": upstream.proxy_url}
     session.verify = upstream.ca_bundle or upstream.verify_tls
@@ -175,6 +180,8 @@ def fetch_version(session, upstream, target) -> RemoteVersion:
     while True:
         try:
             response = session.get(url, timeout=(10, upstream.timeout))
+        except OutboundRefused as exc:
+            raise UpstreamError(f"cannot reach the upstream for the manifest: {exc}") from None
         except requests.RequestException as exc:
             if retrier.wait():
                 continue
@@ -196,7 +203,7 @@ def short_error(exc: Exception) -> str:
         return "the connection was reset"
     if "IncompleteRead" in text or "Connection broken" in text:
         return "the connection closed before the whole body arrived"
-    return re.sub(r"<[^>]+>", "", text)[:200]
+    return mask_text(re.sub(r"<[^>]+>", "", text))[:200]  # requests quotes the URL: its query may hold a token
 
 
 class ResumableFile:
@@ -289,6 +296,8 @@ def download(session, url: str, dest: Path, timeout: int, progress=None) -> Down
                         f"the package download is {'longer' if size > expected else 'shorter'} than announced: got {size} of {expected} bytes"
                     )
                 return Download(dest, sha256, size, response.url, resumed_from, check.zip)
+        except OutboundRefused as exc:
+            raise UpstreamError(f"the package download failed: {exc}") from None
         except (
             requests.ConnectionError,
             requests.Timeout,

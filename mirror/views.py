@@ -27,7 +27,6 @@ from mirror.forms import (
     UpstreamForm,
 )
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, TrustedBundleKey, Upstream
-from mirror.models.mirrors import masked_proxy
 from mirror.services.bundles import (
     add_trusted_key,
     export_bundle,
@@ -206,7 +205,7 @@ class MirrorDetailView(RoleRequiredMixin, TemplateView):
             ],
             runs=runs,
             active_run=active,
-            proxy=masked_proxy(mirror.upstream.proxy_url),
+            proxy=mirror.upstream.masked_proxy_url,
             **kwargs,
         )
 

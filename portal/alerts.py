@@ -36,9 +36,11 @@ from django.db.models import Count, F, Max, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from core.outbound import OutboundRefused, policy_session
+from core.secrets import mask_text
 from core.services import record_event
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertSeverity, AlertState, DeliveryReason, DeliveryStatus
-from portal.models import HIDDEN, AlertChannel, AlertDelivery, AlertEvent, AlertRule
+from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,6 @@ USER_AGENT = "defender-offline-portal-alerts/1"
 # Besides every 5xx: answers that say "try again later". Any other 4xx or a redirect is the
 # receiver refusing the message (wrong URL, bad signature): retrying would not change it.
 RETRYABLE_STATUS = {408, 429}
-RESPONSE_EXCERPT = 300  # characters of a refusing receiver's answer kept in the delivery's error
 # A pending delivery not attempted this long after it was due lost its task (broker restart, killed worker).
 STALLED_AFTER = timedelta(minutes=10)
 
@@ -684,40 +685,39 @@ def send_webhook(channel: AlertChannel, delivery: AlertDelivery) -> int:
         EVENT_HEADER: delivery.payload.get("kind", ""),
     }
     timeout = settings.ALERT_WEBHOOK_TIMEOUT
-    host = urlsplit(channel.url).netloc
+    parts = urlsplit(channel.url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     try:
-        # stream=True: only the first bytes of the answer are read, whatever its size.
-        with requests.post(
-            channel.url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False, stream=True
-        ) as response:
-            status = response.status_code
-            excerpt = "" if status < 300 else _excerpt(response)
+        # The outbound policy checks the receiver's address after DNS (OUTBOUND_ALLOWED_NETWORKS); no redirect is
+        # followed. stream=True and the body left unread: only the status line and headers are used, whatever
+        # the answer's size.
+        with (
+            policy_session() as session,
+            session.post(
+                channel.url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False, stream=True
+            ) as response,
+        ):
+            status, described = response.status_code, _described(response)
+    except OutboundRefused as exc:
+        raise DeliveryError(str(exc), retry=False) from None
     except requests.Timeout:
         raise DeliveryError(f"{host} did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
-        raise DeliveryError(f"cannot reach {host}: {type(exc).__name__}: {_scrubbed(str(exc), channel.url)}") from None
+        message = mask_text(str(exc), channel.url, secret_path=True)  # requests quotes the URL's path
+        raise DeliveryError(f"cannot reach {host}: {type(exc).__name__}: {message}") from None
     if 200 <= status < 300:
         return status
     retry = status >= 500 or status in RETRYABLE_STATUS
     words = f"{host} answered HTTP {status} {response.reason or ''}".rstrip()
-    raise DeliveryError(f"{words}: {excerpt}" if excerpt else words, retry=retry, status=status)
+    raise DeliveryError(f"{words} ({described})", retry=retry, status=status)
 
 
-def _scrubbed(text: str, url: str) -> str:
-    """``text`` without the URL's path and query: they may hold the webhook's credential, and
-    every role reads a delivery's error (requests' messages quote the path)."""
-    parts = urlsplit(url)
-    for secret in sorted({parts.path, parts.query} - {"", "/"}, key=len, reverse=True):
-        text = text.replace(secret, f"/{HIDDEN}")
-    return text
-
-
-def _excerpt(response) -> str:
-    """The start of a refusing receiver's answer, for the delivery's error; a body that stalls is left unread."""
-    try:
-        return response.raw.read(RESPONSE_EXCERPT, decode_content=True).decode("utf-8", "replace").strip()
-    except Exception:  # urllib3's own timeout or protocol errors: the status says enough
-        return ""
+def _described(response) -> str:
+    """A refusing receiver's answer as people may read it: its type and length, never its body (DESIGN §4
+    invariant 9: what a remote answered is not echoed beyond status, length and type)."""
+    kind = response.headers.get("Content-Type", "no content type").split(";")[0].strip()[:60]
+    length = response.headers.get("Content-Length", "")
+    return f"{kind}, {length} bytes" if length.isdigit() else f"{kind}, length not given"
 
 
 def send_email(channel: AlertChannel, delivery: AlertDelivery) -> None:

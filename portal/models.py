@@ -8,14 +8,14 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.errors import Refused
+from core.outbound import check_url
+from core.secrets import mask_url
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertSeverity, AlertState, DeliveryReason, DeliveryStatus
 
 # --- Alerts (portal.alerts evaluates the rules and sends the messages) ---------------------------
 
 MAX_RECIPIENTS = 50
-
-
-HIDDEN = "(hidden)"  # in place of a webhook URL's path and query, for non-admins
 
 
 class AlertChannel(models.Model):
@@ -50,6 +50,11 @@ class AlertChannel(models.Model):
                 errors["url"] = "Give the URL the portal posts alerts to, e.g. https://hooks.example.org/portal."
             elif parts.scheme not in ("http", "https") or not parts.hostname:
                 errors["url"] = "Use an http:// or https:// URL with a host name."
+            else:
+                try:
+                    check_url(self.url, "url")  # the outbound policy, at save time too (core.outbound)
+                except Refused as refused:
+                    errors["url"] = refused.message
         else:
             self.url = ""
             if not isinstance(self.recipients, list) or not self.recipients:
@@ -82,11 +87,7 @@ class AlertChannel(models.Model):
     def url_redacted(self) -> str:
         """The webhook URL as non-admins see it: scheme and host. Slack- or Teams-style URLs carry
         their credential in the path or query, which only admins (who may change it) see."""
-        if not self.url:
-            return ""
-        parts = urlsplit(self.url)
-        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-        return f"{parts.scheme}://{host}/{HIDDEN}"
+        return mask_url(self.url, secret_path=True)
 
     @property
     def target_redacted(self) -> str:

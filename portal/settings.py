@@ -310,6 +310,13 @@ METRICS_MULTIPROC_DIR = VAR_DIR / "metrics"
 # installed), the audit log and METRICS_ALLOWED_IPS. Empty: nobody's, REMOTE_ADDR is the peer's.
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
+# --- Outbound policy (core/outbound.py) ---------------------------------------
+# Addresses or CIDRs the portal may connect to besides public addresses: upstreams, their proxy, webhooks.
+# Empty: public addresses only (no loopback, private, link-local or reserved address), checked after DNS
+# resolution on every connection and every redirect. E.g. 10.1.2.3 for an internal proxy, 127.0.0.1 for a
+# stand-in on the same host (the tests and `manage.py demo` list theirs here).
+OUTBOUND_ALLOWED_NETWORKS = env_networks("OUTBOUND_ALLOWED_NETWORKS")
+
 # --- Alerts and e-mail (portal/alerts.py) -------------------------------------
 # Without EMAIL_HOST, mail is written to the worker's console (bin/run's output): a bare machine
 # has no mail server, and an alert e-mail must still be visible somewhere.

@@ -6,6 +6,7 @@ modules beside this one (processes.py, web.py, samples.py), never in a test modu
 """
 
 import io
+import ipaddress
 import os
 import random
 import threading
@@ -45,6 +46,14 @@ def _plain_static_storage(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True)
+def _loopback_stand_ins_allowed(settings):
+    # The stand-ins (Microsoft's upstream, webhook receivers) listen on 127.0.0.1: allowed explicitly through the
+    # outbound policy's own setting, as an admin would list an internal proxy (core/outbound.py). Tests of the
+    # policy itself set it otherwise.
+    settings.OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
 
 @pytest.fixture(autouse=True)

@@ -168,7 +168,13 @@ def start_portal(tmp_path, **env):
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=clean_env(tmp_path / "var", VENV=sys.prefix, PORTAL_HEARTBEAT_SECONDS=2, **env),
+        # OUTBOUND_ALLOWED_NETWORKS: the stand-ins the portal syncs from and alerts listen on 127.0.0.1.
+        env=clean_env(
+            tmp_path / "var",
+            VENV=sys.prefix,
+            PORTAL_HEARTBEAT_SECONDS=2,
+            **{"OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8,::1", **env},
+        ),
     )
     return process, f"http://127.0.0.1:{port}", log
 

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import time
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -106,3 +107,41 @@ def verify(secret: str, headers: dict, body: bytes) -> bool:
         hmac.compare_digest(expected, headers["X-Portal-Signature"])
         and abs(time.time() - int(headers["X-Portal-Timestamp"])) < 300
     )
+
+
+class Answering:
+    """A local HTTP server answering every GET and POST with one fixed answer (``status``, ``headers``, ``body``)
+    and recording each request's path: a redirect to somewhere else, or an internal service that must not be
+    reached. ``host``: the loopback address it listens on (127.0.0.2 and so on are loopback too on Linux)."""
+
+    def __init__(self, status=200, headers=None, body=b"", host="127.0.0.1"):
+        self.paths: list[str] = []
+        self.status, self.headers, self.body = status, dict(headers or {}), body
+        answering = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self):
+                answering.paths.append(self.path)
+                self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                self.send_response(answering.status)
+                for name, value in {**answering.headers, "Content-Length": str(len(answering.body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(answering.body)
+
+            do_GET = do_POST = answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_port}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,9 +1,9 @@
 from rest_framework import serializers
 
 from core.api.serializers import ModelCleanMixin
+from core.secrets import mask_field
 from mirror.choices import Arch, Channel, Platform
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstream
-from mirror.models.mirrors import masked_proxy
 
 
 class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
@@ -22,12 +22,18 @@ class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
             "timeout",
         ]
         extra_kwargs = {
-            "proxy_url": {"help_text": "Credentials in it are kept but never shown again.", "write_only": False}
+            "base_url": {
+                "help_text": "Microsoft: the fwlink URL. Mirror: the URL above <platform>/<channel>/arch_<arch>/. "
+                "A user, password or query-string value in it is kept but shown as ***; send it back as shown to "
+                "keep it."
+            },
+            "proxy_url": {"help_text": "Credentials in it are kept but never shown again (***).", "write_only": False},
         }
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
-        data["proxy_url"] = masked_proxy(data.get("proxy_url", ""))
+        for name in ("base_url", "proxy_url"):  # core.secrets: the one masking rule, for every role
+            data[name] = mask_field("mirror.upstream", name, data.get(name) or "")
         return data
 
 
@@ -119,6 +125,12 @@ class SignaturePackageSerializer(serializers.ModelSerializer):
         }
 
     provenance = serializers.CharField(read_only=True, help_text="Where the bytes came from, in words.")
+
+    def to_representation(self, package):
+        data = super().to_representation(package)
+        # Built from the upstream's base_url: its credentials are masked like the upstream's (core.secrets).
+        data["source_url"] = mask_field("mirror.signaturepackage", "source_url", data.get("source_url") or "")
+        return data
 
 
 class PackageImportSerializer(serializers.Serializer):

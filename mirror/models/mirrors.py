@@ -6,21 +6,13 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from core.errors import Refused
+from core.outbound import PROXY_SCHEMES, check_url
+from core.secrets import mask_url
 from mirror.choices import Arch, Channel, Platform, UpstreamKind
 from mirror.targets import Target
 
 MICROSOFT_BASE_URL = "https://go.microsoft.com/fwlink/"
-MASK = "***"
-
-
-def masked_proxy(url: str) -> str:
-    """http://user:secret@proxy:3128 -> http://***@proxy:3128: credentials are kept, never shown again."""
-    if url and "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}"
-    return url
-
-
 LINK_IDS = {Platform.LINUX: "2144709", Platform.MAC: "2120136"}
 # /mirror/<these>/ are the mirror pages (mirror/urls.py), so no mirror may be named so.
 RESERVED_SLUGS = ("groups", "new", "runs", "packages", "upstreams", "bundles")
@@ -52,10 +44,29 @@ class Upstream(models.Model):
         return self.name
 
     def clean(self):
-        if self.proxy_url and self.proxy_url.split("://", 1)[0] not in ("http", "https", "socks5", "socks5h"):
-            raise ValidationError({"proxy_url": "Use http://, https:// or socks5:// followed by host:port."})
+        errors = {}
+        if self.proxy_url and self.proxy_url.split("://", 1)[0] not in PROXY_SCHEMES:
+            errors["proxy_url"] = "Use http://, https:// or socks5:// followed by host:port."
         if self.ca_bundle and not self.ca_bundle.startswith("/"):
-            raise ValidationError({"ca_bundle": "Give an absolute path to a PEM file."})
+            errors["ca_bundle"] = "Give an absolute path to a PEM file."
+        # The outbound policy at save time (it is checked again on every connection): http(s) only, so ftp:// is
+        # refused like file://, and no address the policy refuses (OUTBOUND_ALLOWED_NETWORKS).
+        for field, schemes in (("base_url", ("http", "https")), ("proxy_url", PROXY_SCHEMES)):
+            if field not in errors and getattr(self, field):
+                try:
+                    check_url(getattr(self, field), field, schemes)
+                except Refused as refused:
+                    errors[field] = refused.message
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def masked_base_url(self) -> str:
+        return mask_url(self.base_url)
+
+    @property
+    def masked_proxy_url(self) -> str:
+        return mask_url(self.proxy_url)
 
     def link_id(self, platform: str) -> str:
         return self.linux_link_id if platform == Platform.LINUX else self.mac_link_id

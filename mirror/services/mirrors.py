@@ -5,9 +5,9 @@ import json
 from django.db import transaction
 
 from core.errors import Refused
+from core.secrets import restore_masked
 from core.services import record_event
 from mirror.models import Mirror, Upstream
-from mirror.models.mirrors import MASK, masked_proxy
 
 
 def schedule_name(mirror: Mirror) -> str:
@@ -64,14 +64,13 @@ def delete_mirror(mirror: Mirror, actor=None, request=None) -> None:
 def save_upstream(upstream: Upstream, actor=None, request=None, changes: dict | None = None) -> Upstream:
     created = upstream.pk is None
     upstream.proxy_url = (upstream.proxy_url or "").strip()
-    if f"://{MASK}@" in upstream.proxy_url:
+    stored = {} if created else Upstream.objects.filter(pk=upstream.pk).values("base_url", "proxy_url").first() or {}
+    for field, words in (("proxy_url", "the proxy's user and password"), ("base_url", "the URL's credentials")):
         # The masked value the page and the API show, sent back: the stored credentials stay if the rest is unchanged.
-        stored = (
-            "" if created else Upstream.objects.filter(pk=upstream.pk).values_list("proxy_url", flat=True).first() or ""
-        )
-        if not stored or masked_proxy(stored) != upstream.proxy_url:
-            raise Refused("Type the proxy's user and password again (they are never shown back).", "proxy_url")
-        upstream.proxy_url = stored
+        restored = restore_masked(getattr(upstream, field), stored.get(field, ""))
+        if restored is None:
+            raise Refused(f"Type {words} again (they are never shown back).", field)
+        setattr(upstream, field, restored)
     with transaction.atomic():
         upstream.save()
         record_event(actor, "upstream.create" if created else "upstream.update", upstream, changes or {}, request)

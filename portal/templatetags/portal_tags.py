@@ -6,6 +6,7 @@ from django.utils.timesince import timesince
 
 from core.choices import Role
 from core.roles import has_role
+from core.secrets import mask_url
 
 register = template.Library()
 
@@ -50,6 +51,12 @@ def nav(context):
         '<a href="{}"{}>{}</a>',
         ((url, mark_safe(' aria-current="page"') if url == current else "", label) for url, label in entries),
     )
+
+
+@register.filter
+def masked_url(url):
+    """``{{ package.source_url|masked_url }}``: a URL with its credentials masked (core.secrets)."""
+    return mask_url(url or "")
 
 
 @register.filter

@@ -15,11 +15,13 @@ mirrors or groups it did not create. A second start reuses the demo's data.
 """
 
 import io
+import ipaddress
 import os
 import random
 import shutil
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -82,6 +84,7 @@ class Command(serve.Command):
         standin_dir = settings.VAR_DIR / "standin"
         shutil.rmtree(standin_dir, ignore_errors=True)
         self.standin = StandinUpstream(standin_dir, package_size=PACKAGE_SIZE).start()
+        self.allow_standin()
         try:
             self.say(f"Stand-in Microsoft upstream at {self.standin.base_url}")
             mirror = self.create_mirror_and_rings()
@@ -115,6 +118,18 @@ class Command(serve.Command):
             self.standin.stop()
 
     # -- output -------------------------------------------------------------------------------
+
+    def allow_standin(self):
+        """The stand-in upstream listens on this host: allow its address through the outbound policy's own setting
+        (core/outbound.py), here and in the children, as an admin lists an internal upstream or proxy."""
+        address = str(ipaddress.ip_network(urlsplit(self.standin.base_url).hostname))
+        listed = [item.strip() for item in os.environ.get("OUTBOUND_ALLOWED_NETWORKS", "").split(",") if item.strip()]
+        if address not in listed:
+            os.environ["OUTBOUND_ALLOWED_NETWORKS"] = ",".join([*listed, address])
+        settings.OUTBOUND_ALLOWED_NETWORKS = [
+            *settings.OUTBOUND_ALLOWED_NETWORKS,
+            ipaddress.ip_network(address),
+        ]
 
     def say(self, text):
         self.stdout.write(text)
