@@ -25,6 +25,11 @@ never rejected: unknown keys land in ``Health.extra``, and a known key whose val
 keeps its raw value there too. ``Health.definitions_details`` says whether the report carried what
 only ``--details definitions`` prints.
 
+Whatever a token-holder sends is either facts that every database stores or a ``HealthParseError``
+naming the line or field (issue 14, item 9): a NUL or a lone surrogate, raw or escaped (``"\\u0000"``,
+``"\\ud800"``), is refused; a minutes-ago count no date can be that old is kept as reported; typed text
+loses its control and bidi characters (``core.text.clean_text``), which the raw report keeps.
+
 Pure Python on purpose: the caller maps a ``Health`` onto the fleet's models.
 """
 
@@ -36,6 +41,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import Any
+
+from core.text import clean_text, unstorable
 
 __all__ = [
     "DEFINITIONS_KEYS",
@@ -96,7 +103,7 @@ TYPED_KEYS = {
     "definitions_version": ("definitions_version", "str"),
     "definitions_status": ("definitions_status", "enum"),
     "definitions_updated": ("definitions_updated_at", "datetime"),
-    "definitions_updated_minutes_ago": ("definitions_updated_minutes_ago", "int"),
+    "definitions_updated_minutes_ago": ("definitions_updated_minutes_ago", "minutes"),
     "definitions_update_source_uri": ("update_source_uri", "str"),
     "definitions_update_fail_reason": ("fail_reason", "str"),
     "offline_definition_url_configured": ("offline_url_configured", "str"),
@@ -132,6 +139,11 @@ _LINE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)[ \t]*:(?P<value>.*)$")
 # `"enabled" [managed]`, `true [managed]` and, as the product prints booleans, `false[managed]`.
 _SCOPE_TAG = re.compile(r"^(?P<value>.*?\S)[ \t]*\[(?P<scope>[A-Za-z_]+)\]$")
 _INT = re.compile(r"^[+-]?\d+$")
+# How long ago an update can be and still be a date: a larger count (an id, a wrapped counter, a fuzzer's
+# 9999999999999999999) is kept as reported instead of becoming a date before the year 1.
+MAX_MINUTES_AGO = 1000 * 366 * 24 * 60
+# The JSON escapes of what no database stores as text (NUL, a lone surrogate): only then is a report walked.
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 _MONTHS = {
     m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
@@ -330,12 +342,16 @@ def _section_of(command_line: str) -> str:
 def _text_pairs(body: str) -> list[_Pair]:
     pairs: list[_Pair] = []
     section, section_line, section_command, in_section = None, None, "", 0
+    # PostgreSQL stores no NUL in text; a lone surrogate (only in a str body) is no character at all.
+    # One search of the whole body; only then is each line searched, to name the first such line.
+    suspect = unstorable(body) is not None
     for number, line in enumerate(body.splitlines(), 1):
         stripped = line.strip()
         if not stripped:
             continue
-        if "\x00" in stripped:
-            raise HealthParseError(f"line {number}: contains a NUL byte", line=number)
+        if suspect and (bad := unstorable(stripped)) is not None:
+            what = "a NUL byte" if "\x00" in stripped else bad
+            raise HealthParseError(f"line {number}: contains {what}", line=number)
         if _COMMAND_LINE.match(stripped):
             # The agent echoes each command before its output: a new section starts here.
             if section_line is not None and not in_section:
@@ -351,7 +367,11 @@ def _text_pairs(body: str) -> list[_Pair]:
         scope = None
         if raw.endswith("]") and (tag := _SCOPE_TAG.match(raw)):
             raw, scope = tag["value"], tag["scope"].lower()
-        pairs.append(_Pair(canonical_key(match["key"]), _text_value(raw), scope, line=number, section=section))
+        value = _text_value(raw)
+        if "\\" in raw and (bad := _unstorable_in(value)) is not None:
+            # A quoted value is decoded as a JSON string: "1.2\u0000.3" and "\ud800" decode to what no database stores.
+            raise HealthParseError(f"line {number}: {canonical_key(match['key'])} contains {bad}", line=number)
+        pairs.append(_Pair(canonical_key(match["key"]), value, scope, line=number, section=section))
         in_section += 1
     if section_line is not None and not in_section:
         raise _empty_section(section_line, section_command)
@@ -389,14 +409,19 @@ def _camel_enum(value: str) -> str:
     return canonical_key(value) if re.fullmatch(r"[a-z]+(?:[A-Z][a-z0-9]*)+", value) else value
 
 
-def _holds_nul(value: Any) -> bool:
+def _unstorable_in(value: Any) -> str | None:
+    """What ``value`` (a decoded JSON value) holds that no database stores as text, or None (core.text.unstorable)."""
     if isinstance(value, str):
-        return "\x00" in value
+        return unstorable(value)
     if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    return False
+        for k, v in value.items():
+            if (bad := unstorable(k) or _unstorable_in(v)) is not None:
+                return bad
+    elif isinstance(value, list):
+        for v in value:
+            if (bad := _unstorable_in(v)) is not None:
+                return bad
+    return None
 
 
 def _json_pairs(body: str) -> list[_Pair]:
@@ -412,15 +437,18 @@ def _json_pairs(body: str) -> list[_Pair]:
         raise HealthParseError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise HealthParseError(f"the JSON report must be an object of fields, got {_describe(data)}")
+    # Strict JSON holds a NUL or a lone surrogate only as an escape (a str body may hold a raw surrogate):
+    # only then are the fields walked for them.
+    suspect = bool(_UNSTORABLE_ESCAPE.search(body) or unstorable(body))
     if data.get("$type") != ENVELOPE_TYPE:
-        return _object_pairs(data, body, None, "")
+        return _object_pairs(data, suspect, None, "")
     pairs: list[_Pair] = []
     for name, value in data.items():
         if name == "$type":
             continue
         section = ENVELOPE_SECTIONS.get(name)
         if section is None:  # something a newer agent adds beside the two outputs: kept
-            pairs += _object_pairs({name: value}, body, "report", "")
+            pairs += _object_pairs({name: value}, suspect, "report", "")
             continue
         if not isinstance(value, dict):
             raise HealthParseError(
@@ -429,7 +457,7 @@ def _json_pairs(body: str) -> list[_Pair]:
                 + f" --output json` prints, got {_describe(value)}",
                 field=name,
             )
-        pairs += _object_pairs(value, body, section, f"{name}.")
+        pairs += _object_pairs(value, suspect, section, f"{name}.")
     if not any(name in ENVELOPE_SECTIONS for name in data):
         raise HealthParseError(
             f'the agent\'s report ("$type": "{ENVELOPE_TYPE}") holds neither "health" nor "definitions"'
@@ -437,18 +465,20 @@ def _json_pairs(body: str) -> list[_Pair]:
     return pairs
 
 
-def _object_pairs(data: dict, body: str, section: str | None, prefix: str) -> list[_Pair]:
-    """The pairs of one JSON object mdatp printed; ``prefix`` names its place in the report for errors."""
-    if "\\u0000" in body:  # strict JSON holds a NUL only as this escape; PostgreSQL stores no NUL in text
+def _object_pairs(data: dict, suspect: bool, section: str | None, prefix: str) -> list[_Pair]:
+    """The pairs of one JSON object mdatp printed; ``prefix`` names its place in the report for errors.
+
+    ``suspect``: the report may hold a NUL or a lone surrogate, refused here naming the field (PostgreSQL
+    stores no NUL in text or jsonb, and no driver encodes a lone surrogate).
+    """
+    if suspect:
         for name, value in data.items():
             try:
-                nul = _holds_nul(name) or _holds_nul(value)
+                bad = unstorable(name) or _unstorable_in(value)
             except RecursionError:
                 raise HealthParseError("invalid JSON: nested too deeply") from None
-            if nul:
-                raise HealthParseError(
-                    f"field {prefix + name!r}: contains a NUL character (\\u0000)", field=prefix + name
-                )
+            if bad is not None:
+                raise HealthParseError(f"field {prefix + name!r}: contains {bad}", field=prefix + name)
     pairs = []
     for name, value in data.items():
         where = prefix + name
@@ -506,40 +536,44 @@ _SENTINEL = object()
 
 def _convert(kind: str, value: Any, tz: tzinfo) -> Any:
     """The typed value, or _SENTINEL when the value is not of the expected kind (it is then kept raw)."""
+    # Typed text is shown to people (pages, alerts, exports): control and bidi characters are taken out
+    # (core.text.clean_text); the raw report keeps them.
     if kind in ("str", "enum"):
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # an unquoted number where text was expected (e.g. a bare id)
         if isinstance(value, str):
-            return _camel_enum(value) if kind == "enum" else value
+            return _camel_enum(clean_text(value)) if kind == "enum" else clean_text(value)
         return _SENTINEL
     if kind == "switch":
         if isinstance(value, bool):  # a JSON form may carry the switch as a boolean
             return "enabled" if value else "disabled"
-        return value if isinstance(value, str) else _SENTINEL
+        return clean_text(value) if isinstance(value, str) else _SENTINEL
     if kind == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         return _SENTINEL
-    if kind == "int":
+    if kind == "minutes":
+        number = _SENTINEL
         if isinstance(value, bool):
             return _SENTINEL
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and _INT.match(value.strip()) and len(value.strip()) < 20:
-            return int(value.strip())
-        return _SENTINEL
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and _INT.match(value.strip()) and len(value.strip()) < 20:
+            number = int(value.strip())
+        # Beyond MAX_MINUTES_AGO no date can be that old (or that far ahead): kept as reported.
+        return number if number is not _SENTINEL and abs(number) <= MAX_MINUTES_AGO else _SENTINEL
     if kind == "datetime":
         parsed = parse_mdatp_datetime(value, tz)
         return _SENTINEL if parsed is None else parsed
     if kind == "list":
         if isinstance(value, list):
-            return [str(v) for v in value]
+            return [clean_text(str(v)) for v in value]
         if isinstance(value, str):
-            return [value] if value else []
+            return [clean_text(value)] if value else []
         return _SENTINEL
     raise AssertionError(kind)
 
