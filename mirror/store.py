@@ -64,6 +64,7 @@ def verify_zip(path: Path, streamed=None) -> None:
             members = archive.infolist()
             if not members:
                 raise PackageError("the package is an empty zip file")
+            check_zip_bounds(members, path.stat().st_size)
             # Anything the stream could not vouch for (a failure included) is read again:
             # testzip is the authority, the stream check only saves the second read.
             bad = None if streamed is not None and streamed.covers(members) else archive.testzip()
@@ -77,6 +78,49 @@ def verify_zip(path: Path, streamed=None) -> None:
         raise PackageError(f"the zip cannot be read: {exc}") from None
     if bad is not None:
         raise PackageError(f"the package is corrupt: member {bad} fails its CRC check")
+
+
+def check_zip_bounds(members, file_size: int) -> None:
+    """Refuse, from the central directory alone and before a byte is inflated, a zip whose checking would cost far
+    more than its size: too many members, members sharing or overlapping bytes (a 2 MB file listing one 2 GiB member
+    300 times once stalled every web worker in testzip), an inflated total past the bound, or a member inflating
+    more than a deflated signature file ever does. What passes costs at most MIRROR_ZIP_MAX_RATIO times the
+    file's size to check."""
+    if len(members) > settings.MIRROR_ZIP_MAX_MEMBERS:
+        raise PackageError(
+            f"the zip lists {len(members)} members; a signature package has a few (at most "
+            f"{settings.MIRROR_ZIP_MAX_MEMBERS} are read)"
+        )
+    inflated = sum(member.file_size for member in members)
+    if inflated > settings.MIRROR_ZIP_MAX_INFLATED_BYTES:
+        raise PackageError(
+            f"the zip would inflate to {human_size(inflated)}, more than the {human_size(settings.MIRROR_ZIP_MAX_INFLATED_BYTES)} "
+            "allowed (MIRROR_ZIP_MAX_INFLATED_BYTES)"
+        )
+    end_of_previous, previous = 0, None
+    for member in sorted(members, key=lambda m: m.header_offset):
+        if member.header_offset < end_of_previous:
+            raise PackageError(
+                f"the zip's members {previous.filename} and {member.filename} overlap: a crafted file, not a package"
+            )
+        # The local header is at least 30 bytes and the name; its extra field may differ from the directory's.
+        end_of_previous = member.header_offset + 30 + len(member.orig_filename.encode("utf-8", "replace"))
+        end_of_previous += member.compress_size
+        previous = member
+    if end_of_previous > file_size:
+        raise PackageError(f"the zip's member {previous.filename} runs past the end of the file")
+    for member in members:
+        if (
+            member.file_size > ZIP_RATIO_FLOOR
+            and member.file_size > member.compress_size * settings.MIRROR_ZIP_MAX_RATIO
+        ):
+            raise PackageError(
+                f"the zip's member {member.filename} would inflate {member.compress_size} bytes to {member.file_size} "
+                f"(more than {settings.MIRROR_ZIP_MAX_RATIO} times): a zip bomb, not a signature package"
+            )
+
+
+ZIP_RATIO_FLOOR = 1024 * 1024  # members smaller than this inflate as they like: they cost nothing to check
 
 
 def ingest(tmp_file: Path, sha256: str) -> Path:

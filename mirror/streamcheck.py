@@ -20,6 +20,7 @@ TRAILERS = (b"PK\x01\x02", b"PK\x06\x06", b"PK\x06\x07", b"PK\x05\x06")
 STORED, DEFLATED = 0, 8
 FLAG_ENCRYPTED, FLAG_DESCRIPTOR, FLAG_UTF8 = 0x1, 0x8, 0x800
 INFLATE_PIECE = 1024 * 1024  # bound on what one decompress call may produce: no zip bomb in memory
+RATIO_FLOOR = 1024 * 1024  # as store.ZIP_RATIO_FLOOR: small members inflate as they like
 QUEUE_BLOCKS = 16  # blocks in flight between the download and the check
 SYNC_EVERY = 32 * 1024 * 1024
 
@@ -34,7 +35,10 @@ class ZipStreamVerifier:
     it gives up quietly, and ``verify_zip`` falls back to reading the file again.
     """
 
-    def __init__(self):
+    def __init__(self, max_ratio: int | None = None):
+        from django.conf import settings
+
+        self.max_ratio = max_ratio or settings.MIRROR_ZIP_MAX_RATIO
         self.members: dict[int, tuple] = {}  # local header offset -> (name, crc, compressed, size)
         self.failed: str | None = None
         self.gave_up = False
@@ -81,6 +85,8 @@ class ZipStreamVerifier:
             flags & (FLAG_ENCRYPTED | FLAG_DESCRIPTOR)
             or method not in (STORED, DEFLATED)
             or 0xFFFFFFFF in (compressed, size)
+            # A member that would inflate past the bound is not inflated here: verify_zip refuses it (store.py).
+            or (size > RATIO_FLOOR and size > compressed * self.max_ratio)
         ):
             self.gave_up = True
             return data[taken:]

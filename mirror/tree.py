@@ -218,6 +218,62 @@ def _discard(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+# --- Unpublishing: a deleted mirror, a moved publish root ------------------------------------------
+
+
+def unpublish(root: Path) -> list[str]:
+    """Stop serving every tree under ``root`` (a mirror's, and its rings' below it); returns what was removed.
+
+    Only what this module writes goes: each platform folder (renamed away in one step, then removed, so a reader
+    sees the tree whole or not at all), ``.packages/`` of older trees, then the folders left empty, ``root`` included.
+    Anything else an admin keeps there (another site's files under a shared publish root) stays.
+    """
+    removed: list[str] = []
+    if not root.is_dir() or root.is_symlink():
+        return removed
+    for tree_root in sorted(_tree_roots(root), key=lambda path: len(path.parts), reverse=True):
+        with _tree_lock(tree_root, fcntl.LOCK_EX):
+            for name in (*PLATFORMS, LEGACY_PACKAGES):
+                folder = tree_root / name
+                if os.path.lexists(folder) and (name == LEGACY_PACKAGES or _holds_channels(folder)):
+                    _remove(folder)
+                    removed.append(str(folder.relative_to(root)) if folder != root else ".")
+    # Bottom up: the rings' folders (groups/<slug>/), groups/, then the root, each only once empty.
+    for dirpath, _dirnames, _files in sorted(os.walk(root), key=lambda entry: len(entry[0]), reverse=True):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+    return removed
+
+
+def move_trees(old: Path, new: Path) -> list[str]:
+    """Carry the trees under ``old`` (a mirror's and its rings') to ``new``, a publish root that holds no tree yet;
+    ``old`` is then unpublished. Each top folder is renamed in one step where both share a filesystem, copied
+    first and swapped in otherwise: at no moment does either root serve a half-written tree."""
+    moved: list[str] = []
+    if not old.is_dir():
+        return moved
+    new.mkdir(parents=True, exist_ok=True)
+    for name in sorted(os.listdir(old)):
+        source = old / name
+        if name not in (*PLATFORMS, "groups") or not source.is_dir() or source.is_symlink():
+            continue
+        final = new / name
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, "already holds a published tree", str(final))
+        try:
+            os.rename(source, final)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            staging = staging_path(final)
+            shutil.copytree(source, staging, symlinks=True)
+            os.rename(staging, final)
+        fsync_dir(new)
+        moved.append(name)
+    unpublish(old)
+    return moved
+
+
 # --- Garbage collection, crash leftovers, older trees ----------------------------------------------
 
 

@@ -287,6 +287,12 @@ MIRROR_HEARTBEAT_SECONDS = float(env_str("MIRROR_HEARTBEAT_SECONDS") or 10)
 MIRROR_STALE_RUN_SECONDS = env_int("MIRROR_STALE_RUN_SECONDS", 60)
 # A queued sync no worker took for this long (its task was lost) is replaced by the next trigger.
 MIRROR_QUEUED_RUN_SECONDS = env_int("MIRROR_QUEUED_RUN_SECONDS", 600)
+# What checking a zip (download, upload, bundle, tree) may cost, read from its central directory before a byte is
+# inflated (mirror.store.check_zip_bounds): a signature package has a few members of signature files that deflate
+# little; a crafted 2 MB zip must not keep a web worker inflating gigabytes (issue 14, item 5).
+MIRROR_ZIP_MAX_MEMBERS = env_int("MIRROR_ZIP_MAX_MEMBERS", 1000)
+MIRROR_ZIP_MAX_INFLATED_BYTES = env_int("MIRROR_ZIP_MAX_INFLATED_BYTES", 8 * 1024**3)
+MIRROR_ZIP_MAX_RATIO = env_int("MIRROR_ZIP_MAX_RATIO", 100)
 # Behind nginx: package downloads answered with X-Accel-Redirect to this internal location
 # (which maps to PORTAL_STORE_ROOT), so nginx sends the bytes. Empty: the portal sends them.
 MIRROR_X_ACCEL_PREFIX = (env_str("MIRROR_X_ACCEL_PREFIX") or "").rstrip("/")

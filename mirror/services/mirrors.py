@@ -7,7 +7,9 @@ from django.db import transaction
 from core.errors import Refused
 from core.secrets import restore_masked
 from core.services import record_event
+from mirror import tree
 from mirror.models import Mirror, Upstream
+from mirror.services.publish import rebuild_tree
 
 
 def schedule_name(mirror: Mirror) -> str:
@@ -36,29 +38,53 @@ def update_schedule(mirror: Mirror) -> None:
 
 
 def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None = None) -> Mirror:
+    """Create or change a mirror. A new publish root takes the published trees (the mirror's and its rings') along:
+    the old root stops serving them (issue 14, item 10: a web server still pointed there must not serve stale ones)."""
     created = mirror.pk is None
     if not created and Mirror.objects.filter(pk=mirror.pk).exclude(slug=mirror.slug).exists():
         # The published tree's folder and every endpoint's offlineDefinitionUpdateUrl are named after it.
         raise Refused(
             "A mirror's slug is fixed once created: its published tree and its endpoints' URLs use it.", "slug"
         )
+    before = None if created else Mirror.objects.filter(pk=mirror.pk).first()
+    if before is not None and before.publish_path != mirror.publish_path:
+        old, new = before.publish_path.resolve(), mirror.publish_path.resolve()
+        if old in new.parents or new in old.parents:
+            raise Refused(
+                f"Choose a publish root outside {old} and not above it: the tree moves there.", "publish_root"
+            )
     with transaction.atomic():
         mirror.save()
         update_schedule(mirror)
+        if before is not None and before.publish_path != mirror.publish_path:
+            # Inside the transaction: a tree that cannot move leaves the mirror on its old root.
+            try:
+                tree.move_trees(before.publish_path, mirror.publish_path)
+            except OSError as exc:
+                raise Refused(
+                    f"The published tree cannot move to {mirror.publish_path}: {exc.strerror or exc}.", "publish_root"
+                ) from None
         record_event(actor, "mirror.create" if created else "mirror.update", mirror, changes or {}, request)
     mirror.publish_path.mkdir(parents=True, exist_ok=True)
+    if before is not None and before.publish_path != mirror.publish_path:
+        rebuild_tree(mirror)  # zips hard-linked to the store again where the move had to copy them
     return mirror
 
 
 def delete_mirror(mirror: Mirror, actor=None, request=None) -> None:
-    """Delete a mirror and its schedule; one a group uses raises ProtectedError (its foreign key), and nothing is audited."""
+    """Delete a mirror, its schedule and its published tree; one a group uses raises ProtectedError (its foreign key),
+    and nothing is audited or unpublished."""
 
     from django_celery_beat.models import PeriodicTask
 
+    root = mirror.publish_path
     with transaction.atomic():
         PeriodicTask.objects.filter(name=schedule_name(mirror)).delete()
-        record_event(actor, "mirror.delete", mirror, {"slug": mirror.slug}, request)
+        record_event(actor, "mirror.delete", mirror, {"slug": mirror.slug, "unpublished": str(root)}, request)
         mirror.delete()
+        # Once the rows are gone for good (a refused delete keeps its tree): nothing serves the tree of a mirror
+        # that no longer exists, not even a web server still pointed at it (issue 14, item 10).
+        transaction.on_commit(lambda: tree.unpublish(root))
 
 
 def save_upstream(upstream: Upstream, actor=None, request=None, changes: dict | None = None) -> Upstream:

@@ -473,6 +473,36 @@ def test_what_the_tree_lacks_and_the_mirror_pages_are_the_portals(site, ring):
     assert hidden.status_code == 404 and hidden.content != ring.data
 
 
+def test_a_deleted_mirrors_tree_is_no_longer_served_by_nginx(site, ring, settings, tmp_path):
+    """Issue 14, item 10: a deleted mirror's tree stayed on disk, and nginx (which serves the published trees from
+    disk, without asking the portal) went on serving it."""
+    from mirror.services.mirrors import delete_mirror
+
+    mirror = save_mirror(
+        Mirror(
+            name="Gone",
+            slug="gone",
+            upstream=ring.mirror.upstream,
+            platforms=["linux"],
+            channels=["production"],
+            archs=["x86_64"],
+            sync_interval_minutes=0,
+        )
+    )
+    upload = tmp_path / "updates.zip"
+    upload.write_bytes(ring.data)  # import_package takes the file into the store
+    import_package(mirror, TARGET, upload, engine=ENGINE, definition=DEFINITION)
+    zip_url = "/mirror/gone/linux/production/arch_x86_64/updates.zip"
+    assert site.get(zip_url).content == ring.data
+
+    delete_mirror(mirror)
+
+    assert site.get(zip_url).status_code == 404
+    assert site.get("/mirror/gone/linux/production/arch_x86_64/manifest.json").status_code == 404
+    assert not mirror.publish_path.exists()
+    assert site.get(MIRROR_ZIP).content == ring.data  # the other mirror's tree is untouched
+
+
 # --- The portal behind the proxy -----------------------------------------------------------------
 
 
