@@ -65,10 +65,13 @@ def unstorable(value: str) -> str | None:
 def csv_cell(value) -> str:
     """One CSV cell as text (dates in ISO 8601, None empty) that no spreadsheet runs as a formula.
 
-    A cell that would start a formula gets a leading apostrophe, which spreadsheets show as text and
-    do not print; the value after it is unchanged.
+    The text is cleaned as at ingest (rows stored before that was done are exported clean too). A cell
+    whose first visible character starts a formula (leading blanks are trimmed by some importers) gets a
+    leading apostrophe, which spreadsheets show as text and do not print.
     """
     text = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
-    if text and unicodedata.normalize("NFKC", text[0])[:1] in FORMULA_PREFIXES:
+    text = clean_text(text)
+    first = text.lstrip()[:1]
+    if first and unicodedata.normalize("NFKC", first)[:1] in FORMULA_PREFIXES:
         return "'" + text
     return text

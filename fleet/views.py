@@ -22,6 +22,7 @@ from core.choices import Role
 from core.errors import Refused
 from core.generic import ObjectFormView
 from core.roles import RoleRequiredMixin, has_role
+from core.text import csv_cell
 from fleet.choices import Compliance, RolloutMode
 from fleet.diagnostics import same_url
 from fleet.filtersets import EndpointFilterSet
@@ -408,7 +409,6 @@ CSV_COLUMNS = [
     "findings",
     "app_version",
 ]
-CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run these cells as formulas
 
 
 def short_label(compliance) -> str:
@@ -571,11 +571,6 @@ class Echo:
 
     def write(self, value):
         return value
-
-
-def csv_cell(value) -> str:
-    text = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return f"'{text}" if text.startswith(CSV_FORMULA_START) else text
 
 
 def export_endpoints(request):

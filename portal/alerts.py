@@ -39,6 +39,7 @@ from django.utils import timezone
 from core.outbound import OutboundRefused, policy_session
 from core.secrets import mask_text
 from core.services import record_event
+from core.text import clean_text
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertSeverity, AlertState, DeliveryReason, DeliveryStatus
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
 
@@ -74,6 +75,21 @@ class ConditionMatch:
     url: str = ""
     details: dict = field(default_factory=dict)
     severity: str = AlertSeverity.WARNING
+
+    def __post_init__(self):
+        # Hostnames, versions and errors that machines sent reach pages, webhooks and e-mails from here: without
+        # terminal escapes or bidi overrides (core.text.clean_text; issue 14, item 13), whichever rule matched.
+        self.label, self.summary, self.text = clean_text(self.label), clean_text(self.summary), clean_text(self.text)
+        self.details = {key: _shown(value) for key, value in self.details.items()}
+
+
+def _shown(value):
+    """A match's detail with its text cleaned (strings, and strings in a list: the examples of hostnames)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [clean_text(item) if isinstance(item, str) else item for item in value]
+    return value
 
 
 def _mirrors(rule: AlertRule):

@@ -15,6 +15,7 @@ from django.utils import timezone
 from core.errors import Refused
 from core.models import hash_token
 from core.services import record_event
+from core.text import clean_text
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret
 from fleet.services.rings import rejudge_endpoints
 from mirror.choices import Arch, Platform
@@ -135,6 +136,8 @@ def enroll(
     arch = arch or Arch.X86_64
     if arch not in Arch.values:
         raise Refused(f"arch must be one of {', '.join(Arch.values)}", "arch")
+    # Shown in pages, alerts and CSV exports: no terminal escape or bidi override (issue 14, item 13).
+    hostname = clean_text(hostname or "").strip()
     if len(hostname or "") > 255 or len(app_version or "") > 32:
         raise Refused(
             "hostname (255) or app_version (32) is too long", "hostname" if len(hostname or "") > 255 else "app_version"
