@@ -3,12 +3,14 @@ running portal, and a webhook receiver with the signature check the README gives
 
 import hashlib
 import hmac
+import http.client
 import json
 import re
 import threading
 import time
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import requests
 
@@ -130,6 +132,48 @@ class Answering:
                 self.wfile.write(answering.body)
 
             do_GET = do_POST = answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_port}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ForwardProxy:
+    """A plain-HTTP forward proxy on a loopback address (``url``), as an internal proxy an admin allows: it relays
+    each ``GET http://host/…`` as it is (redirects included, never followed) and records the URLs it relayed."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.urls: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                proxy.urls.append(self.path)
+                parts = urlsplit(self.path)
+                upstream = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
+                headers = {name: value for name, value in self.headers.items() if name.lower() != "proxy-connection"}
+                upstream.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
+                answer = upstream.getresponse()
+                body = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                upstream.close()
 
             def log_message(self, *args):
                 pass

@@ -17,7 +17,7 @@ from portal.choices import AlertChannelKind, DeliveryReason, DeliveryStatus
 from portal.models import AlertChannel, AlertDelivery
 from tests.mirror.helpers import sync
 from tests.processes import clean_env, run_django
-from tests.web import Answering
+from tests.web import Answering, ForwardProxy
 
 INTERNAL = [
     "http://127.0.0.1:8080/",
@@ -164,6 +164,16 @@ def test_a_proxy_on_loopback_is_refused_at_connect_time(upstream_mirror, standin
         run = sync(upstream_mirror(standin.base_url, proxy_url=proxy.url))
         assert proxy.paths == [] and standin.requests == []
     assert "127.0.0.3 resolves to 127.0.0.3, not allowed" in run.error
+
+
+def test_an_internal_proxy_the_admin_allows_carries_the_sync(upstream_mirror, standin, settings):
+    # The proxy only: the portal connects to nothing else. Through a proxy the upstream's name is the proxy's to
+    # resolve (an address written in the URL is still checked by the portal: see the test below).
+    settings.OUTBOUND_ALLOWED_NETWORKS = networks("127.0.0.5/32")
+    with ForwardProxy(host="127.0.0.5") as proxy:
+        run = sync(upstream_mirror(standin.base_url.replace("127.0.0.1", "localhost"), proxy_url=proxy.url))
+    assert run.state == SyncState.SUCCEEDED, run.error
+    assert any("action=info" in url for url in proxy.urls) and len(standin.requests) == len(proxy.urls)
 
 
 def test_the_policy_session_refuses_a_literal_internal_address_through_a_proxy(public_only):
