@@ -57,11 +57,16 @@
 #   3  mdatp failed (daemon down?): no machine id or no health output
 #   4  the portal cannot be reached (DNS, TLS, timeout): curl's error is logged
 #   5  enrollment refused (a wrong, expired or revoked secret; a platform the group lacks)
-#   6  the token was refused (401: endpoint decommissioned or re-enrolled elsewhere): the
-#      token is deleted and the next run enrolls again with the secret
+#   6  the token was refused (401: endpoint decommissioned, or taken over by an enrollment claim
+#      an operator accepted): the token is deleted; the next run asks to enroll again once, which
+#      the portal holds as an enrollment claim (exit 9) for an operator
 #   7  the report was refused (400, 403, 413, 429, 5xx): the portal's reason is logged
 #   8  the managed configuration could not be merged, backed up, written or restored (a file
 #      the portal cannot read, an MDM profile conflict): the reason is logged
+#   9  waiting for an operator: this machine id is already enrolled (or was decommissioned), so
+#      the portal holds its enrollment as a claim; the token kept works once an operator accepts
+#      it. The agent never enrolls again by itself while it waits: delete the token file to
+#      make a new claim
 # With several failures in one run the first one's code is returned.
 
 set -u
@@ -290,13 +295,25 @@ enroll() {
     TOKEN=""
     status=$(http "$API/enroll" "$WORK/enroll.out" "$WORK/enroll.json" application/json) || die 4 "$(unreachable enrollment)"
     rm -f "$WORK/enroll.json"
-    [ "$status" = 201 ] || die 5 "enrollment refused (HTTP $status): $(detail_of "$WORK/enroll.out")"
+    case $status in
+        201 | 202) ;;
+        *) die 5 "enrollment refused (HTTP $status): $(detail_of "$WORK/enroll.out")" ;;
+    esac
     token=$(json_field token "$WORK/enroll.out")
     case $token in
         mde_ep_?*) ;;
         *) die 5 "the portal's answer to the enrollment holds no token: $(first_line "$WORK/enroll.out")" ;;
     esac
     write_file "$TOKEN_FILE" 600 "$token" || die 1 "cannot write the token to $TOKEN_FILE"
+    if [ "$status" = 202 ]; then
+        # A known machine id without its token (or a decommissioned one): the portal holds the claim for an
+        # operator, and this token works only once it is accepted. Kept, so that no later run claims again.
+        conflict=$(json_field conflict "$WORK/enroll.out")
+        write_file "$STATE_DIR/enrollment" 600 "pending=$conflict
+machine_id=$machine_id
+portal=$PORTAL_URL" || log "warning: cannot write $STATE_DIR/enrollment"
+        die 9 "enrollment held for an operator (HTTP 202): $(detail_of "$WORK/enroll.out"); token kept in $TOKEN_FILE"
+    fi
     write_file "$STATE_DIR/enrollment" 600 "endpoint=$(json_field endpoint "$WORK/enroll.out")
 group=$(json_field group "$WORK/enroll.out")
 machine_id=$machine_id
@@ -306,9 +323,27 @@ definition_url=$(json_field definition_url "$WORK/enroll.out")" || log "warning:
     log "enrolled as endpoint $(json_field endpoint "$WORK/enroll.out") in group $(json_field group "$WORK/enroll.out") (machine $machine_id, $PLATFORM/$ARCH); token kept in $TOKEN_FILE"
 }
 
-token_refused() { # token_refused WHAT: a 401; the token is of no use any more
+pending_claim() { # pending_claim: the enrollment claim this machine's token waits on, if any
+    sed -n 's/^pending=//p' "$STATE_DIR/enrollment" 2>/dev/null | sed -n '1p'
+}
+
+token_refused() { # token_refused WHAT FILE: a 401
+    claim=$(pending_claim)
+    if [ -n "$claim" ]; then
+        # Never a new claim by itself: a looping agent would bury the operator in claims (and a
+        # decommissioned machine must stay out until someone lets it back).
+        die 9 "the portal does not accept this machine's token yet for $1 (HTTP 401): enrollment claim $claim waits for an operator (Endpoints › Enrollment claims), or was rejected; not enrolling again: delete $TOKEN_FILE to make a new claim"
+    fi
     rm -f "$TOKEN_FILE"
-    die 6 "the portal refused this machine's token for $1 (HTTP 401: $(detail_of "$2")): the endpoint was decommissioned or enrolled again elsewhere; $TOKEN_FILE was deleted and the next run enrolls again with $ENROLL_SECRET_FILE"
+    die 6 "the portal refused this machine's token for $1 (HTTP 401: $(detail_of "$2")): the endpoint was decommissioned, or an operator gave its identity to another claim; $TOKEN_FILE was deleted: the next run asks to enroll again once, and the portal holds that for an operator"
+}
+
+claim_accepted() { # claim_accepted: a held token worked, so an operator accepted the claim
+    claim=$(pending_claim)
+    [ -n "$claim" ] || return 0
+    grep -v '^pending=' "$STATE_DIR/enrollment" > "$WORK/enrollment" 2>/dev/null
+    write_file "$STATE_DIR/enrollment" 600 "$(cat "$WORK/enrollment")" || log "warning: cannot write $STATE_DIR/enrollment"
+    log "enrollment claim $claim was accepted by an operator: this machine's token works"
 }
 
 # --- Health report -----------------------------------------------------------------------------
@@ -399,6 +434,7 @@ post_report() {
     fi
     case $status in
         2??)
+            claim_accepted
             findings=$(json_list findings "$WORK/report.out")
             log "report $(json_field report "$WORK/report.out") accepted (HTTP $status, $FORM form): compliance $(json_field compliance "$WORK/report.out")${findings:+; findings: $findings}"
             ;;

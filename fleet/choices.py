@@ -24,6 +24,14 @@ class ApprovalAction(models.TextChoices):
     AUTO = "auto", "Approved by the rollout rule"
 
 
+class ConflictState(models.TextChoices):
+    """Where an identity conflict stands: a known machine id enrolling again without its token."""
+
+    PENDING = "pending", "Pending: an operator decides"
+    ACCEPTED = "accepted", "Accepted: the claimant took over the endpoint"
+    REJECTED = "rejected", "Rejected: the endpoint kept its identity"
+
+
 class GateState(models.TextChoices):
     """Where a group's automatic rollout stands for one target."""
 

@@ -1,8 +1,8 @@
 import django_filters
 from django.db.models import Q
 
-from fleet.choices import ApprovalAction, Compliance, FindingCode, RolloutMode
-from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret
+from fleet.choices import ApprovalAction, Compliance, ConflictState, FindingCode, RolloutMode
+from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, IdentityConflict
 from mirror.choices import Arch, Channel, Platform
 
 
@@ -69,3 +69,12 @@ class EnrollmentSecretFilterSet(django_filters.FilterSet):
     class Meta:
         model = EnrollmentSecret
         fields = ["group"]
+
+
+class IdentityConflictFilterSet(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=ConflictState.choices)
+    group = django_filters.CharFilter(field_name="group__slug", label="Group slug (of the secret used)")
+
+    class Meta:
+        model = IdentityConflict
+        fields = ["state", "group", "endpoint"]

@@ -32,6 +32,7 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
             "source_group": "Source ring",
             "delay_hours": "Delay (hours)",
             "gate_percent": "Health gate (%)",
+            "gate_min_enrollment_hours": "Gate: endpoints enrolled at least (hours)",
             "automatic_updates": "Automatic definition updates",
             "update_interval": "Update interval (seconds)",
             "offline_update": "Offline definition update",
@@ -43,7 +44,10 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
     # Sections of the form page: (legend, field names).
     SECTIONS = (
         ("Ring", ("name", "slug", "description", "mirror", "platforms", "channel", "ring_order", "staleness_hours")),
-        ("How new versions arrive", ("rollout", "source_group", "delay_hours", "gate_percent")),
+        (
+            "How new versions arrive",
+            ("rollout", "source_group", "delay_hours", "gate_percent", "gate_min_enrollment_hours"),
+        ),
         (
             "Managed configuration (mdatp_managed.json)",
             (
@@ -68,8 +72,14 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
         # The model's ranges, for the browser too (the server checks them anyway).
         self.fields["update_interval"].widget.attrs.update(min=MIN_INTERVAL, max=MAX_INTERVAL)
         self.fields["gate_percent"].widget.attrs.update(max=100)
+        # Optional in the form as in the API: a form from before the setting existed means 0 (no minimum age).
+        self.fields["gate_min_enrollment_hours"].required = False
         self.fields["slug"].help_text = "In the group's URLs: /mirror/groups/<slug>/…"
         self.remember()
+
+    def clean_gate_min_enrollment_hours(self):
+        value = self.cleaned_data.get("gate_min_enrollment_hours")
+        return 0 if value is None else value
 
     def sections(self):
         return [(legend, [self[name] for name in names]) for legend, names in self.SECTIONS]
@@ -183,6 +193,12 @@ class EnrollmentSecretForm(forms.Form):
         help_text="After this moment it enrolls nothing; empty: until revoked.",
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    max_enrollments = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Enrolls at most (optional)",
+        help_text="Endpoints it may create in all; empty: no cap.",
     )
 
     def __init__(self, *args, **kwargs):

@@ -4,7 +4,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from fleet.choices import ApprovalAction, Compliance, EnforcementLevel, GateState, RolloutMode
+from fleet.choices import ApprovalAction, Compliance, ConflictState, EnforcementLevel, GateState, RolloutMode
 from mirror.choices import Arch, Channel, Platform
 from mirror.targets import Target
 
@@ -29,6 +29,7 @@ class EndpointGroup(models.Model):
         "source_group",
         "delay_hours",
         "gate_percent",
+        "gate_min_enrollment_hours",
         "automatic_updates",
         "update_interval",
         "offline_update",
@@ -71,6 +72,12 @@ class EndpointGroup(models.Model):
         default=90,
         validators=[MinValueValidator(0), MaxValueValidator(100)],
         help_text="For 'after': share of the source ring's reporting endpoints that must run the version.",
+    )
+    gate_min_enrollment_hours = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(24 * 365)],
+        help_text="For 'after': the gate counts only source endpoints enrolled at least this many hours (0: any "
+        "enrolled before the version was approved there).",
     )
 
     # The managed configuration (DESIGN §2.3).
@@ -278,6 +285,16 @@ class EnrollmentSecret(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     enrollments = models.PositiveIntegerField(default=0)
+    max_enrollments = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Endpoints it may create in all; empty: no cap.",
+    )
+    # The enrollment rate limit (FLEET_ENROLL_BURST a minute per secret), counted on the secret's row
+    # like the endpoints' report limit: exact across web processes and nodes.
+    burst_minute = models.PositiveIntegerField(default=0)
+    burst_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -288,6 +305,10 @@ class EnrollmentSecret(models.Model):
     @property
     def usable(self) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_enrollments is not None and self.enrollments >= self.max_enrollments
 
 
 class Endpoint(models.Model):
@@ -363,6 +384,43 @@ class Endpoint(models.Model):
 
     def __str__(self):
         return self.hostname or self.machine_id
+
+
+class IdentityConflict(models.Model):
+    """A known machine id enrolling again without its current token (or while decommissioned): held for an operator.
+
+    The claimant gets a token at once, stored hashed here; it becomes the endpoint's only if an operator
+    accepts the conflict (DESIGN §4.7: a secret alone never re-keys, moves, renames or revives an endpoint).
+    """
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="identity_conflicts")
+    group = models.ForeignKey(
+        EndpointGroup, on_delete=models.CASCADE, related_name="+", help_text="The group of the secret it used."
+    )
+    secret = models.ForeignKey(EnrollmentSecret, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    secret_hint = models.CharField(max_length=16, blank=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    arch = models.CharField(max_length=8, choices=Arch.choices)
+    app_version = models.CharField(max_length=32, blank=True)
+    client_address = models.CharField(max_length=45, blank=True)
+    was_decommissioned = models.BooleanField(default=False)
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    token_hint = models.CharField(max_length=16, blank=True)
+    state = models.CharField(max_length=8, choices=ConflictState.choices, default=ConflictState.PENDING)
+    created = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["state", "-created"], name="identity_conflict_state")]
+
+    def __str__(self):
+        return f"{self.endpoint}: claimed as {self.hostname or '(no hostname)'} in {self.group.slug}"
 
 
 class HealthReport(models.Model):

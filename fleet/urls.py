@@ -12,6 +12,17 @@ urlpatterns = [
     # "endpoints" is a reserved slug too: these come before the group pages.
     path("endpoints/", views.EndpointListView.as_view(), name="endpoint_list"),
     path("endpoints/export.csv", views.EndpointExportView.as_view(), name="endpoint_export"),
+    path("endpoints/claims/", views.IdentityConflictListView.as_view(), name="identityconflict_list"),
+    path(
+        "endpoints/claims/<int:pk>/accept/",
+        views.IdentityConflictDecideView.as_view(accept=True),
+        name="identityconflict_accept",
+    ),
+    path(
+        "endpoints/claims/<int:pk>/reject/",
+        views.IdentityConflictDecideView.as_view(accept=False),
+        name="identityconflict_reject",
+    ),
     path("endpoints/<int:pk>/", views.EndpointDetailView.as_view(), name="endpoint_detail"),
     path("endpoints/<int:pk>/move/", views.EndpointMoveView.as_view(), name="endpoint_move"),
     path("endpoints/<int:pk>/decommission/", views.EndpointDecommissionView.as_view(), name="endpoint_decommission"),

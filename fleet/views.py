@@ -23,7 +23,7 @@ from core.errors import Refused
 from core.generic import ObjectFormView
 from core.roles import RoleRequiredMixin, has_role
 from core.text import csv_cell
-from fleet.choices import Compliance, RolloutMode
+from fleet.choices import Compliance, ConflictState, RolloutMode
 from fleet.diagnostics import same_url
 from fleet.filtersets import EndpointFilterSet
 from fleet.forms import (
@@ -34,7 +34,7 @@ from fleet.forms import (
     EnrollmentSecretForm,
     ImportPolicyForm,
 )
-from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget
+from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget, IdentityConflict
 from fleet.services import enrollment, rings
 from fleet.services.config import (
     IMPORTED,
@@ -562,6 +562,7 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
             filtered=filtered,
             # An empty fleet gets the next step instead of an empty table (one more query, only then).
             fleet_empty=not total and not Endpoint.objects.exists(),
+            pending_conflicts=IdentityConflict.objects.filter(state=ConflictState.PENDING).count(),
             **kwargs,
         )
 
@@ -792,9 +793,52 @@ class EndpointDecommissionView(RoleRequiredMixin, TemplateView):
             messages.success(
                 request,
                 f"{endpoint} decommissioned: its token no longer works; its history stays. "
-                "Enrolling it again with a secret brings it back.",
+                "It comes back only if you accept its enrollment claim under Endpoints › Enrollment claims.",
             )
         return redirect(endpoint_url(endpoint))
+
+
+# --- Identity conflicts: known machine ids enrolling again without their token ---------------------------
+
+
+class IdentityConflictListView(RoleRequiredMixin, TemplateView):
+    """The claims waiting for an operator (accept or reject each), and the last ones decided."""
+
+    template_name = "fleet/identityconflict_list.html"
+
+    def get_context_data(self, **kwargs):
+        conflicts = IdentityConflict.objects.select_related("endpoint__group", "group", "decided_by")
+        return super().get_context_data(
+            pending=list(conflicts.filter(state=ConflictState.PENDING).order_by("created", "id")),
+            decided=list(conflicts.exclude(state=ConflictState.PENDING).order_by("-decided_at", "-id")[:50]),
+            **kwargs,
+        )
+
+
+class IdentityConflictDecideView(RoleRequiredMixin, View):
+    """POST: accept or reject one claim through fleet.services.enrollment; a refusal becomes a message."""
+
+    http_method_names = ["post"]
+    accept = True
+
+    def post(self, request, pk):
+        conflict = get_object_or_404(IdentityConflict.objects.select_related("endpoint", "group"), pk=pk)
+        try:
+            if self.accept:
+                endpoint = enrollment.accept_conflict(conflict, request.user, request)
+            else:
+                enrollment.reject_conflict(conflict, request.user, request)
+        except Refused as exc:
+            messages.error(request, f"Claim {conflict.pk} on {conflict.endpoint} not decided: {exc}.")
+            return redirect("fleet:identityconflict_list")
+        if self.accept:
+            messages.success(
+                request,
+                f"Claim {conflict.pk} accepted: {endpoint} now uses the claimant's token, in group {endpoint.group.name}.",
+            )
+        else:
+            messages.success(request, f"Claim {conflict.pk} rejected: {conflict.endpoint} keeps its identity.")
+        return redirect("fleet:identityconflict_list")
 
 
 # --- Enrollment secrets (on the group page) ------------------------------------------------------------
@@ -845,7 +889,12 @@ class EnrollmentSecretCreateView(GroupPageView):
             return self.render_to_response(self.get_context_data(group=group, secret_form=form), status=400)
         try:
             secret, plaintext = enrollment.create_enrollment_secret(
-                group, form.cleaned_data["name"], request.user, request, form.cleaned_data["expires_at"]
+                group,
+                form.cleaned_data["name"],
+                request.user,
+                request,
+                form.cleaned_data["expires_at"],
+                form.cleaned_data["max_enrollments"],
             )
         except Refused as exc:
             form.add_error(exc.field, exc.message)

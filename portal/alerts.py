@@ -276,6 +276,51 @@ def check_endpoints_silent(rule: AlertRule, now) -> list[ConditionMatch]:
     ]
 
 
+def check_enrollment_surge(rule: AlertRule, now) -> list[ConditionMatch]:
+    """Rings where at least ``min_endpoints`` endpoints enrolled within the last ``hours`` hours.
+
+    A leaked enrollment secret shows first as a burst of new machines in one ring (issue 14: 2,000 fakes in 17 s
+    steered a health gate); each ring is its own subject, so one ring's surge does not hide another's. An endpoint
+    let back in by an accepted enrollment claim counts from then on. Resolves once the window has passed.
+    """
+    from fleet.models import Endpoint
+
+    since = now - timedelta(hours=rule.hours)
+    counts = (
+        Endpoint.objects.filter(enrolled_at__gte=since)
+        .filter(**({"group_id": rule.group_id} if rule.group_id else {}))
+        .values_list("group_id", "group__name", "group__slug")
+        .annotate(n=Count("id"))
+        .order_by("group__ring_order", "group__name")
+    )
+    matches = []
+    for group_id, name, slug, count in counts:
+        if count < rule.min_endpoints:
+            continue
+        names = list(
+            Endpoint.objects.filter(group_id=group_id, enrolled_at__gte=since)
+            .order_by("-enrolled_at", "-id")
+            .values_list("hostname", "machine_id")[:EXAMPLES]
+        )
+        names = [host or machine for host, machine in names]
+        matches.append(
+            ConditionMatch(
+                subject=f"group:{group_id}",
+                label=f"group {name}",
+                summary=f"{count} endpoints enrolled in group {name} within {rule.hours} h",
+                text=(
+                    f"Newest: {', '.join(names)}{' and others' if count > len(names) else ''}. If these are not "
+                    "machines you are rolling out, an enrollment secret of the ring has leaked: revoke or rotate it "
+                    "on the group's page and decommission the endpoints it created. Health gates do not count "
+                    "endpoints enrolled after a version was approved in their ring."
+                ),
+                url=portal_url(f"{reverse('fleet:endpoint_list')}?{urlencode({'group': slug})}"),
+                details={"group": slug, "enrolled": count, "hours": rule.hours, "examples": names},
+            )
+        )
+    return matches
+
+
 def check_gate_held(rule: AlertRule, now) -> list[ConditionMatch]:
     """Ring targets whose health gate has kept a due version back for more than ``hours``.
 
@@ -463,6 +508,7 @@ CHECKS = {
     AlertRuleKind.GATE_HELD: check_gate_held,
     AlertRuleKind.UPSTREAM_WITHDREW: check_upstream_withdrew,
     AlertRuleKind.PACKAGE_CONFLICT: check_package_conflict,
+    AlertRuleKind.ENROLLMENT_SURGE: check_enrollment_surge,
 }
 # Evaluated as soon as a sync finishes (on_sync_finished), not only at beat's next round.
 SYNC_KINDS = (

@@ -128,6 +128,7 @@ class AlertRule(models.Model):
         AlertRuleKind.GATE_HELD: ("group", "hours"),
         AlertRuleKind.UPSTREAM_WITHDREW: ("mirror",),
         AlertRuleKind.PACKAGE_CONFLICT: ("mirror",),
+        AlertRuleKind.ENROLLMENT_SURGE: ("group", "hours", "min_endpoints"),
     }
     REQUIRED = {"hours": "a number of hours", "days": "a number of days", "threshold_percent": "a percentage (0–100)"}
 
@@ -221,6 +222,8 @@ class AlertRule(models.Model):
             f"silent for {self.days} days",
             AlertRuleKind.GATE_HELD: f"a health gate of {group} holds a version back for {self.hours} h",
             AlertRuleKind.UPSTREAM_WITHDREW: f"the upstream of {mirror} withdrew a version it had served",
+            AlertRuleKind.ENROLLMENT_SURGE: f"{self.min_endpoints} or more endpoints enrolled in {group} "
+            f"within {self.hours} h",
             AlertRuleKind.PACKAGE_CONFLICT: f"an imported package differs from the upstream's of {mirror}, same version",
         }.get(self.kind, self.kind)
 

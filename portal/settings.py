@@ -273,6 +273,7 @@ CELERY_BEAT_SCHEDULE = {
 # --- Fleet --------------------------------------------------------------------
 FLEET_REPORT_MAX_BYTES = env_int("FLEET_REPORT_MAX_BYTES", 64 * 1024)  # a full `mdatp health` is a few kB
 FLEET_REPORT_BURST = env_int("FLEET_REPORT_BURST", 10)  # reports per endpoint per minute; more is a 429
+FLEET_ENROLL_BURST = env_int("FLEET_ENROLL_BURST", 300)  # enrollments per secret per minute; more is a 429
 FLEET_SILENT_INTERVALS = env_int(
     "FLEET_SILENT_INTERVALS", 3
 )  # silent after this many update intervals without a report

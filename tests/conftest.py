@@ -195,11 +195,18 @@ def make_group(mirror):
 @pytest.fixture
 def make_endpoints():
     """Endpoint states created directly, as the fleet's report ingestion will keep them."""
+    from datetime import timedelta
+
     from django.utils import timezone
 
-    def make(group, count, version, platform="linux", arch="x86_64", seen=None, failed_at=None, prefix=None):
+    def make(
+        group, count, version, platform="linux", arch="x86_64", seen=None, failed_at=None, prefix=None, enrolled=None
+    ):
         prefix = prefix or f"{group.slug}-{version}-{Endpoint.objects.count()}"
         seen = seen or timezone.now()
+        # An established fleet by default: enrolled long before any version a test approves (health gates
+        # count only endpoints enrolled before the version reached the source ring, DESIGN §4.7).
+        enrolled = enrolled or timezone.now() - timedelta(days=30)
         return Endpoint.objects.bulk_create(
             [
                 Endpoint(
@@ -211,6 +218,8 @@ def make_endpoints():
                     definitions_version=version,
                     last_seen=seen,
                     last_update_failure_at=failed_at,
+                    enrolled_at=enrolled,
+                    created=enrolled,
                 )
                 for i in range(count)
             ]
@@ -231,7 +240,11 @@ def reporting_endpoint(db):
     def send(group, name, version="1.407.417.0", **overrides):
         if group.pk not in secrets:
             secrets[group.pk] = enrollment.create_enrollment_secret(group, "lab")[1]
-        endpoint, _ = enrollment.enroll(secrets[group.pk], name, name, "linux", "x86_64")
+        endpoint = Endpoint.objects.filter(machine_id=name).first()
+        if endpoint is None:
+            endpoint = enrollment.enroll(secrets[group.pk], name, name, "linux", "x86_64").endpoint
+        elif endpoint.group_id != group.pk:  # a secret never moves an endpoint (DESIGN §4.7): an operator does
+            enrollment.move_endpoint(endpoint, group)
         endpoint = Endpoint.objects.select_related("group__mirror").get(pk=endpoint.pk)
         ingest.ingest_report(endpoint, health_text(group, version, **overrides).encode())
         endpoint.refresh_from_db()

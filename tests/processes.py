@@ -42,6 +42,8 @@ def child_env(**overrides) -> dict:
         MIRROR_RETRY_BACKOFF=str(settings.MIRROR_RETRY_BACKOFF),
         MIRROR_RETRY_ATTEMPTS=str(settings.MIRROR_RETRY_ATTEMPTS),
         SECRET_KEY=settings.SECRET_KEY,
+        # The test's outbound policy (loopback for the stand-ins, tests/conftest.py), through the same setting.
+        OUTBOUND_ALLOWED_NETWORKS=",".join(str(network) for network in settings.OUTBOUND_ALLOWED_NETWORKS),
     )
     env.update({key: str(value) for key, value in overrides.items()})
     return env

@@ -68,10 +68,22 @@ class EnrollSerializer(serializers.Serializer):
 EnrolledSerializer = inline_serializer(
     "Enrolled",
     {
+        "status": serializers.CharField(help_text="enrolled (201) or rekeyed (200)."),
         "endpoint": serializers.IntegerField(),
         "token": serializers.CharField(help_text="Shown once: keep it in a root-only file."),
         "group": serializers.CharField(),
         "definition_url": serializers.CharField(help_text="The group's offlineDefinitionUpdateUrl for this platform."),
+        "report_url": serializers.CharField(),
+        "config_url": serializers.CharField(),
+    },
+)
+EnrollmentHeldSerializer = inline_serializer(
+    "EnrollmentHeld",
+    {
+        "status": serializers.CharField(help_text="pending"),
+        "conflict": serializers.IntegerField(help_text="The identity conflict an operator decides."),
+        "token": serializers.CharField(help_text="Works only once an operator accepts the conflict."),
+        "detail": serializers.CharField(),
         "report_url": serializers.CharField(),
         "config_url": serializers.CharField(),
     },
@@ -99,9 +111,25 @@ class EnrollView(APIView):
 
     @extend_schema(
         request=EnrollSerializer,
-        responses={201: EnrolledSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 413: ErrorSerializer},
+        responses={
+            201: EnrolledSerializer,
+            200: EnrolledSerializer,
+            202: EnrollmentHeldSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            413: ErrorSerializer,
+            429: ErrorSerializer,
+        },
         tags=["endpoints (agent)"],
         auth=[],
+        description=(
+            "A new machine id becomes an endpoint (201). A known one is never moved, renamed, re-keyed or revived by "
+            "a secret: with its current token in `Authorization: Bearer` it gets a new token and stays where it is "
+            "(200); without it, or when it was decommissioned, the enrollment is held as an identity conflict (202) "
+            "that an operator accepts or rejects (`/api/v1/identity-conflicts/`). A secret with a cap enrolls at "
+            "most that many endpoints (403 after), and each secret enrolls at most FLEET_ENROLL_BURST a minute (429)."
+        ),
         examples=[
             OpenApiExample(
                 "A Linux server",
@@ -120,6 +148,7 @@ class EnrollView(APIView):
                 response_only=True,
                 status_codes=["201"],
                 value={
+                    "status": "enrolled",
                     "endpoint": 17,
                     "token": "mde_ep_…",
                     "group": "pilot",
@@ -131,14 +160,17 @@ class EnrollView(APIView):
         ],
     )
     def post(self, request):
-        """Join a group with one of its enrollment secrets; returns this machine's token (shown once)."""
+        """Join a group with one of its enrollment secrets; returns this machine's token (shown once).
+
+        A known machine proves itself with its current token, or waits for an operator (202)."""
         if _too_big(request):
             return refusal(Refused("the enrollment request is too large", status=413))
         form = EnrollSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
+        authorization = request.META.get("HTTP_AUTHORIZATION", "")
         try:
-            endpoint, token = enrollment.enroll(
+            enrolled = enrollment.enroll(
                 data["secret"],
                 data["machine_id"],
                 data["hostname"],
@@ -146,20 +178,40 @@ class EnrollView(APIView):
                 data["arch"],
                 data["app_version"],
                 request,
+                current_token=authorization[7:].strip() if authorization[:7].lower() == "bearer " else "",
             )
         except Refused as exc:
             return refusal(exc)
         base = request.build_absolute_uri("/api/v1/")
+        urls = {"report_url": base + "reports", "config_url": base + "endpoint/managed-config"}
+        if enrolled.outcome == enrollment.EnrollOutcome.PENDING:
+            conflict = enrolled.conflict
+            return Response(
+                {
+                    "status": enrolled.outcome,
+                    "conflict": conflict.pk,
+                    "token": enrolled.token,
+                    "detail": (
+                        f"machine {data['machine_id']} is already enrolled"
+                        + (" and was decommissioned" if conflict.was_decommissioned else "")
+                        + f": this enrollment is held as identity conflict {conflict.pk} until an operator accepts "
+                        "it; this token works from then on, and never if it is rejected"
+                    ),
+                    **urls,
+                },
+                status=202,
+            )
+        endpoint = enrolled.endpoint
         return Response(
             {
+                "status": enrolled.outcome,
                 "endpoint": endpoint.pk,
-                "token": token,
+                "token": enrolled.token,
                 "group": endpoint.group.slug,
                 "definition_url": endpoint.group.definition_url(endpoint.platform),
-                "report_url": base + "reports",
-                "config_url": base + "endpoint/managed-config",
+                **urls,
             },
-            status=201,
+            status=201 if enrolled.outcome == enrollment.EnrollOutcome.ENROLLED else 200,
         )
 
 

@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from core.api.serializers import ModelCleanMixin
 from fleet.choices import ApprovalAction, GateState
-from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, HealthReport
+from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, HealthReport, IdentityConflict
 from mirror.choices import Arch, Channel, Platform
 from mirror.models import Mirror, SignaturePackage
 
@@ -230,8 +230,42 @@ class EnrollmentSecretSerializer(serializers.ModelSerializer):
             "revoked_at",
             "last_used_at",
             "enrollments",
+            "max_enrollments",
         ]
         read_only_fields = ["hint", "created", "created_by", "revoked_at", "last_used_at", "enrollments"]
+
+
+class IdentityConflictSerializer(serializers.ModelSerializer):
+    endpoint = serializers.PrimaryKeyRelatedField(read_only=True)
+    machine_id = serializers.CharField(source="endpoint.machine_id", read_only=True)
+    endpoint_hostname = serializers.CharField(source="endpoint.hostname", read_only=True)
+    endpoint_group = serializers.CharField(source="endpoint.group.slug", read_only=True)
+    group = serializers.SlugRelatedField(slug_field="slug", read_only=True, help_text="The group of the secret used.")
+    decided_by = serializers.CharField(source="decided_by.username", default=None, read_only=True, allow_null=True)
+
+    class Meta:
+        model = IdentityConflict
+        fields = [
+            "id",
+            "endpoint",
+            "machine_id",
+            "endpoint_hostname",
+            "endpoint_group",
+            "group",
+            "secret_hint",
+            "hostname",
+            "platform",
+            "arch",
+            "app_version",
+            "client_address",
+            "was_decommissioned",
+            "state",
+            "created",
+            "decided_at",
+            "decided_by",
+            "note",
+        ]
+        read_only_fields = fields
 
 
 class EnrollmentSecretCreatedSerializer(EnrollmentSecretSerializer):

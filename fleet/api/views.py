@@ -30,6 +30,7 @@ from fleet.api.serializers import (
     EnrollmentSecretSerializer,
     GroupSerializer,
     HealthReportSerializer,
+    IdentityConflictSerializer,
     PromoteResultSerializer,
     TargetActionSerializer,
     TargetStatusSerializer,
@@ -39,8 +40,9 @@ from fleet.filtersets import (
     EndpointFilterSet,
     EndpointGroupFilterSet,
     EnrollmentSecretFilterSet,
+    IdentityConflictFilterSet,
 )
-from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret
+from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, IdentityConflict
 from fleet.services import enrollment, rings
 from fleet.services.config import ConfigImportError, config_file, import_policy
 from mirror.api.views import AuditedModelViewSet
@@ -362,7 +364,7 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=None, responses={200: EndpointSerializer, 403: ERROR})
     @action(detail=True, methods=["post"], filter_backends=[])
     def decommission(self, request, pk=None):
-        """Retire the endpoint: its token stops working at once (re-enrolling brings it back)."""
+        """Retire the endpoint: its token stops working at once; it comes back only if an operator accepts its claim."""
         endpoint = enrollment.decommission_endpoint(self.get_object(), request.user, request)
         return Response(EndpointSerializer(endpoint).data)
 
@@ -398,7 +400,12 @@ class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             OpenApiExample(
                 "For ring pilot, valid until the end of the year",
                 request_only=True,
-                value={"group": "pilot", "name": "linux servers", "expires_at": "2030-12-31T23:59:59Z"},
+                value={
+                    "group": "pilot",
+                    "name": "linux servers",
+                    "expires_at": "2030-12-31T23:59:59Z",
+                    "max_enrollments": 200,
+                },
             )
         ],
     )
@@ -407,7 +414,7 @@ class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         form.is_valid(raise_exception=True)
         data = form.validated_data
         secret, plaintext = enrollment.create_enrollment_secret(
-            data["group"], data["name"], request.user, request, data.get("expires_at")
+            data["group"], data["name"], request.user, request, data.get("expires_at"), data.get("max_enrollments")
         )
         return Response({**EnrollmentSecretSerializer(secret).data, "secret": plaintext}, status=201)
 
@@ -431,3 +438,35 @@ class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         """Revoke this secret and return its replacement (shown once); a revoked or expired secret is not rotated."""
         new, plaintext = enrollment.rotate_enrollment_secret(self.get_object(), request.user, request)
         return Response({**EnrollmentSecretSerializer(new).data, "secret": plaintext}, status=201)
+
+
+class IdentityConflictViewSet(viewsets.ReadOnlyModelViewSet):
+    """Known machine ids that enrolled again without their token, or while decommissioned: operators accept
+    (the claimant takes the endpoint over, a decommissioned one comes back) or reject them."""
+
+    queryset = IdentityConflict.objects.select_related("endpoint__group", "group", "decided_by")
+    serializer_class = IdentityConflictSerializer
+    filterset_class = IdentityConflictFilterSet
+    ordering_fields = ["created", "decided_at"]
+    write_role = Role.OPERATOR
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: EndpointSerializer,
+            403: ERROR,
+            409: OpenApiResponse(ERROR, description="Already decided, or the group no longer has the platform."),
+        },
+    )
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def accept(self, request, pk=None):
+        """The claimant is the machine: it takes the endpoint over with the token it was given."""
+        endpoint = enrollment.accept_conflict(self.get_object(), request.user, request)
+        return Response(EndpointSerializer(endpoint).data)
+
+    @extend_schema(request=None, responses={200: IdentityConflictSerializer, 403: ERROR, 409: ERROR})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def reject(self, request, pk=None):
+        """The claimant is not let in: its token never works; the endpoint is unchanged."""
+        conflict = enrollment.reject_conflict(self.get_object(), request.user, request)
+        return Response(IdentityConflictSerializer(conflict).data)

@@ -18,6 +18,7 @@ from operator import or_
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Case, Count, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.errors import Refused
@@ -538,13 +539,21 @@ class Gate:
 def health_gate(group: EndpointGroup, source: EndpointGroup, target, package: SignaturePackage, approved_since) -> Gate:
     """Does ``source`` show ``package`` is healthy? At least group.gate_percent % of its reporting
     endpoints (seen within its staleness threshold) on that version or newer, and none reporting
-    a definitions update failure since the version was approved there."""
+    a definitions update failure since the version was approved there.
+
+    Only endpoints enrolled before the version was approved there count, and at least
+    group.gate_min_enrollment_hours ago (DESIGN §4.7): machines enrolled since could not have been
+    judged on it, and a leaked secret must not steer a gate with freshly enrolled fakes.
+    """
     platform, _, arch = target
     version = package.definition_version
-    window = timezone.now() - timedelta(hours=source.staleness_hours)
-    reporting = Endpoint.objects.filter(
+    now = timezone.now()
+    window = now - timedelta(hours=source.staleness_hours)
+    enrolled_before = min(approved_since, now - timedelta(hours=group.gate_min_enrollment_hours))
+    seen = Endpoint.objects.filter(
         group=source, platform=platform, arch=arch, decommissioned_at__isnull=True, last_seen__gte=window
     )
+    reporting = seen.alias(since=Coalesce("enrolled_at", "created")).filter(since__lt=enrolled_before)
     by_version = reporting.values_list("definitions_version").annotate(n=Count("id")).order_by()
     wanted = version_key(version)
     there = served_now(source, platform, arch)
@@ -557,6 +566,13 @@ def health_gate(group: EndpointGroup, source: EndpointGroup, target, package: Si
         if standing(there, reported) == Compliance.UP_TO_DATE and version_key(reported) >= wanted:
             on_it += n
     if total == 0:
+        if late := seen.count():
+            age = f" or less than {group.gate_min_enrollment_hours} h ago" if group.gate_min_enrollment_hours else ""
+            return Gate(
+                False,
+                f"{source.slug}: the {late} {platform}/{arch} endpoints that reported were all enrolled after "
+                f"{version} was approved there{age}: they do not count",
+            )
         return Gate(
             False, f"{source.slug}: no {platform}/{arch} endpoint has reported in the last {source.staleness_hours} h"
         )

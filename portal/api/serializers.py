@@ -63,7 +63,7 @@ class AlertRuleSerializer(ModelCleanMixin, serializers.ModelSerializer):
         queryset=EndpointGroup.objects.all(),
         allow_null=True,
         required=False,
-        help_text="group_compliance_below, endpoints_silent, gate_held: the group's slug; null: every group.",
+        help_text="group_compliance_below, endpoints_silent, gate_held, enrollment_surge: the group's slug; null: every group.",
     )
     channels = serializers.PrimaryKeyRelatedField(
         many=True, queryset=AlertChannel.objects.all(), required=False, help_text="Ids of the channels alerted."

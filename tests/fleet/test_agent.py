@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from fleet.models import Endpoint, HealthReport
+from fleet.models import Endpoint, HealthReport, IdentityConflict
 from fleet.services import enrollment, ingest, rings
 from fleet.services.config import config_file, managed_json
 from tests.samples import report_of
@@ -225,7 +225,7 @@ def test_a_deleted_config_file_is_installed_again(machine, group):
 
 
 @apply(live)
-def test_a_decommissioned_endpoint_exits_non_zero_removes_its_token_and_enrolls_again_next_time(machine):
+def test_a_decommissioned_endpoint_stays_out_claims_once_and_reports_again_only_when_an_operator_accepts(machine):
     assert_ok(machine.run())
     endpoint = Endpoint.objects.get()
     enrollment.decommission_endpoint(endpoint)
@@ -237,14 +237,47 @@ def test_a_decommissioned_endpoint_exits_non_zero_removes_its_token_and_enrolls_
     assert HealthReport.objects.count() == 1
     [line] = [line for line in refused.lines if "error:" in line]
     assert "HTTP 401: missing, invalid or revoked endpoint token" in line
-    assert "decommissioned" in line and "the next run enrolls again" in line
+    assert "decommissioned" in line and "the next run asks to enroll again once" in line
 
+    claimed = machine.run()  # the one enrollment after the 401: held for an operator, not a way back in
+
+    assert claimed.returncode == 9, claimed.stderr
+    [conflict] = IdentityConflict.objects.all()
+    assert f"held as identity conflict {conflict.pk} until an operator accepts it" in claimed.stderr
+    endpoint.refresh_from_db()
+    assert endpoint.decommissioned_at is not None and endpoint.token_hash is None
+
+    for _ in range(2):  # waiting: no new claim, no report, a clear line
+        waiting = machine.run()
+        assert waiting.returncode == 9
+        assert f"enrollment claim {conflict.pk} waits for an operator" in waiting.stderr
+        assert "not enrolling again" in waiting.stderr
+    assert IdentityConflict.objects.count() == 1 and HealthReport.objects.count() == 1
+
+    enrollment.accept_conflict(conflict)
     back = machine.run()
 
     assert_ok(back)
-    assert "enrolled as endpoint" in back.stderr
+    assert f"enrollment claim {conflict.pk} was accepted by an operator" in back.stderr
     endpoint.refresh_from_db()
     assert endpoint.decommissioned_at is None and HealthReport.objects.count() == 2
+    assert "was accepted by an operator" not in machine.run().stderr  # said once
+
+
+@apply(live)
+def test_a_rejected_claim_keeps_the_agent_waiting_without_claiming_again(machine):
+    assert_ok(machine.run())
+    endpoint = Endpoint.objects.get()
+    machine.token_file.unlink()  # a reinstalled machine, or someone else with its machine id
+
+    assert machine.run().returncode == 9
+    enrollment.reject_conflict(IdentityConflict.objects.get())
+    again = machine.run()
+
+    assert again.returncode == 9 and "or was rejected; not enrolling again" in again.stderr
+    assert IdentityConflict.objects.count() == 1
+    endpoint.refresh_from_db()
+    assert endpoint.reports_received == 1 and endpoint.token_hash is not None
 
 
 @apply(live)
@@ -555,7 +588,7 @@ def test_help_documents_the_options_and_exit_codes(offline):
     ):
         assert words in run.stdout
     codes = re.findall(r"^  (\d)  ", run.stdout, re.M)
-    assert codes == [str(n) for n in range(9)]
+    assert codes == [str(n) for n in range(10)]
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ def agent():
 
 
 def enroll(agent, secret, machine_id=GUID_A, **extra):
+    headers = {key: extra.pop(key) for key in list(extra) if key.startswith("HTTP_")}
     return agent.post(
         "/api/v1/enroll",
         {
@@ -52,6 +53,7 @@ def enroll(agent, secret, machine_id=GUID_A, **extra):
             **extra,
         },
         format="json",
+        **headers,
     )
 
 
@@ -95,9 +97,10 @@ def test_enrolling_returns_a_token_shown_once_and_stored_hashed(agent, secret, p
     assert AuditEvent.objects.filter(action="endpoint.enroll").exists()
 
 
-def test_re_enrolling_a_machine_reissues_its_token_for_the_same_endpoint(agent, secret):
+def test_re_enrolling_a_machine_with_its_current_token_reissues_its_token_for_the_same_endpoint(agent, secret):
+    # Without its token the secret alone gets nothing (issue 14: tests/fleet/test_enrollment_trust.py).
     first = enroll(agent, secret).json()
-    second = enroll(agent, secret, hostname="web-1-renamed").json()
+    second = enroll(agent, secret, hostname="web-1-renamed", HTTP_AUTHORIZATION=f"Bearer {first['token']}").json()
     assert first["endpoint"] == second["endpoint"] and Endpoint.objects.count() == 1
     assert post_report(agent, first["token"], SEED_SAMPLE).status_code == 401
     assert post_report(agent, second["token"], SEED_SAMPLE).status_code == 201
