@@ -240,6 +240,7 @@ def enroll(
         raise Refused(f"arch must be one of {', '.join(Arch.values)}", "arch")
     # Shown in pages, alerts and CSV exports: no terminal escape or bidi override (issue 14, item 13).
     hostname = clean_text(hostname or "").strip()
+    app_version = clean_text(app_version or "").strip()
     if len(hostname or "") > 255 or len(app_version or "") > 32:
         raise Refused(
             "hostname (255) or app_version (32) is too long", "hostname" if len(hostname or "") > 255 else "app_version"

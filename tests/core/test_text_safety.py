@@ -78,12 +78,13 @@ def ring(make_group):
     return make_group("pilot", 10)
 
 
-def enroll(ring, machine_id, hostname):
+def enroll(ring, machine_id, hostname, **extra):
     """POST /api/v1/enroll, as a machine (or whoever holds the ring's secret) sends it."""
     secret = enrollment.create_enrollment_secret(ring, f"lab-{machine_id}")[1]
     response = APIClient().post(
         "/api/v1/enroll",
-        {"secret": secret, "machine_id": machine_id, "hostname": hostname, "platform": "linux", "arch": "x86_64"},
+        {"secret": secret, "machine_id": machine_id, "hostname": hostname, "platform": "linux", "arch": "x86_64"}
+        | extra,
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -91,8 +92,8 @@ def enroll(ring, machine_id, hostname):
 
 
 def test_an_enrolled_hostname_is_stored_without_bidi_overrides_or_terminal_escapes(ring):
-    endpoint = enroll(ring, "m-1", f"  {ANSI_RED}web-01{RLO}txt.exe\r\n")
-    assert endpoint.hostname == "[31mweb-01txt.exe"
+    endpoint = enroll(ring, "m-1", f"  {ANSI_RED}web-01{RLO}txt.exe\r\n", app_version=f"101.{RLO}24032.0007")
+    assert (endpoint.hostname, endpoint.app_version) == ("[31mweb-01txt.exe", "101.24032.0007")
 
 
 def test_the_csv_export_neutralises_formulas_full_width_included_and_shows_no_bidi_override(client, viewer, ring):
