@@ -50,8 +50,9 @@ def child_env(**overrides) -> dict:
 
 
 @contextmanager
-def celery_worker(log_path: Path, **env_overrides):
-    """A real Celery worker (solo pool: the task runs in this very process) until the block ends."""
+def celery_worker(log_path: Path, pool: str = "solo", **env_overrides):
+    """A real Celery worker until the block ends; the solo pool runs the task in this very process, ``pool="prefork"``
+    in a child (one), as production does."""
     log = open(log_path, "wb")
     worker = subprocess.Popen(
         [
@@ -61,7 +62,8 @@ def celery_worker(log_path: Path, **env_overrides):
             "-A",
             "portal",
             "worker",
-            "--pool=solo",
+            f"--pool={pool}",
+            "--concurrency=1",
             "--loglevel=INFO",
             "--without-gossip",
             "--without-mingle",

@@ -126,8 +126,9 @@ def test_a_worker_killed_mid_sync_is_found_dead_from_its_heartbeat_and_the_next_
     assert run.error == "the worker running this sync stopped (no heartbeat for 3 s); a new sync was started"
 
 
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_a_worker_stopped_by_systemd_ends_its_running_sync_cleanly_well_within_timeout_stop_sec(
-    make_mirror, standin, settings, tmp_path
+    make_mirror, standin, settings, tmp_path, pool
 ):
     """Issue 14, item 11: SIGTERM to the worker only (KillMode=mixed) is Celery's warm shutdown; the running sync ends at
     its next progress step with a readable state and its partial download kept, long before TimeoutStopSec would
@@ -142,7 +143,7 @@ def test_a_worker_stopped_by_systemd_ends_its_running_sync_cleanly_well_within_t
     standin.set_fault("slow", scope="package", delay=0.1)  # 64 KiB per 0.1 s: ~3 s for 2 MiB
     tmp = settings.PORTAL_STORE_ROOT / "tmp"
 
-    with celery_worker(tmp_path / "worker.log") as worker:
+    with celery_worker(tmp_path / "worker.log", pool=pool) as worker:
         run, _ = request_sync(mirror, SyncTrigger.MANUAL)
         wait_for(
             lambda: any(p.stat().st_size > 256 * 1024 for p in tmp.glob("*.part")), 60, "the download to be under way"
@@ -152,7 +153,7 @@ def test_a_worker_stopped_by_systemd_ends_its_running_sync_cleanly_well_within_t
         worker.wait(timeout_stop)
         stopped_after = time.monotonic() - asked
 
-    assert worker.returncode == 0 and stopped_after < min(5, timeout_stop / 4), stopped_after
+    assert worker.returncode == 0 and stopped_after < timeout_stop / 4, stopped_after
     run.refresh_from_db()
     assert run.state == SyncState.FAILED and run.error.startswith("stopped by the worker's shutdown at linux/")
     [partial] = tmp.glob("*.part")
