@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from core.choices import TokenScope
+from core.secrets import mask_details
 
 
 class ImmutableRecordError(Exception):
@@ -52,6 +53,12 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ImmutableRecordError("audit entries cannot be deleted")
+
+    @property
+    def shown_details(self) -> dict:
+        """The details as people read them (API, page): masked again on reading, for entries written before
+        record_event masked them (entries are never rewritten)."""
+        return mask_details(self.target_type, self.details or {})
 
 
 def hash_token(raw: str) -> str:

@@ -38,6 +38,9 @@ class ModelCleanMixin:
 
 class AuditEventSerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor_label", read_only=True)
+    details = serializers.JSONField(
+        source="shown_details", read_only=True, help_text="What changed; secrets masked (docs/security.md)."
+    )
 
     class Meta:
         model = AuditEvent

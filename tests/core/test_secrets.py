@@ -250,3 +250,23 @@ def test_not_secret_fields_are_said_to_be_so_on_purpose():
         "portal.alertchannel.secret_hint",
         "portal.alertevent.url",
     ]
+
+
+def test_an_audit_entry_written_before_the_masking_is_masked_when_read(api, client, viewer, db):
+    from core.models import AuditEvent
+
+    # As record_event wrote it before issue 14: entries are never rewritten, so reading masks them.
+    AuditEvent.objects.create(
+        actor_label="alice",
+        action="alert_channel.delete",
+        target_type="portal.alertchannel",
+        target_id="1",
+        target_label="soc",
+        details={"kind": "webhook", "target": SLACK_URL},
+    )
+    body = api.as_user(viewer).get("/api/v1/audit-events/").json()
+    assert body["results"][0]["details"] == {"kind": "webhook", "target": f"https://hooks.slack.com/{HIDDEN}"}
+    client.force_login(viewer)
+    page = client.get("/audit/")
+    assert page.status_code == 200 and "hooks.slack.com/(hidden)" in page.content.decode()
+    assert_no_secret(page.content.decode())
