@@ -8,4 +8,16 @@ class CoreConfig(AppConfig):
     verbose_name = "Core"
 
     def ready(self):
-        from core import checks  # noqa: F401  registers the system checks
+        from django.contrib.auth.signals import user_logged_in
+
+        from core import (
+            checks,  # noqa: F401  registers the system checks
+            services,
+        )
+
+        # A sign-in is a password just given: it opens the "recent authentication" window (issue 14, item 7).
+        user_logged_in.connect(
+            lambda sender, request, user, **kwargs: services.mark_authenticated(request),
+            dispatch_uid="core.mark_authenticated",
+            weak=False,
+        )

@@ -17,5 +17,9 @@ ROLE_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
 class TokenScope(models.TextChoices):
+    """What a token may do within its owner's role. ``admin`` (users and roles) is granted on its own, by an admin
+    who has just confirmed their password: a read-write token no longer creates accounts (issue 14, item 7)."""
+
     READ = "read", "Read-only"
     WRITE = "write", "Read-write"
+    ADMIN = "admin", "Read-write and user admin"

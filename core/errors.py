@@ -10,3 +10,11 @@ class Refused(Exception):
         self.message = message
         self.field = field
         self.status = status
+
+
+class ReauthenticationRequired(Refused):
+    """A change that needs a password confirmed within the last few minutes (or an admin-scope token); the UI sends
+    the person to the confirmation page (core.views.ReauthenticateView) and back."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "non_field_errors", 403)

@@ -16,6 +16,10 @@ class ApiTokenForm(forms.Form):
     )
 
 
+class ReauthenticateForm(forms.Form):
+    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+
+
 class UserCreateForm(forms.Form):
     username = forms.RegexField(
         r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Letters, digits and @.+-_ only."}

@@ -1,15 +1,17 @@
 """Workflows every app shares: the audit log, API tokens, users, heartbeats. UI, API, CLI and tasks all call these."""
 
 import socket
+import time
 from datetime import timedelta
 
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, authenticate, get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.db import models, transaction
 from django.utils import timezone
 
 from core.choices import Role, TokenScope
-from core.errors import Refused
+from core.errors import ReauthenticationRequired, Refused
 from core.models import ApiToken, AuditEvent, Heartbeat
 from core.roles import has_role, set_role, user_role
 from core.secrets import mask_details
@@ -59,10 +61,71 @@ def record_event(actor, action: str, target=None, details: dict | None = None, r
     return event
 
 
+# --- Recent authentication ("sudo mode", issue 14, item 7) --------------------------------------------------------
+# Power over accounts and tokens outlives whatever granted it (a new admin account outlives the token that made it;
+# a token outlives the session that minted it), so such changes need a password given moments ago, not a session
+# cookie or a token that may have leaked. The session remembers when the password was last given: at sign-in and on
+# the confirmation page (core.views.ReauthenticateView).
+
+REAUTHENTICATED_AT = "core.reauthenticated_at"
+
+
+def mark_authenticated(request) -> None:
+    """The person behind ``request`` has just given their password (django.contrib.auth's user_logged_in, connected in
+    core.apps, and confirm_password)."""
+    if request is not None and hasattr(request, "session"):
+        request.session[REAUTHENTICATED_AT] = time.time()
+
+
+def confirm_password(request, password: str) -> None:
+    """The confirmation page: the signed-in user gives their password again. A wrong one counts towards the sign-in
+    lock-out like a failed sign-in (django-axes sees it through authenticate())."""
+    user = request.user
+    if not password or authenticate(request, username=user.get_username(), password=password) != user:
+        raise Refused("That is not your password.", "password")
+    mark_authenticated(request)
+    record_event(user, "user.reauthenticate", user, request=request)
+
+
+def require_recent_authentication(request, what: str, token_scope: TokenScope | None = TokenScope.ADMIN) -> None:
+    """Refuse ``what`` unless the request's password was given within REAUTH_MINUTES, or it bears an API token of
+    ``token_scope`` (None: no token at all may). ``request`` None is the command line or a task: whoever runs those
+    holds the machine already."""
+    if request is None:
+        return
+    token = getattr(request, "auth", None)
+    if isinstance(token, ApiToken):
+        if token_scope is None:
+            raise Refused(f"API tokens cannot {what}; use a signed-in session.", status=403)
+        if token.scope != token_scope:
+            raise Refused(
+                f"To {what} with an API token, the token needs the {TokenScope(token_scope).label.lower()} scope; "
+                f"this one is {token.get_scope_display().lower()}.",
+                status=403,
+            )
+        return
+    given = request.session.get(REAUTHENTICATED_AT) if hasattr(request, "session") else None
+    minutes = settings.REAUTH_MINUTES
+    if given is None or time.time() - given > minutes * 60:
+        raise ReauthenticationRequired(
+            f"Confirm your password to {what}: it must have been given within the last {minutes} minutes "
+            "(the confirmation page is /reauthenticate/)."
+        )
+
+
 def create_api_token(user, name: str, scope: str = TokenScope.READ, expires_in_days: int | None = None, request=None):
-    """Create a token for ``user``; returns (token row, the raw token, which is never stored)."""
+    """Create a token for ``user``; returns (token row, the raw token, which is never stored).
+
+    From a session whose password was just confirmed only: a token that could mint tokens would outlive its own
+    revocation, and a stolen session cookie must not turn into a lasting token."""
+    # Token holders get their own wording: a token never mints a token, whatever its scope.
+    if isinstance(getattr(request, "auth", None), ApiToken):
+        raise Refused("API tokens can only be created from a signed-in session, not with another token.", status=403)
+    require_recent_authentication(request, "create an API token", token_scope=None)
     if scope == TokenScope.WRITE and not has_role(user, Role.OPERATOR):
         raise Refused("Viewers can only create read-only tokens.", "scope")
+    if scope == TokenScope.ADMIN and not has_role(user, Role.ADMIN):
+        raise Refused("Only admins can create tokens with the admin scope.", "scope")
     raw = ApiToken.generate()
     token = ApiToken(user=user, name=name, scope=scope)
     if expires_in_days:
@@ -92,6 +155,7 @@ def revoke_api_token(actor, token: ApiToken, request=None) -> ApiToken:
 
 def create_user(actor, username: str, role: Role, email: str = "", password: str | None = None, request=None):
     """Create an account with one role. ``password`` is validated; None leaves it unusable."""
+    require_recent_authentication(request, "create users")
     user = User(username=username, email=email)
     if password:
         validate_password(password, user)
@@ -107,7 +171,9 @@ def create_user(actor, username: str, role: Role, email: str = "", password: str
 
 def update_user(actor, user, role: Role | None = None, is_active: bool | None = None, request=None):
     """Change a user's role or active state; nobody demotes or deactivates their own account (the last admin
-    could lock everyone out)."""
+    could lock everyone out). Deactivating ends the user's sessions and revokes their tokens for good: turning the
+    account on again does not bring them back."""
+    require_recent_authentication(request, "change users")
     if user == actor and ((role is not None and role != Role.ADMIN) or is_active is False):
         raise Refused("You cannot demote or deactivate your own account; ask another admin.", "role")
     changes = {}
@@ -119,9 +185,31 @@ def update_user(actor, user, role: Role | None = None, is_active: bool | None = 
             changes["is_active"] = {"from": user.is_active, "to": is_active}
             user.is_active = is_active
             user.save(update_fields=["is_active"])
+            if not is_active:
+                changes["tokens_revoked"] = revoke_all_tokens(user)
+                changes["sessions_ended"] = end_sessions(user)
         if changes:
             record_event(actor, "user.update", user, changes, request)
     return user
+
+
+def revoke_all_tokens(user) -> int:
+    """Revoke every token of ``user`` that still works; how many."""
+    return ApiToken.objects.usable().filter(user=user).update(revoked_at=timezone.now())
+
+
+def end_sessions(user) -> int:
+    """Delete every stored session signed in as ``user`` (the database session engine: Django's default, ours);
+    how many. Django would refuse them only while the account is inactive, and take them back on reactivation."""
+    from django.contrib.sessions.models import Session
+
+    mine = [
+        session.pk
+        for session in Session.objects.filter(expire_date__gt=timezone.now())
+        if session.get_decoded().get(SESSION_KEY) == str(user.pk)
+    ]
+    Session.objects.filter(pk__in=mine).delete()
+    return len(mine)
 
 
 def record_heartbeat(name: str) -> Heartbeat:

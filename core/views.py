@@ -1,21 +1,68 @@
 """The shared pages: the audit log, one's own API tokens, and users (admins)."""
 
+from urllib.parse import urlencode, urlsplit
+
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.mixins import LoginRequiredMixin
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.generic import TemplateView
 from django_filters.views import FilterView
 
 from core import services
 from core.choices import Role
-from core.errors import Refused
+from core.errors import ReauthenticationRequired, Refused
 from core.filtersets import AuditEventFilterSet
-from core.forms import ApiTokenForm, UserCreateForm, UserUpdateForm
+from core.forms import ApiTokenForm, ReauthenticateForm, UserCreateForm, UserUpdateForm
 from core.models import ApiToken
 from core.roles import RoleRequiredMixin, has_role, user_role
 
 User = get_user_model()
+
+
+class ReauthenticateView(LoginRequiredMixin, TemplateView):
+    """Give one's password again before changing users or tokens ("sudo mode"; core.services, issue 14, item 7)."""
+
+    template_name = "registration/reauthenticate.html"
+
+    def next_url(self):
+        url = self.request.POST.get("next") or self.request.GET.get("next") or ""
+        safe = url_has_allowed_host_and_scheme(url, {self.request.get_host()}, self.request.is_secure())
+        return url if safe else reverse("dashboard")
+
+    def get_context_data(self, **kwargs):
+        kwargs.setdefault("form", ReauthenticateForm())
+        return super().get_context_data(next=self.next_url(), **kwargs)
+
+    def post(self, request):
+        form = ReauthenticateForm(request.POST)
+        if form.is_valid():
+            try:
+                services.confirm_password(request, form.cleaned_data["password"])
+            except Refused as exc:
+                form.add_error("password", exc.message)
+            else:
+                messages.success(request, "Password confirmed: you can change users and tokens for a few minutes.")
+                return redirect(self.next_url())
+        return self.render_to_response(self.get_context_data(form=form), status=400)
+
+
+class RecentAuthenticationMixin:
+    """A change the service refuses for want of a recently given password sends the person to the confirmation
+    page, which brings them back here."""
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except ReauthenticationRequired:
+            messages.info(request, "Confirm your password to change users or tokens, then do it again.")
+            # Back to the page the form was on (a user's row posts to /users/<pk>/, which has no page of its own).
+            referer = request.META.get("HTTP_REFERER", "")
+            safe = url_has_allowed_host_and_scheme(referer, {request.get_host()}, request.is_secure())
+            back = urlsplit(referer).path if referer and safe else request.path
+            return redirect(f"{reverse('reauthenticate')}?{urlencode({'next': back})}")
 
 
 class AuditEventListView(RoleRequiredMixin, FilterView):
@@ -24,7 +71,7 @@ class AuditEventListView(RoleRequiredMixin, FilterView):
     paginate_by = 50
 
 
-class ApiTokenListView(RoleRequiredMixin, TemplateView):
+class ApiTokenListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
     """The signed-in user's own API tokens: create (shown once) and revoke."""
 
     template_name = "core/apitoken_list.html"
@@ -39,6 +86,8 @@ class ApiTokenListView(RoleRequiredMixin, TemplateView):
         if form.is_valid():
             try:
                 token, raw = services.create_api_token(request.user, request=request, **form.cleaned_data)
+            except ReauthenticationRequired:
+                raise
             except Refused as exc:
                 form.add_error(exc.field, exc.message)
             else:
@@ -61,7 +110,7 @@ class ApiTokenRevokeView(RoleRequiredMixin, TemplateView):
         return redirect("apitoken_list")
 
 
-class UserListView(RoleRequiredMixin, TemplateView):
+class UserListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
     template_name = "core/user_list.html"
     required_role = Role.ADMIN
     write_role = Role.ADMIN
@@ -88,7 +137,7 @@ class UserListView(RoleRequiredMixin, TemplateView):
         return redirect("user_list")
 
 
-class UserUpdateView(RoleRequiredMixin, TemplateView):
+class UserUpdateView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
     required_role = Role.ADMIN
     write_role = Role.ADMIN
     http_method_names = ["post"]
@@ -107,6 +156,8 @@ class UserUpdateView(RoleRequiredMixin, TemplateView):
                     is_active=form.cleaned_data["is_active"],
                     request=request,
                 )
+            except ReauthenticationRequired:
+                raise
             except Refused as exc:
                 messages.error(request, exc.message)
             else:

@@ -156,6 +156,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Users, roles and API tokens change only with a password given this many minutes ago at most (a sign-in or the
+# confirmation page, /reauthenticate/), or with an admin-scope token (core.services; issue 14, item 7).
+REAUTH_MINUTES = env_int("REAUTH_MINUTES", 15)
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 

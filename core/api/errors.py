@@ -92,10 +92,14 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, Refused):
-        # A service's refusal reaches the API as the UI shows it: the same words, on the same field.
-        exc = (Conflict if exc.status == status.HTTP_409_CONFLICT else exceptions.ValidationError)(
-            {exc.field: [exc.message]}
-        )
+        # A service's refusal reaches the API as the UI shows it: the same words, on the same field. A 403 (who asks,
+        # not what is asked: a token's scope, a password to confirm) is the API's permission error.
+        if exc.status == status.HTTP_403_FORBIDDEN:
+            exc = exceptions.PermissionDenied(exc.message)
+        else:
+            exc = (Conflict if exc.status == status.HTTP_409_CONFLICT else exceptions.ValidationError)(
+                {exc.field: [exc.message]}
+            )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
