@@ -1,6 +1,8 @@
 """System checks for misconfiguration, run by every manage.py command and at start-up."""
 
 import os
+import shlex
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -75,3 +77,56 @@ def check_shared_cache(app_configs, **kwargs):
             )
         ]
     return []
+
+
+def _too_open(path, mask: int) -> list[tuple[str, int]]:
+    """``path`` and, for a folder, the folders under it, whose mode has a bit of ``mask``: ``(path, mode)`` pairs.
+    A file in a closed folder is out of others' reach whatever its mode (a message a test queued with umask 022)."""
+    found = []
+    below = sorted(item for item in path.rglob("*") if item.is_dir()) if path.is_dir() and not path.is_symlink() else []
+    for item in [path, *below]:
+        try:
+            mode = item.lstat().st_mode & 0o777
+        except FileNotFoundError:
+            continue  # a broker message consumed, a WAL checkpointed while we looked
+        if mode & mask:
+            found.append((str(item), mode))
+    return found
+
+
+@register()
+def check_private_files(app_configs, **kwargs):
+    """var/ holds the SQLite database (session keys), the embedded broker, the secrets and the metrics: a local user
+    who reads them signs in as anyone (issue 14, item 8). Each must be for the portal's user only."""
+    var_dir = Path(settings.VAR_DIR)
+    if not var_dir.is_dir():
+        return []
+    db = settings.DATABASES["default"]
+    private = [var_dir / "secret_key", Path(settings.MIRROR_BUNDLE_KEY_FILE), Path(settings.METRICS_MULTIPROC_DIR)]
+    if db["ENGINE"] == "django.db.backends.sqlite3" and db["NAME"] not in ("", ":memory:"):
+        private += [Path(f"{db['NAME']}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        private.append(Path(settings.BROKER_DIR))
+    # var/ itself may keep the search (x) bit for others, as deploy/ does (StateDirectoryMode=0711) so that nginx
+    # reads <var>/static: what must not be is listing or writing it. The private paths: no bit for group or others.
+    var_mode = var_dir.stat().st_mode & 0o777
+    open_dir = [(str(var_dir), var_mode)] if var_mode & 0o066 else []
+    open_private = {path: _too_open(path, 0o077) for path in private if path.exists()}
+    found = open_dir + [item for items in open_private.values() for item in items]
+    if not found:
+        return []
+    fixes = ([f"chmod 700 {shlex.quote(str(var_dir))}"] if open_dir else []) + [
+        f"chmod -R go-rwx {shlex.quote(str(path))}" for path, items in open_private.items() if items
+    ]
+    return [
+        Error(
+            "Other users of this machine can read the portal's private files: "
+            + ", ".join(f"{path} (mode {mode:04o})" for path, mode in found[:10])
+            + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+            + ".",
+            hint="They hold the session keys and secrets: run "
+            + " && ".join(fixes)
+            + " (bin/run does so at start, and makes new files 0600 in folders 0700).",
+            id="portal.E004",
+        )
+    ]

@@ -87,7 +87,7 @@ def persistent_secret(name: str, path: Path, length: int = 64) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     value = secrets.token_urlsafe(length)
     # Written aside then hard-linked into place: when web, worker and beat start
     # together only the first link succeeds, and nobody ever reads a half-written key.
@@ -102,3 +102,22 @@ def persistent_secret(name: str, path: Path, length: int = 64) -> str:
     finally:
         tmp.unlink()
     return value
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` made if missing, readable by this process's user only (0700): what lives under var/ (the SQLite
+    database, the broker's messages, the secrets) would let any local user sign in as anyone (issue 14, item 8).
+    An existing folder keeps its mode: the system check (core/checks.py) says when it is too open."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """``path`` created empty with mode 0600 if missing. For the SQLite database: SQLite would create it with the
+    process's umask (0644 by default), and gives its -wal and -shm files the database file's own mode."""
+    private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path

@@ -60,7 +60,7 @@ def reset_multiprocess_dir() -> dict:
     old worker's pid would otherwise go on from that worker's numbers.
     """
     folder = settings.METRICS_MULTIPROC_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # under var/, the portal's user's only (issue 14, item 8)
     for stale in folder.glob("*.db"):
         stale.unlink()
     return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}

@@ -12,10 +12,13 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
-from core.env import env_bool, env_int, env_list, env_networks, env_str, persistent_secret
+from core.env import env_bool, env_int, env_list, env_networks, env_str, persistent_secret, private_dir, private_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR") or BASE_DIR / "var").resolve()
+# For the portal's user only (0700; its files 0600): the database, broker, secrets and metrics live there (issue 14,
+# item 8). bin/run closes an older var/ too; the system check portal.E004 names anything left open.
+private_dir(VAR_DIR)
 
 DEBUG = env_bool("DEBUG", False)
 # The one file settings may write: a key must exist before anything is signed (made once, atomically; core/env.py).
@@ -102,6 +105,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Made 0600 before SQLite makes it with the umask's 0644: it holds the session keys (issue 14, item 8).
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        private_file(Path(DATABASES["default"]["NAME"]))
     # A file, not memory, for the test database: tests that start real workers and
     # processes must see the same database as the test itself. One per test process, so
     # that two test runs on one machine never share (and delete) each other's.
