@@ -36,3 +36,22 @@ class ClientAddressMiddleware:
             except ValueError:
                 pass  # not an address (nginx always sends one): the proxy's stays
         return self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware:
+    """``Content-Security-Policy`` on every answer (settings.CONTENT_SECURITY_POLICY): scripts, styles, images,
+    fonts and requests from the portal itself only, no inline script or style, no plugin, no framing (issue 14,
+    item 12). The pages keep to it: their scripts and styles are files under portal/static/, confirmations are
+    ``data-confirm`` attributes (portal/static/portal/confirm.js), and htmx is told not to inject its own style
+    (templates/base.html). tests/browser/test_csp.py visits every main page in Chromium and fails on a violation."""
+
+    def __init__(self, get_response):
+        if not settings.CONTENT_SECURITY_POLICY:
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+        self.policy = settings.CONTENT_SECURITY_POLICY
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response.headers.setdefault("Content-Security-Policy", self.policy)
+        return response

@@ -4,6 +4,7 @@ admin: everything; operator: syncs, approvals, endpoints; viewer: read-only.
 A user with no role group can log in but sees and changes nothing.
 """
 
+from django.conf import settings
 from django.contrib.auth.mixins import AccessMixin
 from django.core.exceptions import PermissionDenied
 from rest_framework import permissions
@@ -68,6 +69,15 @@ class HasRole(permissions.BasePermission):
             self.message = "This API token is read-only; create a read-write token to make changes."
             return False
         return True
+
+
+class ApiDocsPermission(HasRole):
+    """/api/schema/ and /api/docs/ (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"]): they map every resource, field and
+    error of the portal, so they need the viewer role as the API does, unless API_DOCS_REQUIRE_SIGN_IN is off
+    (issue 14, item 12). The setting is read at each request."""
+
+    def has_permission(self, request, view):
+        return not settings.API_DOCS_REQUIRE_SIGN_IN or super().has_permission(request, view)
 
 
 class RoleRequiredMixin(AccessMixin):

@@ -103,7 +103,9 @@ def wsgi_app():
 
 @pytest.fixture
 def api_schema(wsgi_app, contract_data):
-    return schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app, config=CONFIG)
+    # The schema needs a signed-in user or a token like the API itself (issue 14, item 12).
+    token = {"Authorization": f"Bearer {contract_data['admin_token']}"}
+    return schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app, config=CONFIG, headers=token)
 
 
 @pytest.fixture
