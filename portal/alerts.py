@@ -37,7 +37,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.outbound import OutboundRefused, policy_session
-from core.secrets import mask_text
+from core.secrets import mask_text, mask_url
 from core.services import record_event
 from core.text import clean_text
 from portal.choices import AlertChannelKind, AlertRuleKind, AlertSeverity, AlertState, DeliveryReason, DeliveryStatus
@@ -470,7 +470,7 @@ def check_package_conflict(rule: AlertRule, now) -> list[ConditionMatch]:
         )
         text = (
             f"{package.target} {package.definition_version} (engine {package.engine_version}) was imported "
-            f"({package.source_url}) with sha256 {package.sha256[:12]}…; the upstream of mirror {mirror.name} serves "
+            f"({mask_url(package.source_url)}) with sha256 {package.sha256[:12]}…; the upstream of mirror {mirror.name} serves "
             f"that version with sha256 {details.get('upstream_sha256', '')[:12]}…. The mirror publishes the "
             "upstream's; both are kept."
         )
@@ -489,7 +489,7 @@ def check_package_conflict(rule: AlertRule, now) -> list[ConditionMatch]:
                     "definition": package.definition_version,
                     "imported": package.pk,
                     "imported_sha256": package.sha256,
-                    "imported_from": package.source_url,
+                    "imported_from": mask_url(package.source_url),
                     "upstream": details.get("upstream_id"),
                     "upstream_sha256": details.get("upstream_sha256", ""),
                     "still_serving": still,
@@ -928,6 +928,7 @@ def rotate_secret(channel: AlertChannel, actor=None, request=None) -> str:
 def delete_channel(channel: AlertChannel, actor=None, request=None) -> None:
     """Its deliveries stay in the log (with the channel's name); rules simply stop sending there."""
     with transaction.atomic():
+        # The target as the audit log records it: masked there by core.secrets (a webhook URL holds its credential).
         record_event(actor, "alert_channel.delete", channel, {"kind": channel.kind, "target": channel.target}, request)
         channel.delete()
 

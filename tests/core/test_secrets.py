@@ -270,3 +270,15 @@ def test_an_audit_entry_written_before_the_masking_is_masked_when_read(api, clie
     page = client.get("/audit/")
     assert page.status_code == 200 and "hooks.slack.com/(hidden)" in page.content.decode()
     assert_no_secret(page.content.decode())
+
+
+def test_an_imported_packages_source_is_masked_in_the_package_list(client, viewer, make_package):
+    from mirror.choices import PackageSource
+
+    package = make_package()
+    package.source, package.source_url = PackageSource.IMPORT, BASE_URL
+    package.save(update_fields=["source", "source_url"])
+    client.force_login(viewer)
+    page = client.get("/mirror/packages/")
+    assert page.status_code == 200
+    assert_no_secret(page.content.decode())
