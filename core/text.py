@@ -12,13 +12,14 @@ alert messages, e-mails and CSV exports. Three things in them can deceive or att
   in Excel or LibreOffice (OWASP "CSV Injection"); the full-width forms (``＝``, ``＋``, ``－``, ``＠``) do too,
   because spreadsheets fold them to their ASCII forms when they read a cell.
 
-``clean_text`` removes the first two at ingest; ``csv_cell`` neutralises the third in every export.
+``clean_text`` removes the first two at ingest; ``csv_cell`` neutralises the third in every export;
+``visible_controls`` shows the first two by name where a record is shown as received.
 """
 
 import re
 import unicodedata
 
-__all__ = ["BIDI_CONTROLS", "FORMULA_PREFIXES", "clean_text", "csv_cell", "unstorable"]
+__all__ = ["BIDI_CONTROLS", "FORMULA_PREFIXES", "clean_text", "csv_cell", "unstorable", "visible_controls"]
 
 # The explicit directional formatting characters of Unicode's bidirectional algorithm (UAX #9, 2.1-2.6)
 # and the implicit marks (LRM, RLM, ALM): the ones "Trojan Source" (CVE-2021-42574) abuses.
@@ -49,6 +50,20 @@ def clean_text(value: str) -> str:
     if value.isprintable():  # the common case (plain ASCII or letters): no regex pass
         return value
     return _INVISIBLE.sub("", _BREAKS.sub(" ", value))
+
+
+# What visible_controls shows by name: every C0 and C1 control but the tab and the line breaks of a multi-line
+# text, and the bidi controls.
+_SHOWN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + BIDI_CONTROLS + "]")
+
+
+def visible_controls(value: str) -> str:
+    """``value`` with each control or bidi character written as its code point (``⟨U+202E⟩``), lines kept.
+
+    For a record shown as received (a raw health report): nothing is hidden, and nothing in it can recolour
+    a terminal or reorder what a browser draws.
+    """
+    return _SHOWN.sub(lambda found: f"⟨U+{ord(found.group()):04X}⟩", value or "")
 
 
 def unstorable(value: str) -> str | None:

@@ -7,6 +7,7 @@ from django.utils.timesince import timesince
 from core.choices import Role
 from core.roles import has_role
 from core.secrets import mask_url
+from core.text import visible_controls as _visible_controls
 
 register = template.Library()
 
@@ -51,6 +52,12 @@ def nav(context):
         '<a href="{}"{}>{}</a>',
         ((url, mark_safe(' aria-current="page"') if url == current else "", label) for url, label in entries),
     )
+
+
+@register.filter
+def visible_controls(text):
+    """``{{ report.raw|visible_controls }}``: control and bidi characters written as ``⟨U+202E⟩`` (core.text)."""
+    return _visible_controls(text)
 
 
 @register.filter

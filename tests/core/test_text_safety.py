@@ -134,3 +134,25 @@ def test_an_alert_naming_endpoints_shows_their_hostnames_without_bidi_or_termina
     [mail] = mailoutbox
     assert "[2Jweb-01txt.exe" in mail.body
     assert not {RLO, "\x1b"} & set(mail.body + mail.subject)
+
+
+def test_the_raw_report_is_shown_as_received_with_its_control_and_bidi_characters_named(client, viewer, ring):
+    secret = enrollment.create_enrollment_secret(ring, "lab")[1]
+    enrolled = APIClient().post(
+        "/api/v1/enroll",
+        {"secret": secret, "machine_id": "m-1", "hostname": "web-01", "platform": "linux", "arch": "x86_64"},
+        format="json",
+    )
+    body = f'definitions_version : "1.407.417.0"\ndefinitions_update_fail_reason : "{ANSI_CLEAR}disk{RLO}full"\n'
+    posted = APIClient().generic(
+        "POST",
+        "/api/v1/reports",
+        body.encode(),
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {enrolled.json()['token']}",
+    )
+    assert posted.status_code == 201, posted.content
+    client.force_login(viewer)
+    page = client.get(f"/groups/endpoints/{enrolled.json()['endpoint']}/").content.decode()
+    assert "⟨U+001B⟩[2Jdisk⟨U+202E⟩full" in page
+    assert not {RLO, "\x1b"} & set(page)
