@@ -1,5 +1,5 @@
 from celery import shared_task
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from mirror.choices import SyncTrigger
 from mirror.models import Mirror
@@ -22,7 +22,9 @@ def _stop_running_syncs(**kwargs):
 
 
 @worker_ready.connect
+@worker_shutdown.connect
 def _clear_stop(**kwargs):
+    # At start, a marker of an earlier process under this pid; at the end, this worker's own (its pool has stopped).
     forget_stop()
 
 

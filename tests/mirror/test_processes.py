@@ -156,6 +156,7 @@ def test_a_worker_stopped_by_systemd_ends_its_running_sync_cleanly_well_within_t
     assert worker.returncode == 0 and stopped_after < timeout_stop / 4, stopped_after
     run.refresh_from_db()
     assert run.state == SyncState.FAILED and run.error.startswith("stopped by the worker's shutdown at linux/")
+    assert not list(tmp.glob("worker-*.stopping"))  # the stop marker for pool children went with the worker
     [partial] = tmp.glob("*.part")
     kept = partial.stat().st_size
     assert 0 < kept < new["size"]
