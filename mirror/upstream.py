@@ -91,7 +91,7 @@ _DATE_RE = re.compile(r"""date\s*=\s*["']([^"']*)["']""", re.I)
 _VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 
 
-def parse_manifest_xml(text: str) -> RemoteVersion:
+def parse_manifest_xml(text: str, quote: bool = True) -> RemoteVersion:
     """Read engine and definition versions from Microsoft's ``action=info`` XML, tolerantly.
 
     Regular expressions rather than an XML parser: the answer has been seen with
@@ -104,23 +104,26 @@ def parse_manifest_xml(text: str) -> RemoteVersion:
     if not engine or not signatures:
         missing = "<engine>" if not engine else "<signatures>"
         raise UpstreamError(f"the upstream manifest has no {missing} version")
-    return check_versions(engine.group(1), signatures.group(2), (_DATE_RE.search(signatures.group(1)) or [None, ""])[1])
+    date = (_DATE_RE.search(signatures.group(1)) or [None, ""])[1]
+    return check_versions(engine.group(1), signatures.group(2), date, quote)
 
 
-def parse_manifest_json(text: str) -> RemoteVersion:
+def parse_manifest_json(text: str, quote: bool = True) -> RemoteVersion:
     try:
         data = json.loads(text)
-        return check_versions(str(data["EngineVersion"]), str(data["DefinitionVersion"]))
+        return check_versions(str(data["EngineVersion"]), str(data["DefinitionVersion"]), quote=quote)
     except (ValueError, KeyError, TypeError):
         raise UpstreamError(
             f"the upstream manifest.json has no EngineVersion and DefinitionVersion ({describe_body(text)})"
         ) from None
 
 
-def check_versions(engine: str, definition: str, date: str = "") -> RemoteVersion:
+def check_versions(engine: str, definition: str, date: str = "", quote: bool = True) -> RemoteVersion:
+    """``quote``: the bad value is named in the error (a person's own input); never what a remote answered."""
     for name, value in (("engine", engine), ("definition", definition)):
         if not _VERSION_RE.match(value):
-            raise UpstreamError(f"the upstream manifest's {name} version {value[:40]!r} is not a version number")
+            shown = f" {value[:40]!r}" if quote else ""
+            raise UpstreamError(f"the upstream manifest's {name} version{shown} is not a version number")
     return RemoteVersion(engine, definition, date)
 
 
@@ -190,9 +193,10 @@ def fetch_version(session, upstream, target) -> RemoteVersion:
             continue
         if response.status_code != 200:
             raise _status_error(response, "manifest")
+        # quote=False: what a remote answered is not echoed to people (DESIGN §4 invariant 9).
         if upstream.kind == UpstreamKind.MIRROR:
-            return parse_manifest_json(response.text)
-        return parse_manifest_xml(response.text)
+            return parse_manifest_json(response.text, quote=False)
+        return parse_manifest_xml(response.text, quote=False)
 
 
 def short_error(exc: Exception) -> str:

@@ -202,6 +202,15 @@ def test_an_upstreams_unexpected_answer_is_described_not_quoted(upstream_mirror,
     assert "that is not a manifest" in run.error
 
 
+def test_an_upstreams_manifest_values_are_not_quoted_either(upstream_mirror):
+    # An internal service that happens to answer with tags of the manifest's names: its text stays unseen.
+    body = b"<engine>internal-banner-v2</engine><signatures>db-password-hint</signatures>"
+    with Answering(200, {"Content-Type": "text/xml"}, body) as service:
+        run = sync(upstream_mirror(f"{service.url}/fwlink/"))
+    assert "is not a version number" in run.error
+    assert "banner" not in run.error and "password" not in run.error
+
+
 def test_a_refusing_webhooks_answer_is_described_not_quoted(db, settings):
     settings.ALERT_RETRY_BACKOFF = 0
     body = b'{"error": "internal service banner v1.2"}'
