@@ -82,15 +82,21 @@ def check_shared_cache(app_configs, **kwargs):
 def _too_open(path, mask: int) -> list[tuple[str, int]]:
     """``path`` and, for a folder, the folders under it, whose mode has a bit of ``mask``: ``(path, mode)`` pairs.
     A file in a closed folder is out of others' reach whatever its mode (a message a test queued with umask 022)."""
-    found = []
-    below = sorted(item for item in path.rglob("*") if item.is_dir()) if path.is_dir() and not path.is_symlink() else []
-    for item in [path, *below]:
+    found, pending = [], [path]
+    while pending:
+        item = pending.pop()
         try:
             mode = item.lstat().st_mode & 0o777
         except FileNotFoundError:
             continue  # a broker message consumed, a WAL checkpointed while we looked
-        if mode & mask:
-            found.append((str(item), mode))
+        if not mode & mask:
+            continue  # closed: what is below it is out of others' reach whatever its mode
+        found.append((str(item), mode))
+        if item.is_dir() and not item.is_symlink():
+            try:
+                pending.extend(sorted((child for child in item.iterdir() if child.is_dir()), reverse=True))
+            except FileNotFoundError:
+                continue
     return found
 
 

@@ -511,6 +511,8 @@ def portal_env(tmp_path, name, **extra):
         DATABASE_URL=f"sqlite:///{var / 'portal.sqlite3'}",
         PORTAL_STORE_ROOT=var / "store",
         DJANGO_SETTINGS_MODULE="portal.settings",
+        # The stand-in upstream listens on loopback: allowed through the outbound policy's own setting.
+        OUTBOUND_ALLOWED_NETWORKS="127.0.0.0/8,::1/128",
         **extra,
     )
 
