@@ -11,6 +11,8 @@ engine_signature_verification.
 
 import importlib.machinery
 import importlib.util
+import json
+import os
 import random
 import uuid
 import zlib
@@ -142,9 +144,20 @@ class FleetSimulator:
     """Enroll ``count`` endpoints spread over ``groups`` (name -> enrollment secret) and post their reports."""
 
     def __init__(
-        self, base_url: str, secrets: dict, count: int, mix: dict | None = None, seed: int = 1, workers: int = 8
+        self,
+        base_url: str,
+        secrets: dict,
+        count: int,
+        mix: dict | None = None,
+        seed: int = 1,
+        workers: int = 8,
+        tokens_file: Path | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        # Like each real agent's token file (STATE_DIR/token): an endpoint that has its token keeps it and does
+        # not enroll again. Without it, a second run of the same seed would claim machines that already exist,
+        # which the portal holds as identity conflicts (an enrollment secret never re-keys an endpoint).
+        self.tokens_file = Path(tokens_file) if tokens_file else None
         self.secrets = secrets
         self.rng = random.Random(seed)
         self.workers = workers
@@ -165,7 +178,33 @@ class FleetSimulator:
     def _post(self, path, **kwargs):
         return self.session.post(f"{self.base_url}/api/v1/{path}", timeout=30, **kwargs)
 
+    def _load_tokens(self) -> dict:
+        if self.tokens_file is None or not self.tokens_file.exists():
+            return {}
+        try:
+            saved = json.loads(self.tokens_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"cannot read the simulated fleet's tokens {self.tokens_file}: {exc}") from None
+        return saved if isinstance(saved, dict) else {}
+
+    def _save_tokens(self) -> None:
+        if self.tokens_file is None:
+            return
+        saved = {e.machine_id: [e.token, e.definition_url] for e in self.endpoints if e.token}
+        temporary = self.tokens_file.with_name(f".{self.tokens_file.name}.{os.getpid()}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # tokens: the owner's only
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(saved, handle)
+        os.replace(temporary, self.tokens_file)
+
     def enroll(self) -> int:
+        """Enroll the endpoints that have no token yet (all of them without a tokens file); returns how many."""
+        saved = self._load_tokens()
+        for endpoint in self.endpoints:
+            if isinstance(saved.get(endpoint.machine_id), list) and len(saved[endpoint.machine_id]) == 2:
+                endpoint.token, endpoint.definition_url = saved[endpoint.machine_id]
+        missing = [e for e in self.endpoints if not e.token]
+
         def one(endpoint):
             response = self._post(
                 "enroll",
@@ -179,15 +218,23 @@ class FleetSimulator:
                 },
             )
             if response.status_code != 201:
+                try:
+                    why = response.json().get("detail") or ""  # never the body as is: a 202 carries a token
+                except (ValueError, AttributeError):
+                    why = ""
                 raise RuntimeError(
-                    f"enrolling {endpoint.hostname} failed: HTTP {response.status_code} {response.text[:200]}"
+                    f"enrolling {endpoint.hostname} failed: HTTP {response.status_code}"
+                    + (f": {why}" if why else f" ({len(response.content)} bytes)")
                 )
             data = response.json()
             endpoint.token, endpoint.definition_url = data["token"], data["definition_url"]
 
-        with ThreadPoolExecutor(self.workers) as pool:
-            list(pool.map(one, self.endpoints))
-        return len(self.endpoints)
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(one, missing))
+        finally:
+            self._save_tokens()  # what did enroll is kept even when another endpoint failed
+        return len(missing)
 
     def report_round(self, approved: dict) -> dict:
         """One report from every endpoint that is not silent; ``approved`` maps group -> approved version. Returns status counts."""

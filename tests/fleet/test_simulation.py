@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from fleet.choices import Compliance
 from fleet.health import parse_health
-from fleet.models import Endpoint, HealthReport
+from fleet.models import Endpoint, HealthReport, IdentityConflict
 from fleet.services import rings
 from standins.fleet import SimulatedEndpoint, parse_mix
 
@@ -47,6 +47,30 @@ def test_simulate_fleet_enrolls_and_reports_a_realistic_mix(live_server, make_gr
     # Agents from 101.26062.0005 print DEPRECATED and are not misconfigured for it.
     new = Endpoint.objects.filter(app_version="101.26062.0005", compliance=Compliance.UP_TO_DATE)
     assert new.exists() and {e.verify_sig for e in new} == {"DEPRECATED"}
+
+
+def test_a_second_run_of_the_same_fleet_keeps_its_tokens_and_enrolls_nothing_again(
+    live_server, make_group, tmp_path, settings, capsys
+):
+    """As real agents keep their token file: an enrollment secret never re-keys a machine (it would be a claim)."""
+    settings.ALLOWED_HOSTS = ["*"]
+    make_group("pilot", 10)
+    tokens = tmp_path / "tokens.json"
+    arguments = ("simulate_fleet", "--endpoints", "12", "--url", live_server.url, "--rounds", "1", "--seed", "5")
+    call_command(*arguments, "--tokens", str(tokens))
+    assert "enrolled 12 endpoints" in capsys.readouterr().out
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    reports = HealthReport.objects.count()
+
+    call_command(*arguments, "--tokens", str(tokens))
+    assert "enrolled 0 endpoints in pilot" in capsys.readouterr().out
+    assert Endpoint.objects.count() == 12 and HealthReport.objects.count() > reports
+    assert not IdentityConflict.objects.exists()
+
+    # Without the tokens the same machines are claims an operator must decide, and the run says so.
+    with pytest.raises(CommandError, match="HTTP 202: .*identity conflict") as refused:
+        call_command(*arguments)
+    assert "mde_ep_" not in str(refused.value)  # the claim's token is not printed
 
 
 @pytest.mark.parametrize("form", ["json", "text"])

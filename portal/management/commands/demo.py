@@ -317,7 +317,9 @@ class Command(serve.Command):
 
         groups = {g.slug: g for g in EndpointGroup.objects.filter(slug__in=RING_SLUGS)}
         secrets = {slug: create_enrollment_secret(groups[slug], "demo fleet")[1] for slug in RING_SLUGS}
-        self.simulator = FleetSimulator(self.base_url, secrets, count, seed=1)
+        # A second `--demo` run reuses the demo's data: its machines keep their tokens, as real agents do.
+        tokens = settings.VAR_DIR / "demo-fleet-tokens.json"
+        self.simulator = FleetSimulator(self.base_url, secrets, count, seed=1, tokens_file=tokens)
         # Rings of realistic sizes instead of the simulator's round robin.
         rng = random.Random(2)
         slugs = rng.choices(list(RING_SHARES), weights=list(RING_SHARES.values()), k=count)
@@ -330,8 +332,11 @@ class Command(serve.Command):
         for index, endpoint in enumerate(self.simulator.endpoints):
             endpoint.hostname = f"{endpoint.group}-{endpoint.profile[:4]}-{index:04d}"
         started = time.monotonic()
-        self.simulator.enroll()
-        self.say(f"Enrolled {count} simulated endpoints in {time.monotonic() - started:.1f} s")
+        enrolled = self.simulator.enroll()
+        self.say(
+            f"Enrolled {enrolled} simulated endpoints in {time.monotonic() - started:.1f} s"
+            + (f" ({count - enrolled} already enrolled)" if enrolled < count else "")
+        )
 
     def report_round(self):
         from fleet.models import GroupTarget
@@ -354,6 +359,12 @@ class Command(serve.Command):
 
         now = timezone.now()
         rng = random.Random(3)
+        # The fleet was there before today's versions: health gates count only endpoints enrolled before the
+        # version reached the source ring (DESIGN §4 invariant 7), so machines enrolled a minute ago would not.
+        machine_ids = [e.machine_id for e in self.simulator.endpoints]
+        Endpoint.objects.filter(machine_id__in=machine_ids, enrolled_at__gt=now - timedelta(days=20)).update(
+            enrolled_at=now - timedelta(days=20)
+        )
         silent = [e.machine_id for e in self.simulator.endpoints if e.profile == "silent"]
         for machine_id in silent:
             last = now - timedelta(hours=rng.randint(30, 6 * 24))

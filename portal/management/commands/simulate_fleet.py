@@ -30,8 +30,14 @@ class Command(BaseCommand):
         parser.add_argument("--rounds", type=int, default=1, help="report rounds (0: until interrupted)")
         parser.add_argument("--interval", type=float, default=60.0, help="seconds between rounds")
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--tokens",
+            default=None,
+            help="a file that keeps the endpoints' tokens (mode 600) so that another run of the same --seed reports "
+            "without enrolling again, as real agents keep theirs",
+        )
 
-    def handle(self, *args, endpoints, groups, url, mix, rounds, interval, seed, **options):
+    def handle(self, *args, endpoints, groups, url, mix, rounds, interval, seed, tokens, **options):
         try:
             shares = parse_mix(mix)
         except ValueError as exc:
@@ -50,14 +56,15 @@ class Command(BaseCommand):
         if not chosen:
             raise CommandError("the simulated endpoints are Linux machines: choose a group with Linux endpoints")
         secrets = {g.slug: create_enrollment_secret(g, "simulate_fleet")[1] for g in chosen}
-        simulator = FleetSimulator(url, secrets, endpoints, shares, seed)
+        simulator = FleetSimulator(url, secrets, endpoints, shares, seed, tokens_file=tokens)
         started = time.monotonic()
         try:
-            simulator.enroll()
+            enrolled = simulator.enroll()
         except Exception as exc:  # noqa: BLE001 - one readable line for the CLI
             raise CommandError(f"enrollment through {url} failed: {exc}") from None
         self.stdout.write(
-            f"enrolled {endpoints} endpoints in {', '.join(secrets)} in {time.monotonic() - started:.1f} s"
+            f"enrolled {enrolled} endpoints in {', '.join(secrets)} in {time.monotonic() - started:.1f} s"
+            + (f" ({endpoints - enrolled} kept their token from {tokens})" if enrolled < endpoints else "")
         )
         done = 0
         while rounds == 0 or done < rounds:
