@@ -144,6 +144,13 @@ def check_package_for_group(group: EndpointGroup, package: SignaturePackage) -> 
         raise ApprovalError(
             f"package {package.definition_version} for {package.target} is no longer in the store", "package"
         )
+    if package.conflicts_with_id is not None:
+        # An import whose version the upstream served with other bytes (mirror.services.sync): never to endpoints.
+        raise ApprovalError(
+            f"package {package.definition_version} for {package.target} was imported, and the upstream serves other "
+            f"bytes for that version (package {package.conflicts_with_id}): approve the upstream's package instead",
+            "package",
+        )
 
 
 def _change(group, row, new_current, new_previous, action, actor, request, reason="") -> GroupTarget:

@@ -8,7 +8,8 @@ from core.models import AuditEvent
 from fleet.choices import RolloutMode
 from fleet.models import ApprovalEvent, EndpointGroup, GroupTarget
 from fleet.services import rings
-from mirror.models import Mirror
+from mirror.choices import PackageSource
+from mirror.models import Mirror, SignaturePackage
 
 pytestmark = pytest.mark.django_db
 
@@ -721,3 +722,16 @@ def test_an_endpoints_reports_are_paginated_and_ordered_on_request(api, viewer, 
     assert newest_first["count"] == 2 and [r["id"] for r in newest_first["results"]] == [second.pk, first.pk]
     oldest_first = api.get(f"/api/v1/endpoints/{endpoint.pk}/reports/?ordering=received_at&page_size=1").json()
     assert [r["id"] for r in oldest_first["results"]] == [first.pk] and oldest_first["next"]
+
+
+def test_an_import_the_upstream_contradicted_cannot_be_approved_for_a_ring(api, operator, make_group, make_package):
+    group = make_group("pilot")
+    upstreams = make_package(definition="1.407.500.0")
+    imported = make_package(definition="1.407.501.0")
+    SignaturePackage.objects.filter(pk=imported.pk).update(source=PackageSource.IMPORT, conflicts_with=upstreams)
+    api.as_user(operator)
+    response = api.post(f"/api/v1/groups/{group.pk}/approve/", {"package": imported.pk}, format="json")
+    assert response.status_code == 400
+    assert "upstream serves other bytes for that version" in str(response.json())
+    assert not GroupTarget.objects.filter(group=group, current__isnull=False).exists()
+    assert api.post(f"/api/v1/groups/{group.pk}/approve/", {"package": upstreams.pk}, format="json").status_code == 200
