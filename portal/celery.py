@@ -19,5 +19,9 @@ def make_broker_folders(sender, source, **kwargs):
     options = source.broker_transport_options or {}
     for key in ("data_folder_in", "data_folder_out", "control_folder"):
         if options.get(key):
-            # 0700: the messages carry task arguments, for the portal's user only (issue 14, item 8).
-            Path(options[key]).mkdir(mode=0o700, parents=True, exist_ok=True)
+            # 0700: the messages carry task arguments, for the portal's user only (issue 14, item 8); each level,
+            # since mkdir(parents=True) would make var/broker with the umask's 0755.
+            folder = Path(options[key])
+            for level in reversed([folder, *folder.parents]):
+                if not level.exists():
+                    level.mkdir(mode=0o700, exist_ok=True)

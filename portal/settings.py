@@ -135,9 +135,7 @@ BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    # kombu's file transport: producer and consumer share one folder of message files. Made 0700 here, before
-    # kombu makes it with the umask's 0755: its messages carry task arguments (issue 14, item 8).
-    private_dir(BROKER_DIR)
+    # kombu's file transport: producer and consumer share one folder of message files (made 0700 by portal.celery).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "messages"),
         "data_folder_out": str(BROKER_DIR / "messages"),

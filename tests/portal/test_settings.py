@@ -46,6 +46,7 @@ def test_the_broker_folders_are_made_when_celery_is_first_used_not_when_settings
     assert not (tmp_path / "broker").exists()
     run_django("from portal.celery import app\nresult = app.conf.broker_transport_options['data_folder_out']", env)
     assert (tmp_path / "broker" / "messages").is_dir() and (tmp_path / "broker" / "control").is_dir()
+    assert stat.S_IMODE((tmp_path / "broker").stat().st_mode) == 0o700  # its messages carry task arguments
 
 
 def test_loading_the_settings_creates_no_static_folder(tmp_path):
