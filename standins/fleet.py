@@ -175,6 +175,16 @@ class FleetSimulator:
         ]
         self.session = requests.Session()
 
+    def close(self) -> None:
+        """Close the kept-alive HTTP connections (a portal thread, and its database session, waits on each)."""
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
     def _post(self, path, **kwargs):
         return self.session.post(f"{self.base_url}/api/v1/{path}", timeout=30, **kwargs)
 

@@ -56,7 +56,10 @@ class Command(BaseCommand):
         if not chosen:
             raise CommandError("the simulated endpoints are Linux machines: choose a group with Linux endpoints")
         secrets = {g.slug: create_enrollment_secret(g, "simulate_fleet")[1] for g in chosen}
-        simulator = FleetSimulator(url, secrets, endpoints, shares, seed, tokens_file=tokens)
+        with FleetSimulator(url, secrets, endpoints, shares, seed, tokens_file=tokens) as simulator:
+            self.simulate(simulator, chosen, url, endpoints, secrets, tokens, rounds, interval)
+
+    def simulate(self, simulator, chosen, url, endpoints, secrets, tokens, rounds, interval):
         started = time.monotonic()
         try:
             enrolled = simulator.enroll()
