@@ -131,7 +131,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Celery -------------------------------------------------------------------
-BROKER_DIR = VAR_DIR / "broker"
+# Where the embedded broker keeps its message files (another folder: another, separate queue).
+BROKER_DIR = Path(env_str("PORTAL_BROKER_DIR") or VAR_DIR / "broker").resolve()
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -9,6 +9,7 @@ import io
 import ipaddress
 import os
 import random
+import shutil
 import threading
 import zipfile
 
@@ -37,6 +38,32 @@ def pytest_configure(config):
             raise pytest.UsageError("CI=true but the database is not PostgreSQL")
     # The folder collectstatic fills (bin/run runs it; tests do not): WhiteNoise warns on every request without it.
     django_settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+    _broker_of_this_worker()
+
+
+def _broker_of_this_worker():
+    """With the embedded broker, each test process gets its own broker folder, emptied at start: the real Celery
+    workers of tests/mirror/test_processes.py must take only the tasks their own test queued, not those another
+    xdist process's tests queue meanwhile, an earlier run left, or a portal started by bin/run on var/ queued (a
+    run id means another row in each database). The workers get the folder through PORTAL_BROKER_DIR
+    (tests.processes.child_env)."""
+    if not django_settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return
+    folder = django_settings.VAR_DIR / f"broker-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    shutil.rmtree(folder, ignore_errors=True)
+    options = {
+        **django_settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "data_folder_in": str(folder / "messages"),
+        "data_folder_out": str(folder / "messages"),
+        "control_folder": str(folder / "control"),
+    }
+    for sub in ("messages", "control"):
+        (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    django_settings.BROKER_DIR = folder
+    django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = options
+    from portal.celery import app
+
+    app.conf.broker_transport_options = options
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,8 @@ def child_env(**overrides) -> dict:
         DJANGO_SETTINGS_MODULE="portal.settings",
         DATABASE_URL=database_url(),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        PORTAL_VAR_DIR=str(settings.VAR_DIR),  # the filesystem broker's folders live there
+        PORTAL_VAR_DIR=str(settings.VAR_DIR),
+        PORTAL_BROKER_DIR=str(settings.BROKER_DIR),  # the test process's own embedded broker (tests/conftest.py)
         PORTAL_STORE_ROOT=str(settings.PORTAL_STORE_ROOT),
         MIRROR_RETRY_BACKOFF=str(settings.MIRROR_RETRY_BACKOFF),
         MIRROR_RETRY_ATTEMPTS=str(settings.MIRROR_RETRY_ATTEMPTS),
