@@ -57,8 +57,8 @@ def _broker_of_this_worker():
         "data_folder_out": str(folder / "messages"),
         "control_folder": str(folder / "control"),
     }
-    for sub in ("messages", "control"):
-        (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sub in (folder, folder / "messages", folder / "control"):
+        sub.mkdir(mode=0o700, exist_ok=True)  # each level: parents=True would make the first one 0755
     django_settings.BROKER_DIR = folder
     django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = options
     from portal.celery import app

@@ -248,3 +248,34 @@ def test_mirror_rows_are_untouched_by_a_refused_save(api, admin, public_only, mi
     )
     assert response.status_code == 400
     assert Upstream.objects.get().base_url == before and Mirror.objects.count() == 1
+
+
+def test_a_site_upgrading_with_internal_destinations_is_warned_at_start_naming_each_one(db, settings):
+    """Saved before the policy existed (or while its network was listed), then refused: migrate (bin/run's start)
+    and `check --database` name each one, with its credential masked, instead of a first failed sync or lost alert."""
+    from django.core.checks import run_checks
+    from django.core.management import call_command
+
+    from mirror.models import Upstream
+    from portal.choices import AlertChannelKind
+    from portal.models import AlertChannel
+
+    Upstream.objects.create(name="internal", base_url="http://user:pw@10.1.2.3:8080/fwlink/")
+    Upstream.objects.create(
+        name="microsoft", base_url="https://20.112.52.29/fwlink/", proxy_url="http://127.0.0.1:3128"
+    )
+    AlertChannel.objects.create(name="chat", kind=AlertChannelKind.WEBHOOK, url="http://127.0.0.1:9/hooks/s3cr3t")
+    settings.OUTBOUND_ALLOWED_NETWORKS = []  # the policy as an upgraded site has it
+
+    warnings = [w for w in run_checks(databases=["default"]) if w.id == "portal.W010"]
+    texts = sorted(w.msg for w in warnings)
+    assert len(texts) == 3, texts
+    assert texts[0].startswith("The base_url of upstream 'internal' (http://***@10.1.2.3:8080/fwlink/) is refused")
+    assert texts[1].startswith("The proxy_url of upstream 'microsoft' (http://127.0.0.1:3128) is refused")
+    assert texts[2].startswith("The url of alert channel 'chat' (http://127.0.0.1:9/(hidden)) is refused")
+    assert all("OUTBOUND_ALLOWED_NETWORKS" in w.msg + w.hint for w in warnings)
+    assert not any("pw" in t or "s3cr3t" in t for t in texts)
+
+    settings.OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.0/8")]
+    assert not [w for w in run_checks(databases=["default"]) if w.id == "portal.W010"]
+    call_command("check", tags=["database"], databases=["default"])  # a warning never stops a start
