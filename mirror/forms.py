@@ -80,17 +80,7 @@ class UpstreamForm(ChangesMixin, forms.ModelForm):
     class Meta:
         model = Upstream
         formfield_callback = formfield
-        fields = [
-            "name",
-            "kind",
-            "base_url",
-            "linux_link_id",
-            "mac_link_id",
-            "proxy_url",
-            "verify_tls",
-            "ca_bundle",
-            "timeout",
-        ]
+        fields = Upstream.EDITABLE_FIELDS
         labels = {
             "base_url": "Base URL",
             "linux_link_id": "Linux fwlink id",

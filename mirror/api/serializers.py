@@ -9,18 +9,7 @@ from mirror.models import Mirror, Publication, SignaturePackage, SyncRun, Upstre
 class UpstreamSerializer(ModelCleanMixin, serializers.ModelSerializer):
     class Meta:
         model = Upstream
-        fields = [
-            "id",
-            "name",
-            "kind",
-            "base_url",
-            "linux_link_id",
-            "mac_link_id",
-            "proxy_url",
-            "verify_tls",
-            "ca_bundle",
-            "timeout",
-        ]
+        fields = ["id", *Upstream.EDITABLE_FIELDS]
         extra_kwargs = {
             "base_url": {
                 "help_text": "Microsoft: the fwlink URL. Mirror: the URL above <platform>/<channel>/arch_<arch>/. "

@@ -21,6 +21,19 @@ RESERVED_SLUGS = ("groups", "new", "runs", "packages", "upstreams", "bundles")
 class Upstream(models.Model):
     """Where packages come from: Microsoft's fwlink endpoint, or another mirror's tree."""
 
+    # What an admin sets, through the form and the API alike (both list exactly these).
+    EDITABLE_FIELDS = (
+        "name",
+        "kind",
+        "base_url",
+        "linux_link_id",
+        "mac_link_id",
+        "proxy_url",
+        "verify_tls",
+        "ca_bundle",
+        "timeout",
+    )
+
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=12, choices=UpstreamKind.choices, default=UpstreamKind.MICROSOFT)
     base_url = models.URLField(
