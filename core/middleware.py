@@ -13,8 +13,10 @@ import ipaddress
 
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
+from django.utils import translation
 
 from core.env import address_in
+from core.models import UserPreference
 
 
 class ClientAddressMiddleware:
@@ -55,3 +57,27 @@ class ContentSecurityPolicyMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", self.policy)
         return response
+
+
+class UserLanguageMiddleware:
+    """A signed-in person's chosen language (core.UserPreference) over the browser's, which LocaleMiddleware set.
+
+    Read once per session and kept in it: one query at sign-in, none per page after. Changing the preference
+    (core.views.LanguageView) writes both."""
+
+    SESSION_KEY = "portal_language"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and hasattr(request, "session"):
+            chosen = request.session.get(self.SESSION_KEY)
+            if chosen is None:
+                chosen = UserPreference.objects.filter(user=user).values_list("language", flat=True).first() or ""
+                request.session[self.SESSION_KEY] = chosen
+            if chosen and chosen in dict(settings.LANGUAGES):
+                translation.activate(chosen)
+                request.LANGUAGE_CODE = chosen
+        return self.get_response(request)

@@ -133,3 +133,18 @@ class Heartbeat(models.Model):
 
     def __str__(self):
         return f"{self.name} seen {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class UserPreference(models.Model):
+    """What one person chose for themselves: the portal's language (empty: follow the browser)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference")
+    language = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=settings.LANGUAGES,
+        help_text="Empty: the language the browser asks for (Accept-Language).",
+    )
+
+    def __str__(self):
+        return f"{self.user} prefers {self.language or 'the browser language'}"

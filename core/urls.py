@@ -8,6 +8,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("reauthenticate/", views.ReauthenticateView.as_view(), name="reauthenticate"),
+    path("language/", views.LanguageView.as_view(), name="set_language"),
     path("audit/", views.AuditEventListView.as_view(), name="auditevent_list"),
     path("tokens/", views.ApiTokenListView.as_view(), name="apitoken_list"),
     path("tokens/<int:pk>/revoke/", views.ApiTokenRevokeView.as_view(), name="apitoken_revoke"),

@@ -2,12 +2,15 @@
 
 from urllib.parse import urlencode, urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import View
 from django.views.generic import TemplateView
 from django_filters.views import FilterView
 
@@ -16,7 +19,8 @@ from core.choices import Role
 from core.errors import ReauthenticationRequired, Refused
 from core.filtersets import AuditEventFilterSet
 from core.forms import ApiTokenForm, ReauthenticateForm, UserCreateForm, UserUpdateForm
-from core.models import ApiToken
+from core.middleware import UserLanguageMiddleware
+from core.models import ApiToken, UserPreference
 from core.roles import RoleRequiredMixin, has_role, user_role
 
 User = get_user_model()
@@ -163,3 +167,33 @@ class UserUpdateView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView)
             else:
                 messages.success(request, f"User {user.username} updated.")
         return redirect(reverse("user_list"))
+
+
+class LanguageView(View):
+    """Choose the portal's language: kept for the signed-in person (core.UserPreference) and in the language
+    cookie, so the sign-in page speaks it too. An empty choice goes back to following the browser."""
+
+    def post(self, request):
+        language = request.POST.get("language", "")
+        if language not in {"", *dict(settings.LANGUAGES)}:
+            return HttpResponseBadRequest(
+                f"Unknown language {language[:16]!r}: choose one of {', '.join(dict(settings.LANGUAGES))}."
+            )
+        url = request.POST.get("next") or ""
+        if not url_has_allowed_host_and_scheme(url, {request.get_host()}, request.is_secure()):
+            url = reverse("dashboard")
+        response = redirect(url)
+        if request.user.is_authenticated:
+            UserPreference.objects.update_or_create(user=request.user, defaults={"language": language})
+            request.session[UserLanguageMiddleware.SESSION_KEY] = language
+        if language:
+            response.set_cookie(
+                settings.LANGUAGE_COOKIE_NAME,
+                language,
+                max_age=365 * 24 * 3600,
+                samesite="Lax",
+                secure=request.is_secure(),
+            )
+        else:
+            response.delete_cookie(settings.LANGUAGE_COOKIE_NAME)
+        return response
