@@ -1,8 +1,12 @@
+from datetime import timedelta
+
 from django import template
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
+from django.utils import timezone
 from django.utils.timesince import timesince
+from django.utils.translation import gettext
 
 from core.choices import Role
 from core.roles import has_role
@@ -74,4 +78,9 @@ def can(user, role):
 
 @register.filter
 def ago(value):
-    return f"{timesince(value)} ago" if value else "never"
+    """How long ago, in the active language: "3 hours ago", "less than a minute ago", "never"."""
+    if not value:
+        return gettext("never")
+    if timezone.now() - value < timedelta(minutes=1):
+        return gettext("less than a minute ago")
+    return gettext("%(time)s ago") % {"time": timesince(value)}
