@@ -2,9 +2,9 @@ from datetime import timedelta
 
 from django import template
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
-from django.utils import timezone
 from django.utils.timesince import timesince
 from django.utils.translation import gettext
 
