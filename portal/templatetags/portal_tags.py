@@ -7,6 +7,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from core.choices import Role
 from core.roles import has_role
@@ -19,14 +20,14 @@ register = template.Library()
 # The navigation, in order: (URL name, label, role needed to see it). An entry shows only once
 # its page exists (apps add pages issue by issue).
 NAV = [
-    ("dashboard", "Dashboard", None),
-    ("mirror:mirror_list", "Mirrors", None),
-    ("mirror:package_list", "Packages", None),
-    ("fleet:group_list", "Groups", None),
-    ("fleet:endpoint_list", "Endpoints", None),
-    ("alert_list", "Alerts", None),
-    ("auditevent_list", "Audit log", None),
-    ("user_list", "Users", Role.ADMIN),
+    ("dashboard", _("Dashboard"), None),
+    ("mirror:mirror_list", _("Mirrors"), None),
+    ("mirror:package_list", _("Packages"), None),
+    ("fleet:group_list", _("Groups"), None),
+    ("fleet:endpoint_list", _("Endpoints"), None),
+    ("alert_list", _("Alerts"), None),
+    ("auditevent_list", _("Audit log"), None),
+    ("user_list", _("Users"), Role.ADMIN),
 ]
 
 
