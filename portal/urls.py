@@ -2,7 +2,6 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from core.api.docs import ApiDocsView
-from core.api.errors import api_not_found, api_server_error
 from portal import metrics, views
 
 urlpatterns = [
@@ -30,18 +29,8 @@ urlpatterns = [
 ]
 
 
-def handler404(request, exception=None):
-    # API clients get the API's JSON error body, browsers the HTML page.
-    if request.path.startswith("/api/"):
-        return api_not_found(request, exception)
-    from django.views.defaults import page_not_found
-
-    return page_not_found(request, exception)
-
-
-def handler500(request):
-    if request.path.startswith("/api/"):
-        return api_server_error(request)
-    from django.views.defaults import server_error
-
-    return server_error(request)
+# Error pages: the portal's look for browsers, JSON for the API (portal.errors).
+handler400 = "portal.errors.bad_request"
+handler403 = "portal.errors.permission_denied"
+handler404 = "portal.errors.page_not_found"
+handler500 = "portal.errors.server_error"
