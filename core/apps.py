@@ -11,9 +11,12 @@ class CoreConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
 
         from core import (
+            audit_labels,
             checks,  # noqa: F401  registers the system checks
             services,
         )
+
+        audit_labels.register()
 
         # A sign-in is a password just given: it opens the "recent authentication" window (issue 14, item 7).
         user_logged_in.connect(

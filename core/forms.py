@@ -2,6 +2,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from core.choices import Role, TokenScope
 
@@ -9,33 +10,39 @@ User = get_user_model()
 
 
 class ApiTokenForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="What uses it, e.g. 'ansible-prod'.")
-    scope = forms.ChoiceField(choices=TokenScope.choices, initial=TokenScope.READ)
+    name = forms.CharField(max_length=100, label=_("Name"), help_text=_("What uses it, e.g. 'ansible-prod'."))
+    scope = forms.ChoiceField(choices=TokenScope.choices, initial=TokenScope.READ, label=_("Scope"))
     expires_in_days = forms.IntegerField(
-        min_value=1, max_value=3650, required=False, label="Expires in (days)", help_text="Empty: never expires."
+        min_value=1, max_value=3650, required=False, label=_("Expires in (days)"), help_text=_("Empty: never expires.")
     )
 
 
 class ReauthenticateForm(forms.Form):
-    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    password = forms.CharField(
+        label=_("Password"), widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
 
 
 class UserCreateForm(forms.Form):
     username = forms.RegexField(
-        r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Letters, digits and @.+-_ only."}
+        r"^[\w.@+-]+\Z",
+        max_length=150,
+        label=_("Username"),
+        error_messages={"invalid": _("Letters, digits and @.+-_ only.")},
     )
-    email = forms.EmailField(required=False)
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+    email = forms.EmailField(required=False, label=_("E-mail"))
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER, label=_("Role"))
     password = forms.CharField(
         widget=forms.PasswordInput,
         required=False,
-        help_text="Empty: the account cannot sign in until a password is set.",
+        label=_("Password"),
+        help_text=_("Empty: the account cannot sign in until a password is set."),
     )
 
     def clean_username(self):
         username = self.cleaned_data["username"]
         if User.objects.filter(username__iexact=username).exists():
-            raise forms.ValidationError("A user with that username already exists.")
+            raise forms.ValidationError(_("A user with that username already exists."))
         return username
 
     def clean(self):
@@ -49,8 +56,8 @@ class UserCreateForm(forms.Form):
 
 
 class UserUpdateForm(forms.Form):
-    role = forms.ChoiceField(choices=Role.choices)
-    is_active = forms.BooleanField(required=False, label="Active")
+    role = forms.ChoiceField(choices=Role.choices, label=_("Role"))
+    is_active = forms.BooleanField(required=False, label=_("Active"))
 
 
 class ChangesMixin:

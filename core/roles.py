@@ -7,6 +7,8 @@ A user with no role group can log in but sees and changes nothing.
 from django.conf import settings
 from django.contrib.auth.mixins import AccessMixin
 from django.core.exceptions import PermissionDenied
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from rest_framework import permissions
 
 from core.choices import ROLE_RANK, Role, TokenScope
@@ -49,7 +51,7 @@ class HasRole(permissions.BasePermission):
     token never writes, whatever its owner's role.
     """
 
-    message = "You do not have the role this action needs."
+    message = gettext_lazy("You do not have the role this action needs.")
 
     def has_permission(self, request, view):
         user = request.user
@@ -60,13 +62,16 @@ class HasRole(permissions.BasePermission):
         required = getattr(view, "read_role", Role.VIEWER) if safe else getattr(view, "write_role", Role.OPERATOR)
         if not has_role(user, required):
             role = user_role(user)
-            self.message = f"This action needs the {Role(required).label.lower()} role; " + (
-                f"you are a {role.label.lower()}." if role else "your account has no role."
+            needed = {"role": Role(required).label.lower()}
+            self.message = (
+                _("This action needs the %(role)s role; you are a %(yours)s.") % {**needed, "yours": role.label.lower()}
+                if role
+                else _("This action needs the %(role)s role; your account has no role.") % needed
             )
             return False
         token = request.auth
         if not safe and getattr(token, "scope", None) == TokenScope.READ:
-            self.message = "This API token is read-only; create a read-write token to make changes."
+            self.message = _("This API token is read-only; create a read-write token to make changes.")
             return False
         return True
 
@@ -91,5 +96,5 @@ class RoleRequiredMixin(AccessMixin):
             return self.handle_no_permission()
         safe = request.method in ("GET", "HEAD", "OPTIONS")
         if not has_role(request.user, self.required_role if safe else self.write_role):
-            raise PermissionDenied("Your role does not allow this.")
+            raise PermissionDenied(_("Your role does not allow this."))
         return super().dispatch(request, *args, **kwargs)

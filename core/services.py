@@ -9,6 +9,8 @@ from django.contrib.auth import SESSION_KEY, authenticate, get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from core.choices import Role, TokenScope
 from core.errors import ReauthenticationRequired, Refused
@@ -82,7 +84,7 @@ def confirm_password(request, password: str) -> None:
     lock-out like a failed sign-in (django-axes sees it through authenticate())."""
     user = request.user
     if not password or authenticate(request, username=user.get_username(), password=password) != user:
-        raise Refused("That is not your password.", "password")
+        raise Refused(_("That is not your password."), "password")
     mark_authenticated(request)
     record_event(user, "user.reauthenticate", user, request=request)
 
@@ -96,11 +98,15 @@ def require_recent_authentication(request, what: str, token_scope: TokenScope | 
     token = getattr(request, "auth", None)
     if isinstance(token, ApiToken):
         if token_scope is None:
-            raise Refused(f"API tokens cannot {what}; use a signed-in session.", status=403)
+            raise Refused(_("API tokens cannot %(what)s; use a signed-in session.") % {"what": what}, status=403)
         if token.scope != token_scope:
             raise Refused(
-                f"To {what} with an API token, the token needs the {TokenScope(token_scope).label.lower()} scope; "
-                f"this one is {token.get_scope_display().lower()}.",
+                _("To %(what)s with an API token, the token needs the %(scope)s scope; this one is %(this)s.")
+                % {
+                    "what": what,
+                    "scope": TokenScope(token_scope).label.lower(),
+                    "this": token.get_scope_display().lower(),
+                },
                 status=403,
             )
         return
@@ -108,8 +114,11 @@ def require_recent_authentication(request, what: str, token_scope: TokenScope | 
     minutes = settings.REAUTH_MINUTES
     if given is None or time.time() - given > minutes * 60:
         raise ReauthenticationRequired(
-            f"Confirm your password to {what}: it must have been given within the last {minutes} minutes "
-            "(the confirmation page is /reauthenticate/)."
+            _(
+                "Confirm your password to %(what)s: it must have been given within the last %(minutes)s minutes "
+                "(the confirmation page is /reauthenticate/)."
+            )
+            % {"what": what, "minutes": minutes}
         )
 
 
@@ -120,12 +129,12 @@ def create_api_token(user, name: str, scope: str = TokenScope.READ, expires_in_d
     revocation, and a stolen session cookie must not turn into a lasting token."""
     # Token holders get their own wording: a token never mints a token, whatever its scope.
     if isinstance(getattr(request, "auth", None), ApiToken):
-        raise Refused("API tokens can only be created from a signed-in session, not with another token.", status=403)
-    require_recent_authentication(request, "create an API token", token_scope=None)
+        raise Refused(_("API tokens can only be created from a signed-in session, not with another token."), status=403)
+    require_recent_authentication(request, gettext_lazy("create an API token"), token_scope=None)
     if scope == TokenScope.WRITE and not has_role(user, Role.OPERATOR):
-        raise Refused("Viewers can only create read-only tokens.", "scope")
+        raise Refused(_("Viewers can only create read-only tokens."), "scope")
     if scope == TokenScope.ADMIN and not has_role(user, Role.ADMIN):
-        raise Refused("Only admins can create tokens with the admin scope.", "scope")
+        raise Refused(_("Only admins can create tokens with the admin scope."), "scope")
     raw = ApiToken.generate()
     token = ApiToken(user=user, name=name, scope=scope)
     if expires_in_days:
@@ -155,7 +164,7 @@ def revoke_api_token(actor, token: ApiToken, request=None) -> ApiToken:
 
 def create_user(actor, username: str, role: Role, email: str = "", password: str | None = None, request=None):
     """Create an account with one role. ``password`` is validated; None leaves it unusable."""
-    require_recent_authentication(request, "create users")
+    require_recent_authentication(request, gettext_lazy("create users"))
     user = User(username=username, email=email)
     if password:
         validate_password(password, user)
@@ -173,9 +182,9 @@ def update_user(actor, user, role: Role | None = None, is_active: bool | None = 
     """Change a user's role or active state; nobody demotes or deactivates their own account (the last admin
     could lock everyone out). Deactivating ends the user's sessions and revokes their tokens for good: turning the
     account on again does not bring them back."""
-    require_recent_authentication(request, "change users")
+    require_recent_authentication(request, gettext_lazy("change users"))
     if user == actor and ((role is not None and role != Role.ADMIN) or is_active is False):
-        raise Refused("You cannot demote or deactivate your own account; ask another admin.", "role")
+        raise Refused(_("You cannot demote or deactivate your own account; ask another admin."), "role")
     changes = {}
     with transaction.atomic():
         if role is not None and role != user_role(user):

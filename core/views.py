@@ -10,6 +10,7 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 from django.views import View
 from django.views.generic import TemplateView
 from django_filters.views import FilterView
@@ -20,8 +21,9 @@ from core.errors import ReauthenticationRequired, Refused
 from core.filtersets import AuditEventFilterSet
 from core.forms import ApiTokenForm, ReauthenticateForm, UserCreateForm, UserUpdateForm
 from core.middleware import UserLanguageMiddleware
-from core.models import ApiToken, UserPreference
+from core.models import ApiToken, AuditEvent, UserPreference
 from core.roles import RoleRequiredMixin, has_role, user_role
+from core.sorting import ordered
 
 User = get_user_model()
 
@@ -48,7 +50,7 @@ class ReauthenticateView(LoginRequiredMixin, TemplateView):
             except Refused as exc:
                 form.add_error("password", exc.message)
             else:
-                messages.success(request, "Password confirmed: you can change users and tokens for a few minutes.")
+                messages.success(request, _("Password confirmed: you can change users and tokens for a few minutes."))
                 return redirect(self.next_url())
         return self.render_to_response(self.get_context_data(form=form), status=400)
 
@@ -61,7 +63,7 @@ class RecentAuthenticationMixin:
         try:
             return super().dispatch(request, *args, **kwargs)
         except ReauthenticationRequired:
-            messages.info(request, "Confirm your password to change users or tokens, then do it again.")
+            messages.info(request, _("Confirm your password to change users or tokens, then do it again."))
             # Back to the page the form was on (a user's row posts to /users/<pk>/, which has no page of its own).
             referer = request.META.get("HTTP_REFERER", "")
             safe = url_has_allowed_host_and_scheme(referer, {request.get_host()}, request.is_secure())
@@ -73,6 +75,11 @@ class AuditEventListView(RoleRequiredMixin, FilterView):
     filterset_class = AuditEventFilterSet
     template_name = "core/auditevent_list.html"
     paginate_by = 50
+    # The columns people sort by, named as the API's ``ordering`` names them (core.api.views).
+    SORTING = {"created": "created", "actor_label": "actor_label", "action": "action"}
+
+    def get_queryset(self):
+        return ordered(AuditEvent.objects.all(), self.request, self.SORTING, "-created")
 
 
 class ApiTokenListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
@@ -80,10 +87,12 @@ class ApiTokenListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateVie
 
     template_name = "core/apitoken_list.html"
     write_role = Role.VIEWER
+    SORTING = {"name": "name", "created": "created", "expires_at": "expires_at", "last_used_at": "last_used_at"}
 
     def get_context_data(self, **kwargs):
         kwargs.setdefault("form", ApiTokenForm())
-        return super().get_context_data(tokens=ApiToken.objects.filter(user=self.request.user), **kwargs)
+        tokens = ordered(ApiToken.objects.filter(user=self.request.user), self.request, self.SORTING, "-created")
+        return super().get_context_data(tokens=tokens, **kwargs)
 
     def post(self, request):
         form = ApiTokenForm(request.POST)
@@ -110,7 +119,7 @@ class ApiTokenRevokeView(RoleRequiredMixin, TemplateView):
         )
         token = get_object_or_404(tokens, pk=pk)
         services.revoke_api_token(request.user, token, request=request)
-        messages.success(request, f"Token “{token.name}” revoked; it no longer works.")
+        messages.success(request, _("Token “%(name)s” revoked; it no longer works.") % {"name": token.name})
         return redirect("apitoken_list")
 
 
@@ -118,9 +127,10 @@ class UserListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
     template_name = "core/user_list.html"
     required_role = Role.ADMIN
     write_role = Role.ADMIN
+    SORTING = {"username": "username", "email": "email", "last_login": "last_login", "date_joined": "date_joined"}
 
     def get_context_data(self, **kwargs):
-        users = User.objects.prefetch_related("groups").order_by("username")
+        users = ordered(User.objects.prefetch_related("groups"), self.request, self.SORTING, "username")
         rows = [
             (
                 user,
@@ -137,7 +147,11 @@ class UserListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(form=form), status=400)
         user = services.create_user(request.user, request=request, **form.cleaned_data)
-        messages.success(request, f"User {user.username} created as {form.cleaned_data['role']}.")
+        messages.success(
+            request,
+            _("User %(username)s created as %(role)s.")
+            % {"username": user.username, "role": Role(form.cleaned_data["role"]).label},
+        )
         return redirect("user_list")
 
 
@@ -150,7 +164,8 @@ class UserUpdateView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView)
         user = get_object_or_404(User, pk=pk)
         form = UserUpdateForm(request.POST, prefix=f"u{user.pk}")
         if not form.is_valid():
-            messages.error(request, f"{user.username}: " + "; ".join(e for errs in form.errors.values() for e in errs))
+            errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
+            messages.error(request, _("%(username)s: %(errors)s") % {"username": user.username, "errors": errors})
         else:
             try:
                 services.update_user(
@@ -165,7 +180,7 @@ class UserUpdateView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView)
             except Refused as exc:
                 messages.error(request, exc.message)
             else:
-                messages.success(request, f"User {user.username} updated.")
+                messages.success(request, _("User %(username)s updated.") % {"username": user.username})
         return redirect(reverse("user_list"))
 
 

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class MirrorConfig(AppConfig):
     name = "mirror"
     verbose_name = "Mirror"
+
+    def ready(self):
+        from mirror import audit_labels
+
+        audit_labels.register()
