@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.utils.translation import gettext as _
 from django.views.generic import TemplateView, View
 
 from core.choices import Role
@@ -22,6 +23,7 @@ from fleet.services import rings
 from mirror.models import Mirror, SyncRun
 from mirror.views import FAILURES_LOOKED_AT, HEAVY_RUN_FIELDS, failures_in_a_row, next_run_context
 from portal import alerts
+from portal.checklist import first_run_checklist
 from portal.choices import AlertChannelKind, AlertState, DeliveryStatus
 from portal.forms import AlertChannelForm, AlertRuleForm
 from portal.models import AlertChannel, AlertDelivery, AlertEvent, AlertRule
@@ -85,8 +87,11 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             heartbeat_stale=heartbeat is None or (timezone.now() - heartbeat.seen_at).total_seconds() > stale_after,
             database_vendor=connection.vendor,
             broker=settings.CELERY_BROKER_URL.split("://", 1)[0],
-            cache_backend="redis" if settings.REDIS_URL else "local memory",
+            cache_backend="redis" if settings.REDIS_URL else _("local memory"),
             store_root=settings.PORTAL_STORE_ROOT,
+            base_url=settings.PORTAL_BASE_URL,
+            checklist=first_run_checklist(self.request.user),
+            snapshot_every=settings.CELERY_BEAT_SCHEDULE["fleet-snapshot-compliance"]["schedule"],
             recent_events=AuditEvent.objects.all()[:10],
             groups=groups,
             compliance=compliance,
@@ -179,7 +184,7 @@ class DashboardView(RoleRequiredMixin, TemplateView):
         for taken_at, group_id, counts in snapshots.values_list("taken_at", "group_id", "counts"):
             last[(timezone.localdate(taken_at), group_id)] = counts or {}
         days: dict = {}
-        for (day, _), counts in last.items():
+        for (day, _group), counts in last.items():
             total = days.setdefault(day, {})
             for state, n in counts.items():
                 total[state] = total.get(state, 0) + n

@@ -264,7 +264,8 @@ def test_findings_are_counted_most_common_first(client, viewer, fleet):
 
 def test_an_empty_fleet_says_what_to_do_next(client, viewer, mirror):
     _, html = page(client, viewer)
-    assert "No endpoint has reported yet — create an enrollment secret on a" in html
+    assert "No endpoint has enrolled yet: follow the setup steps above" in html
+    assert "create an enrollment secret on a" not in html  # the checklist says what comes first (issue 15)
     assert "No compliance snapshot in the last 14 days" in html
     assert 'id="chart-compliance"' not in html and 'id="chart-versions"' not in html and 'id="chart-trend"' not in html
 
@@ -317,8 +318,9 @@ def test_the_query_count_does_not_grow_with_the_fleet(
     )
     client.force_login(admin)
     client.get("/")
-    # session, user, role + 9, + 2 for the rings that serve nothing; the same at 5 and at 200 endpoints
-    with django_assert_max_num_queries(14):
+    # session, user, role + 9, + 2 for the rings that serve nothing, + 1 for the first-run checklist (all its steps
+    # in one query); the same at 5 and at 200 endpoints
+    with django_assert_max_num_queries(15):
         response = client.get("/")
     assert response.status_code == 200
     assert response.context["compliance"]["total"] == size

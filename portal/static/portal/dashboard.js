@@ -47,7 +47,13 @@
             backgroundColor: data.states.map(function (s, i) { return color(s.value, i); })
           }]
         },
-        options: { plugins: { legend: { position: "right" } } }
+        // The legend below the ring, wrapping over as many lines as it needs: on the right it was cut when the
+        // card is narrow. The box has a fixed height (portal.css, .chart-box.donut) and the chart fills it.
+        options: {
+          responsive: true,
+          maintainAspectRatio: false,
+          plugins: { legend: { position: "bottom", labels: { boxWidth: 12, padding: 8 } } }
+        }
       });
     }
 
@@ -62,6 +68,9 @@
           })
         },
         options: {
+          responsive: true,
+          maintainAspectRatio: false,
+          plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
           indexAxis: "y",
           scales: { x: { stacked: true, beginAtZero: true, ticks: { precision: 0 } }, y: { stacked: true } }
         }
@@ -80,6 +89,9 @@
           })
         },
         options: {
+          responsive: true,
+          maintainAspectRatio: false,
+          plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
           interaction: { mode: "index", intersect: false },
           scales: { y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } }
         }
