@@ -12,6 +12,9 @@ urlpatterns = [
     # "endpoints" is a reserved slug too: these come before the group pages.
     path("endpoints/", views.EndpointListView.as_view(), name="endpoint_list"),
     path("endpoints/export.csv", views.EndpointExportView.as_view(), name="endpoint_export"),
+    path("endpoints/bulk/", views.EndpointBulkView.as_view(), name="endpoint_bulk"),
+    path("endpoints/agent/", views.AgentDownloadListView.as_view(), name="agent_downloads"),
+    path("endpoints/agent/<str:name>", views.AgentFileView.as_view(), name="agent_file"),
     path("endpoints/claims/", views.IdentityConflictListView.as_view(), name="identityconflict_list"),
     path(
         "endpoints/claims/<int:pk>/accept/",

@@ -3,27 +3,36 @@
 import csv
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS
-from django.db.models import Count, Max, Prefetch, Q
+from django.db.models import Case, Count, DateTimeField, F, IntegerField, Max, Prefetch, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import content_disposition_header, quote_etag
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django.views.generic import TemplateView, View
 
+from core import labels
 from core.choices import Role
 from core.errors import Refused
 from core.generic import ObjectFormView
 from core.roles import RoleRequiredMixin, has_role
+from core.sorting import ordering_of
 from core.text import csv_cell
-from fleet.choices import Compliance, ConflictState, RolloutMode
+from fleet.agent_files import SUMS_NAME, agent_file, agent_files, sha256sums
+from fleet.choices import Compliance, ConflictState, FindingCode, RolloutMode
 from fleet.diagnostics import same_url
 from fleet.filtersets import EndpointFilterSet
 from fleet.forms import (
@@ -35,6 +44,7 @@ from fleet.forms import (
     ImportPolicyForm,
 )
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget, IdentityConflict
+from fleet.services import endpoints as endpoints_service
 from fleet.services import enrollment, rings
 from fleet.services.config import (
     IMPORTED,
@@ -86,6 +96,51 @@ def group_file(request, slug, platform, channel, arch, filename):
         return not_found(f"group {slug} does not serve {platform}/{base_channel}/arch_{arch}")
     what = "no previous version (n-1)" if back else "no version"
     return not_found(f"{what} is approved for {platform}/{base_channel}/arch_{arch} in group {slug}")
+
+
+def wants_html(request) -> bool:
+    """A browser asking (its Accept names text/html); endpoints' and curl's */* does not."""
+    return "text/html" in request.headers.get("Accept", "")
+
+
+@require_http_methods(["GET", "HEAD"])
+def group_folder(request, slug, rest=""):
+    """/mirror/groups/<slug>/ and the folders under it: a page saying what this URL is, for a browser only.
+
+    Endpoints and scripts (no text/html in Accept) get the 404 they always got there; only the group files
+    (group_file) answer them. Public like the files: the group's name and the versions it serves, nothing else.
+    """
+    if not wants_html(request) or (rest and not rest.endswith("/")):
+        raise Http404(f"no file at {request.path}")
+    group = get_object_or_404(EndpointGroup.objects.select_related("mirror"), slug=slug)
+    approvals = {row.target: row for row in group.approvals.select_related("current", "previous")}
+    targets = []
+    for target in group.targets():
+        row = approvals.get(tuple(target))
+        platform, channel, arch = target
+        folder = f"{platform}/{channel}/arch_{arch}/"
+        targets.append(
+            {
+                "platform": Platform(platform).label,
+                "folder": folder,
+                "url": request.build_absolute_uri(f"/mirror/groups/{group.slug}/{folder}"),
+                "current": row.current if row else None,
+                "previous": row.previous if row else None,
+            }
+        )
+    response = render(
+        request,
+        "fleet/ring_url.html",
+        {
+            "group": group,
+            "targets": targets,
+            "urls": [(Platform(p).label, group.definition_url(p)) for p in group.platforms],
+            "asked": request.path,
+        },
+    )
+    response["Vary"] = "Accept"  # the same URL answers a 404 to endpoints
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 # --- The admin pages for groups ------------------------------------------------------------------
@@ -395,6 +450,7 @@ COMPLIANCE_TONE = {
     Compliance.UNSERVED: "bad",
 }
 SEVERITY_TONE = {"critical": "bad", "warning": "warn", "info": "muted"}
+SEVERITY_WORDS = {"critical": _("critical"), "warning": _("warning"), "info": _("info")}
 FILTER_ORDER = ["q", "group", "compliance", "version", "finding", "platform", "arch", "decommissioned"]
 CURSOR_KEYS = ("after", "before", "format")
 CSV_COLUMNS = [
@@ -409,11 +465,45 @@ CSV_COLUMNS = [
     "findings",
     "app_version",
 ]
+# Before any report: sorts first ascending, last descending, and always has a cursor value.
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SortColumn:
+    """A sortable column of the endpoint list: the value it sorts on, and how that value travels in a cursor."""
+
+    expression: object
+    parse: Callable[[str], object] = str
+    text: Callable[[object], str] = str
+
+
+# Keyset pages need a total order: each column sorts on its value, then on the primary key (the cursor holds both).
+ENDPOINT_SORTS = {
+    "hostname": SortColumn(F("hostname")),
+    "group": SortColumn(F("group__name")),
+    # Worst first, in Compliance's order, rather than alphabetically.
+    "state": SortColumn(
+        Case(
+            *[When(compliance=value, then=Value(rank)) for rank, value in enumerate(Compliance.values)],
+            default=Value(len(Compliance.values)),
+            output_field=IntegerField(),
+        ),
+        int,
+    ),
+    # Text order, which is version order while the parts keep their width (1.407.417.0 … 1.409.12.0 is not:
+    # a definitions version's third part grows from 1 to 3 digits within one release).
+    "version": SortColumn(F("definitions_version")),
+    "last_seen": SortColumn(
+        Coalesce("last_seen", Value(NEVER), output_field=DateTimeField()), datetime.fromisoformat, datetime.isoformat
+    ),
+}
+DEFAULT_ORDERING = "hostname"
 
 
 def short_label(compliance) -> str:
-    """ "Misconfigured (settings differ from the group's)" → "Misconfigured", for counters and tables."""
-    return str(Compliance(compliance).label).split(" (")[0]
+    """The state in one or two words ("Misconfigured"), for counters and tables (fleet.labels)."""
+    return labels.label("compliance", compliance)
 
 
 def finding_codes(value: str) -> list[str]:
@@ -427,24 +517,30 @@ def endpoint_filter(request) -> EndpointFilterSet:
     filterset = EndpointFilterSet(data, queryset=Endpoint.objects.all(), request=request)
     fields = filterset.form.fields
     groups = EndpointGroup.objects.order_by("ring_order", "name").values_list("slug", "name")
-    fields["group"].widget = forms.Select(choices=[("", "All groups"), *groups])
-    fields["group"].label = "Group"
+    fields["group"].widget = forms.Select(choices=[("", _("All groups")), *groups])
+    fields["group"].label = _("Group")
     # django-filter's choice fields put their empty_label first themselves.
-    for name, empty in (("compliance", "Any state"), ("platform", "Any platform"), ("arch", "Any arch")):
+    for name, empty in (("compliance", _("Any state")), ("platform", _("Any platform")), ("arch", _("Any arch"))):
         fields[name].empty_label = empty
+    fields["compliance"].label = _("Compliance")
     fields["compliance"].choices = [(value, short_label(value)) for value in Compliance.values]
+    fields["platform"].label = _("Platform")
     fields["platform"].choices = Platform.choices
+    fields["arch"].label = _("Arch")
     fields["arch"].choices = Arch.choices
+    fields["version"].label = _("Definitions version")
     fields["version"].widget.attrs["placeholder"] = "1.407.417.0"
-    fields["finding"].label = "Finding code"
-    fields["finding"].widget.attrs["placeholder"] = "update_failed"
-    fields["q"].label = "Hostname or machine id"
-    fields["decommissioned"].label = "Show"
+    fields["finding"].label = _("Finding")
+    fields["finding"].widget = forms.Select(
+        choices=[("", _("Any finding")), *((code, labels.label("finding", code)) for code in FindingCode.values)]
+    )
+    fields["q"].label = _("Hostname or machine id")
+    fields["decommissioned"].label = _("Show")
     fields["decommissioned"].widget = forms.Select(
         choices=[
-            ("false", "Active endpoints"),
-            ("true", "Decommissioned only"),
-            ("unknown", "Active and decommissioned"),
+            ("false", _("Active endpoints")),
+            ("true", _("Decommissioned only")),
+            ("unknown", _("Active and decommissioned")),
         ]
     )
     filterset.form.order_fields(FILTER_ORDER)
@@ -456,32 +552,62 @@ def filtered_endpoints(filterset: EndpointFilterSet):
     return filterset.qs.order_by() if filterset.is_valid() else Endpoint.objects.none()
 
 
-def parse_cursor(value: str | None):
-    """``<hostname>|<id>`` (a hostname may itself contain '|'); None when absent or malformed."""
-    hostname, sep, pk = (value or "").rpartition("|")
-    return (hostname, int(pk)) if sep and pk.isdigit() else None
+def endpoint_ordering(request) -> str:
+    """The list's ``ordering`` parameter ("version", "-last_seen"…) if it names a sortable column, else by hostname."""
+    return ordering_of(request, ENDPOINT_SORTS, DEFAULT_ORDERING)
 
 
-def keyset_page(queryset, after=None, before=None, size=ENDPOINT_PAGE_SIZE):
-    """One page in (hostname, id) order from a cursor: no COUNT and no OFFSET, the same cost on any page."""
-    queryset = queryset.order_by("hostname", "pk")
+def sort_column(ordering: str) -> tuple[SortColumn, bool]:
+    return ENDPOINT_SORTS[ordering.lstrip("-")], ordering.startswith("-")
+
+
+def sorted_endpoints(queryset, ordering: str = DEFAULT_ORDERING):
+    """The list's rows in the list's order (the CSV export follows the page), each with its ``sort_key``."""
+    column, descending = sort_column(ordering)
+    keys = ("-sort_key", "-pk") if descending else ("sort_key", "pk")
+    return queryset.annotate(sort_key=column.expression).order_by(*keys)
+
+
+def parse_cursor(value: str | None, ordering: str = DEFAULT_ORDERING):
+    """``<sort value>|<id>`` (a hostname may itself contain '|'); None when absent or malformed."""
+    text, sep, pk = (value or "").rpartition("|")
+    if not sep or not pk.isdigit():
+        return None
+    column, _descending = sort_column(ordering)
+    try:
+        return column.parse(text), int(pk)
+    except ValueError:
+        return None
+
+
+def cursor_of(endpoint, ordering: str = DEFAULT_ORDERING) -> str:
+    column, _descending = sort_column(ordering)
+    return f"{column.text(endpoint.sort_key)}|{endpoint.pk}"
+
+
+def keyset_page(queryset, after=None, before=None, size=ENDPOINT_PAGE_SIZE, ordering=DEFAULT_ORDERING):
+    """One page in (sort value, id) order from a cursor: no COUNT and no OFFSET, the same cost on any page.
+
+    Returns (rows, has_previous, has_next). Rows carry ``sort_key`` for cursor_of().
+    """
+    column, descending = sort_column(ordering)
+    queryset = queryset.annotate(sort_key=column.expression)
+
+    def beyond(cursor, upwards: bool):
+        rows = queryset
+        if cursor:
+            value, pk = cursor
+            op = "gt" if upwards else "lt"
+            rows = rows.filter(Q(**{f"sort_key__{op}": value}) | Q(sort_key=value, **{f"pk__{op}": pk}))
+        keys = ("sort_key", "pk") if upwards else ("-sort_key", "-pk")
+        return list(rows.order_by(*keys)[: size + 1])
+
     if before:
-        hostname, pk = before
-        rows = list(
-            queryset.filter(Q(hostname__lt=hostname) | Q(hostname=hostname, pk__lt=pk)).order_by("-hostname", "-pk")[
-                : size + 1
-            ]
-        )
+        # Walk back from the cursor, then show the rows in the page's order.
+        rows = beyond(before, upwards=descending)
         return rows[:size][::-1], len(rows) > size, True
-    if after:
-        hostname, pk = after
-        queryset = queryset.filter(Q(hostname__gt=hostname) | Q(hostname=hostname, pk__gt=pk))
-    rows = list(queryset[: size + 1])
+    rows = beyond(after, upwards=not descending)
     return rows[:size], after is not None, len(rows) > size
-
-
-def cursor_of(endpoint) -> str:
-    return f"{endpoint.hostname}|{endpoint.pk}"
 
 
 class EndpointListView(RoleRequiredMixin, TemplateView):
@@ -498,6 +624,7 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
         request = self.request
         filterset = endpoint_filter(request)
         queryset = filtered_endpoints(filterset)
+        ordering = endpoint_ordering(request)
 
         # The summary: one grouped query for the current filter.
         counts = dict(queryset.values("compliance").annotate(n=Count("pk")).values_list("compliance", "n"))
@@ -521,7 +648,8 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
                     }
                 )
 
-        after, before = parse_cursor(request.GET.get("after")), parse_cursor(request.GET.get("before"))
+        after = parse_cursor(request.GET.get("after"), ordering)
+        before = parse_cursor(request.GET.get("before"), ordering)
         page = queryset.select_related("group").only(
             "hostname",
             "machine_id",
@@ -536,7 +664,9 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
             "app_version",
             "decommissioned_at",
         )
-        rows, has_previous, has_next = keyset_page(page, after, before) if total else ([], False, False)
+        rows, has_previous, has_next = (
+            keyset_page(page, after, before, ordering=ordering) if total else ([], False, False)
+        )
         for endpoint in rows:
             endpoint.tone = COMPLIANCE_TONE.get(endpoint.compliance, "muted")
             endpoint.state_label = short_label(endpoint.compliance)
@@ -544,12 +674,15 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
 
         def page_url(key, endpoint):
             link = params.copy()
-            link[key] = cursor_of(endpoint)
+            link[key] = cursor_of(endpoint, ordering)
             return f"?{link.urlencode()}"
 
         filtered = any(params.get(name) for name in FILTER_ORDER if name != "decommissioned") or params.get(
             "decommissioned"
         ) not in (None, "", "false")
+        bulk_groups = None
+        if rows and has_role(request.user, Role.OPERATOR):
+            bulk_groups = list(EndpointGroup.objects.order_by("ring_order", "name").values_list("slug", "name"))
         return super().get_context_data(
             filter=filterset,
             summary=summary,
@@ -560,6 +693,9 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
             first_url=f"?{params.urlencode()}" if (after or before) else None,
             query=params.urlencode(),
             filtered=filtered,
+            ordering=ordering,
+            default_ordering=DEFAULT_ORDERING,
+            bulk_groups=bulk_groups,
             # An empty fleet gets the next step instead of an empty table (one more query, only then).
             fleet_empty=not total and not Endpoint.objects.exists(),
             pending_conflicts=IdentityConflict.objects.filter(state=ConflictState.PENDING).count(),
@@ -575,11 +711,10 @@ class Echo:
 
 
 def export_endpoints(request):
-    """The filtered list as CSV, streamed in chunks: memory stays flat at any fleet size."""
+    """The filtered list as CSV in the list's order, streamed in chunks: memory stays flat at any fleet size."""
     filterset = endpoint_filter(request)
     rows = (
-        filtered_endpoints(filterset)
-        .order_by("hostname", "pk")
+        sorted_endpoints(filtered_endpoints(filterset), endpoint_ordering(request))
         .values_list(
             "hostname",
             "machine_id",
@@ -618,6 +753,107 @@ class EndpointExportView(RoleRequiredMixin, View):
         return export_endpoints(request)
 
 
+# --- Several endpoints at once (the list's checkboxes) ------------------------------------------------
+# How many names the confirmation page lists; the count is always whole.
+BULK_NAMES_SHOWN = 50
+
+
+def bulk_rows(plan) -> list[dict]:
+    """The confirmation page's rows: what cannot be done first (it blocks the action), then what changes."""
+    return [
+        *({"endpoint": e, "outcome": "refused", "tone": "bad", "why": why} for e, why in plan.refused),
+        *({"endpoint": e, "outcome": "change", "tone": "ok"} for e in plan.change),
+        *({"endpoint": e, "outcome": "unchanged", "tone": "muted"} for e in plan.unchanged),
+    ]
+
+
+class EndpointBulkView(RoleRequiredMixin, TemplateView):
+    """GET (from the list's checkboxes): a confirmation page of what moving or decommissioning the selection does;
+    POST: do it through fleet.services.endpoints (all or nothing). Operators, as the single actions."""
+
+    template_name = "fleet/endpoint_bulk.html"
+    http_method_names = ["get", "head", "post"]
+    required_role = Role.OPERATOR  # the confirmation page is itself a control
+
+    def selection(self, data):
+        """(action, ids, group) from the list's form or the confirmation page; Refused when it is not usable."""
+        action = data.get("action", "")
+        if action not in ("move", "decommission"):
+            raise Refused(_("Choose what to do with the selected endpoints: move or decommission."), "action")
+        ids = endpoints_service.parse_selection(data.getlist("endpoint"))
+        group = None
+        if action == "move":
+            group = EndpointGroup.objects.filter(slug=data.get("group", "")).first()
+            if group is None:
+                raise Refused(_("Choose the group to move the selected endpoints to."), "group")
+        return action, ids, group
+
+    def back(self, data):
+        """Back to the list the selection was made on (its filters and page), never to another site."""
+        query = data.get("back", "")
+        return reverse("fleet:endpoint_list") + (f"?{query}" if query and not query.startswith(("/", "?")) else "")
+
+    def get(self, request):
+        try:
+            action, ids, group = self.selection(request.GET)
+            plan = endpoints_service.plan_bulk(action, ids, group)
+        except Refused as exc:
+            messages.error(request, _("Nothing selected to change: %(why)s") % {"why": exc.message})
+            return redirect(self.back(request.GET))
+        return self.render_to_response(
+            self.get_context_data(
+                plan=plan,
+                shown=bulk_rows(plan)[:BULK_NAMES_SHOWN],
+                more=max(len(plan.endpoints) - BULK_NAMES_SHOWN, 0),
+                ids=ids,
+                back_query=request.GET.get("back", ""),
+                back_url=self.back(request.GET),
+            )
+        )
+
+    def post(self, request):
+        try:
+            action, ids, group = self.selection(request.POST)
+            plan = endpoints_service.apply_bulk(action, ids, request.user, request, group=group)
+        except Refused as exc:
+            messages.error(request, exc.message)
+            return redirect(self.back(request.POST))
+        changed, unchanged = len(plan.change), len(plan.unchanged)
+        if action == "move":
+            messages.success(
+                request,
+                ngettext(
+                    "%(count)d endpoint moved to %(group)s: it gets the group's URL and policy with its next managed "
+                    "configuration.",
+                    "%(count)d endpoints moved to %(group)s: they get the group's URL and policy with their next managed "
+                    "configuration.",
+                    changed,
+                )
+                % {"count": changed, "group": group.name},
+            )
+        else:
+            messages.success(
+                request,
+                ngettext(
+                    "%(count)d endpoint decommissioned: its token no longer works; its history stays.",
+                    "%(count)d endpoints decommissioned: their tokens no longer work; their history stays.",
+                    changed,
+                )
+                % {"count": changed},
+            )
+        if unchanged:
+            messages.info(
+                request,
+                ngettext(
+                    "%(count)d selected endpoint needed no change.",
+                    "%(count)d selected endpoints needed no change.",
+                    unchanged,
+                )
+                % {"count": unchanged},
+            )
+        return redirect(self.back(request.POST))
+
+
 def get_endpoint(pk: int) -> Endpoint:
     return get_object_or_404(Endpoint.objects.select_related("group__mirror"), pk=pk)
 
@@ -636,41 +872,44 @@ def _flag(value) -> str | None:
     return None if value is None else str(bool(value)).lower()
 
 
+DRIFT_STATES = {"not reported": _("not reported"), "matches": _("matches"), "differs": _("differs")}
+
+
 def config_drift(endpoint: Endpoint) -> list[dict]:
     """What the endpoint reported against its group's managed settings, setting by setting."""
     wanted = managed_settings(endpoint.group, endpoint.platform)
     engine, cloud, features = wanted["antivirusEngine"], wanted["cloudService"], wanted["features"]
     rows = [
         (
-            "Mirror URL",
+            _("Mirror URL"),
             "antivirusEngine.offlineDefinitionUpdateUrl",
             endpoint.offline_url_configured or None,
             engine["offlineDefinitionUpdateUrl"],
             same_url,
         ),
         (
-            "Offline update",
+            _("Offline update"),
             "antivirusEngine.offlineDefinitionUpdate",
             _switch(endpoint.offline_update),
             engine["offlineDefinitionUpdate"],
             None,
         ),
         (
-            "Verify the signature",
+            _("Verify the signature"),
             "features.offlineDefinitionUpdateVerifySig",
             _switch(endpoint.verify_sig),
             features["offlineDefinitionUpdateVerifySig"],
             None,
         ),
         (
-            "Fall back to Microsoft's cloud",
+            _("Fall back to Microsoft's cloud"),
             "antivirusEngine.offlineDefinitionUpdateFallbackToCloud",
             _flag(endpoint.fallback_to_cloud),
             _flag(engine["offlineDefinitionUpdateFallbackToCloud"]),
             None,
         ),
         (
-            "Automatic updates",
+            _("Automatic updates"),
             "cloudService.automaticDefinitionUpdateEnabled",
             _flag(endpoint.automatic_updates),
             _flag(cloud["automaticDefinitionUpdateEnabled"]),
@@ -680,7 +919,7 @@ def config_drift(endpoint: Endpoint) -> list[dict]:
     if "enforcementLevel" in engine:
         rows.append(
             (
-                "Enforcement level",
+                _("Enforcement level"),
                 "antivirusEngine.enforcementLevel",
                 (endpoint.enforcement_level or "").lower() or None,
                 engine["enforcementLevel"],
@@ -696,7 +935,15 @@ def config_drift(endpoint: Endpoint) -> list[dict]:
         else:
             state, tone = "differs", "bad"
         drift.append(
-            {"label": label, "key": key, "reported": reported, "wanted": expected, "state": state, "tone": tone}
+            {
+                "label": label,
+                "key": key,
+                "reported": reported,
+                "wanted": expected,
+                "state": state,
+                "state_label": DRIFT_STATES[state],
+                "tone": tone,
+            }
         )
     return drift
 
@@ -710,16 +957,18 @@ class EndpointDetailView(RoleRequiredMixin, TemplateView):
     def get_context_data(self, endpoint, **kwargs):
         # What its ring serves now comes first: judged live, so it is never older than the last approval change.
         findings = [
-            {**finding, "tone": SEVERITY_TONE.get(finding.get("severity"), "muted")}
+            {
+                **finding,
+                "tone": SEVERITY_TONE.get(finding.get("severity"), "muted"),
+                "severity_label": SEVERITY_WORDS.get(finding.get("severity"), finding.get("severity")),
+            }
             for finding in [f.to_dict() for f in rings.ring_findings(endpoint)] + list(endpoint.findings or [])
             if isinstance(finding, dict)
         ]
         history = list(endpoint.reports.all()[:20])
         for report in history:
             report.tone = COMPLIANCE_TONE.get(report.compliance, "muted")
-            report.state_label = (
-                short_label(report.compliance) if report.compliance in Compliance.values else report.compliance
-            )
+            report.state_label = short_label(report.compliance)
             report.codes = finding_codes(report.finding_codes)
         move_form = None
         if has_role(self.request.user, Role.OPERATOR):
@@ -745,21 +994,28 @@ class EndpointMoveView(RoleRequiredMixin, View):
         endpoint = get_endpoint(pk)
         form = EndpointMoveForm(request.POST)
         if not form.is_valid():
-            messages.error(request, f"{endpoint} not moved: choose one of the groups offered.")
+            messages.error(
+                request, _("%(endpoint)s not moved: choose one of the groups offered.") % {"endpoint": endpoint}
+            )
             return redirect(endpoint_url(endpoint))
         group, before = form.cleaned_data["group"], endpoint.group
         try:
             enrollment.move_endpoint(endpoint, group, request.user, request)
         except Refused as exc:
-            messages.error(request, f"{endpoint} not moved: {exc}.")
+            messages.error(request, _("%(endpoint)s not moved: %(why)s.") % {"endpoint": endpoint, "why": exc})
         else:
             if group.pk == before.pk:
-                messages.info(request, f"{endpoint} is already in {group.name}.")
+                messages.info(
+                    request, _("%(endpoint)s is already in %(group)s.") % {"endpoint": endpoint, "group": group.name}
+                )
                 return redirect(endpoint_url(endpoint))
             messages.success(
                 request,
-                f"{endpoint} moved from {before.name} to {group.name}: it gets {group.name}'s URL and policy "
-                "with its next managed configuration, and is judged against them from its next report.",
+                _(
+                    "%(endpoint)s moved from %(before)s to %(group)s: it gets %(group)s's URL and policy with its next "
+                    "managed configuration, and is judged against them from its next report."
+                )
+                % {"endpoint": endpoint, "before": before.name, "group": group.name},
             )
         return redirect(endpoint_url(endpoint))
 
@@ -775,7 +1031,9 @@ class EndpointDecommissionView(RoleRequiredMixin, TemplateView):
         endpoint = get_endpoint(pk)
         if endpoint.decommissioned_at:
             messages.info(
-                request, f"{endpoint} was already decommissioned on {endpoint.decommissioned_at:%Y-%m-%d %H:%M}."
+                request,
+                _("%(endpoint)s was already decommissioned on %(when)s.")
+                % {"endpoint": endpoint, "when": f"{endpoint.decommissioned_at:%Y-%m-%d %H:%M}"},
             )
             return redirect(endpoint_url(endpoint))
         return self.render_to_response(self.get_context_data(endpoint=endpoint))
@@ -783,17 +1041,20 @@ class EndpointDecommissionView(RoleRequiredMixin, TemplateView):
     def post(self, request, pk):
         endpoint = get_endpoint(pk)
         if endpoint.decommissioned_at:
-            messages.info(request, f"{endpoint} was already decommissioned.")
+            messages.info(request, _("%(endpoint)s was already decommissioned.") % {"endpoint": endpoint})
             return redirect(endpoint_url(endpoint))
         try:
             enrollment.decommission_endpoint(endpoint, request.user, request)
         except Refused as exc:
-            messages.error(request, f"{endpoint} not decommissioned: {exc}.")
+            messages.error(request, _("%(endpoint)s not decommissioned: %(why)s.") % {"endpoint": endpoint, "why": exc})
         else:
             messages.success(
                 request,
-                f"{endpoint} decommissioned: its token no longer works; its history stays. "
-                "It comes back only if you accept its enrollment claim under Endpoints › Enrollment claims.",
+                _(
+                    "%(endpoint)s decommissioned: its token no longer works; its history stays. It comes back only if "
+                    "you accept its enrollment claim under Endpoints › Enrollment claims."
+                )
+                % {"endpoint": endpoint},
             )
         return redirect(endpoint_url(endpoint))
 
@@ -829,16 +1090,57 @@ class IdentityConflictDecideView(RoleRequiredMixin, View):
             else:
                 enrollment.reject_conflict(conflict, request.user, request)
         except Refused as exc:
-            messages.error(request, f"Claim {conflict.pk} on {conflict.endpoint} not decided: {exc}.")
+            messages.error(
+                request,
+                _("Claim %(pk)s on %(endpoint)s not decided: %(why)s.")
+                % {"pk": conflict.pk, "endpoint": conflict.endpoint, "why": exc},
+            )
             return redirect("fleet:identityconflict_list")
         if self.accept:
             messages.success(
                 request,
-                f"Claim {conflict.pk} accepted: {endpoint} now uses the claimant's token, in group {endpoint.group.name}.",
+                _("Claim %(pk)s accepted: %(endpoint)s now uses the claimant's token, in group %(group)s.")
+                % {"pk": conflict.pk, "endpoint": endpoint, "group": endpoint.group.name},
             )
         else:
-            messages.success(request, f"Claim {conflict.pk} rejected: {conflict.endpoint} keeps its identity.")
+            messages.success(
+                request,
+                _("Claim %(pk)s rejected: %(endpoint)s keeps its identity.")
+                % {"pk": conflict.pk, "endpoint": conflict.endpoint},
+            )
         return redirect("fleet:identityconflict_list")
+
+
+# --- The agent's files, for sites with no other copy -------------------------------------------------
+
+
+class AgentDownloadListView(RoleRequiredMixin, TemplateView):
+    """Every file of the agent with its size and sha256, and how to check them (any signed-in user)."""
+
+    template_name = "fleet/agent_downloads.html"
+
+    def get_context_data(self, **kwargs):
+        files = agent_files()
+        return super().get_context_data(files=files, sums=sha256sums(files), sums_name=SUMS_NAME, **kwargs)
+
+
+class AgentFileView(RoleRequiredMixin, View):
+    """One file of the fixed list (fleet.agent_files), as an attachment; any other name is a 404."""
+
+    http_method_names = ["get", "head"]
+
+    def get(self, request, name):
+        if name == SUMS_NAME:
+            body, content_type = sha256sums(agent_files()).encode(), "text/plain"
+        else:
+            file = agent_file(name)
+            if file is None:
+                raise Http404(f"the agent has no file named {name}")
+            body, content_type = file.body, file.content_type
+        response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+        response["Content-Disposition"] = content_disposition_header(True, name)
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 # --- Enrollment secrets (on the group page) ------------------------------------------------------------
