@@ -34,7 +34,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Q
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from core.outbound import OutboundRefused, policy_session
 from core.secrets import mask_text, mask_url
@@ -659,6 +659,9 @@ STATUS_WORDS = {
 }
 
 
+# Messages to channels are for machines and shared inboxes: built in the portal's source language (English), whatever
+# the language of the person whose action sent them (a test message, a save that resolves an alert).
+@translation.override(None)
 def build_payload(delivery: AlertDelivery) -> dict:
     """The message, as the webhook's JSON body; the e-mail uses its subject and text."""
     event = delivery.event
@@ -950,5 +953,7 @@ def save_rule(rule: AlertRule, channels=None, actor=None, request=None, changes:
 
 def delete_rule(rule: AlertRule, actor=None, request=None) -> None:
     with transaction.atomic():
-        record_event(actor, "alert_rule.delete", rule, {"kind": rule.kind, "condition": rule.condition}, request)
+        with translation.override(None):  # the log keeps one language, whoever reads it later
+            condition = rule.condition
+        record_event(actor, "alert_rule.delete", rule, {"kind": rule.kind, "condition": condition}, request)
         rule.delete()

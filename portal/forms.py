@@ -1,6 +1,7 @@
 import re
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 from core.services import audit_value
 from mirror.forms import formfield
@@ -29,18 +30,20 @@ class RecipientsField(forms.CharField):
 
 
 class AlertChannelForm(AuditedChangesMixin, forms.ModelForm):
-    recipients = RecipientsField(required=False, help_text="E-mail: one address a line (or comma-separated).")
+    recipients = RecipientsField(
+        required=False, label=_("Recipients"), help_text=_("E-mail: one address a line (or comma-separated).")
+    )
 
     class Meta:
         model = AlertChannel
         fields = ["name", "kind", "url", "recipients", "enabled"]
         formfield_callback = formfield  # a URL typed without a scheme is taken as https
-        labels = {"url": "Webhook URL", "enabled": "Send alerts here"}
+        labels = {"name": _("Name"), "kind": _("Kind"), "url": _("Webhook URL"), "enabled": _("Send alerts here")}
         widgets = {"url": forms.URLInput(attrs={"placeholder": "https://hooks.example.org/portal"})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["name"].help_text = "e.g. 'SOC webhook' or 'Security team mail'."
+        self.fields["name"].help_text = _("e.g. 'SOC webhook' or 'Security team mail'.")
 
 
 class AlertRuleForm(AuditedChangesMixin, forms.ModelForm):
@@ -48,32 +51,36 @@ class AlertRuleForm(AuditedChangesMixin, forms.ModelForm):
         model = AlertRule
         fields = AlertRule.EDITABLE_FIELDS
         labels = {
-            "kind": "Alert when",
-            "enabled": "Enabled",
-            "hours": "Hours",
-            "days": "Days",
-            "threshold_percent": "Threshold (%)",
-            "min_endpoints": "At least this many endpoints",
-            "renotify_hours": "Remind every (hours)",
-            "notify_resolved": "Send a message when it is resolved",
+            "name": _("Name"),
+            "kind": _("Alert when"),
+            "enabled": _("Enabled"),
+            "mirror": _("Mirror"),
+            "group": _("Group"),
+            "hours": _("Hours"),
+            "days": _("Days"),
+            "threshold_percent": _("Threshold (%)"),
+            "min_endpoints": _("At least this many endpoints"),
+            "channels": _("Channels"),
+            "renotify_hours": _("Remind every (hours)"),
+            "notify_resolved": _("Send a message when it is resolved"),
         }
         widgets = {"channels": forms.CheckboxSelectMultiple}
 
     SECTIONS = (
-        ("Rule", ("name", "kind", "enabled")),
+        (_("Rule"), ("name", "kind", "enabled")),
         (
-            "Condition (each kind uses only its own fields)",
+            _("Condition (each kind uses only its own fields)"),
             ("mirror", "group", "hours", "days", "threshold_percent", "min_endpoints"),
         ),
-        ("Notify", ("channels", "renotify_hours", "notify_resolved")),
+        (_("Notify"), ("channels", "renotify_hours", "notify_resolved")),
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["mirror"].empty_label = "Every mirror"
-        self.fields["group"].empty_label = "Every group"
+        self.fields["mirror"].empty_label = _("Every mirror")
+        self.fields["group"].empty_label = _("Every group")
         self.fields["channels"].help_text = (
-            "" if AlertChannel.objects.exists() else "No channel yet: add one first, or alerts are only listed here."
+            "" if AlertChannel.objects.exists() else _("No channel yet: add one first, or alerts are only listed here.")
         )
 
     def sections(self):

@@ -41,4 +41,13 @@ def register() -> None:
     labels.register("alert_severity", dict(AlertSeverity.choices))
     labels.register("alert_channel_kind", dict(AlertChannelKind.choices))
     labels.register("delivery_reason", dict(DeliveryReason.choices))
-    labels.register("delivery_status", dict(DeliveryStatus.choices))
+    # Short, for a table cell: the choices' labels are the long form (the cell's title).
+    labels.register(
+        "delivery_status",
+        {
+            DeliveryStatus.PENDING: _("pending"),
+            DeliveryStatus.SENDING: _("sending"),
+            DeliveryStatus.DELIVERED: _("delivered"),
+            DeliveryStatus.FAILED: _("failed"),
+        },
+    )

@@ -7,6 +7,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, validat
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from core.errors import Refused
 from core.outbound import check_url
@@ -25,13 +27,17 @@ class AlertChannel(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=8, choices=AlertChannelKind.choices, default=AlertChannelKind.WEBHOOK)
-    url = models.URLField(max_length=500, blank=True, help_text="Webhook: the http(s) URL the portal POSTs to.")
-    recipients = models.JSONField(default=list, blank=True, help_text="E-mail: the addresses alerts are sent to.")
+    url = models.URLField(
+        max_length=500, blank=True, help_text=gettext_lazy("Webhook: the http(s) URL the portal POSTs to.")
+    )
+    recipients = models.JSONField(
+        default=list, blank=True, help_text=gettext_lazy("E-mail: the addresses alerts are sent to.")
+    )
     # Kept as given, not hashed: every message is signed with it (HMAC-SHA256). Shown once, on creation or rotation.
     secret = models.CharField(max_length=100, blank=True)
     secret_hint = models.CharField(max_length=16, blank=True)
     enabled = models.BooleanField(
-        default=True, help_text="Disabled: alerts are not sent here (a test message still is)."
+        default=True, help_text=gettext_lazy("Disabled: alerts are not sent here (a test message still is).")
     )
     created = models.DateTimeField(default=timezone.now)
 
@@ -47,9 +53,9 @@ class AlertChannel(models.Model):
             self.recipients = []
             parts = urlsplit(self.url or "")
             if not self.url:
-                errors["url"] = "Give the URL the portal posts alerts to, e.g. https://hooks.example.org/portal."
+                errors["url"] = _("Give the URL the portal posts alerts to, e.g. https://hooks.example.org/portal.")
             elif parts.scheme not in ("http", "https") or not parts.hostname:
-                errors["url"] = "Use an http:// or https:// URL with a host name."
+                errors["url"] = _("Use an http:// or https:// URL with a host name.")
             else:
                 try:
                     check_url(self.url, "url")  # the outbound policy, at save time too (core.outbound)
@@ -58,7 +64,7 @@ class AlertChannel(models.Model):
         else:
             self.url = ""
             if not isinstance(self.recipients, list) or not self.recipients:
-                errors["recipients"] = "Give at least one e-mail address."
+                errors["recipients"] = _("Give at least one e-mail address.")
             else:
                 addresses = [str(item).strip() for item in self.recipients if str(item).strip()]
                 bad = []
@@ -68,11 +74,13 @@ class AlertChannel(models.Model):
                     except ValidationError:
                         bad.append(address)
                 if bad:
-                    errors["recipients"] = f"Not an e-mail address: {', '.join(bad)}."
+                    errors["recipients"] = _("Not an e-mail address: %(addresses)s.") % {"addresses": ", ".join(bad)}
                 elif not addresses:
-                    errors["recipients"] = "Give at least one e-mail address."
+                    errors["recipients"] = _("Give at least one e-mail address.")
                 elif len(addresses) > MAX_RECIPIENTS:
-                    errors["recipients"] = f"At most {MAX_RECIPIENTS} addresses; use a mailing list for more."
+                    errors["recipients"] = _("At most %(count)d addresses; use a mailing list for more.") % {
+                        "count": MAX_RECIPIENTS
+                    }
                 else:
                     self.recipients = list(dict.fromkeys(addresses))  # one order, no duplicates
         if errors:
@@ -130,7 +138,11 @@ class AlertRule(models.Model):
         AlertRuleKind.PACKAGE_CONFLICT: ("mirror",),
         AlertRuleKind.ENROLLMENT_SURGE: ("group", "hours", "min_endpoints"),
     }
-    REQUIRED = {"hours": "a number of hours", "days": "a number of days", "threshold_percent": "a percentage (0–100)"}
+    REQUIRED = {
+        "hours": gettext_lazy("a number of hours"),
+        "days": gettext_lazy("a number of days"),
+        "threshold_percent": gettext_lazy("a percentage (0–100)"),
+    }
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=24, choices=AlertRuleKind.choices)
@@ -143,7 +155,7 @@ class AlertRule(models.Model):
         null=True,
         blank=True,
         related_name="alert_rules",
-        help_text="Sync rules: the mirror watched; empty: every mirror.",
+        help_text=gettext_lazy("Sync rules: the mirror watched; empty: every mirror."),
     )
     group = models.ForeignKey(
         "fleet.EndpointGroup",
@@ -151,38 +163,44 @@ class AlertRule(models.Model):
         null=True,
         blank=True,
         related_name="alert_rules",
-        help_text="Group rules: the group watched; empty: every group.",
+        help_text=gettext_lazy("Group rules: the group watched; empty: every group."),
     )
     hours = models.PositiveIntegerField(
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(24 * 365)],
-        help_text="No successful sync for (sync overdue), or a version held back for (gate held), this many hours.",
+        help_text=gettext_lazy(
+            "No successful sync for (sync overdue), or a version held back for (gate held), this many hours."
+        ),
     )
     days = models.PositiveIntegerField(
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(365)],
-        help_text="Endpoints silent: no report for this many days.",
+        help_text=gettext_lazy("Endpoints silent: no report for this many days."),
     )
     threshold_percent = models.PositiveIntegerField(
         null=True,
         blank=True,
         validators=[MinValueValidator(0), MaxValueValidator(100)],
-        help_text="Group compliance: alert below this % of up-to-date endpoints (of those that reported).",
+        help_text=gettext_lazy(
+            "Group compliance: alert below this % of up-to-date endpoints (of those that reported)."
+        ),
     )
     min_endpoints = models.PositiveIntegerField(
         default=1,
         validators=[MinValueValidator(1)],
-        help_text="Endpoints silent: alert from this many silent endpoints on.",
+        help_text=gettext_lazy("Endpoints silent: alert from this many silent endpoints on."),
     )
     channels = models.ManyToManyField(AlertChannel, blank=True, related_name="rules")
     renotify_hours = models.PositiveIntegerField(
         default=0,
         validators=[MaxValueValidator(24 * 30)],
-        help_text="While it keeps firing, send a reminder every this many hours; 0: never.",
+        help_text=gettext_lazy("While it keeps firing, send a reminder every this many hours; 0: never."),
     )
-    notify_resolved = models.BooleanField(default=True, help_text="Send a message when the condition no longer holds.")
+    notify_resolved = models.BooleanField(
+        default=True, help_text=gettext_lazy("Send a message when the condition no longer holds.")
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -203,7 +221,7 @@ class AlertRule(models.Model):
             if name not in used:
                 setattr(self, name, None)
             elif getattr(self, name) is None:
-                errors[name] = f"This kind of rule needs {needed}."
+                errors[name] = _("This kind of rule needs %(what)s.") % {"what": needed}
         if "min_endpoints" not in used or not self.min_endpoints:
             self.min_endpoints = 1
         if errors:
@@ -211,21 +229,33 @@ class AlertRule(models.Model):
 
     @property
     def condition(self) -> str:
-        """The rule in words, e.g. "no successful sync of main for 24 h"."""
-        mirror = f"mirror {self.mirror}" if self.mirror_id else "any mirror"
-        group = f"group {self.group}" if self.group_id else "any group"
-        return {
-            AlertRuleKind.SYNC_FAILED: f"the last sync of {mirror} failed",
-            AlertRuleKind.SYNC_OVERDUE: f"no successful sync of {mirror} for {self.hours} h",
-            AlertRuleKind.GROUP_COMPLIANCE_BELOW: f"fewer than {self.threshold_percent} % of {group}'s endpoints up to date",
-            AlertRuleKind.ENDPOINTS_SILENT: f"{self.min_endpoints} or more endpoints of {'the fleet' if not self.group_id else group} "
-            f"silent for {self.days} days",
-            AlertRuleKind.GATE_HELD: f"a health gate of {group} holds a version back for {self.hours} h",
-            AlertRuleKind.UPSTREAM_WITHDREW: f"the upstream of {mirror} withdrew a version it had served",
-            AlertRuleKind.ENROLLMENT_SURGE: f"{self.min_endpoints} or more endpoints enrolled in {group} "
-            f"within {self.hours} h",
-            AlertRuleKind.PACKAGE_CONFLICT: f"an imported package differs from the upstream's of {mirror}, same version",
-        }.get(self.kind, self.kind)
+        """The rule in words, e.g. "no successful sync of mirror main for 24 h", in the active language (messages
+        to channels are built in the portal's own: portal.alerts.build_payload)."""
+        words = {
+            "mirror": _("mirror %(name)s") % {"name": self.mirror} if self.mirror_id else _("any mirror"),
+            "group": _("group %(name)s") % {"name": self.group} if self.group_id else _("any group"),
+            "hours": self.hours,
+            "days": self.days,
+            "percent": self.threshold_percent,
+            "count": self.min_endpoints,
+        }
+        if self.kind == AlertRuleKind.ENDPOINTS_SILENT and not self.group_id:
+            words["group"] = _("the fleet")
+        sentence = {
+            AlertRuleKind.SYNC_FAILED: _("the last sync of %(mirror)s failed"),
+            AlertRuleKind.SYNC_OVERDUE: _("no successful sync of %(mirror)s for %(hours)s h"),
+            AlertRuleKind.GROUP_COMPLIANCE_BELOW: _(
+                "fewer than %(percent)s %% of the endpoints of %(group)s up to date"
+            ),
+            AlertRuleKind.ENDPOINTS_SILENT: _("%(count)s or more endpoints of %(group)s silent for %(days)s days"),
+            AlertRuleKind.GATE_HELD: _("a health gate of %(group)s holds a version back for %(hours)s h"),
+            AlertRuleKind.UPSTREAM_WITHDREW: _("the upstream of %(mirror)s withdrew a version it had served"),
+            AlertRuleKind.ENROLLMENT_SURGE: _("%(count)s or more endpoints enrolled in %(group)s within %(hours)s h"),
+            AlertRuleKind.PACKAGE_CONFLICT: _(
+                "an imported package differs from the upstream's of %(mirror)s, same version"
+            ),
+        }.get(self.kind)
+        return sentence % words if sentence else self.kind
 
 
 class AlertEvent(models.Model):
@@ -239,9 +269,13 @@ class AlertEvent(models.Model):
     state = models.CharField(max_length=8, choices=AlertState.choices, default=AlertState.FIRING, db_index=True)
     summary = models.CharField(max_length=500)
     details = models.JSONField(default=dict, blank=True)
-    url = models.CharField(max_length=500, blank=True, help_text="The portal page that shows the problem.")
+    url = models.CharField(
+        max_length=500, blank=True, help_text=gettext_lazy("The portal page that shows the problem.")
+    )
     started_at = models.DateTimeField(default=timezone.now)
-    checked_at = models.DateTimeField(default=timezone.now, help_text="When the condition was last seen holding.")
+    checked_at = models.DateTimeField(
+        default=timezone.now, help_text=gettext_lazy("When the condition was last seen holding.")
+    )
     last_notified_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
@@ -278,9 +312,9 @@ class AlertDelivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
     response_status = models.PositiveIntegerField(
-        null=True, blank=True, help_text="The webhook's HTTP status on the last attempt."
+        null=True, blank=True, help_text=gettext_lazy("The webhook's HTTP status on the last attempt.")
     )
-    error = models.TextField(blank=True, help_text="Why the last attempt failed.")
+    error = models.TextField(blank=True, help_text=gettext_lazy("Why the last attempt failed."))
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -291,7 +325,7 @@ class AlertDelivery(models.Model):
 
     class Meta:
         ordering = ["-created", "-id"]
-        verbose_name_plural = "alert deliveries"
+        verbose_name_plural = gettext_lazy("alert deliveries")
 
     def __str__(self):
         return f"{self.get_reason_display()} to {self.channel_name} ({self.status})"

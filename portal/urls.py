@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("core.urls")),
     path("alerts/", views.AlertListView.as_view(), name="alert_list"),
     path("alerts/rules/new/", views.AlertRuleFormView.as_view(), name="alertrule_create"),
+    path("alerts/rules/<int:pk>/", views.AlertRuleDetailView.as_view(), name="alertrule_detail"),
     path("alerts/rules/<int:pk>/edit/", views.AlertRuleFormView.as_view(), name="alertrule_update"),
     path("alerts/rules/<int:pk>/delete/", views.AlertRuleDeleteView.as_view(), name="alertrule_delete"),
     path("alerts/channels/new/", views.AlertChannelFormView.as_view(), name="alertchannel_create"),

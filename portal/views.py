@@ -11,12 +11,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.generic import TemplateView, View
 
 from core.choices import Role
 from core.generic import ObjectDeleteView, ObjectFormView
 from core.models import AuditEvent, Heartbeat
 from core.roles import RoleRequiredMixin
+from core.sorting import ordered
 from fleet.choices import Compliance, FindingCode
 from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
 from fleet.services import rings
@@ -252,13 +254,17 @@ RECENT_DELIVERIES = 20
 
 class AlertListView(RoleRequiredMixin, TemplateView):
     template_name = "portal/alert_list.html"
+    # The rules table's sortable columns (?ordering=, as the API's lists).
+    RULE_SORTING = {"name": "name", "kind": "kind", "firing": "firing", "created": "created"}
 
     def get_context_data(self, **kwargs):
-        rules = (
+        rules = ordered(
             AlertRule.objects.select_related("mirror", "group")
             .prefetch_related("channels")
-            .annotate(firing=Count("events", filter=Q(events__state=AlertState.FIRING)))
-            .order_by("name")
+            .annotate(firing=Count("events", filter=Q(events__state=AlertState.FIRING))),
+            self.request,
+            self.RULE_SORTING,
+            "name",
         )
         channels = AlertChannel.objects.annotate(rule_count=Count("rules")).order_by("name")
         firing = AlertEvent.objects.filter(state=AlertState.FIRING).select_related("rule")
@@ -273,12 +279,35 @@ class AlertListView(RoleRequiredMixin, TemplateView):
         )
 
 
+class AlertRuleDetailView(RoleRequiredMixin, TemplateView):
+    """A rule: what it watches and when it alerts, where it sends, its recent alerts and messages; admins edit or
+    delete it."""
+
+    template_name = "portal/alertrule_detail.html"
+
+    def get(self, request, pk):
+        rule = get_object_or_404(AlertRule.objects.select_related("mirror", "group"), pk=pk)
+        events = rule.events.all()
+        return self.render_to_response(
+            self.get_context_data(
+                rule=rule,
+                used=set(AlertRule.FIELDS_BY_KIND.get(rule.kind, ())),
+                channels=rule.channels.order_by("name"),
+                firing=events.filter(state=AlertState.FIRING).count(),
+                events=events[:RECENT_ALERTS],
+                deliveries=AlertDelivery.objects.filter(event__rule=rule).select_related("requested_by")[
+                    :RECENT_DELIVERIES
+                ],
+            )
+        )
+
+
 class AlertRuleFormView(ObjectFormView):
     """Create (no pk) or edit an alert rule."""
 
     template_name = "portal/alertrule_form.html"
     form_class = AlertRuleForm
-    noun = "Alert rule"
+    noun = gettext_lazy("Alert rule")
     context_name = "rule"
 
     def get_object(self):
@@ -293,12 +322,12 @@ class AlertRuleFormView(ObjectFormView):
         )
 
     def success_url(self, rule):
-        return reverse("alert_list")
+        return reverse("alertrule_detail", args=[rule.pk])
 
 
 class AlertRuleDeleteView(ObjectDeleteView):
-    noun = "Alert rule"
-    deleted_message = "{noun} {name} deleted; its deliveries stay in the log."
+    noun = gettext_lazy("Alert rule")
+    deleted_message = gettext_lazy("{noun} {name} deleted; its deliveries stay in the log.")
 
     def get_object(self):
         return get_object_or_404(AlertRule, pk=self.kwargs["pk"])
@@ -319,7 +348,7 @@ class AlertChannelFormView(ObjectFormView):
 
     template_name = "portal/alertchannel_form.html"
     form_class = AlertChannelForm
-    noun = "Alert channel"
+    noun = gettext_lazy("Alert channel")
     context_name = "channel"
 
     def get_object(self):
@@ -383,10 +412,16 @@ class AlertChannelTestView(RoleRequiredMixin, View):
         channel = get_object_or_404(AlertChannel, pk=pk)
         delivery = alerts.send_test(channel, request.user, request)
         if delivery.status == DeliveryStatus.DELIVERED:
-            answered = f" (HTTP {delivery.response_status})" if delivery.response_status else ""
-            messages.success(request, f"Test message delivered to {channel.name}{answered}.")
+            if delivery.response_status:
+                message = _("Test message delivered to %(name)s (HTTP %(status)s).")
+            else:
+                message = _("Test message delivered to %(name)s.")
+            messages.success(request, message % {"name": channel.name, "status": delivery.response_status})
         else:
-            messages.error(request, f"Test message to {channel.name} failed: {delivery.error}")
+            messages.error(
+                request,
+                _("Test message to %(name)s failed: %(error)s") % {"name": channel.name, "error": delivery.error},
+            )
         return redirect(channel_url(channel))
 
 
@@ -401,8 +436,8 @@ class AlertChannelRotateView(RoleRequiredMixin, View):
 
 
 class AlertChannelDeleteView(ObjectDeleteView):
-    noun = "Alert channel"
-    deleted_message = "{noun} {name} deleted; its deliveries stay in the log."
+    noun = gettext_lazy("Alert channel")
+    deleted_message = gettext_lazy("{noun} {name} deleted; its deliveries stay in the log.")
 
     def get_object(self):
         return get_object_or_404(AlertChannel, pk=self.kwargs["pk"])

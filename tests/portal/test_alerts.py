@@ -722,7 +722,7 @@ def test_an_admin_creates_and_changes_a_rule_and_fields_its_kind_does_not_use_ar
         [channel.pk],
         0,
     )
-    assert body["condition"] == "fewer than 90 % of group Pilot's endpoints up to date"
+    assert body["condition"] == "fewer than 90 % of the endpoints of group Pilot up to date"
     rule_id = body["id"]
     changed = api.patch(f"/api/v1/alert-rules/{rule_id}/", {"kind": "sync_overdue", "hours": 12}, format="json")
     assert changed.status_code == 200, changed.json()

@@ -170,8 +170,8 @@ def test_an_admin_creates_a_rule_and_the_form_refuses_a_threshold_over_100(clien
             "channels": [channel.pk],
         },
     )
-    assert response.status_code == 302 and response.url == "/alerts/"
     rule = AlertRule.objects.get()
+    assert response.status_code == 302 and response.url == f"/alerts/rules/{rule.pk}/"  # the new rule's page
     assert (rule.threshold_percent, rule.hours, list(rule.channels.all())) == (90, None, [channel])
     assert messages_of(response) == ["Alert rule rings created."]
     assert AuditEvent.objects.get(action="alert_rule.create").details["channels"] == ["soc"]
