@@ -13,9 +13,16 @@ from pathlib import Path
 
 from django.conf import settings
 
+from mirror.choices import SyncErrorKind
+
 
 class PackageError(Exception):
-    """A package that must not be stored or served; the message says why, for a person."""
+    """A package that must not be stored or served; the message says why, for a person, ``kind`` which way
+    (mirror.errors: a bad zip, or a member that fails its checksum)."""
+
+    def __init__(self, message: str, kind: str = SyncErrorKind.ZIP):
+        super().__init__(message)
+        self.kind = kind
 
 
 def blob_path(sha256: str) -> Path:
@@ -77,7 +84,7 @@ def verify_zip(path: Path, streamed=None) -> None:
     except (OSError, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
         raise PackageError(f"the zip cannot be read: {exc}") from None
     if bad is not None:
-        raise PackageError(f"the package is corrupt: member {bad} fails its CRC check")
+        raise PackageError(f"the package is corrupt: member {bad} fails its CRC check", SyncErrorKind.CHECKSUM)
 
 
 def check_zip_bounds(members, file_size: int) -> None:

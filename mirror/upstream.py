@@ -1,9 +1,10 @@
 """Talking to an upstream: Microsoft's fwlink endpoint (DESIGN §2.1) or another mirror's tree (§2.2).
 
-Every failure becomes an ``UpstreamError`` whose message a person can act on.
-Transient failures (connection errors, 5xx, 429) are retried with exponential
-backoff and jitter, honouring Retry-After; an interrupted download resumes with
-Range + If-Range from what it already has.
+Every failure becomes an ``UpstreamError`` whose message a person can act on, with its kind (mirror.errors) for
+the one-line summary. Transient failures (a cut transfer, 5xx, 429) are retried with exponential backoff and jitter,
+honouring Retry-After; an interrupted download resumes with Range + If-Range from what it already has. A host that
+cannot be reached at all (refused, unknown name, no answer within MIRROR_CONNECT_TIMEOUT, TLS, outbound policy) is
+not retried: waiting seconds does not mend it, and the sync says so at once.
 """
 
 import json
@@ -13,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import urllib3
@@ -22,6 +23,8 @@ from django.conf import settings
 from core.outbound import OutboundRefused, policy_session
 from core.secrets import mask_text
 from mirror.choices import Channel, UpstreamKind
+from mirror.choices import SyncErrorKind as Kind
+from mirror.errors import NOT_RETRIED, Failure, classify, hostport
 from mirror.store import human_size
 from mirror.streamcheck import StreamCheck, ZipStreamVerifier
 
@@ -35,7 +38,24 @@ MAX_RETRY_AFTER = 300
 
 
 class UpstreamError(Exception):
-    """The upstream failed in a way that a person can read and act on."""
+    """The upstream failed in a way that a person can read and act on; ``failure`` says which way, for the summary."""
+
+    def __init__(self, message: str, failure: Failure | None = None):
+        super().__init__(message)
+        self.failure = failure or Failure(Kind.OTHER)
+
+
+def host_of_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        return hostport(parts.hostname or "", parts.port)
+    except ValueError:
+        return ""
+
+
+def connect_timeouts(read_timeout) -> tuple:
+    """(connect, read): a host that does not accept the connection within seconds is not there; a slow body is."""
+    return (settings.MIRROR_CONNECT_TIMEOUT, read_timeout)
 
 
 @dataclass(frozen=True)
@@ -100,10 +120,12 @@ def parse_manifest_xml(text: str, quote: bool = True) -> RemoteVersion:
     engine = _ENGINE_RE.search(text)
     signatures = _SIGNATURES_RE.search(text)
     if not engine and not signatures:
-        raise UpstreamError(f"the upstream manifest has neither <engine> nor <signatures> ({describe_body(text)})")
+        raise UpstreamError(
+            f"the upstream manifest has neither <engine> nor <signatures> ({describe_body(text)})", MANIFEST
+        )
     if not engine or not signatures:
         missing = "<engine>" if not engine else "<signatures>"
-        raise UpstreamError(f"the upstream manifest has no {missing} version")
+        raise UpstreamError(f"the upstream manifest has no {missing} version", MANIFEST)
     date = (_DATE_RE.search(signatures.group(1)) or [None, ""])[1]
     return check_versions(engine.group(1), signatures.group(2), date, quote)
 
@@ -114,8 +136,11 @@ def parse_manifest_json(text: str, quote: bool = True) -> RemoteVersion:
         return check_versions(str(data["EngineVersion"]), str(data["DefinitionVersion"]), quote=quote)
     except (ValueError, KeyError, TypeError):
         raise UpstreamError(
-            f"the upstream manifest.json has no EngineVersion and DefinitionVersion ({describe_body(text)})"
+            f"the upstream manifest.json has no EngineVersion and DefinitionVersion ({describe_body(text)})", MANIFEST
         ) from None
+
+
+MANIFEST = Failure(Kind.MANIFEST)
 
 
 def check_versions(engine: str, definition: str, date: str = "", quote: bool = True) -> RemoteVersion:
@@ -123,7 +148,7 @@ def check_versions(engine: str, definition: str, date: str = "", quote: bool = T
     for name, value in (("engine", engine), ("definition", definition)):
         if not _VERSION_RE.match(value):
             shown = f" {value[:40]!r}" if quote else ""
-            raise UpstreamError(f"the upstream manifest's {name} version{shown} is not a version number")
+            raise UpstreamError(f"the upstream manifest's {name} version{shown} is not a version number", MANIFEST)
     return RemoteVersion(engine, definition, date)
 
 
@@ -173,8 +198,18 @@ class Retrier:
 
 def _status_error(response, what: str) -> UpstreamError:
     return UpstreamError(
-        f"upstream returned HTTP {response.status_code} for the {what} ({describe_response(response)})"
+        f"upstream returned HTTP {response.status_code} for the {what} ({describe_response(response)})",
+        Failure(Kind.HTTP, host_of_url(response.url), response.status_code),
     )
+
+
+def _unreachable(exc: Exception, url: str, retrier: "Retrier") -> Failure | None:
+    """The failure to raise now, or None to try again (after the retrier's wait)."""
+    failure = classify(exc, host_of_url(url))
+    if failure.kind in NOT_RETRIED:
+        retrier.failures += 1  # this attempt counts; no other is made
+        return failure
+    return None if retrier.wait() else failure
 
 
 def fetch_version(session, upstream, target) -> RemoteVersion:
@@ -182,13 +217,13 @@ def fetch_version(session, upstream, target) -> RemoteVersion:
     retrier = Retrier()
     while True:
         try:
-            response = session.get(url, timeout=(10, upstream.timeout))
+            response = session.get(url, timeout=connect_timeouts(upstream.timeout))
         except OutboundRefused as exc:
-            raise UpstreamError(f"cannot reach the upstream for the manifest: {exc}") from None
+            raise UpstreamError(f"cannot reach the upstream for the manifest: {exc}", classify(exc)) from None
         except requests.RequestException as exc:
-            if retrier.wait():
+            if (failure := _unreachable(exc, url, retrier)) is None:
                 continue
-            raise UpstreamError(f"cannot reach the upstream for the manifest: {short_error(exc)}") from None
+            raise UpstreamError(f"cannot reach the upstream for the manifest: {short_error(exc)}", failure) from None
         if response.status_code in TRANSIENT_STATUS and retrier.wait(response.headers.get("Retry-After")):
             continue
         if response.status_code != 200:
@@ -207,7 +242,15 @@ def short_error(exc: Exception) -> str:
         return "the connection was reset"
     if "IncompleteRead" in text or "Connection broken" in text:
         return "the connection closed before the whole body arrived"
-    return mask_text(re.sub(r"<[^>]+>", "", text))[:200]  # requests quotes the URL: its query may hold a token
+    # The whole text (the page shows it behind the summary), masked: requests quotes the URL, whose query may hold a
+    # token. Bounded, at a word: a chain of wrapped errors can be long, and never ends mid-word.
+    text = mask_text(re.sub(r"<[^>]+>", "", text))
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[:MAX_ERROR_TEXT].rsplit(" ", 1)[0] + " …"
+    return text
+
+
+MAX_ERROR_TEXT = 2000
 
 
 class ResumableFile:
@@ -254,7 +297,7 @@ def download(session, url: str, dest: Path, timeout: int, progress=None) -> Down
             # If-Range: the server sends the rest only if the file is still the one we began.
             headers = {"Range": f"bytes={have}-", "If-Range": validator}
         try:
-            with session.get(url, headers=headers, stream=True, timeout=(10, timeout)) as response:
+            with session.get(url, headers=headers, stream=True, timeout=connect_timeouts(timeout)) as response:
                 if response.status_code in TRANSIENT_STATUS:
                     if retrier.wait(response.headers.get("Retry-After")):
                         continue
@@ -264,7 +307,8 @@ def download(session, url: str, dest: Path, timeout: int, progress=None) -> Down
                 content_type = response.headers.get("Content-Type", "").lower()
                 if "text/html" in content_type:
                     raise UpstreamError(
-                        f"upstream returned an HTML page instead of a zip ({describe_response(response)})"
+                        f"upstream returned an HTML page instead of a zip ({describe_response(response)})",
+                        Failure(Kind.HTML, host_of_url(response.url)),
                     )
                 appending = response.status_code == 206 and have > 0
                 if appending:
@@ -297,20 +341,22 @@ def download(session, url: str, dest: Path, timeout: int, progress=None) -> Down
                     # Not a cut-off transfer to resume: the bytes themselves are wrong.
                     partial.discard()
                     raise UpstreamError(
-                        f"the package download is {'longer' if size > expected else 'shorter'} than announced: got {size} of {expected} bytes"
+                        f"the package download is {'longer' if size > expected else 'shorter'} than announced: got {size} of {expected} bytes",
+                        Failure(Kind.INCOMPLETE, host_of_url(response.url)),
                     )
                 return Download(dest, sha256, size, response.url, resumed_from, check.zip)
         except OutboundRefused as exc:
-            raise UpstreamError(f"the package download failed: {exc}") from None
+            raise UpstreamError(f"the package download failed: {exc}", classify(exc)) from None
         except (
             requests.ConnectionError,
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
             urllib3.exceptions.HTTPError,
         ) as exc:
-            if retrier.wait():
+            if (failure := _unreachable(exc, url, retrier)) is None:
                 continue
             got = dest.stat().st_size if dest.exists() else 0
+            tries = f"after {retrier.failures} attempts " if retrier.failures > 1 else ""
             raise UpstreamError(
-                f"the package download failed after {retrier.attempts} attempts ({got} bytes received): {short_error(exc)}"
+                f"the package download failed {tries}({got} bytes received): {short_error(exc)}", failure
             ) from None

@@ -316,6 +316,9 @@ FLEET_REPORT_RETENTION_DAYS = env_int("FLEET_REPORT_RETENTION_DAYS", 30)
 # --- Mirror -------------------------------------------------------------------
 MIRROR_RETRY_ATTEMPTS = env_int("MIRROR_RETRY_ATTEMPTS", 5)
 MIRROR_RETRY_BACKOFF = float(env_str("MIRROR_RETRY_BACKOFF") or 2.0)  # seconds, doubled per failure
+# Seconds to open a connection to an upstream or its proxy (the upstream's own timeout is for data once connected):
+# a host that does not accept within seconds is not there, and such a failure is not retried (mirror.upstream).
+MIRROR_CONNECT_TIMEOUT = float(env_str("MIRROR_CONNECT_TIMEOUT") or 5)
 # A running sync's worker beats its heartbeat this often (a thread, whatever the sync is doing); one whose heartbeat
 # is older than MIRROR_STALE_RUN_SECONDS lost its worker, and the next trigger replaces it (issue 14, item 11).
 MIRROR_HEARTBEAT_SECONDS = float(env_str("MIRROR_HEARTBEAT_SECONDS") or 10)

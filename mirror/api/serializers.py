@@ -63,6 +63,11 @@ class SyncRunSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="Username, or null for a scheduled sync.",
     )
+    error_summary = serializers.CharField(
+        read_only=True,
+        help_text="Why the run failed, in one line in the request's language (error keeps the whole text); "
+        "empty when it did not fail.",
+    )
 
     class Meta:
         model = SyncRun
@@ -80,6 +85,7 @@ class SyncRunSerializer(serializers.ModelSerializer):
             "bytes_expected",
             "results",
             "error",
+            "error_summary",
             "log",
         ]
         read_only_fields = fields

@@ -4,6 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mirror.choices import ACTIVE_SYNC_STATES, SyncState, SyncTrigger
+from mirror.errors import run_summary
 
 
 class SyncRun(models.Model):
@@ -50,3 +51,8 @@ class SyncRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+    @property
+    def error_summary(self) -> str:
+        """The error in one line, in the reader's language (mirror.errors); ``error`` keeps the whole text."""
+        return run_summary(self)

@@ -17,6 +17,8 @@ from core.models import AuditEvent
 from core.services import record_event
 from core.versions import version_key
 from mirror.choices import ACTIVE_SYNC_STATES, PackageSource, SyncState, SyncTrigger, TargetOutcome
+from mirror.choices import SyncErrorKind as Kind
+from mirror.errors import UNREACHABLE, Failure
 from mirror.models import Mirror, Publication, SignaturePackage, SyncRun
 from mirror.services.publish import publish
 from mirror.signals import package_withdrawn, sync_finished
@@ -173,13 +175,20 @@ def run_sync(run_id: int) -> SyncRun | None:
     session = make_session(mirror.upstream)
     _log(run, f"sync of {len(mirror.targets())} target(s) from {mirror.upstream.name}")
     run.save(update_fields=["log"])
+    unreachable = None  # the first result that could not reach the upstream at all
     try:
         for target in mirror.targets():
             if stop_requested():
                 raise SyncStopped
             run.current_target = str(Target(*target))
             SyncRun.objects.filter(pk=run.pk).update(current_target=run.current_target, heartbeat_at=timezone.now())
-            result = sync_target(run, mirror, session, target)
+            if unreachable is not None:
+                # Same upstream, same host: trying again would wait the same connect timeout for the same answer.
+                result = not_tried(target, unreachable)
+            else:
+                result = sync_target(run, mirror, session, target)
+                if result.get("error_kind") in UNREACHABLE:
+                    unreachable = result
             run.results.append(result)
             _log(run, describe_result(result))
             run.save(update_fields=["results", "log", "bytes_done"])
@@ -207,6 +216,21 @@ def run_sync(run_id: int) -> SyncRun | None:
     error = "; ".join(f"{r['target']}: {r['error']}" for r in failures)
     finish_run(run, state, error)
     return run
+
+
+def not_tried(target, unreachable: dict) -> dict:
+    """The result of a target skipped because an earlier one could not reach the upstream."""
+    return {
+        "target": str(Target(*target)),
+        "outcome": TargetOutcome.FAILED,
+        "engine": "",
+        "definition": "",
+        "previous": "",
+        "bytes": 0,
+        "duration": 0.0,
+        "error": f"not tried: {unreachable['target']} could not reach the upstream just before",
+        **{key: value for key, value in unreachable.items() if key.startswith("error_")},
+    }
 
 
 def describe_result(result: dict) -> str:
@@ -290,10 +314,12 @@ def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
         else:
             result.update(outcome=TargetOutcome.WITHDRAWN)
             record_withdrawal(run, mirror, package, withdrawn)
-    except (UpstreamError, PackageError) as exc:
-        result["error"] = str(exc)
+    except UpstreamError as exc:
+        result.update(error=str(exc), **exc.failure.fields())
+    except PackageError as exc:
+        result.update(error=str(exc), **Failure(exc.kind).fields())
     except OSError as exc:
-        result["error"] = f"cannot write the store or the published tree: {exc}"
+        result.update(error=f"cannot write the store or the published tree: {exc}", **Failure(Kind.STORE).fields())
     result["duration"] = round(time.monotonic() - started, 3)
     return result
 
