@@ -614,6 +614,7 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
     """The fleet, filtered: a count per compliance state and one page of endpoints (constant queries at any size)."""
 
     template_name = "fleet/endpoint_list.html"
+    page_size = ENDPOINT_PAGE_SIZE
 
     def get(self, request):
         if request.GET.get("format") == "csv":
@@ -665,7 +666,7 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
             "decommissioned_at",
         )
         rows, has_previous, has_next = (
-            keyset_page(page, after, before, ordering=ordering) if total else ([], False, False)
+            keyset_page(page, after, before, self.page_size, ordering) if total else ([], False, False)
         )
         for endpoint in rows:
             endpoint.tone = COMPLIANCE_TONE.get(endpoint.compliance, "muted")
