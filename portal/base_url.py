@@ -55,26 +55,28 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def _host_port(netloc_or_url: str, scheme: str) -> tuple[str, int | None]:
+def _host_port(netloc_or_url: str) -> tuple[str, int | None]:
     parts = urlsplit(netloc_or_url if "//" in netloc_or_url else f"//{netloc_or_url}")
     try:
         port = parts.port
     except ValueError:
         port = None
-    return (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
+    return (parts.hostname or "").lower(), port
 
 
 def problems(request) -> list[str]:
     """What is wrong with the base URL seen from this request (no query): loopback, or not the browser's host."""
     base = settings.PORTAL_BASE_URL
-    scheme = urlsplit(base).scheme
-    base_host, base_port = _host_port(base, scheme)
+    base_host, base_port = _host_port(base)
+    base_port = base_port or DEFAULT_PORTS.get(urlsplit(base).scheme)
     found = []
     if is_loopback(base_host):
         found.append(_("it is a loopback address: endpoints on other machines cannot reach it"))
-    browser_host, browser_port = _host_port(request.get_host(), "https" if request.is_secure() else "http")
-    if (browser_host, browser_port) != (base_host, base_port) and not (
-        is_loopback(base_host) and is_loopback(browser_host) and browser_port == base_port
-    ):
+    browser_host, browser_port = _host_port(request.get_host())
+    # Without a port the browser used 80 or 443: behind a proxy that ends TLS the request looks like plain http,
+    # so the scheme here says nothing about which.
+    same_port = browser_port == base_port or (browser_port is None and base_port in DEFAULT_PORTS.values())
+    same_host = browser_host == base_host or (is_loopback(browser_host) and is_loopback(base_host))
+    if not (same_host and same_port):
         found.append(_("it is not the address your browser used"))
     return found

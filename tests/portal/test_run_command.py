@@ -12,16 +12,38 @@ from tests.web import get_or_none, sign_in
 pytestmark = pytest.mark.e2e
 
 
+FRAME = re.compile(r"^={72}\nThe portal is running: (\S+)\n(.*?)\n={72}$", re.MULTILINE | re.DOTALL)
+# What starting prints before the credentials: the migrations (quiet now), gunicorn's and Celery's banners.
+STARTUP_LINES = ("Applying ", "Booting worker", "-------------- ", "[tasks]", " ready.", "beat: Starting")
+
+
+def credentials_frame(text: str) -> re.Match:
+    """The framed credentials, printed once, after everything starting prints (later lines are the run's logs)."""
+    frames = list(FRAME.finditer(text))
+    assert len(frames) == 1, text
+    after = text[frames[0].end() :]
+    assert not [line for line in after.splitlines() if any(mark in line for mark in STARTUP_LINES)], after
+    before = text[: frames[0].start()]
+    assert [mark for mark in ("Booting worker", " ready.", "beat: Starting") if mark not in before] == [], text
+    assert "Applying " not in text, "the migrations are quiet"
+    return frames[0]
+
+
 def scenario(tmp_path, expect_generated_password, **env):
     process, base, log = start_portal(tmp_path, **env)
     try:
         wait_for(lambda: get_or_none(f"{base}/healthz"), 120, lambda: f"the portal on {base}\n{output(log)}")
+        wait_for(lambda: FRAME.search(output(log)), 60, lambda: f"the credentials\n{output(log)}")
         text = output(log)
         pids = {name: int(pid) for name, pid in re.findall(r"started (\w+) \(pid (\d+)\)", text)}
         assert set(pids) == {"web", "worker", "beat"}
+        frame = credentials_frame(text)
+        # The URL to sign in at is the one the portal listens on (bin/run --port N), not localhost:8000.
+        assert frame.group(1) == base.replace("127.0.0.1", "localhost") + "/"
 
         if expect_generated_password:
-            password = re.search(r"password: (\S+)", text).group(1)
+            password = re.search(r"password: (\S+)", frame.group(2)).group(1)
+            assert "username: admin" in frame.group(2) and "Change it after signing in." in frame.group(2)
         else:
             password = env["PORTAL_ADMIN_PASSWORD"]
             assert password not in text
@@ -64,7 +86,9 @@ def test_a_second_start_keeps_the_admin_and_prints_no_password(tmp_path):
     process, base, log = start_portal(tmp_path)
     try:
         wait_for(lambda: get_or_none(f"{base}/healthz"), 120, "the second start")
-        assert "An admin account exists" in output(log) and "password:" not in output(log)
+        wait_for(lambda: FRAME.search(output(log)), 60, lambda: f"the closing frame\n{output(log)}")
+        assert "An admin account exists" in credentials_frame(output(log)).group(2)
+        assert "password:" not in output(log)
         sign_in(base, "admin", "a-chosen-admin-passphrase")
     finally:
         process.send_signal(signal.SIGINT)
