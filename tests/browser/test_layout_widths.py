@@ -147,6 +147,7 @@ MEASURE = """() => {
   const result = {width, scrollWidth: document.documentElement.scrollWidth, offenders: []};
   if (result.scrollWidth <= width) return result;
   const scrolls = (el) => {
+    if (["absolute", "fixed"].includes(getComputedStyle(el).position)) return false;  // escapes unpositioned scrollers
     for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
       if (getComputedStyle(up).overflowX !== "visible") return true;
     }
