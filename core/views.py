@@ -191,8 +191,11 @@ class LanguageView(View):
     def post(self, request):
         language = request.POST.get("language", "")
         if language not in {"", *dict(settings.LANGUAGES)}:
+            # Plain text: what was sent is quoted back, never drawn as HTML.
             return HttpResponseBadRequest(
-                f"Unknown language {language[:16]!r}: choose one of {', '.join(dict(settings.LANGUAGES))}."
+                _("Unknown language %(language)r: choose one of %(choices)s.")
+                % {"language": language[:16], "choices": ", ".join(dict(settings.LANGUAGES))},
+                content_type="text/plain; charset=utf-8",
             )
         url = request.POST.get("next") or ""
         if not url_has_allowed_host_and_scheme(url, {request.get_host()}, request.is_secure()):
