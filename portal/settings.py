@@ -24,7 +24,8 @@ DEBUG = env_bool("DEBUG", False)
 # The one file settings may write: a key must exist before anything is signed (made once, atomically; core/env.py).
 SECRET_KEY = persistent_secret("SECRET_KEY", VAR_DIR / "secret_key")
 
-# The public URL of the portal: generated managed configs and mirror URLs use it.
+# The public URL of the portal: generated managed configs and mirror URLs use it. Unset, `bin/run` (manage.py serve)
+# sets it from --host/--port for itself and its children (portal/base_url.py); the default is for other commands.
 PORTAL_BASE_URL = (env_str("PORTAL_BASE_URL") or "http://localhost:8000").rstrip("/")
 _base_host = urlsplit(PORTAL_BASE_URL).hostname
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])

@@ -75,8 +75,13 @@ def test_the_demo_sets_up_a_portal_with_a_mirror_rings_and_a_reporting_fleet(tmp
             process.kill()
     text = output(log)
     log.close()
-    assert "Demo portal ready in" in text and f"{base}/" in text, text
-    assert re.search(r"admin\s+admin / \S{16,}", text), text  # the generated password, printed once
+    # The URL endpoints are told, derived from --port as bin/run does (127.0.0.1 → localhost).
+    assert "Demo portal ready in" in text and f"{base.replace('127.0.0.1', 'localhost')}/" in text, text
+    password = re.search(r"admin\s+admin / (\S{16,})", text)  # the generated password, printed once: at the end
+    assert password and text.count(password.group(1)) == 1, text
+    banner = text[text.index("Demo portal ready in") :]
+    assert password.group(1) in banner and "change it after signing in" in banner
+    assert banner.rstrip().endswith("=" * 72 + "\nStopped (--once)."), banner
     assert "operator / demo-operator" in text and "viewer / demo-viewer" in text
     assert get_or_none(f"{base}/healthz") is None  # --once stops everything it started
 

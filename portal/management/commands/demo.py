@@ -14,7 +14,6 @@ Meant for its own var dir (``bin/run --demo`` uses var/demo/): it refuses a data
 mirrors or groups it did not create. A second start reuses the demo's data.
 """
 
-import io
 import ipaddress
 import os
 import random
@@ -33,7 +32,9 @@ from django.db.models import Count
 from django.utils import timezone
 
 from core.choices import Role
+from core.management.commands.ensure_admin import create_first_admin
 from core.roles import set_role
+from portal import base_url
 from portal.management.commands import serve
 
 DEMO_USERS = {"operator": ("demo-operator", Role.OPERATOR), "viewer": ("demo-viewer", Role.VIEWER)}
@@ -68,11 +69,10 @@ class Command(serve.Command):
             raise CommandError(f"--endpoints must be at least {len(RING_SLUGS)}")
         started = time.monotonic()
         local_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        self.base_url = f"http://{local_host}:{port}"
-        if not (os.environ.get("PORTAL_BASE_URL") or os.environ.get("PORTAL_BASE_URL_FILE")):
-            # Endpoints are told URLs under PORTAL_BASE_URL: make it this demo's address, here and in the children.
-            os.environ["PORTAL_BASE_URL"] = self.base_url
-            settings.PORTAL_BASE_URL = self.base_url
+        self.base_url = f"http://{local_host}:{port}"  # where this command reaches its own web server
+        # Endpoints are told URLs under PORTAL_BASE_URL: unless set, this demo's address (as bin/run derives it from
+        # --host/--port), here and in the children.
+        self.public_url = base_url.publish(host, port)
         self.say(f"Demo data in {settings.VAR_DIR}")
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
@@ -141,7 +141,7 @@ class Command(serve.Command):
         User = get_user_model()
         admin = User.objects.filter(is_superuser=True).order_by("pk").first()
         admin_line = (
-            f"{admin.username} / {admin_password}"
+            f"{admin.username} / {admin_password}   (shown once: change it after signing in)"
             if admin_password
             else f"{admin.username} / the password printed when this demo was first started (or PORTAL_ADMIN_PASSWORD)"
         )
@@ -161,12 +161,12 @@ class Command(serve.Command):
             "\n".join(
                 [
                     line,
-                    f"Demo portal ready in {seconds:.0f} s: {self.base_url}/",
+                    f"Demo portal ready in {seconds:.0f} s: {self.public_url}/",
                     "Sign in as (all three roles):",
                     f"    admin     {admin_line}",
                     *(f"    {role.value:<9} {name} / {password}" for name, (password, role) in DEMO_USERS.items()),
                     "What to look at:",
-                    "    /                  dashboard: compliance by ring, the rings that serve nothing, the 7-day trend",
+                    "    /                  dashboard: compliance by ring, the rings that serve nothing, the 14-day trend",
                     "    /groups/           the rings: pilot serves the package, early and broad wait and say why",
                     "                       (until they serve one, their endpoints count as unserved, not up to date)",
                     "    /groups/endpoints/ endpoints by state and finding (failing, misconfigured, stale, silent…)",
@@ -201,18 +201,10 @@ class Command(serve.Command):
             )
 
     def create_users(self) -> str | None:
-        """The admin as bin/run makes it (its generated password printed once) and the fixed demo users; the admin's password if generated now."""
-        out = io.StringIO()
-        call_command("ensure_admin", stdout=out)
-        self.say(out.getvalue().rstrip())
-        generated = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in out.getvalue().splitlines()
-                if line.strip().startswith("password:")
-            ),
-            None,
-        )
+        """The admin as bin/run makes it and the fixed demo users; the admin's password if generated now (printed
+        once, in the closing banner: not here, where the setup's lines would bury it)."""
+        admin = create_first_admin()
+        generated = admin.password if admin else None
         User = get_user_model()
         for username, (password, role) in DEMO_USERS.items():
             user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@demo.invalid"})
