@@ -16,3 +16,4 @@ class FleetConfig(AppConfig):
         package_withdrawn.connect(rings.on_package_withdrawn, dispatch_uid="fleet.withdrawal")
         collect_package_references.connect(receivers.package_references, dispatch_uid="fleet.package_references")
         package_usage.connect(receivers.package_usage, dispatch_uid="fleet.package_usage")
+        package_usage.connect(receivers.package_approval, dispatch_uid="fleet.package_approval")

@@ -1,15 +1,33 @@
 from django import forms
+from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from core.errors import Refused
 from core.forms import ChangesMixin
 from fleet.choices import EnforcementLevel
 from fleet.models import MAX_INTERVAL, MIN_INTERVAL, EndpointGroup
 from fleet.services.enrollment import check_expiry
-from fleet.services.rings import group_audit_value
+from fleet.services.rings import group_audit_value, is_newer
 from mirror.choices import Platform
 from mirror.models import SignaturePackage
 
 IMPORT_MAX_BYTES = 256 * 1024  # an mdatp_managed.json is a few hundred bytes; refuse anything absurd
+
+# Microsoft's pages behind the group form's inline help (each found on learn.microsoft.com).
+MS_PREFERENCES = "https://learn.microsoft.com/en-us/defender-endpoint/linux-preferences"
+MS_OFFLINE_UPDATES = (
+    "https://learn.microsoft.com/en-us/defender-endpoint/linux-support-offline-security-intelligence-update"
+)
+MS_UPDATE_CHANNELS = "https://docs.microsoft.com/en-us/microsoft-365/security/defender-endpoint/updates"
+
+
+def _help(sentence: str, url: str = "", key: str = ""):
+    """A help text: the mdatp_managed.json key it sets, one sentence, then a link to the Microsoft page that says more."""
+    text = format_html("<code>{}</code>: {}", key, sentence) if key else sentence
+    if not url:
+        return text
+    return format_html('{} <a href="{}" rel="noopener">{}</a>', text, url, gettext("Microsoft’s documentation"))
 
 
 class EndpointGroupForm(ChangesMixin, forms.ModelForm):
@@ -28,28 +46,39 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
         model = EndpointGroup
         fields = EndpointGroup.EDITABLE_FIELDS
         labels = {
-            "staleness_hours": "Staleness threshold (hours)",
-            "source_group": "Source ring",
-            "delay_hours": "Delay (hours)",
-            "gate_percent": "Health gate (%)",
-            "gate_min_enrollment_hours": "Gate: endpoints enrolled at least (hours)",
-            "automatic_updates": "Automatic definition updates",
-            "update_interval": "Update interval (seconds)",
-            "offline_update": "Offline definition update",
-            "fallback_to_cloud": "Fall back to Microsoft's cloud",
-            "verify_signature": "Verify the package signature",
+            "name": _("Name"),
+            "slug": _("Slug"),
+            "description": _("Description"),
+            "mirror": _("Mirror"),
+            "channel": _("Channel"),
+            "ring_order": _("Ring order"),
+            "staleness_hours": _("Staleness threshold (hours)"),
+            "rollout": _("Rollout"),
+            "source_group": _("Source ring"),
+            "delay_hours": _("Delay (hours)"),
+            "gate_percent": _("Health gate (%)"),
+            "gate_min_enrollment_hours": _("Gate: endpoints enrolled at least (hours)"),
+            "automatic_updates": _("Automatic definition updates"),
+            "update_interval": _("Update check interval (seconds)"),
+            "offline_update": _("Offline definition update"),
+            "fallback_to_cloud": _("Fall back to Microsoft's cloud"),
+            "verify_signature": _("Verify the package signature"),
+            "enforcement_level": _("Enforcement level"),
         }
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
     # Sections of the form page: (legend, field names).
     SECTIONS = (
-        ("Ring", ("name", "slug", "description", "mirror", "platforms", "channel", "ring_order", "staleness_hours")),
         (
-            "How new versions arrive",
+            _("Ring"),
+            ("name", "slug", "description", "mirror", "platforms", "channel", "ring_order", "staleness_hours"),
+        ),
+        (
+            _("How new versions arrive"),
             ("rollout", "source_group", "delay_hours", "gate_percent", "gate_min_enrollment_hours"),
         ),
         (
-            "Managed configuration (mdatp_managed.json)",
+            _("Managed configuration (mdatp_managed.json)"),
             (
                 "automatic_updates",
                 "update_interval",
@@ -67,15 +96,71 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
         if self.instance.pk:
             rings = rings.exclude(pk=self.instance.pk)
         self.fields["source_group"].queryset = rings
-        self.fields["source_group"].empty_label = "None (only for 'after')"
-        self.fields["enforcement_level"].choices = [("", "Not managed"), *EnforcementLevel.choices]
+        self.fields["source_group"].empty_label = _("None (only for 'after')")
+        self.fields["enforcement_level"].choices = [("", _("Not managed")), *EnforcementLevel.choices]
         # The model's ranges, for the browser too (the server checks them anyway).
         self.fields["update_interval"].widget.attrs.update(min=MIN_INTERVAL, max=MAX_INTERVAL)
         self.fields["gate_percent"].widget.attrs.update(max=100)
         # Optional in the form as in the API: a form from before the setting existed means 0 (no minimum age).
         self.fields["gate_min_enrollment_hours"].required = False
-        self.fields["slug"].help_text = "In the group's URLs: /mirror/groups/<slug>/…"
+        self.fields["slug"].help_text = _("In the group's URLs: /mirror/groups/<slug>/…")
+        self.fields["slug"].widget.attrs["data-slug-from"] = self["name"].auto_id  # portal/static/portal/slug.js
+        self.fields["platforms"].label = _("Platforms")
+        self.explain_defender()
         self.remember()
+
+    def explain_defender(self) -> None:
+        """Inline help where a Defender choice is made: what it does on the endpoint, and Microsoft's page."""
+        fields = self.fields
+        fields["enforcement_level"].help_text = _help(
+            gettext(
+                "Real time scans files as they are opened and blocks threats; on demand scans only when asked; "
+                "passive reports threats but blocks nothing. Automatic definition updates run only in real time: "
+                "on demand or passive, only “mdatp definitions update” (cron, your tooling) updates."
+            ),
+            MS_PREFERENCES,
+            "antivirusEngine.enforcementLevel",
+        )
+        fields["channel"].help_text = _help(
+            gettext(
+                "Production is what Microsoft releases to everyone. Preview receives definitions and engines "
+                "earlier, for test machines: Microsoft's preview channels (Beta or “Insider”, Preview) come "
+                "before its production release."
+            ),
+            MS_UPDATE_CHANNELS,
+        )
+        fields["fallback_to_cloud"].help_text = _help(
+            gettext(
+                "When the mirror cannot serve an update, the endpoint retries from Microsoft's cloud. On an "
+                "offline network it cannot reach the cloud: leave this off there, so a failure shows as a failure."
+            ),
+            MS_OFFLINE_UPDATES,
+            "antivirusEngine.offlineDefinitionUpdateFallbackToCloud",
+        )
+        fields["update_interval"].help_text = _help(
+            gettext(
+                "How often the endpoint checks the mirror for new definitions (definitionUpdatesInterval, in "
+                "seconds, 60 to 86400): 28800 is every 8 h, 3600 every hour."
+            ),
+            MS_PREFERENCES,
+            "cloudService.definitionUpdatesInterval",
+        )
+        fields["offline_update"].help_text = _help(
+            gettext(
+                "Endpoints fetch definitions from this ring's URL. Microsoft's layout keeps the previous package "
+                "(n-1) beside it, so that a bad version can be rolled back at once: the ring's page does that."
+            ),
+            MS_OFFLINE_UPDATES,
+            "antivirusEngine.offlineDefinitionUpdate",
+        )
+        fields["automatic_updates"].help_text = _help(
+            gettext("Off: the endpoint updates only when “mdatp definitions update” runs."),
+            key="cloudService.automaticDefinitionUpdateEnabled",
+        )
+        fields["verify_signature"].help_text = _help(
+            gettext("The endpoint checks Microsoft's signature on the package before it installs it."),
+            key="features.offlineDefinitionUpdateVerifySig",
+        )
 
     def clean_gate_min_enrollment_hours(self):
         value = self.cleaned_data.get("gate_min_enrollment_hours")
@@ -101,7 +186,7 @@ class ApproveForm(forms.Form):
     """Serve one package to a group's target; ``expected_current`` is what the operator saw approved."""
 
     package = forms.ModelChoiceField(
-        queryset=SignaturePackage.objects.none(), empty_label=None, label="Version to approve"
+        queryset=SignaturePackage.objects.none(), empty_label=None, label=_("Version to approve")
     )
     expected_current = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
@@ -114,13 +199,28 @@ class ApproveForm(forms.Form):
         field.queryset = SignaturePackage.objects.filter(platform=platform, channel=channel, arch=arch)
         if packages is not None:  # rendering: the list rings.packages_for gave, labelled for a person
             field.choices = [(p.pk, self.label(p, current)) for p in packages]
-            # Preselect the newest version not served yet: approving what is served is refused anyway.
-            field.initial = next((p.pk for p in packages if current is None or p.pk != current.pk), None)
+            field.initial = self.default(packages, current)
+            if field.initial is None:  # nothing newer to offer: no version is chosen for the person
+                field.choices = [("", gettext("Choose a version")), *field.choices]
+
+    @staticmethod
+    def default(packages, current):
+        """The newest package newer than the one served; None when there is none. Never an older one: once an
+        n-1 exists, preselecting it made one click a downgrade."""
+        return next((p.pk for p in packages if is_newer(p, current)), None)
 
     @staticmethod
     def label(package, current) -> str:
-        label = f"{package.definition_version} (engine {package.engine_version}, {package.downloaded_at:%Y-%m-%d})"
-        return f"{label} — served now" if current is not None and package.pk == current.pk else label
+        label = gettext("%(version)s (engine %(engine)s, %(date)s)") % {
+            "version": package.definition_version,
+            "engine": package.engine_version,
+            "date": f"{package.downloaded_at:%Y-%m-%d}",
+        }
+        if current is not None and package.pk == current.pk:
+            return gettext("%(label)s — served now") % {"label": label}
+        if current is not None and is_newer(current, package):
+            return gettext("%(label)s — older: a downgrade") % {"label": label}
+        return label
 
 
 class ConfirmForm(forms.Form):
@@ -133,10 +233,10 @@ class ConfirmForm(forms.Form):
 class ImportPolicyForm(forms.Form):
     """An existing mdatp_managed.json, uploaded or pasted, whose policy the group takes."""
 
-    file = forms.FileField(required=False, label="mdatp_managed.json file")
+    file = forms.FileField(required=False, label=_("mdatp_managed.json file"))
     text = forms.CharField(
         required=False,
-        label="…or paste its content",
+        label=_("…or paste its content"),
         strip=False,
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
     )
@@ -145,23 +245,28 @@ class ImportPolicyForm(forms.Form):
         data = super().clean()
         upload, text = data.get("file"), data.get("text") or ""
         if upload and text.strip():
-            raise forms.ValidationError("Give a file or paste its content, not both.")
+            raise forms.ValidationError(_("Give a file or paste its content, not both."))
         if upload:
             if upload.size > IMPORT_MAX_BYTES:
                 self.add_error(
-                    "file", f"{upload.size} bytes is too large for an mdatp_managed.json (at most {IMPORT_MAX_BYTES})."
+                    "file",
+                    gettext("%(size)s bytes is too large for an mdatp_managed.json (at most %(max)s).")
+                    % {"size": upload.size, "max": IMPORT_MAX_BYTES},
                 )
                 return data
             try:
                 data["content"] = upload.read().decode("utf-8-sig")
             except UnicodeDecodeError:
-                self.add_error("file", "The file is not UTF-8 text; is it really mdatp_managed.json?")
+                self.add_error("file", gettext("The file is not UTF-8 text; is it really mdatp_managed.json?"))
         elif text.strip():
             if len(text.encode()) > IMPORT_MAX_BYTES:
-                self.add_error("text", f"Too long for an mdatp_managed.json (at most {IMPORT_MAX_BYTES} bytes).")
+                self.add_error(
+                    "text",
+                    gettext("Too long for an mdatp_managed.json (at most %(max)s bytes).") % {"max": IMPORT_MAX_BYTES},
+                )
             data["content"] = text
         else:
-            raise forms.ValidationError("Choose the mdatp_managed.json file or paste its content.")
+            raise forms.ValidationError(_("Choose the mdatp_managed.json file or paste its content."))
         return data
 
 
@@ -172,7 +277,7 @@ class EndpointMoveForm(forms.Form):
     """Move an endpoint to another group; only groups with its platform are offered (the server checks again)."""
 
     group = forms.ModelChoiceField(
-        queryset=EndpointGroup.objects.all(), to_field_name="slug", empty_label=None, label="Move to group"
+        queryset=EndpointGroup.objects.all(), to_field_name="slug", empty_label=None, label=_("Move to group")
     )
 
     def __init__(self, *args, endpoint=None, groups=None, **kwargs):
@@ -186,19 +291,21 @@ class EndpointMoveForm(forms.Form):
 class EnrollmentSecretForm(forms.Form):
     """A new enrollment secret for a group: a name people recognise and an optional expiry."""
 
-    name = forms.CharField(max_length=100, help_text="Where it is used, e.g. “pilot servers (Ansible)”.")
+    name = forms.CharField(
+        max_length=100, label=_("Name"), help_text=_("Where it is used, e.g. “pilot servers (Ansible)”.")
+    )
     expires_at = forms.DateTimeField(
         required=False,
-        label="Expires (optional)",
-        help_text="After this moment it enrolls nothing; empty: until revoked.",
+        label=_("Expires (optional)"),
+        help_text=_("After this moment it enrolls nothing; empty: until revoked."),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     max_enrollments = forms.IntegerField(
         required=False,
         min_value=1,
-        label="Enrolls at most (optional)",
-        help_text="Endpoints it may create in all; empty: no cap.",
+        label=_("Enrolls at most (optional)"),
+        help_text=_("Endpoints it may create in all; empty: no cap."),
     )
 
     def __init__(self, *args, **kwargs):
@@ -206,7 +313,9 @@ class EnrollmentSecretForm(forms.Form):
 
         kwargs.setdefault("auto_id", "id_secret_%s")  # on the group page beside its other forms
         super().__init__(*args, **kwargs)
-        self.fields["expires_at"].label = f"Expires (optional, {timezone.get_current_timezone_name()})"
+        self.fields["expires_at"].label = gettext("Expires (optional, %(zone)s)") % {
+            "zone": timezone.get_current_timezone_name()
+        }
 
     def clean_expires_at(self):
         # The service's rule, shown beside the other fields' errors (it checks again when it creates the secret).

@@ -31,6 +31,7 @@ urlpatterns = [
     path("endpoints/<int:pk>/decommission/", views.EndpointDecommissionView.as_view(), name="endpoint_decommission"),
     path("<slug:slug>/", views.GroupPageView.as_view(), name="group_detail"),
     path("<slug:slug>/edit/", views.GroupFormView.as_view(), name="group_update"),
+    path("<slug:slug>/delete/", views.GroupDeleteView.as_view(), name="group_delete"),
     path("<slug:slug>/approve/<str:platform>/<str:arch>/", views.GroupApproveView.as_view(), name="group_approve"),
     path("<slug:slug>/promote/<str:platform>/<str:arch>/", views.GroupPromoteView.as_view(), name="group_promote"),
     path("<slug:slug>/rollback/<str:platform>/<str:arch>/", views.GroupRollbackView.as_view(), name="group_rollback"),

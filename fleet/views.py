@@ -27,7 +27,7 @@ from django.views.generic import TemplateView, View
 from core import labels
 from core.choices import Role
 from core.errors import Refused
-from core.generic import ObjectFormView
+from core.generic import ObjectDeleteView, ObjectFormView
 from core.roles import RoleRequiredMixin, has_role
 from core.sorting import ordering_of
 from core.text import csv_cell
@@ -153,11 +153,15 @@ JSON_PATHS = {field: f"{section}.{key}" for (section, key), (field, _) in IMPORT
 def rollout_words(group: EndpointGroup) -> str:
     """The rollout rule as a person says it: "after pilot + 24 h, gate 90 %"."""
     if group.rollout == RolloutMode.AFTER:
-        source = group.source_group.slug if group.source_group else "(no source ring)"
-        return f"after {source} + {group.delay_hours} h, gate {group.gate_percent} %"
+        source = group.source_group.slug if group.source_group else _("(no source ring)")
+        return _("after %(source)s + %(hours)s h, gate %(percent)s %%") % {
+            "source": source,
+            "hours": group.delay_hours,
+            "percent": group.gate_percent,
+        }
     if group.rollout == RolloutMode.LATEST:
-        return f"latest from mirror {group.mirror.slug}, at once"
-    return "manual approvals only"
+        return _("latest from mirror %(mirror)s, at once") % {"mirror": group.mirror.slug}
+    return _("manual approvals only")
 
 
 def get_group(slug: str) -> EndpointGroup:
@@ -199,7 +203,7 @@ class GroupListView(RoleRequiredMixin, TemplateView):
                     ],
                 }
             )
-        return super().get_context_data(rows=rows, **kwargs)
+        return super().get_context_data(rows=rows, has_mirror=bool(rows) or Mirror.objects.exists(), **kwargs)
 
 
 class GroupDetailView(RoleRequiredMixin, TemplateView):
@@ -250,7 +254,7 @@ class GroupFormView(ObjectFormView):
 
     template_name = "fleet/endpointgroup_form.html"
     form_class = EndpointGroupForm
-    noun = "Group"
+    noun = _("Group")
     context_name = "group"
     saved_fields = ("name", "slug")
 
@@ -270,6 +274,10 @@ class GroupFormView(ObjectFormView):
         initial["ring_order"] = (highest or 0) + 10
         return initial
 
+    def page_context(self, group):
+        # A ring needs a mirror to serve from: the form says so, with the way to add one, when there is none.
+        return {"has_mirror": Mirror.objects.exists()}
+
     def save(self, form, changes):
         return rings.save_group(form.save(commit=False), self.request.user, self.request, changes)
 
@@ -277,40 +285,47 @@ class GroupFormView(ObjectFormView):
         return group_url(group)
 
 
-class GroupApproveView(RoleRequiredMixin, View):
-    http_method_names = ["post"]
+class GroupDeleteView(ObjectDeleteView):
+    """GET: what deleting removes, or what must change first; POST: delete (admins, as mirrors)."""
 
-    def post(self, request, slug, platform, arch):
-        group = get_group(slug)
-        target = group_target(group, platform, arch)
-        form = ApproveForm(request.POST, group=group, target=target)
-        if not form.is_valid():
-            errors = " ".join(error for errors in form.errors.values() for error in errors)
-            messages.error(request, f"Nothing approved for {target}: {errors}")
-            return redirect(group_url(group))
-        package = form.cleaned_data["package"]
-        try:
-            row = rings.approve_package(
-                group, package, request.user, request, expected_current=form.cleaned_data["expected_current"]
-            )
-        except rings.ApprovalError as exc:
-            messages.error(request, f"Nothing approved: {exc}")
-        else:
-            kept = f"; {row.previous.definition_version} stays available as n-1" if row.previous else ""
-            messages.success(request, f"{group.name} now serves {package.definition_version} for {target}{kept}.")
-        return redirect(group_url(group))
+    template_name = "fleet/endpointgroup_confirm_delete.html"
+    noun = _("Group")
+    deleted_message = _("{noun} {name} deleted. Its URLs answer 404 from now on; the audit log keeps its history.")
+
+    def get_object(self):
+        return get_group(self.kwargs["slug"])
+
+    def confirm_context(self, group):
+        return {
+            "group": group,
+            "blockers": rings.deletion_blockers(group),
+            "retired": group.endpoints.count(),
+            "served": group.approvals.filter(current__isnull=False).count(),
+        }
+
+    def delete(self, group):
+        rings.delete_group(group, self.request.user, self.request)
+
+    def success_url(self, group):
+        return reverse("fleet:group_list")
+
+    def protected_url(self, group):
+        return group_url(group)
 
 
 class TargetActionView(RoleRequiredMixin, TemplateView):
-    """GET: a confirmation page (from → to, who receives it); POST: do it, unless the page was stale.
+    """GET: a confirmation page (per target: from → to, the endpoints it changes, the rule it overrides);
+    POST: do it, unless the page was stale.
 
-    The service plans what the page shows and refuses alike on both (fleet.services.rings).
+    The service plans what the page shows and refuses alike on both (fleet.services.rings): the plan is
+    computed again on POST, and the change checks that what was confirmed is still what would happen.
     """
 
     template_name = "fleet/endpointgroup_confirm.html"
     http_method_names = ["get", "head", "post"]
     required_role = Role.OPERATOR  # the confirmation page is itself a control
-    verb = ""
+    verb = ""  # approve, promote, rollback: what the template shows
+    cannot = ""  # the message when the service refuses to plan it: "Cannot promote: %(error)s"
 
     def plan(self, group, target) -> rings.Plan:
         raise NotImplementedError
@@ -319,39 +334,82 @@ class TargetActionView(RoleRequiredMixin, TemplateView):
         """Do it; ``confirmed`` holds what the page showed (expected_current, package)."""
         raise NotImplementedError
 
+    def refused(self, target, error) -> str:
+        return _("Nothing changed: %(error)s") % {"error": error}
+
     def get(self, request, slug, platform, arch):
         group = get_group(slug)
         target = group_target(group, platform, arch)
         try:
             plan = self.plan(group, target)
         except rings.ApprovalError as exc:
-            messages.error(request, f"Cannot {self.verb}: {exc}")
+            messages.error(request, self.cannot % {"error": exc})
             return redirect(group_url(group))
         form = ConfirmForm(
             initial={"expected_current": plan.before.pk if plan.before else None, "package": plan.after.pk}
         )
-        return self.render_to_response(self.get_context_data(group=group, plan=plan, form=form, verb=self.verb))
+        return self.render_to_response(
+            self.get_context_data(group=group, plan=plan, form=form, verb=self.verb, rollout=rollout_words(plan.group))
+        )
 
     def post(self, request, slug, platform, arch):
         group = get_group(slug)
         target = group_target(group, platform, arch)
         form = ConfirmForm(request.POST)
         if not form.is_valid():
-            messages.error(
-                request, f"Nothing changed: this {self.verb} confirmation is incomplete; start again from this page."
-            )
+            messages.error(request, _("Nothing changed: this confirmation is incomplete; start again from this page."))
             return redirect(group_url(group))
         try:
             done = self.apply(group, target, self.plan(group, target), form.cleaned_data)
         except rings.ApprovalError as exc:
-            messages.error(request, f"Nothing changed: {exc}")
+            messages.error(request, self.refused(target, exc))
         else:
             messages.success(request, done)
         return redirect(group_url(group))
 
 
+class GroupApproveView(TargetActionView):
+    """Approve one package (``?package=<id>``: the version list of the group page, or a package's page)."""
+
+    verb = "approve"
+    cannot = _("Cannot approve: %(error)s")
+
+    def refused(self, target, error) -> str:
+        return _("Nothing approved for %(target)s: %(error)s") % {"target": target, "error": error}
+
+    def chosen_package(self, target) -> SignaturePackage:
+        data = self.request.POST if self.request.method == "POST" else self.request.GET
+        try:
+            package = SignaturePackage.objects.filter(pk=int(data.get("package", ""))).first()
+        except ValueError:
+            package = None
+        if package is None:
+            raise rings.ApprovalError(_("choose one of the versions offered"), "package")
+        if tuple(package.target) != tuple(target):
+            raise rings.ApprovalError(
+                _("package %(version)s is for %(package_target)s, not %(target)s")
+                % {"version": package.definition_version, "package_target": package.target, "target": target},
+                "package",
+            )
+        return package
+
+    def plan(self, group, target) -> rings.Plan:
+        return rings.plan_approval(group, self.chosen_package(target))
+
+    def apply(self, group, target, plan, confirmed) -> str:
+        row = rings.approve_package(
+            group, plan.after, self.request.user, self.request, expected_current=confirmed["expected_current"]
+        )
+        words = {"group": group.name, "version": plan.after.definition_version, "target": target}
+        if row.previous:
+            words["previous"] = row.previous.definition_version
+            return _("%(group)s now serves %(version)s for %(target)s; %(previous)s stays available as n-1.") % words
+        return _("%(group)s now serves %(version)s for %(target)s.") % words
+
+
 class GroupPromoteView(TargetActionView):
     verb = "promote"
+    cannot = _("Cannot promote: %(error)s")
 
     def plan(self, group, target) -> rings.Plan:
         return rings.plan_promotion(group, target)
@@ -365,13 +423,17 @@ class GroupPromoteView(TargetActionView):
             expected_current=confirmed["expected_current"],
             expected_package=confirmed["package"],
         )
-        return (
-            f"{row.group.name} now serves {row.current.definition_version} for {target} (promoted from {group.name})."
-        )
+        return _("%(group)s now serves %(version)s for %(target)s (promoted from %(source)s).") % {
+            "group": row.group.name,
+            "version": row.current.definition_version,
+            "target": target,
+            "source": group.name,
+        }
 
 
 class GroupRollbackView(TargetActionView):
-    verb = "roll back"
+    verb = "rollback"
+    cannot = _("Cannot roll back: %(error)s")
 
     def plan(self, group, target) -> rings.Plan:
         return rings.plan_rollback(group, target)
@@ -385,10 +447,14 @@ class GroupRollbackView(TargetActionView):
             expected_current=confirmed["expected_current"],
             expected_package=confirmed["package"],
         )
-        return (
-            f"{group.name} rolled back to {row.current.definition_version} for {target}; "
-            f"{plan.before.definition_version} is not approved again automatically."
-        )
+        return _(
+            "%(group)s rolled back to %(version)s for %(target)s; %(previous)s is not approved again automatically."
+        ) % {
+            "group": group.name,
+            "version": row.current.definition_version,
+            "target": target,
+            "previous": plan.before.definition_version,
+        }
 
 
 class GroupImportView(GroupDetailView):
@@ -408,7 +474,9 @@ class GroupImportView(GroupDetailView):
                     path = JSON_PATHS.get(path, path)
                     form.add_error(None, message if path in ("file", NON_FIELD_ERRORS) else f"{path}: {message}")
             else:
-                messages.success(request, f"Policy of {group.name} imported from mdatp_managed.json.")
+                messages.success(
+                    request, _("Policy of %(group)s imported from mdatp_managed.json.") % {"group": group.name}
+                )
                 for warning in warnings:
                     messages.warning(request, warning)
                 return redirect(group_url(group))
@@ -939,6 +1007,7 @@ def config_drift(endpoint: Endpoint) -> list[dict]:
             {
                 "label": label,
                 "key": key,
+                "key_parts": key.split("."),  # broken at the dot on a narrow screen, not mid-word
                 "reported": reported,
                 "wanted": expected,
                 "state": state,
@@ -1156,7 +1225,7 @@ class GroupPageView(GroupDetailView):
 
     def get_context_data(self, group, secret_form=None, **kwargs):
         if secret_form is None and has_role(self.request.user, Role.OPERATOR):
-            secret_form = EnrollmentSecretForm(initial={"name": f"{group.slug} endpoints"})
+            secret_form = EnrollmentSecretForm(initial={"name": _("%(group)s endpoints") % {"group": group.slug}})
         return super().get_context_data(
             group=group,
             secret_form=secret_form,
@@ -1232,12 +1301,19 @@ class EnrollmentSecretRevokeView(RoleRequiredMixin, View):
         group = get_group(slug)
         secret = get_secret(group, pk)
         if secret.revoked_at:
-            messages.info(request, f"Enrollment secret {secret.name} ({secret.hint}…) was already revoked.")
+            messages.info(
+                request,
+                _("Enrollment secret %(name)s (%(hint)s…) was already revoked.")
+                % {"name": secret.name, "hint": secret.hint},
+            )
         else:
             enrollment.revoke_enrollment_secret(secret, request.user, request)
             messages.success(
                 request,
-                f"Enrollment secret {secret.name} ({secret.hint}…) revoked: new enrollments with it are refused; "
-                "endpoints it enrolled keep their own tokens.",
+                _(
+                    "Enrollment secret %(name)s (%(hint)s…) revoked: new enrollments with it are refused; "
+                    "endpoints it enrolled keep their own tokens."
+                )
+                % {"name": secret.name, "hint": secret.hint},
             )
         return redirect(secrets_url(group))

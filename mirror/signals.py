@@ -43,6 +43,9 @@ class UsageRow:
     url: str
     role: str
     since: datetime | None = None
+    # A control beside the row (fleet: "Approve…" on a ring), shown to operators: its words and where it leads.
+    action: str = ""
+    action_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,7 @@ class PackageUsage:
     since: str  # the date column's heading: "Approved at (UTC)"
     empty: str  # "No group approves it."
     rows: list[UsageRow] = field(default_factory=list)
+
+    @property
+    def has_actions(self) -> bool:
+        return any(row.action_url for row in self.rows)

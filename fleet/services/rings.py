@@ -20,6 +20,8 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Case, Count, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from core.errors import Refused
 from core.services import record_event
@@ -103,16 +105,21 @@ def _row(group: EndpointGroup, target) -> GroupTarget | None:
 
 def _served_target(group: EndpointGroup, target) -> Target:
     if not group.serves(target):
-        raise ApprovalError(f"group {group.slug} does not serve {Target(*target)}", "platform")
+        raise ApprovalError(
+            _("group %(group)s does not serve %(target)s") % {"group": group.slug, "target": Target(*target)},
+            "platform",
+        )
     return Target(*target)
 
 
 def _unchanged(group: EndpointGroup, row: GroupTarget, expected_current) -> None:
     """Refuse when the group serves another package than the person confirming saw (``expected_current``: an id, or None)."""
     if expected_current is not UNSET and row.current_id != expected_current:
-        now = row.current.definition_version if row.current else "nothing"
+        now = row.current.definition_version if row.current else _("nothing")
         raise ApprovalError(
-            f"{group.slug} {row.target} changed meanwhile: it now serves {now}; reload and confirm again", status=409
+            _("%(group)s %(target)s changed meanwhile: it now serves %(version)s; reload and confirm again")
+            % {"group": group.slug, "target": row.target, "version": now},
+            status=409,
         )
 
 
@@ -120,8 +127,8 @@ def _as_confirmed(group: EndpointGroup, target: Target, package: SignaturePackag
     """Refuse when ``group`` would now receive another package than the confirmation page showed (``expected_package``, an id)."""
     if expected_package is not UNSET and package.pk != expected_package:
         raise ApprovalError(
-            f"{group.slug} {target} changed meanwhile: it would now receive {package.definition_version}; "
-            "reload and confirm again",
+            _("%(group)s %(target)s changed meanwhile: it would now receive %(version)s; reload and confirm again")
+            % {"group": group.slug, "target": target, "version": package.definition_version},
             status=409,
         )
 
@@ -129,7 +136,10 @@ def _as_confirmed(group: EndpointGroup, target: Target, package: SignaturePackag
 def _not_served_yet(group: EndpointGroup, row: GroupTarget | None, package: SignaturePackage) -> None:
     if row is not None and row.current_id == package.pk:
         raise ApprovalError(
-            f"{group.slug} already serves {package.definition_version} for {row.target}", "package", status=409
+            _("%(group)s already serves %(version)s for %(target)s")
+            % {"group": group.slug, "version": package.definition_version, "target": row.target},
+            "package",
+            status=409,
         )
 
 
@@ -137,18 +147,24 @@ def check_package_for_group(group: EndpointGroup, package: SignaturePackage) -> 
     if not group.serves(package.target):
         served = ", ".join(str(t) for t in group.targets())
         raise ApprovalError(
-            f"package {package.definition_version} is for {package.target}; group {group.slug} serves {served}",
+            _("package %(version)s is for %(target)s; group %(group)s serves %(served)s")
+            % {"version": package.definition_version, "target": package.target, "group": group.slug, "served": served},
             "package",
         )
     if not package.path.exists():
         raise ApprovalError(
-            f"package {package.definition_version} for {package.target} is no longer in the store", "package"
+            _("package %(version)s for %(target)s is no longer in the store")
+            % {"version": package.definition_version, "target": package.target},
+            "package",
         )
     if package.conflicts_with_id is not None:
         # An import whose version the upstream served with other bytes (mirror.services.sync): never to endpoints.
         raise ApprovalError(
-            f"package {package.definition_version} for {package.target} was imported, and the upstream serves other "
-            f"bytes for that version (package {package.conflicts_with_id}): approve the upstream's package instead",
+            _(
+                "package %(version)s for %(target)s was imported, and the upstream serves other bytes for that "
+                "version (package %(other)s): approve the upstream's package instead"
+            )
+            % {"version": package.definition_version, "target": package.target, "other": package.conflicts_with_id},
             "package",
         )
 
@@ -227,22 +243,39 @@ def approve_package(
         _unchanged(group, row, expected_current)
         _not_served_yet(group, row, package)
         _change(group, row, package, row.current, action, actor, request, reason)
+    if action != ApprovalAction.AUTO:
+        _judge_after_change(group)
     evaluate_followers(group)
     return row
 
 
-# --- Promote and roll back: the plan a confirmation page shows, then the change -----------------------------
+def _judge_after_change(group: EndpointGroup) -> None:
+    """The ring's rollout verdicts, written again right after a person changed what it serves.
+
+    Without this the Groups page and the ring's page kept the verdict of before the change (a rolled-back
+    version still "current") until the periodic check (FLEET_ROLLOUT_CHECK_SECONDS, 5 min). The endpoints'
+    states are already re-judged in the change itself (``_change`` → ``rejudge_endpoints``).
+    """
+    evaluate_group(group, approve=False)
+
+
+# --- The plan a confirmation page shows (approve, promote, roll back), then the change ----------------------
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a promote or a roll back would do now: which group's URL changes, from what to what, for how many endpoints."""
+    """What an approve, a promote or a roll back would do now, as its confirmation page (or the API) shows it:
+    whose URL changes, from what to what, how many of its endpoints it touches, and what rule it overrides."""
 
     group: EndpointGroup  # the group whose endpoints receive the change
     target: Target
     before: SignaturePackage | None
     after: SignaturePackage
-    endpoints: int
+    endpoints: int  # the ring's endpoints on the target's platform and arch (decommissioned ones aside)
+    receiving: int = 0  # of them, those running another definitions version: they fetch ``after``
+    state_changes: int = 0  # of them, those whose compliance state changes the moment it is done
+    overrides: str = ""  # why the ring's rollout rule holds ``after`` back now ('' when it does not)
+    action: str = ApprovalAction.APPROVE
 
     @property
     def target_name(self) -> str:
@@ -252,11 +285,86 @@ class Plan:
     def url(self) -> str:
         return self.group.definition_url(self.target.platform)
 
+    @property
+    def downgrade(self) -> bool:
+        """The ring would serve an older package than it serves now."""
+        return self.before is not None and is_newer(self.before, self.after)
 
-def _endpoint_count(group: EndpointGroup, target: Target) -> int:
-    return Endpoint.objects.filter(
+    @property
+    def engine_changes(self) -> bool:
+        return self.before is None or self.before.engine_version != self.after.engine_version
+
+
+def _served_after(group: EndpointGroup, target: Target, after: SignaturePackage, rolled_back_from=None) -> Served:
+    """What the ring would serve once ``after`` is approved (``rolled_back_from``: the version a roll back leaves)."""
+    rolled = rolled_back_versions(group, target)
+    if rolled_back_from is not None:
+        rolled.add(rolled_back_from.definition_version)
+    rolled.discard(after.definition_version)
+    return Served(after.definition_version, frozenset(rolled))
+
+
+def _plan(action, group, target, before, after, *, rolled_back_from=None, overrides="") -> Plan:
+    """Counts the ring's endpoints the change touches, in one query: the compliance rule's own SQL expression
+    (``_new_state``, what ``rejudge_endpoints`` writes after the change) tells whose state would change."""
+    endpoints = Endpoint.objects.filter(
         group=group, platform=target.platform, arch=target.arch, decommissioned_at__isnull=True
-    ).count()
+    )
+    judged = ~Q(compliance__in=NOT_JUDGED)
+    versions = list(endpoints.filter(judged).order_by().values_list("definitions_version", flat=True).distinct())
+    counts = {
+        "endpoints": Count("id"),
+        "receiving": Count("id", filter=~Q(definitions_version=after.definition_version)),
+    }
+    if versions:
+        new_state = _new_state(_served_after(group, target, after, rolled_back_from), versions)
+        counts["state_changes"] = Count("id", filter=judged & ~Q(compliance=new_state))
+    found = endpoints.aggregate(**counts)
+    return Plan(
+        group,
+        target,
+        before,
+        after,
+        found["endpoints"],
+        found["receiving"],
+        found.get("state_changes") or 0,
+        overrides,
+        action,
+    )
+
+
+def held_back(group: EndpointGroup, target, package: SignaturePackage) -> str:
+    """Why the ring's rollout rule would not serve ``package`` now: what a person approving it overrides.
+
+    '' when the rule would serve it, or leaves the ring to people (manual). The same checks, in the same
+    order, as ``evaluate_group``: a version rolled back here, then (for 'after') the delay and the health gate.
+    """
+    if group.rollout == RolloutMode.MANUAL:
+        return ""
+    target = Target(*target)
+    if was_rolled_back(group, target, package):
+        return _("%(version)s was rolled back here; approving it by hand serves it again") % {
+            "version": package.definition_version
+        }
+    if group.rollout == RolloutMode.AFTER and group.source_group_id is not None:
+        source_row = _row(group.source_group, target)
+        if source_row is not None and source_row.current_id == package.pk:
+            gate = after_gate(group, target, package, source_row)
+            return "" if gate.holds else gate.reason
+    row = _row(group, target)
+    if row is not None and row.gate_state == GateState.WAITING and row.candidate_id == package.pk:
+        return row.gate_reason
+    return ""
+
+
+def plan_approval(group: EndpointGroup, package: SignaturePackage) -> Plan:
+    """What ``approve_package`` would do now; the ApprovalError it would raise when it would refuse."""
+    check_package_for_group(group, package)
+    target = Target(*package.target)
+    row = _row(group, target)
+    _not_served_yet(group, row, package)
+    before = row.current if row else None
+    return _plan(ApprovalAction.APPROVE, group, target, before, package, overrides=held_back(group, target, package))
 
 
 def next_ring(group: EndpointGroup, target) -> EndpointGroup | None:
@@ -271,19 +379,30 @@ def next_ring(group: EndpointGroup, target) -> EndpointGroup | None:
 def _following_ring(group: EndpointGroup, target: Target) -> EndpointGroup:
     following = next_ring(group, target)
     if following is None:
-        raise ApprovalError(f"no ring after {group.slug} serves {target} from mirror {group.mirror.slug}", status=409)
+        raise ApprovalError(
+            _("no ring after %(group)s serves %(target)s from mirror %(mirror)s")
+            % {"group": group.slug, "target": target, "mirror": group.mirror.slug},
+            status=409,
+        )
     return following
 
 
 def _promoted_package(group: EndpointGroup, target: Target, row: GroupTarget | None) -> SignaturePackage:
     if row is None or row.current is None:
-        raise ApprovalError(f"nothing is approved in {group.slug} for {target} to promote", status=409)
+        raise ApprovalError(
+            _("nothing is approved in %(group)s for %(target)s to promote") % {"group": group.slug, "target": target},
+            status=409,
+        )
     return row.current
 
 
 def _rollback_package(group: EndpointGroup, target: Target, row: GroupTarget | None) -> SignaturePackage:
     if row is None or row.previous is None:
-        raise ApprovalError(f"{group.slug} has no previous version for {target} to roll back to", status=409)
+        raise ApprovalError(
+            _("%(group)s has no previous version for %(target)s to roll back to")
+            % {"group": group.slug, "target": target},
+            status=409,
+        )
     return row.previous
 
 
@@ -294,7 +413,14 @@ def plan_promotion(group: EndpointGroup, target) -> Plan:
     package = _promoted_package(group, target, _row(group, target))
     there = _row(following, target)
     _not_served_yet(following, there, package)
-    return Plan(following, target, there.current if there else None, package, _endpoint_count(following, target))
+    return _plan(
+        ApprovalAction.PROMOTE,
+        following,
+        target,
+        there.current if there else None,
+        package,
+        overrides=held_back(following, target, package),
+    )
 
 
 def promote(
@@ -326,13 +452,8 @@ def plan_rollback(group: EndpointGroup, target) -> Plan:
     """What ``rollback`` would do now; the ApprovalError it would raise when it would refuse."""
     target = _served_target(group, target)
     row = _row(group, target)
-    return Plan(
-        group,
-        target,
-        row.current if row else None,
-        _rollback_package(group, target, row),
-        _endpoint_count(group, target),
-    )
+    back_to = _rollback_package(group, target, row)
+    return _plan(ApprovalAction.ROLLBACK, group, target, row.current, back_to, rolled_back_from=row.current)
 
 
 def rollback(
@@ -361,6 +482,7 @@ def rollback(
             request,
             f"rolled back from {rolled_back.definition_version}",
         )
+    _judge_after_change(group)
     evaluate_followers(group)
     return row
 
@@ -552,7 +674,7 @@ def health_gate(group: EndpointGroup, source: EndpointGroup, target, package: Si
     group.gate_min_enrollment_hours ago (DESIGN §4.7): machines enrolled since could not have been
     judged on it, and a leaked secret must not steer a gate with freshly enrolled fakes.
     """
-    platform, _, arch = target
+    platform, _channel, arch = target
     version = package.definition_version
     now = timezone.now()
     window = now - timedelta(hours=source.staleness_hours)
@@ -610,6 +732,21 @@ def due_at(approved_at, delay_hours: int):
         return datetime.max.replace(tzinfo=UTC)
 
 
+def after_gate(group: EndpointGroup, target, candidate: SignaturePackage, source_row: GroupTarget) -> Gate:
+    """An 'after' ring's rule for the version its source serves: holds once the delay has passed and the
+    source's health gate holds; the reason says which, or why it waits."""
+    source = group.source_group
+    due = due_at(source_row.approved_at, group.delay_hours)
+    if timezone.now() < due:
+        hours = (due - timezone.now()).total_seconds() / 3600
+        return Gate(
+            False,
+            f"{source.slug}: {candidate.definition_version} approved there "
+            f"{timezone.localtime(source_row.approved_at):%Y-%m-%d %H:%M}; due in {hours:.1f} h (delay {group.delay_hours} h)",
+        )
+    return health_gate(group, source, target, candidate, source_row.approved_at)
+
+
 def _verdict(row: GroupTarget, state: str, reason: str, candidate=None) -> None:
     changed = (row.gate_state, row.gate_reason, row.candidate_id) != (
         state,
@@ -624,12 +761,16 @@ def _verdict(row: GroupTarget, state: str, reason: str, candidate=None) -> None:
         GroupTarget.objects.filter(pk=row.pk).update(checked_at=row.checked_at)
 
 
-def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
-    """Apply the group's rollout rule to each of its targets: approve what is due, say why the rest waits."""
+def evaluate_group(group: EndpointGroup, approve: bool = True) -> list[GroupTarget]:
+    """Apply the group's rollout rule to each of its targets: approve what is due, say why the rest waits.
+
+    ``approve=False`` only writes the verdicts (right after a person's change: what the ring's pages show
+    follows at once, and what the person confirmed is not changed behind them; the periodic check approves).
+    """
     rows = []
     for target in group.targets():
         platform, channel, arch = target
-        row, _ = GroupTarget.objects.select_related("current").get_or_create(
+        row, _created = GroupTarget.objects.select_related("current").get_or_create(
             group=group, platform=platform, channel=channel, arch=arch
         )
         rows.append(row)
@@ -654,7 +795,9 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
             candidate = source_row.current if source_row else None
             source_label = source.slug
         if candidate is None:
-            _verdict(row, GateState.CURRENT, f"{source_label} has nothing for {Target(*target)} yet")
+            # "current" only when the ring serves something: nothing approved and nothing to approve is waiting.
+            state = GateState.CURRENT if row.current_id else GateState.WAITING
+            _verdict(row, state, f"{source_label} has nothing for {Target(*target)} yet")
             continue
         if not is_newer(candidate, row.current):
             served = row.current.definition_version
@@ -678,22 +821,14 @@ def evaluate_group(group: EndpointGroup) -> list[GroupTarget]:
             continue
         reason = f"newest from {source_label}"
         if group.rollout == RolloutMode.AFTER:
-            due = due_at(source_row.approved_at, group.delay_hours)
-            if timezone.now() < due:
-                hours = (due - timezone.now()).total_seconds() / 3600
-                _verdict(
-                    row,
-                    GateState.WAITING,
-                    f"{source.slug}: {candidate.definition_version} approved there "
-                    f"{timezone.localtime(source_row.approved_at):%Y-%m-%d %H:%M}; due in {hours:.1f} h (delay {group.delay_hours} h)",
-                    candidate,
-                )
-                continue
-            gate = health_gate(group, source, target, candidate, source_row.approved_at)
+            gate = after_gate(group, target, candidate, source_row)
             if not gate.holds:
                 _verdict(row, GateState.WAITING, gate.reason, candidate)
                 continue
             reason = gate.reason
+        if not approve:
+            _verdict(row, GateState.WAITING, f"{reason}: due, the next rollout check serves it", candidate)
+            continue
         try:
             row = approve_package(
                 group, candidate, action=ApprovalAction.AUTO, expected_current=row.current_id, reason=reason
@@ -807,23 +942,65 @@ def save_group(group: EndpointGroup, actor=None, request=None, changes: dict | N
     return group
 
 
-def delete_group(group: EndpointGroup, actor=None, request=None) -> None:
+def deletion_blockers(group: EndpointGroup) -> list[str]:
+    """Why the group cannot be deleted now, each with what to do first ([] when it can)."""
+    reasons = []
     followers = list(group.followers.values_list("slug", flat=True))
     if followers:
-        raise ApprovalError(f"ring {', '.join(followers)} follows {group.slug}; change its rollout first", status=409)
-    endpoints = group.endpoints.count()
+        reasons.append(
+            _("ring %(rings)s follows %(group)s; change its rollout first")
+            % {"rings": ", ".join(followers), "group": group.slug}
+        )
+    endpoints = group.endpoints.filter(decommissioned_at__isnull=True).count()
     if endpoints:
-        raise ApprovalError(
-            f"{endpoints} endpoint(s) are in {group.slug}; move them to another group first", status=409
+        reasons.append(
+            ngettext(
+                "%(count)d endpoint is in %(group)s; move it to another group or decommission it first",
+                "%(count)d endpoints are in %(group)s; move them to another group or decommission them first",
+                endpoints,
+            )
+            % {"count": endpoints, "group": group.slug}
+        )
+    secrets = [secret for secret in group.enrollment_secrets.filter(revoked_at__isnull=True) if secret.usable]
+    if secrets:
+        reasons.append(
+            ngettext(
+                "%(count)d enrollment secret of %(group)s still enrolls machines (%(names)s); revoke it first",
+                "%(count)d enrollment secrets of %(group)s still enroll machines (%(names)s); revoke them first",
+                len(secrets),
+            )
+            % {"count": len(secrets), "group": group.slug, "names": ", ".join(s.name for s in secrets)}
         )
     rules = sorted(group.alert_rules.values_list("name", flat=True))
     if rules:
-        raise ApprovalError(
-            f"alert rule(s) {', '.join(rules)} watch {group.slug}; change or delete them first", status=409
+        reasons.append(
+            _("alert rule(s) %(rules)s watch %(group)s; change or delete them first")
+            % {"rules": ", ".join(rules), "group": group.slug}
         )
+    return reasons
+
+
+def delete_group(group: EndpointGroup, actor=None, request=None) -> None:
+    """Delete a ring nothing depends on any more; its decommissioned endpoints (and their history) go with it.
+
+    Refused while rings follow it, endpoints are in it, a secret can still enroll into it or an alert rule
+    watches it (``deletion_blockers``): deleting would strand machines or silently widen a rule.
+    """
+    reasons = deletion_blockers(group)
+    if reasons:
+        raise ApprovalError("; ".join(reasons), status=409)
     path = group.tree_path
     with transaction.atomic():
-        record_event(actor, "group.delete", group, {"slug": group.slug}, request)
+        retired = group.endpoints.count()
+        record_event(
+            actor,
+            "group.delete",
+            group,
+            {"slug": group.slug, **({"decommissioned_endpoints": retired} if retired else {})},
+            request,
+        )
+        # Endpoint.group is PROTECT (an active machine must never lose its ring): only retired ones remain here.
+        group.endpoints.all().delete()
         group.delete()
     shutil.rmtree(path, ignore_errors=True)
 

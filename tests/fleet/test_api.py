@@ -217,7 +217,7 @@ def test_a_group_with_endpoints_cannot_be_deleted(api, admin, make_group, make_e
     group = make_group("pilot")
     make_endpoints(group, 2, "1.407.1.0")
     response = api.as_user(admin).delete(f"/api/v1/groups/{group.pk}/")
-    assert response.status_code == 409 and "2 endpoint(s) are in pilot" in response.json()["detail"]
+    assert response.status_code == 409 and "2 endpoints are in pilot" in response.json()["detail"]
     assert EndpointGroup.objects.filter(pk=group.pk).exists()
 
 

@@ -111,7 +111,7 @@ def test_the_list_shows_groups_in_ring_order_with_their_rollout_rule_in_words(
     assert page.index(">Pilot</a>") < page.index(">Broad</a>") < page.index(">Late</a>")
     assert "after pilot + 24 h, gate 90 %" in page
     assert "manual approvals only" in page
-    assert "<strong>1.407.417.0</strong>" in page
+    assert '<strong class="token">1.407.417.0</strong>' in page
     assert "main" in page and "Production" in page
 
 
@@ -131,13 +131,22 @@ def test_the_list_shows_why_a_ring_waits(client, viewer, make_group, make_packag
     assert reason in client.get("/groups/broad/").content.decode()
 
 
-def test_an_empty_list_invites_an_admin_to_add_one(client, admin):
+def test_an_empty_list_invites_an_admin_to_add_one(client, admin, mirror):
     client.force_login(admin)
     page = client.get("/groups/").content.decode()
     assert 'No group yet — <a href="/groups/new/">add one</a>' in page
 
 
-def test_an_empty_list_tells_others_that_an_admin_must_add_one(client, operator):
+def test_without_a_mirror_the_empty_list_asks_for_a_mirror_first(client, admin):
+    client.force_login(admin)
+    page = client.get("/groups/").content.decode()
+    assert '<a href="/mirror/new/">add a mirror first</a>' in page
+    assert "/groups/new/" not in page
+    form = client.get("/groups/new/").content.decode()
+    assert "Add a mirror first." in form and 'href="/mirror/new/"' in form
+
+
+def test_an_empty_list_tells_others_that_an_admin_must_add_one(client, operator, mirror):
     client.force_login(operator)
     page = client.get("/groups/").content.decode()
     assert "No group yet — an admin must add one." in page
@@ -160,10 +169,11 @@ def test_an_anonymous_visitor_is_sent_to_sign_in(client, rings):
 def test_a_viewer_sees_no_control_that_changes_anything(client, viewer, approved):
     client.force_login(viewer)
     page = client.get("/groups/pilot/").content.decode()
+    page = page[page.index("<main") :]  # the top bar's language menu is everyone's own setting
     assert "1.407.418.0" in page  # sees what is served
     for control in (
         "/approve/",
-        ">Approve</button>",
+        ">Approve…</button>",
         "Promote to",
         "/promote/",
         "Roll back to",
@@ -208,7 +218,7 @@ def test_a_viewer_gets_403_on_every_change_and_nothing_changes(client, viewer, a
 def test_an_operator_approves_but_cannot_edit_groups_or_import_policy(client, operator, approved):
     client.force_login(operator)
     page = client.get("/groups/pilot/").content.decode()
-    assert ">Approve</button>" in page and "Promote to Broad" in page and "Roll back to" in page
+    assert ">Approve…</button>" in page and "Promote to Broad" in page and "Roll back to" in page
     assert "Import mdatp_managed.json" not in page and "/edit/" not in page
     assert client.get("/groups/new/").status_code == 403
     assert client.get("/groups/pilot/edit/").status_code == 403
@@ -216,8 +226,11 @@ def test_an_operator_approves_but_cannot_edit_groups_or_import_policy(client, op
 
 
 def test_changes_are_post_only(client, admin, approved):
+    first, second = approved
     client.force_login(admin)
-    assert client.get("/groups/pilot/approve/linux/x86_64/").status_code == 405
+    # A GET of an approval is its confirmation page: it changes nothing.
+    assert client.get(f"/groups/pilot/approve/linux/x86_64/?package={first.pk}").status_code == 200
+    assert served_version(client, "pilot") == second.definition_version
     assert client.get("/groups/pilot/import/").status_code == 405
     assert client.post("/groups/pilot/managed-config/linux/").status_code == 405
 
@@ -247,6 +260,9 @@ def test_every_control_has_a_label(client, admin, approved):
             assert f'for="{control_id}"' in page or re.search(rf"<label>\s*{re.escape(tag)}", page), tag
 
 
+MICROSOFT_DOCS = ("https://learn.microsoft.com/en-us/defender-endpoint/", "https://docs.microsoft.com/en-us/")
+
+
 @pytest.mark.parametrize(
     "path", ["/groups/", "/groups/pilot/", "/groups/new/", "/groups/pilot/edit/", "/groups/pilot/promote/linux/x86_64/"]
 )
@@ -254,7 +270,9 @@ def test_no_group_page_loads_anything_from_outside(client, admin, approved, path
     client.force_login(admin)
     response = client.get(path)
     assert response.status_code == 200
-    assert external_urls(response.content.decode()) == []
+    # Only links to Microsoft's documentation (the form's inline help) point outside; nothing is loaded from there.
+    outside = [url for url in external_urls(response.content.decode()) if not url.startswith(MICROSOFT_DOCS)]
+    assert outside == []
 
 
 # --- Approve, promote, roll back --------------------------------------------------------------------
@@ -264,13 +282,13 @@ def test_the_detail_page_shows_versions_engine_who_and_the_actions(client, opera
     first, second = approved
     client.force_login(operator)
     page = client.get("/groups/pilot/").content.decode()
-    assert f"<strong>{second.definition_version}</strong> (engine {second.engine_version})" in page
-    assert f"{first.definition_version} (engine {first.engine_version})" in page
+    assert f'<strong class="token">{second.definition_version}</strong> (engine {second.engine_version})' in page
+    assert f'<span class="token">{first.definition_version}</span> (engine {first.engine_version})' in page
     assert "by oscar" in page
     assert "Promote to Broad" in page
     assert f"Roll back to {first.definition_version}" in page
     assert "https://portal.example.org/mirror/groups/pilot/linux/production/" in page
-    assert f'name="expected_current" value="{second.pk}"' in page
+    assert f'action="/groups/pilot/approve/linux/x86_64/"' in page  # the version list leads to a confirmation
     # n-1 of pilot's arm64 target: nothing approved, so no promote and no roll back there
     assert page.count("Promote to Broad") == 1
 
@@ -322,7 +340,7 @@ def test_promote_asks_for_confirmation_then_the_next_ring_serves_the_version(
     page = confirm.content.decode()
     assert confirm.status_code == 200
     assert f"Promote {second.definition_version} from Pilot to Broad" in page
-    assert "3 endpoints of Broad on linux/x86_64 will receive" in page
+    assert "3 of the 3 endpoints of Broad on linux/x86_64 run another version" in page
     assert served_version(client, "broad") == first.definition_version  # a GET changes nothing
     response = client.post(
         "/groups/pilot/promote/linux/x86_64/", {"package": second.pk, "expected_current": first.pk}, follow=True
@@ -441,6 +459,7 @@ def test_a_target_the_group_does_not_serve_is_404(client, operator, rings):
 def test_an_admin_creates_a_group_and_it_is_audited(client, admin, mirror):
     client.force_login(admin)
     form = client.get("/groups/new/").content.decode()
+    assert 'data-slug-from="id_name"' in form  # the slug fills itself from the name (portal/static/portal/slug.js)
     assert (
         "cloudService.definitionUpdatesInterval" in form
         and "antivirusEngine.offlineDefinitionUpdateFallbackToCloud" in form
@@ -681,19 +700,21 @@ def busy(make_group, make_package, operator):
 
 def test_the_list_makes_a_bounded_number_of_queries(client, operator, busy, django_assert_max_num_queries):
     client.force_login(operator)
-    with django_assert_max_num_queries(6):
+    # session, user, language preference, role, groups, approvals; then the session saved again
+    with django_assert_max_num_queries(9):
         response = client.get("/groups/")
-    assert response.content.decode().count("<strong>") == 16
+    assert response.content.decode().count('<strong class="token">') == 16
 
 
 def test_the_detail_page_makes_a_bounded_number_of_queries(client, operator, busy, django_assert_max_num_queries):
     client.force_login(operator)
     # session, user, role, group, status and the upstream's withdrawals, then per target (4): packages and next
     # ring, then history
-    with django_assert_max_num_queries(16):
+    # (and the language preference, and the session saved again)
+    with django_assert_max_num_queries(20):
         response = client.get("/groups/early/")
     page = response.content.decode()
-    assert page.count("Promote to Broad") == 4 and page.count(">Approve</button>") == 4
+    assert page.count("Promote to Broad") == 4 and page.count(">Approve…</button>") == 4
     assert page.count("<td>oscar</td>") == 12
 
 
@@ -705,7 +726,7 @@ def test_the_gate_state_is_shown_for_each_target(client, viewer, make_group):
     )
     page = client.get("/groups/pilot/").content.decode()
     assert (
-        '<span class="state warn">waiting</span> <span class="gate-reason">pilot: no linux/arm64 endpoint has reported</span>'
+        '<span class="state warn">waiting</span> <span class="gate-reason breakable">pilot: no linux/arm64 endpoint has reported</span>'
         in page
     )
     assert '<span class="state muted">manual</span>' in page
