@@ -118,12 +118,12 @@ def group_folder(request, slug, rest=""):
     for target in group.targets():
         row = approvals.get(tuple(target))
         platform, channel, arch = target
-        folder = f"{platform}/{channel}/arch_{arch}/"
         targets.append(
             {
                 "platform": Platform(platform).label,
-                "folder": folder,
-                "url": request.build_absolute_uri(f"/mirror/groups/{group.slug}/{folder}"),
+                "code": platform,
+                "channel": channel,
+                "arch": arch,
                 "current": row.current if row else None,
                 "previous": row.previous if row else None,
             }
