@@ -125,7 +125,9 @@ def first_run_checklist(user=None) -> Checklist:
         Step(
             "group",
             _("Create a ring"),
-            _("A group of endpoints that receives approved packages, in rollout order."),
+            _(
+                "A group of endpoints and the package it serves: approve one on its page, or let it take each new version."
+            ),
             reverse("fleet:group_create"),
             Role.ADMIN,
             facts["group"],
