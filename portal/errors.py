@@ -47,9 +47,17 @@ def permission_denied(request, exception=None):
     return HttpResponseForbidden(loader.render_to_string("403.html", context, request))
 
 
+def wants_html(request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
 def page_not_found(request, exception=None):
     if is_api(request):
         return api_not_found(request, exception)
+    if not wants_html(request):
+        # Endpoints, curl and scripts fetching a file that is not there (a published tree's folder, a wrong name):
+        # one plain line, as before, and no page built for nobody.
+        return HttpResponseNotFound(f"Not found: {request.path}\n", content_type="text/plain; charset=utf-8")
     return HttpResponseNotFound(loader.render_to_string("404.html", {"request_path": request.path}, request))
 
 

@@ -10,10 +10,12 @@ from portal import urls as portal_urls
 
 pytestmark = pytest.mark.django_db
 
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
 
 def test_an_unknown_page_is_the_portals_404_with_its_navigation(client, viewer):
     client.force_login(viewer)
-    response = client.get("/no-such-page/")
+    response = client.get("/no-such-page/", HTTP_ACCEPT=BROWSER)
     assert response.status_code == 404
     html = response.content.decode()
     assert 'class="topbar"' in html and 'aria-label="Main"' in html
@@ -23,13 +25,13 @@ def test_an_unknown_page_is_the_portals_404_with_its_navigation(client, viewer):
 
 def test_a_missing_object_is_the_portals_404(client, viewer):
     client.force_login(viewer)
-    response = client.get("/mirror/packages/999999/")
+    response = client.get("/mirror/packages/999999/", HTTP_ACCEPT=BROWSER)
     assert response.status_code == 404
     assert "Page not found" in response.content.decode()
 
 
 def test_a_signed_out_visitor_gets_the_404_with_a_sign_in_link(client):
-    response = client.get("/no-such-page/")
+    response = client.get("/no-such-page/", HTTP_ACCEPT=BROWSER)
     assert response.status_code == 404
     html = response.content.decode()
     assert "Page not found" in html and 'href="/login/"' in html
@@ -58,6 +60,13 @@ def test_the_api_keeps_its_json_errors(client, viewer):
     response = client.get("/api/v1/no-such-thing/")
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
     assert response.json()["code"] == "not_found"
+
+
+def test_a_script_or_an_endpoint_gets_a_plain_404_without_the_page(client):
+    response = client.get("/mirror/groups/pilot/linux/production/arch_x86_64/other.zip", HTTP_ACCEPT="*/*")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content.decode() == "Not found: /mirror/groups/pilot/linux/production/arch_x86_64/other.zip\n"
 
 
 def test_a_published_file_that_is_missing_is_still_a_plain_404(client, mirror):
