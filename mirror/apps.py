@@ -6,6 +6,7 @@ class MirrorConfig(AppConfig):
     verbose_name = "Mirror"
 
     def ready(self):
-        from mirror import audit_labels
+        from mirror import audit_labels, labels
 
         audit_labels.register()
+        labels.register()

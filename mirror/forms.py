@@ -4,12 +4,29 @@ import django_filters
 from django import forms
 from django.db import models
 from django.db.models import Q
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from core.forms import ChangesMixin
 from core.secrets import MASK, mask_url
 from mirror.choices import Arch, Channel, Platform
 from mirror.filtersets import SignaturePackageFilterSet
 from mirror.models import Mirror, Upstream
+
+# Microsoft's page on offline updates: its channels (downloadPreviewUpdates) and the n-1 backup folder (_back).
+OFFLINE_UPDATES_DOC = (
+    "https://learn.microsoft.com/en-us/defender-endpoint/linux-support-offline-security-intelligence-update"
+)
+
+
+def doc_help(text):
+    """A help text ending with a link to Microsoft's page (opened in a new tab: the form keeps what was typed)."""
+    return format_html(
+        '{} <a href="{}" target="_blank" rel="noopener noreferrer">{}</a>',
+        text,
+        OFFLINE_UPDATES_DOC,
+        _("Microsoft's page on offline updates"),
+    )
 
 
 def formfield(db_field, **kwargs):
@@ -35,37 +52,67 @@ class MaskedUrlInput(forms.TextInput):
 
 
 class MirrorForm(ChangesMixin, forms.ModelForm):
-    platforms = AnyChoices(choices=Platform.choices, widget=forms.CheckboxSelectMultiple, required=False)
-    channels = AnyChoices(choices=Channel.choices, widget=forms.CheckboxSelectMultiple, required=False)
-    archs = AnyChoices(choices=Arch.choices, widget=forms.CheckboxSelectMultiple, required=False, label="Architectures")
+    platforms = AnyChoices(
+        choices=Platform.choices, widget=forms.CheckboxSelectMultiple, required=False, label=_("Platforms")
+    )
+    channels = AnyChoices(
+        choices=Channel.choices, widget=forms.CheckboxSelectMultiple, required=False, label=_("Channels")
+    )
+    archs = AnyChoices(
+        choices=Arch.choices, widget=forms.CheckboxSelectMultiple, required=False, label=_("Architectures")
+    )
 
     class Meta:
         model = Mirror
         formfield_callback = formfield
         fields = Mirror.EDITABLE_FIELDS
         labels = {
-            "keep_previous": "Publish the previous version (n-1)",
-            "enabled": "Sync on schedule",
-            "sync_interval_minutes": "Sync interval (minutes)",
-            "retention": "Packages kept per target",
-            "publish_root": "Published tree directory",
-            "public_base_url": "Public base URL",
+            "name": _("Name"),
+            "slug": _("Slug"),
+            "upstream": _("Upstream"),
+            "keep_previous": _("Publish the previous version (n-1)"),
+            "enabled": _("Sync on schedule"),
+            "sync_interval_minutes": _("Sync interval (minutes)"),
+            "retention": _("Packages kept per target"),
+            "publish_root": _("Published tree directory"),
+            "public_base_url": _("Public base URL"),
         }
+        # The name's letters fill the slug as it is typed (portal/static/portal/slug.js).
+        widgets = {"slug": forms.TextInput(attrs={"data-slug-from": "id_name"})}
 
     SECTIONS = (
-        ("Mirror", ("name", "slug", "upstream")),
-        ("What it syncs", ("platforms", "channels", "archs", "keep_previous")),
-        ("Schedule and storage", ("enabled", "sync_interval_minutes", "retention", "publish_root", "public_base_url")),
+        (_("Mirror"), ("name", "slug", "upstream")),
+        (_("What it syncs"), ("platforms", "channels", "archs", "keep_previous")),
+        (
+            _("Schedule and storage"),
+            ("enabled", "sync_interval_minutes", "retention", "publish_root", "public_base_url"),
+        ),
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["upstream"].empty_label = None if Upstream.objects.exists() else "No upstream yet: add one first"
-        self.fields["slug"].help_text = "In the mirror's URLs: /mirror/<slug>/<platform>/<channel>/…"
+        self.fields["upstream"].empty_label = None if Upstream.objects.exists() else _("No upstream yet: add one first")
+        self.fields["slug"].help_text = _("In the mirror's URLs: /mirror/<slug>/<platform>/<channel>/…")
+        self.fields["channels"].help_text = doc_help(
+            _(
+                "Production is what Microsoft releases to everyone; Preview gets signatures and engines earlier "
+                "(Microsoft's downloadPreviewUpdates), for a few test machines first."
+            )
+        )
+        self.fields["keep_previous"].help_text = doc_help(
+            _(
+                "The version before the current one stays under <channel>_back/, as Microsoft's script keeps it: "
+                "if the latest signatures cause trouble, endpoints or a ring can go back to it at once, without a "
+                "download."
+            )
+        )
+        self.fields["sync_interval_minutes"].help_text = _(
+            "0: sync only when asked. Microsoft publishes new signatures several times a day."
+        )
         if self.instance.pk:
             # The published tree's directory and every endpoint's URL are named after it.
             self.fields["slug"].disabled = True
-            self.fields["slug"].help_text = "Fixed once created: the published tree and the endpoints' URLs use it."
+            self.fields["slug"].help_text = _("Fixed once created: the published tree and the endpoints' URLs use it.")
         self.remember()
 
     def sections(self):
@@ -82,26 +129,33 @@ class UpstreamForm(ChangesMixin, forms.ModelForm):
         formfield_callback = formfield
         fields = Upstream.EDITABLE_FIELDS
         labels = {
-            "base_url": "Base URL",
-            "linux_link_id": "Linux fwlink id",
-            "mac_link_id": "macOS fwlink id",
-            "proxy_url": "Proxy URL",
-            "verify_tls": "Verify TLS certificates",
-            "ca_bundle": "CA bundle",
-            "timeout": "Timeout (seconds)",
+            "name": _("Name"),
+            "kind": _("Kind"),
+            "base_url": _("Base URL"),
+            "linux_link_id": _("Linux fwlink id"),
+            "mac_link_id": _("macOS fwlink id"),
+            "proxy_url": _("Proxy URL"),
+            "verify_tls": _("Verify TLS certificates"),
+            "ca_bundle": _("CA bundle"),
+            "timeout": _("Timeout (seconds)"),
         }
         widgets = {"base_url": MaskedUrlInput, "proxy_url": MaskedUrlInput}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["proxy_url"].help_text = (
+        self.fields["proxy_url"].help_text = _(
             "e.g. http://user:password@proxy:3128. Credentials are kept but never shown again: "
-            f"leave {MASK} in place to keep them."
-        )
-        self.fields[
-            "base_url"
-        ].help_text += (
-            f" A user, password or query token in it is kept but never shown again: leave {MASK} in place to keep it."
+            "leave %(mask)s in place to keep them."
+        ) % {"mask": MASK}
+        self.fields["base_url"].help_text = _(
+            "Microsoft: the fwlink URL. Mirror: the URL above <platform>/<channel>/arch_<arch>/. A user, password or "
+            "query token in it is kept but never shown again: leave %(mask)s in place to keep it."
+        ) % {"mask": MASK}
+        self.fields["kind"].help_text = doc_help(
+            _(
+                "Microsoft: its fwlink service, production or preview channel as each mirror asks. Another mirror: a "
+                "portal or a tree written by Microsoft's script, for a site without internet access."
+            )
         )
         self.remember()
 
@@ -109,13 +163,13 @@ class UpstreamForm(ChangesMixin, forms.ModelForm):
 class PackageFilterSet(SignaturePackageFilterSet):
     """The API's package filters, and one box for a version: engine or definition, any part of it."""
 
-    version = django_filters.CharFilter(method="version_contains", label="Version contains")
+    version = django_filters.CharFilter(method="version_contains", label=_("Version contains"))
 
     def version_contains(self, queryset, name, value):
         return queryset.filter(Q(definition_version__icontains=value) | Q(engine_version__icontains=value))
 
     # The fields the page shows; the others still work in the URL, as in the API.
-    SHOWN = ("platform", "channel", "arch", "version")
+    SHOWN = ("platform", "channel", "arch", "version", "ordering")
 
     def shown_fields(self):
         return [self.form[name] for name in self.SHOWN]
@@ -124,35 +178,38 @@ class PackageFilterSet(SignaturePackageFilterSet):
 class BundleImportForm(forms.Form):
     """A bundle exported by another portal, and the mirror to publish it on."""
 
-    file = forms.FileField(label="Bundle file", help_text="The .bundle.tar file exported by the other portal.")
+    file = forms.FileField(label=_("Bundle file"), help_text=_("The .bundle.tar file exported by the other portal."))
     mirror = forms.ModelChoiceField(
         Mirror.objects.all(),
         to_field_name="slug",
         required=False,
-        empty_label="The mirror of the same slug as the exporting one",
-        help_text="Where the packages are published (current and n-1 per target).",
+        label=_("Mirror"),
+        empty_label=_("The mirror of the same slug as the exporting one"),
+        help_text=_("Where the packages are published (current and n-1 per target)."),
     )
 
 
 class TrustedBundleKeyForm(forms.Form):
     """Another portal's public key, as its Bundles page shows it."""
 
-    name = forms.CharField(max_length=100, help_text="e.g. the exporting portal's name.")
+    name = forms.CharField(label=_("Name"), max_length=100, help_text=_("e.g. the exporting portal's name."))
     public_key = forms.CharField(
-        label="Public key",
+        label=_("Public key"),
         max_length=1000,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="The 44-character key (or its PEM block) from the exporting portal's Mirrors › Bundles page.",
+        help_text=_("The 44-character key (or its PEM block) from the exporting portal's Mirrors › Bundles page."),
     )
-    note = forms.CharField(max_length=300, required=False, help_text="Where it came from, who carried it.")
+    note = forms.CharField(
+        label=_("Note"), max_length=300, required=False, help_text=_("Where it came from, who carried it.")
+    )
 
 
 class TreeImportForm(forms.Form):
     """A folder on the portal's server holding a tree written by Microsoft's download script."""
 
     path = forms.CharField(
-        label="Folder",
+        label=_("Folder"),
         max_length=4096,
-        help_text="Absolute path of the folder holding linux/ or mac/, e.g. /media/usb/wdav-update.",
+        help_text=_("Absolute path of the folder holding linux/ or mac/, e.g. /media/usb/wdav-update."),
     )
-    mirror = forms.ModelChoiceField(Mirror.objects.all(), to_field_name="slug")
+    mirror = forms.ModelChoiceField(Mirror.objects.all(), to_field_name="slug", label=_("Mirror"))

@@ -3,20 +3,27 @@
 from datetime import timedelta
 
 from django.contrib import messages
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Max, Prefetch, Q
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _t
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django.views.generic import DetailView, TemplateView, View
 from django_filters.views import FilterView
 
+from core import labels
 from core.choices import Role
 from core.errors import Refused
 from core.generic import ObjectDeleteView, ObjectFormView
 from core.roles import RoleRequiredMixin
+from core.sorting import ordered
+from core.templatetags.words import human_duration
 from mirror.choices import Platform, SyncState, SyncTrigger, TargetOutcome
+from mirror.errors import Failure
 from mirror.filtersets import SyncRunFilterSet
 from mirror.forms import (
     BundleImportForm,
@@ -76,8 +83,8 @@ def published_file(request, slug, platform, channel, arch, filename):
 RECENT_RUNS = 20
 FAILURES_LOOKED_AT = 10  # the list counts failed runs in a row among the last ten
 FAILED_STATES = (SyncState.FAILED, SyncState.PARTIAL)
-# The run's big fields, not needed to list runs.
-HEAVY_RUN_FIELDS = ("log", "results")
+# The run's big field, not needed to list runs (its results are: the error's summary reads them).
+HEAVY_RUN_FIELDS = ("log",)
 
 
 def get_mirror(slug: str) -> Mirror:
@@ -94,10 +101,10 @@ def run_url(run: SyncRun) -> str:
 
 def schedule_words(mirror: Mirror) -> str:
     if not mirror.enabled:
-        return "disabled: syncs only when asked"
+        return _t("disabled: syncs only when asked")
     if not mirror.sync_interval_minutes:
-        return "only when asked"
-    return f"every {mirror.sync_interval_minutes} min"
+        return _t("only when asked")
+    return _t("every %(duration)s") % {"duration": human_duration(mirror.sync_interval_minutes * 60)}
 
 
 def next_run(mirror: Mirror, last: SyncRun | None):
@@ -105,9 +112,9 @@ def next_run(mirror: Mirror, last: SyncRun | None):
     if not mirror.enabled or not mirror.sync_interval_minutes:
         return None
     if last is None:
-        return "at the scheduler's next tick"
+        return _t("at the scheduler's next tick")
     if last.is_active:
-        return "after the running sync"
+        return _t("after the running sync")
     start = last.started_at or last.created
     return start + timedelta(minutes=mirror.sync_interval_minutes)
 
@@ -117,7 +124,11 @@ def next_run_context(mirror: Mirror, last: SyncRun | None) -> dict:
     when = next_run(mirror, last)
     if isinstance(when, str):
         return {"next_at": None, "next_words": when}
-    return {"next_at": when, "next_words": "" if when else "not scheduled"}
+    if when is None:
+        return {"next_at": None, "next_words": _t("not scheduled")}
+    # In whole minutes, rounded up: "in 8 h", "in 1 h 5 min"; 0 once due (the scheduler's next tick takes it).
+    left = max(0, (when - timezone.now()).total_seconds())
+    return {"next_at": when, "next_words": "", "next_in": -(-left // 60) * 60}
 
 
 def failures_in_a_row(runs) -> int:
@@ -132,18 +143,30 @@ def failures_in_a_row(runs) -> int:
 
 
 def result_rows(run: SyncRun) -> list[dict]:
-    """The per-target results as a page shows them, with the outcome in words."""
+    """The per-target results as a page shows them, with the outcome in words and a failure in one line."""
     rows = []
     for result in run.results or []:
         outcome = result.get("outcome", "")
+        failed = outcome == TargetOutcome.FAILED
         rows.append(
             {
                 **result,
-                "outcome_label": TargetOutcome(outcome).label if outcome in TargetOutcome.values else outcome,
-                "failed": outcome == TargetOutcome.FAILED,
+                "outcome_label": labels.label("sync_outcome", outcome),
+                "failed": failed,
+                "summary": Failure.of_result(result).summary() if failed and result.get("error") else "",
             }
         )
     return rows
+
+
+# The mirror list's sortable columns (core.sorting): public name → field.
+MIRROR_COLUMNS = {
+    "name": "name",
+    "upstream": "upstream__name",
+    "schedule": "sync_interval_minutes",
+    "last_run": "last_run",
+}
+MIRROR_DEFAULT_ORDERING = "name"
 
 
 class MirrorListView(RoleRequiredMixin, TemplateView):
@@ -152,8 +175,13 @@ class MirrorListView(RoleRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         # Three queries whatever the number of mirrors: the mirrors, their last runs, the upstreams.
         recent = SyncRun.objects.defer(*HEAVY_RUN_FIELDS).order_by("-created", "-id")[:FAILURES_LOOKED_AT]
-        mirrors = Mirror.objects.select_related("upstream").prefetch_related(
-            Prefetch("sync_runs", queryset=recent, to_attr="recent_runs")
+        mirrors = ordered(
+            Mirror.objects.select_related("upstream")
+            .annotate(last_run=Max("sync_runs__created"))
+            .prefetch_related(Prefetch("sync_runs", queryset=recent, to_attr="recent_runs")),
+            self.request,
+            MIRROR_COLUMNS,
+            MIRROR_DEFAULT_ORDERING,
         )
         rows = []
         for mirror in mirrors:
@@ -171,7 +199,9 @@ class MirrorListView(RoleRequiredMixin, TemplateView):
                 }
             )
         upstreams = Upstream.objects.annotate(mirror_count=Count("mirrors"))
-        return super().get_context_data(rows=rows, upstreams=upstreams, **kwargs)
+        return super().get_context_data(
+            rows=rows, upstreams=upstreams, default_ordering=MIRROR_DEFAULT_ORDERING, **kwargs
+        )
 
 
 class MirrorDetailView(RoleRequiredMixin, TemplateView):
@@ -219,12 +249,14 @@ class MirrorSyncView(RoleRequiredMixin, View):
         mirror = get_mirror(slug)
         run, created = request_sync(mirror, SyncTrigger.MANUAL, request.user, request)
         if created:
-            messages.success(request, f"Sync #{run.pk} of {mirror.name} queued.")
+            messages.success(
+                request, _t("Sync #%(run)s of %(mirror)s queued.") % {"run": run.pk, "mirror": mirror.name}
+            )
         else:
             messages.info(
                 request,
-                f"A sync of {mirror.name} is already {run.get_state_display().lower()} (#{run.pk}): "
-                "here it is; no other was started.",
+                _t("A sync of %(mirror)s is already %(state)s (#%(run)s): here it is; no other was started.")
+                % {"mirror": mirror.name, "state": run.get_state_display().lower(), "run": run.pk},
             )
         return redirect(run_url(run))
 
@@ -234,7 +266,7 @@ class MirrorFormView(ObjectFormView):
 
     template_name = "mirror/mirror_form.html"
     form_class = MirrorForm
-    noun = "Mirror"
+    noun = _("Mirror")
     context_name = "mirror"
     saved_fields = ("name", "slug")
 
@@ -262,8 +294,8 @@ class MirrorDeleteView(ObjectDeleteView):
     """GET: what deleting removes; POST: delete (admins)."""
 
     template_name = "mirror/mirror_confirm_delete.html"
-    noun = "Mirror"
-    deleted_message = "{noun} {name} deleted. Its packages stay in the store until retention prunes them."
+    noun = _("Mirror")
+    deleted_message = _("{noun} {name} deleted. Its packages stay in the store until retention prunes them.")
 
     def get_object(self):
         return get_mirror(self.kwargs["slug"])
@@ -284,7 +316,7 @@ class MirrorDeleteView(ObjectDeleteView):
 class UpstreamFormView(ObjectFormView):
     template_name = "mirror/upstream_form.html"
     form_class = UpstreamForm
-    noun = "Upstream"
+    noun = _("Upstream")
     context_name = "upstream"
 
     def get_object(self):
@@ -301,8 +333,8 @@ class UpstreamFormView(ObjectFormView):
 
 
 class UpstreamDeleteView(ObjectDeleteView):
-    noun = "Upstream"
-    protected_message = "{noun} {name} is still used by a mirror; change that mirror's upstream first."
+    noun = _("Upstream")
+    protected_message = _("{noun} {name} is still used by a mirror; change that mirror's upstream first.")
 
     def get_object(self):
         return get_object_or_404(Upstream, pk=self.kwargs["pk"])
@@ -375,15 +407,15 @@ class PackageDetailView(RoleRequiredMixin, DetailView):
         )
         published = PackageUsage(
             key="published-on",
-            title="Published on mirrors",
-            holder="Mirror",
-            since="Published at (UTC)",
-            empty="No mirror publishes it now.",
+            title=_t("Published on mirrors"),
+            holder=_t("Mirror"),
+            since=_t("Published at (UTC)"),
+            empty=_t("No mirror publishes it now."),
             rows=[
                 UsageRow(
                     p.mirror.name,
                     mirror_url(p.mirror),
-                    "current" if p.current_id == package.pk else "n-1",
+                    _t("current") if p.current_id == package.pk else "n-1",
                     p.published_at,
                 )
                 for p in publications
@@ -397,10 +429,17 @@ class PackageDetailView(RoleRequiredMixin, DetailView):
 # --- Air-gapped transfer: bundles (mirror.services.bundles) ---------------------------------------
 
 
-def bundle_page_context(import_form=None, key_form=None, tree_form=None) -> dict:
+KEY_COLUMNS = {"name": "name", "fingerprint": "fingerprint", "added_by": "added_by__username", "created": "created"}
+KEY_DEFAULT_ORDERING = "name"
+
+
+def bundle_page_context(request, import_form=None, key_form=None, tree_form=None) -> dict:
     return {
         "own_key": own_public_key(),
-        "trusted_keys": TrustedBundleKey.objects.select_related("added_by"),
+        "trusted_keys": ordered(
+            TrustedBundleKey.objects.select_related("added_by"), request, KEY_COLUMNS, KEY_DEFAULT_ORDERING
+        ),
+        "default_ordering": KEY_DEFAULT_ORDERING,
         "import_form": import_form or BundleImportForm(),
         "key_form": key_form or TrustedBundleKeyForm(),
         "tree_form": tree_form or TreeImportForm(),
@@ -413,7 +452,7 @@ class BundleListView(RoleRequiredMixin, TemplateView):
     template_name = "mirror/bundle_list.html"
 
     def get_context_data(self, **kwargs):
-        return super().get_context_data(**bundle_page_context(), **kwargs)
+        return super().get_context_data(**bundle_page_context(self.request), **kwargs)
 
 
 class BundleImportView(RoleRequiredMixin, TemplateView):
@@ -432,7 +471,9 @@ class BundleImportView(RoleRequiredMixin, TemplateView):
             else:
                 messages.success(request, result.summary())
                 return redirect(mirror_url(result.mirror))
-        return self.render_to_response(self.get_context_data(**bundle_page_context(import_form=form)), status=400)
+        return self.render_to_response(
+            self.get_context_data(**bundle_page_context(request, import_form=form)), status=400
+        )
 
 
 class TreeImportView(RoleRequiredMixin, TemplateView):
@@ -452,7 +493,9 @@ class TreeImportView(RoleRequiredMixin, TemplateView):
             else:
                 messages.success(request, result.summary())
                 return redirect(mirror_url(result.mirror))
-        return self.render_to_response(self.get_context_data(**bundle_page_context(tree_form=form)), status=400)
+        return self.render_to_response(
+            self.get_context_data(**bundle_page_context(request, tree_form=form)), status=400
+        )
 
 
 class BundleKeyCreateView(RoleRequiredMixin, TemplateView):
@@ -472,10 +515,12 @@ class BundleKeyCreateView(RoleRequiredMixin, TemplateView):
                 form.add_error(exc.field if exc.field in form.fields else None, exc.message)
             else:
                 messages.success(
-                    request, f"Bundles signed by {key.name} ({key.fingerprint[:16]}…) may be imported now."
+                    request,
+                    _t("Bundles signed by %(name)s (%(fingerprint)s…) may be imported now.")
+                    % {"name": key.name, "fingerprint": key.fingerprint[:16]},
                 )
                 return redirect(reverse("mirror:bundle_list"))
-        return self.render_to_response(self.get_context_data(**bundle_page_context(key_form=form)), status=400)
+        return self.render_to_response(self.get_context_data(**bundle_page_context(request, key_form=form)), status=400)
 
 
 class BundleKeyDeleteView(RoleRequiredMixin, View):
@@ -487,7 +532,9 @@ class BundleKeyDeleteView(RoleRequiredMixin, View):
     def post(self, request, pk):
         key = get_object_or_404(TrustedBundleKey, pk=pk)
         remove_trusted_key(key, request.user, request)
-        messages.success(request, f"Key {key.name} is no longer trusted: its bundles are refused from now on.")
+        messages.success(
+            request, _t("Key %(name)s is no longer trusted: its bundles are refused from now on.") % {"name": key.name}
+        )
         return redirect(reverse("mirror:bundle_list"))
 
 
@@ -501,7 +548,7 @@ class MirrorBundleView(RoleRequiredMixin, View):
         try:
             bundle = export_bundle(mirror, request.GET.getlist("package") or None, request.user, request)
         except (Refused, ValueError) as exc:
-            messages.error(request, getattr(exc, "message", "Give package ids as whole numbers."))
+            messages.error(request, getattr(exc, "message", _t("Give package ids as whole numbers.")))
             return redirect(mirror_url(mirror))
         response = StreamingHttpResponse(bundle.chunks(), content_type="application/x-tar")
         response["Content-Length"] = str(bundle.size)

@@ -4,6 +4,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.db.models import ProtectedError
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -215,7 +216,8 @@ class SyncRunViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = SyncRun.objects.select_related("mirror", "requested_by")
     serializer_class = SyncRunSerializer
     filterset_class = SyncRunFilterSet
-    ordering_fields = ["created", "finished_at"]
+    # ``ordering`` is the FilterSet's, the same columns and names as the Syncs page (mirror.filtersets).
+    filter_backends = [DjangoFilterBackend]
 
 
 class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
@@ -224,7 +226,7 @@ class SignaturePackageViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = SignaturePackage.objects.all()
     serializer_class = SignaturePackageSerializer
     filterset_class = SignaturePackageFilterSet
-    ordering_fields = ["downloaded_at", "size"]
+    filter_backends = [DjangoFilterBackend]  # ``ordering`` is the FilterSet's, as on the Packages page
     write_role = Role.ADMIN  # the only write is an import: an admin's act, like bundle and tree imports
 
     @extend_schema(

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from core.errors import Refused
 from core.outbound import PROXY_SCHEMES, check_url
@@ -39,16 +40,18 @@ class Upstream(models.Model):
     base_url = models.URLField(
         max_length=500,
         default=MICROSOFT_BASE_URL,
-        help_text="Microsoft: the fwlink URL. Mirror: the URL above <platform>/<channel>/arch_<arch>/.",
+        help_text=_("Microsoft: the fwlink URL. Mirror: the URL above <platform>/<channel>/arch_<arch>/."),
     )
     linux_link_id = models.CharField(max_length=16, default=LINK_IDS[Platform.LINUX])
     mac_link_id = models.CharField(max_length=16, default=LINK_IDS[Platform.MAC])
-    proxy_url = models.CharField(max_length=500, blank=True, help_text="e.g. http://user:password@proxy:3128")
+    proxy_url = models.CharField(max_length=500, blank=True, help_text=_("e.g. http://user:password@proxy:3128"))
     verify_tls = models.BooleanField(default=True)
     ca_bundle = models.CharField(
-        max_length=500, blank=True, help_text="Path of a PEM bundle to trust instead of the system's."
+        max_length=500, blank=True, help_text=_("Path of a PEM bundle to trust instead of the system's.")
     )
-    timeout = models.PositiveIntegerField(default=60, help_text="Seconds without data before a request is abandoned.")
+    timeout = models.PositiveIntegerField(
+        default=60, help_text=_("Seconds without data before a request is abandoned.")
+    )
 
     class Meta:
         ordering = ["name"]
@@ -111,18 +114,18 @@ class Mirror(models.Model):
     channels = models.JSONField(default=list)
     archs = models.JSONField(default=list)
     keep_previous = models.BooleanField(
-        default=True, help_text="Publish the previous package under <channel>_back/ (n-1)."
+        default=True, help_text=_("Publish the previous package under <channel>_back/ (n-1).")
     )
     enabled = models.BooleanField(default=True)
-    sync_interval_minutes = models.PositiveIntegerField(default=60, help_text="0: sync only when asked.")
+    sync_interval_minutes = models.PositiveIntegerField(default=60, help_text=_("0: sync only when asked."))
     retention = models.PositiveIntegerField(
-        default=5, help_text="Packages kept per target (referenced ones are always kept)."
+        default=5, help_text=_("Packages kept per target (referenced ones are always kept).")
     )
     publish_root = models.CharField(
-        max_length=500, blank=True, help_text="Directory of the published tree; empty: <store>/published/<slug>."
+        max_length=500, blank=True, help_text=_("Directory of the published tree; empty: <store>/published/<slug>.")
     )
     public_base_url = models.URLField(
-        max_length=500, blank=True, help_text="URL of the published tree for endpoints; empty: served by the portal."
+        max_length=500, blank=True, help_text=_("URL of the published tree for endpoints; empty: served by the portal.")
     )
     created = models.DateTimeField(default=timezone.now)
 
