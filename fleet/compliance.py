@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils.translation import gettext as _
+
 from core.versions import version_key
 from fleet.choices import Compliance, FindingCode
 from fleet.diagnostics import CHECK, Finding
@@ -81,32 +83,49 @@ def rank(*, failing: bool, misconfigured: bool, stale: bool, standing: str) -> s
 def ring_serves_nothing(group_name: str, target: str, url: str, why: str = "") -> Finding:
     """RING_SERVES_NOTHING: the endpoint's ring has no package approved for its target."""
     arch = target.rsplit("arch_", 1)[-1]
+    explanation = _(
+        "Group %(group)s has no package approved for %(target)s, so %(url)sarch_%(arch)s/updates.zip answers 404: "
+        "the endpoint cannot update from the mirror, whatever version it runs now."
+    ) % {"group": group_name, "target": target, "url": url, "arch": arch}
+    if why:
+        explanation += " " + _("The ring's rollout rule says: %(why)s.") % {"why": why}
     return Finding(
         FindingCode.RING_SERVES_NOTHING,
         "critical",
-        "Its ring serves no package",
-        f"Group {group_name} has no package approved for {target}, so {url}arch_{arch}/updates.zip answers 404: "
-        "the endpoint cannot update from the mirror, whatever version it runs now."
-        + (f" The ring's rollout rule says: {why}." if why else ""),
-        f"On the group's page, approve a package for {target} (or promote one from the ring before it). "
-        f"The endpoint takes it at its next update; `mdatp definitions update` starts one now, and `{CHECK}` "
-        "shows the result.",
+        _("Its ring serves no package"),
+        explanation,
+        _(
+            "On the group's page, approve a package for %(target)s (or promote one from the ring before it). "
+            "The endpoint takes it at its next update; `mdatp definitions update` starts one now, and `%(check)s` "
+            "shows the result."
+        )
+        % {"target": target, "check": CHECK},
         {"group": group_name, "target": target},
     )
 
 
 def rolled_back_version(group_name: str, target: str, version: str, served_version: str | None) -> Finding:
     """ROLLED_BACK_VERSION: the endpoint runs a version its ring rolled back from."""
-    now = f"it serves {served_version} instead" if served_version else "it serves nothing for it now"
+    if served_version:
+        now = _("it serves %(version)s instead") % {"version": served_version}
+        served = _("(%(version)s is what its ring serves).") % {"version": served_version}
+    else:
+        now, served = _("it serves nothing for it now"), "."
     return Finding(
         FindingCode.ROLLED_BACK_VERSION,
         "critical",
-        "It runs a version its ring rolled back",
-        f"The endpoint runs definitions {version}, which group {group_name} rolled back for {target} ({now}). "
-        "A rollback changes what the ring's URL serves; an endpoint that already loaded the version keeps it "
-        "until it updates again.",
-        f"Run `mdatp definitions update` on the endpoint (or wait for its next scheduled update), then check "
-        f"`{CHECK}`: definitions_version says which version it runs"
-        + (f" ({served_version} is what its ring serves)." if served_version else "."),
+        _("It runs a version its ring rolled back"),
+        _(
+            "The endpoint runs definitions %(version)s, which group %(group)s rolled back for %(target)s (%(now)s). "
+            "A rollback changes what the ring's URL serves; an endpoint that already loaded the version keeps it "
+            "until it updates again."
+        )
+        % {"version": version, "group": group_name, "target": target, "now": now},
+        _(
+            "Run `mdatp definitions update` on the endpoint (or wait for its next scheduled update), then check "
+            "`%(check)s`: definitions_version says which version it runs"
+        )
+        % {"check": CHECK}
+        + (" " + served if served_version else served),
         {"definitions_version": version, "served": served_version},
     )

@@ -16,6 +16,9 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
 from core.versions import parse_version, version_key
 from fleet.choices import FindingCode
 from fleet.health import Health
@@ -136,7 +139,7 @@ def _is_microsoft_cloud(url: str | None) -> bool:
 def _q(value) -> str:
     """A reported value as the agent prints it, for explanations."""
     if value is None:
-        return "(not reported)"
+        return _("(not reported)")
     if isinstance(value, bool):
         return "true" if value else "false"
     return f'"{value}"'
@@ -145,22 +148,23 @@ def _q(value) -> str:
 def _age(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     if hours < 1:
-        return f"{int(delta.total_seconds() // 60)} minutes"
+        minutes = int(delta.total_seconds() // 60)
+        return ngettext("%(n)d minute", "%(n)d minutes", minutes) % {"n": minutes}
     if hours < 48:
-        return f"{hours:.0f} hours"
-    return f"{hours / 24:.0f} days"
+        return ngettext("%(n)d hour", "%(n)d hours", round(hours)) % {"n": round(hours)}
+    return ngettext("%(n)d day", "%(n)d days", round(hours / 24)) % {"n": round(hours / 24)}
 
 
 def _config_where(platform: str) -> str:
     if platform == "mac":
-        return "the group's configuration profile (preference domain com.microsoft.wdav)"
-    return "the group's managed configuration (/etc/opt/microsoft/mdatp/managed/mdatp_managed.json)"
+        return _("the group's configuration profile (preference domain com.microsoft.wdav)")
+    return _("the group's managed configuration (/etc/opt/microsoft/mdatp/managed/mdatp_managed.json)")
 
 
 def _mirror_probe(url: str | None) -> str:
     if not url or not url.strip():
-        return "a request to the group's mirror URL"
-    return f"`curl -sSI {url.strip().rstrip('/')}/arch_x86_64/manifest.json` (arch_arm64 on ARM)"
+        return _("a request to the group's mirror URL")
+    return _("`curl -sSI %(url)s/arch_x86_64/manifest.json` (arch_arm64 on ARM)") % {"url": url.strip().rstrip("/")}
 
 
 CHECK = "mdatp health --details definitions"
@@ -181,6 +185,8 @@ def engine_signature_era(h: Health, platform: str) -> bool:
 
 
 # --- Rules (one finding each) -----------------------------------------------------------------
+# Titles, explanations and fixes are marked for translation (in the language of the moment they are judged:
+# the pages translate the titles again when they show them); codes, setting names and commands are not.
 
 
 def _update_failed(h: Health, e: Expectation, history):
@@ -190,13 +196,22 @@ def _update_failed(h: Health, e: Expectation, history):
     return Finding(
         FindingCode.UPDATE_FAILED,
         "critical",
-        "The last signature update failed",
-        f"The agent reports definitions_update_fail_reason {_q(h.fail_reason)}. It still runs definitions "
-        f"{h.definitions_version or '(version not reported)'} (definitions_status {_q(h.definitions_status)}).",
-        "1. Check the endpoint reaches the mirror: `mdatp connectivity test` and "
-        f"{_mirror_probe(mirror)}.\n"
-        "2. Retry the update: `mdatp definitions update`.\n"
-        f"3. Check `{CHECK}`: definitions_update_fail_reason must be empty.",
+        _("The last signature update failed"),
+        _(
+            "The agent reports definitions_update_fail_reason %(reason)s. It still runs definitions %(version)s "
+            "(definitions_status %(status)s)."
+        )
+        % {
+            "reason": _q(h.fail_reason),
+            "version": h.definitions_version or _("(version not reported)"),
+            "status": _q(h.definitions_status),
+        },
+        _(
+            "1. Check the endpoint reaches the mirror: `mdatp connectivity test` and %(probe)s.\n"
+            "2. Retry the update: `mdatp definitions update`.\n"
+            "3. Check `%(check)s`: definitions_update_fail_reason must be empty."
+        )
+        % {"probe": _mirror_probe(mirror), "check": CHECK},
         {"definitions_update_fail_reason": h.fail_reason, "definitions_version": h.definitions_version},
     )
 
@@ -204,20 +219,30 @@ def _update_failed(h: Health, e: Expectation, history):
 def _details_missing(h: Health, e: Expectation, history):
     if h.definitions_details:
         return None
-    version = f"app_version {h.app_version}" if h.app_version else "its app_version is not reported either"
+    version = (
+        _("app_version %(version)s") % {"version": h.app_version}
+        if h.app_version
+        else _("its app_version is not reported either")
+    )
     return Finding(
         FindingCode.DEFINITIONS_DETAILS_MISSING,
         "warning",
-        "The report lacks the offline update facts",
-        "The endpoint sent the general `mdatp health` facts only: none of definitions_update_source_uri, "
-        "definitions_update_fail_reason, offline_definition_url_configured, offline_definition_update or "
-        f"offline_definition_update_verify_sig, which only `{CHECK}` prints. So the portal cannot tell whether "
-        "offline updates are enabled, which URL the endpoint uses or whether its last update failed, and does "
-        f"not judge them. `{CHECK}` failed or is missing on the endpoint ({version}): the agent version may be "
-        "too old for it.",
-        f"Run `{CHECK}` on the endpoint. If it fails, upgrade Defender to {MIN_APP_VERSION[e.platform]} or later "
-        f"(the first {PLATFORM_NAMES[e.platform]} version with offline updates); the portal's agent script sends "
-        "its output with the next report.",
+        _("The report lacks the offline update facts"),
+        _(
+            "The endpoint sent the general `mdatp health` facts only: none of definitions_update_source_uri, "
+            "definitions_update_fail_reason, offline_definition_url_configured, offline_definition_update or "
+            "offline_definition_update_verify_sig, which only `%(check)s` prints. So the portal cannot tell whether "
+            "offline updates are enabled, which URL the endpoint uses or whether its last update failed, and does "
+            "not judge them. `%(check)s` failed or is missing on the endpoint (%(version)s): the agent version may be "
+            "too old for it."
+        )
+        % {"check": CHECK, "version": version},
+        _(
+            "Run `%(check)s` on the endpoint. If it fails, upgrade Defender to %(minimum)s or later "
+            "(the first %(platform)s version with offline updates); the portal's agent script sends "
+            "its output with the next report."
+        )
+        % {"check": CHECK, "minimum": MIN_APP_VERSION[e.platform], "platform": PLATFORM_NAMES[e.platform]},
         {"app_version": h.app_version, "sections": list(h.sections)},
     )
 
@@ -226,21 +251,27 @@ def _offline_update_disabled(h: Health, e: Expectation, history):
     if not h.definitions_details or not e.wants_offline_update or (h.offline_update or "").lower() == ENABLED:
         return None
     if h.offline_update is None:
-        seen = (
+        seen = _(
             "The report does not include offline_definition_update (the agent may predate the feature, "
             "or the report is partial)"
         )
     else:
-        seen = f"offline_definition_update is {_q(h.offline_update)}"
+        seen = _("offline_definition_update is %(value)s") % {"value": _q(h.offline_update)}
     return Finding(
         FindingCode.OFFLINE_UPDATE_DISABLED,
         "critical",
-        "Offline signature updates are not enabled",
-        f"{seen}, but the group's policy enables offline updates: the endpoint does not fetch signatures from "
-        "the mirror.",
-        f'Install {_config_where(e.platform)}, which sets antivirusEngine.offlineDefinitionUpdate = "enabled" '
-        f"and antivirusEngine.offlineDefinitionUpdateUrl = {e.group_url}. Then check `{CHECK}`: "
-        'offline_definition_update must read "enabled" [managed].',
+        _("Offline signature updates are not enabled"),
+        _(
+            "%(seen)s, but the group's policy enables offline updates: the endpoint does not fetch signatures from "
+            "the mirror."
+        )
+        % {"seen": seen},
+        _(
+            'Install %(where)s, which sets antivirusEngine.offlineDefinitionUpdate = "enabled" '
+            "and antivirusEngine.offlineDefinitionUpdateUrl = %(url)s. Then check `%(check)s`: "
+            'offline_definition_update must read "enabled" [managed].'
+        )
+        % {"where": _config_where(e.platform), "url": e.group_url, "check": CHECK},
         {"offline_definition_update": h.offline_update},
     )
 
@@ -254,29 +285,46 @@ def _verify_sig(h: Health, e: Expectation, history):
     if h.verify_sig is None or h.verify_sig.upper() == DEPRECATED:
         newer = h.engine_signature_verification
         said = (
-            'prints "DEPRECATED" for offline_definition_update_verify_sig'
+            _('prints "DEPRECATED" for offline_definition_update_verify_sig')
             if h.verify_sig
-            else "does not include offline_definition_update_verify_sig in its report"
+            else _("does not include offline_definition_update_verify_sig in its report")
+        )
+        instead = (
+            " " + _("The agent reports engine_signature_verification %(value)s instead.") % {"value": _q(newer)}
+            if newer is not None
+            else ""
         )
         return Finding(
             FindingCode.VERIFY_SIG_NOT_REPORTED,
             "info",
-            "Signature verification is not reported by this agent version",
-            f"This agent (app {h.app_version or 'version not reported'}) {said}: the setting is no longer reported "
-            "there, so the report cannot show whether packages are verified. This is not a misconfiguration."
-            + (f" The agent reports engine_signature_verification {_q(newer)} instead." if newer is not None else ""),
-            'Nothing to change on the endpoint. Keep features.offlineDefinitionUpdateVerifySig = "enabled" in '
-            f"{_config_where(e.platform)}.",
+            _("Signature verification is not reported by this agent version"),
+            _(
+                "This agent (app %(version)s) %(said)s: the setting is no longer reported there, so the report "
+                "cannot show whether packages are verified. This is not a misconfiguration."
+            )
+            % {"version": h.app_version or _("version not reported"), "said": said}
+            + instead,
+            _(
+                'Nothing to change on the endpoint. Keep features.offlineDefinitionUpdateVerifySig = "enabled" in '
+                "%(where)s."
+            )
+            % {"where": _config_where(e.platform)},
             {"offline_definition_update_verify_sig": h.verify_sig, "engine_signature_verification": newer},
         )
     return Finding(
         FindingCode.VERIFY_SIG_DISABLED,
         "warning",
-        "Offline packages are loaded without signature verification",
-        f'offline_definition_update_verify_sig is {_q(h.verify_sig)}, but the group\'s policy wants "enabled": '
-        "the endpoint would load a package from the mirror without checking Microsoft's signature.",
-        f'Set features.offlineDefinitionUpdateVerifySig = "enabled" in {_config_where(e.platform)} and install it; '
-        f'then check `{CHECK}`: offline_definition_update_verify_sig must read "enabled".',
+        _("Offline packages are loaded without signature verification"),
+        _(
+            'offline_definition_update_verify_sig is %(value)s, but the group\'s policy wants "enabled": '
+            "the endpoint would load a package from the mirror without checking Microsoft's signature."
+        )
+        % {"value": _q(h.verify_sig)},
+        _(
+            'Set features.offlineDefinitionUpdateVerifySig = "enabled" in %(where)s and install it; '
+            'then check `%(check)s`: offline_definition_update_verify_sig must read "enabled".'
+        )
+        % {"where": _config_where(e.platform), "check": CHECK},
         {"offline_definition_update_verify_sig": h.verify_sig, "app_version": h.app_version},
     )
 
@@ -292,14 +340,19 @@ def _engine_signature_off(h: Health, e: Expectation, history):
     return Finding(
         FindingCode.ENGINE_SIG_VERIFICATION_OFF,
         "warning",
-        "The engine's signature is not verified",
-        f"engine_signature_verification is {_q(h.engine_signature_verification)} on this agent (app "
-        f"{h.app_version or 'version not reported'}), which verifies the antivirus engine's signature before "
-        'loading it (offline_definition_update_verify_sig only prints "DEPRECATED" there). Microsoft\'s '
-        "troubleshooting steps say engine_signature_verification must be enabled.",
-        "Microsoft documents no setting for it: from 101.26062.0005 it is on by default, on new installations and "
-        f"upgrades alike. Check `{CHECK}` and `mdatp health --details features` on the endpoint; if it still does "
-        'not read "enabled", raise it with Microsoft support.',
+        _("The engine's signature is not verified"),
+        _(
+            "engine_signature_verification is %(value)s on this agent (app %(version)s), which verifies the "
+            'antivirus engine\'s signature before loading it (offline_definition_update_verify_sig only prints "DEPRECATED" '
+            "there). Microsoft's troubleshooting steps say engine_signature_verification must be enabled."
+        )
+        % {"value": _q(h.engine_signature_verification), "version": h.app_version or _("version not reported")},
+        _(
+            "Microsoft documents no setting for it: from 101.26062.0005 it is on by default, on new installations and "
+            "upgrades alike. Check `%(check)s` and `mdatp health --details features` on the endpoint; if it still does "
+            'not read "enabled", raise it with Microsoft support.'
+        )
+        % {"check": CHECK},
         {
             "engine_signature_verification": h.engine_signature_verification,
             "offline_definition_update_verify_sig": h.verify_sig,
@@ -317,37 +370,42 @@ def _not_updated_from_mirror(h: Health, e: Expectation, history):
         return None
     source = h.update_source_uri
     if not source:
-        seen = (
-            f"definitions_update_source_uri is empty: the endpoint has never updated from the mirror "
-            f"{configured} it is configured with."
-        )
+        seen = _(
+            "definitions_update_source_uri is empty: the endpoint has never updated from the mirror "
+            "%(configured)s it is configured with."
+        ) % {"configured": configured}
     elif _is_microsoft_cloud(source):
         why = (
-            "offline_definition_update_fallback_to_cloud is true, so a failure at the mirror is hidden"
+            _("offline_definition_update_fallback_to_cloud is true, so a failure at the mirror is hidden")
             if h.fallback_to_cloud
-            else "either the mirror failed and the agent fell back, or the last update predates the offline configuration"
+            else _(
+                "either the mirror failed and the agent fell back, or the last update predates the offline configuration"
+            )
         )
-        seen = (
-            f"The last update came from {source} (Microsoft's cloud), not from the configured mirror "
-            f"{configured}: {why}."
-        )
+        seen = _(
+            "The last update came from %(source)s (Microsoft's cloud), not from the configured mirror "
+            "%(configured)s: %(why)s."
+        ) % {"source": source, "configured": configured, "why": why}
     else:
-        seen = f"The last update came from {source}, not from the configured mirror {configured}."
-    fix = (
-        f"1. Check the endpoint reaches the mirror: `mdatp connectivity test` and {_mirror_probe(configured)}.\n"
+        seen = _("The last update came from %(source)s, not from the configured mirror %(configured)s.") % {
+            "source": source,
+            "configured": configured,
+        }
+    fix = _(
+        "1. Check the endpoint reaches the mirror: `mdatp connectivity test` and %(probe)s.\n"
         "2. Update now: `mdatp definitions update`.\n"
-        f"3. Check `{CHECK}`: definitions_update_source_uri must equal offline_definition_url_configured, and "
+        "3. Check `%(check)s`: definitions_update_source_uri must equal offline_definition_url_configured, and "
         "definitions_update_fail_reason must be empty."
-    )
+    ) % {"probe": _mirror_probe(configured), "check": CHECK}
     if h.fallback_to_cloud:
-        fix += (
-            "\nWhile antivirusEngine.offlineDefinitionUpdateFallbackToCloud is true, cloud updates hide mirror "
+        fix += "\n" + _(
+            "While antivirusEngine.offlineDefinitionUpdateFallbackToCloud is true, cloud updates hide mirror "
             "failures; set it to false in the managed configuration if the endpoint must use the mirror only."
         )
     return Finding(
         FindingCode.NOT_UPDATED_FROM_MIRROR,
         "warning",
-        "Signatures did not come from the mirror",
+        _("Signatures did not come from the mirror"),
         seen,
         fix,
         {
@@ -365,22 +423,30 @@ def _url_drift(h: Health, e: Expectation, history):
     if not e.group_url or (not configured and not e.wants_offline_update) or same_url(configured, e.group_url):
         return None
     if not configured:
-        seen = f"The endpoint reports no offline_definition_url_configured; its group serves {e.group_url}."
+        seen = _("The endpoint reports no offline_definition_url_configured; its group serves %(url)s.") % {
+            "url": e.group_url
+        }
+    elif "offline_definition_url_configured" in h.managed_keys:
+        seen = _(
+            "offline_definition_url_configured is %(configured)s, but the group serves %(url)s: the endpoint "
+            "does not have the group's managed configuration (an old file, another group's, or a local setting)."
+        ) % {"configured": configured, "url": e.group_url}
     else:
-        managed = "offline_definition_url_configured" in h.managed_keys
-        seen = (
-            f"offline_definition_url_configured is {configured}, but the group serves {e.group_url}: the endpoint "
-            "does not have the group's managed configuration (an old file, another group's, or a local setting"
-            + ("" if managed else "; the URL is not even [managed]")
-            + ")."
-        )
+        seen = _(
+            "offline_definition_url_configured is %(configured)s, but the group serves %(url)s: the endpoint "
+            "does not have the group's managed configuration (an old file, another group's, or a local setting; "
+            "the URL is not even [managed])."
+        ) % {"configured": configured, "url": e.group_url}
     return Finding(
         FindingCode.URL_DRIFT,
         "warning",
-        "The endpoint does not use its group's mirror URL",
+        _("The endpoint does not use its group's mirror URL"),
         seen,
-        f"Install {_config_where(e.platform)} (antivirusEngine.offlineDefinitionUpdateUrl = {e.group_url}); then "
-        "`mdatp health --field offline_definition_url_configured` must print that URL with [managed].",
+        _(
+            "Install %(where)s (antivirusEngine.offlineDefinitionUpdateUrl = %(url)s); then "
+            "`mdatp health --field offline_definition_url_configured` must print that URL with [managed]."
+        )
+        % {"where": _config_where(e.platform), "url": e.group_url},
         {"offline_definition_url_configured": configured, "group_url": e.group_url},
     )
 
@@ -393,22 +459,39 @@ def _stale(h: Health, e: Expectation, history):
         age = timedelta(minutes=h.definitions_updated_minutes_ago)
     too_old = age is not None and age > timedelta(hours=e.staleness_hours)
     if h.definitions_status is not None and h.definitions_status != UP_TO_DATE:
-        reasons.append(f'definitions_status is {_q(h.definitions_status)}, not "up_to_date"')
+        reasons.append(_('definitions_status is %(status)s, not "up_to_date"') % {"status": _q(h.definitions_status)})
     if too_old:
-        when = f" (on {h.definitions_updated_at:%Y-%m-%d %H:%M} UTC)" if h.definitions_updated_at else ""
-        reasons.append(
-            f"definitions {h.definitions_version or '(version not reported)'} were updated "
-            f"{_age(age)} ago{when}, more than the group's {e.staleness_hours} h threshold"
-        )
+        values = {
+            "version": h.definitions_version or _("(version not reported)"),
+            "age": _age(age),
+            "hours": e.staleness_hours,
+        }
+        if h.definitions_updated_at:
+            values["when"] = f"{h.definitions_updated_at:%Y-%m-%d %H:%M}"
+            reasons.append(
+                _(
+                    "definitions %(version)s were updated %(age)s ago (on %(when)s UTC), more than the group's "
+                    "%(hours)s h threshold"
+                )
+                % values
+            )
+        else:
+            reasons.append(
+                _("definitions %(version)s were updated %(age)s ago, more than the group's %(hours)s h threshold")
+                % values
+            )
     if not reasons:
         return None
     return Finding(
         FindingCode.STALE,
         "critical" if too_old else "warning",
-        "Signatures are stale",
+        _("Signatures are stale"),
         "; ".join(reasons) + ".",
-        "Update now: `mdatp definitions update`, then check `" + CHECK + "`. If it does not get newer, see "
-        "definitions_update_fail_reason and check that the group's approved package is published on the mirror.",
+        _(
+            "Update now: `mdatp definitions update`, then check `%(check)s`. If it does not get newer, see "
+            "definitions_update_fail_reason and check that the group's approved package is published on the mirror."
+        )
+        % {"check": CHECK},
         {
             "definitions_status": h.definitions_status,
             "definitions_version": h.definitions_version,
@@ -427,21 +510,30 @@ def _not_real_time(h: Health, e: Expectation, history):
     reasons = []
     if level_off:
         reasons.append(
-            f"the antivirus enforcement level is {h.enforcement_level} (real_time_protection_enabled "
-            f"{_q(h.real_time_protection)}, passive_mode_enabled {_q(h.passive_mode)})"
+            _(
+                "the antivirus enforcement level is %(level)s (real_time_protection_enabled %(real_time)s, "
+                "passive_mode_enabled %(passive)s)"
+            )
+            % {"level": h.enforcement_level, "real_time": _q(h.real_time_protection), "passive": _q(h.passive_mode)}
         )
     if h.automatic_updates is False:
-        reasons.append("automatic_definition_update_enabled is false")
+        reasons.append(_("automatic_definition_update_enabled is false"))
     return Finding(
         FindingCode.NOT_REAL_TIME,
         "warning",
-        "Automatic offline updates do not run on this endpoint",
-        f"Automatic offline updates run only when the enforcement level is real_time and automatic definition "
-        f"updates are enabled, but {' and '.join(reasons)}. Until then only a manual `mdatp definitions update` "
-        "updates the signatures.",
-        f'Set antivirusEngine.enforcementLevel = "real_time" and cloudService.automaticDefinitionUpdateEnabled = true '
-        f"in {_config_where(e.platform)}; or, if the endpoint must stay "
-        f"{h.enforcement_level or 'as it is'}, schedule `mdatp definitions update` (cron on Linux, launchd on macOS).",
+        _("Automatic offline updates do not run on this endpoint"),
+        _(
+            "Automatic offline updates run only when the enforcement level is real_time and automatic definition "
+            "updates are enabled, but %(reasons)s. Until then only a manual `mdatp definitions update` "
+            "updates the signatures."
+        )
+        % {"reasons": _(" and ").join(reasons)},
+        _(
+            'Set antivirusEngine.enforcementLevel = "real_time" and cloudService.automaticDefinitionUpdateEnabled = '
+            "true in %(where)s; or, if the endpoint must stay %(level)s, schedule `mdatp definitions update` (cron on "
+            "Linux, launchd on macOS)."
+        )
+        % {"where": _config_where(e.platform), "level": h.enforcement_level or _("as it is")},
         {"enforcement_level": h.enforcement_level, "automatic_definition_update_enabled": h.automatic_updates},
     )
 
@@ -451,19 +543,21 @@ def _agent_too_old(h: Health, e: Expectation, history):
     if parse_version(h.app_version) is None or not version_key(h.app_version) < version_key(minimum):
         return None
     if e.platform == "mac":
-        fix = "Update Microsoft Defender with Microsoft AutoUpdate (`msupdate --install --apps WDAV00`) or your MDM."
+        fix = _("Update Microsoft Defender with Microsoft AutoUpdate (`msupdate --install --apps WDAV00`) or your MDM.")
     else:
-        fix = (
+        fix = _(
             "Upgrade the mdatp package: `sudo apt-get install --only-upgrade mdatp`, `sudo dnf upgrade mdatp` "
             "or `sudo zypper update mdatp`."
         )
     return Finding(
         FindingCode.AGENT_TOO_OLD,
         "critical",
-        "The Defender agent is too old for offline updates",
-        f"app_version is {h.app_version}; offline security intelligence updates need {minimum} or later on "
-        f"{PLATFORM_NAMES[e.platform]}.",
-        fix + " Then check `mdatp version`.",
+        _("The Defender agent is too old for offline updates"),
+        _(
+            "app_version is %(version)s; offline security intelligence updates need %(minimum)s or later on %(platform)s."
+        )
+        % {"version": h.app_version, "minimum": minimum, "platform": PLATFORM_NAMES[e.platform]},
+        fix + " " + _("Then check `mdatp version`."),
         {"app_version": h.app_version, "minimum": minimum},
     )
 
@@ -493,19 +587,30 @@ def _reenable_known_issue(h: Health, e: Expectation, history):
         return None
     first, disabled, again = moments
     what = (
-        f"definitions_update_fail_reason is {_q(h.fail_reason)}"
+        _("definitions_update_fail_reason is %(reason)s") % {"reason": _q(h.fail_reason)}
         if h.fail_reason
-        else f"the last update came from {h.update_source_uri or '(nowhere)'} instead of {h.offline_url_configured}"
+        else _("the last update came from %(source)s instead of %(configured)s")
+        % {"source": h.update_source_uri or _("(nowhere)"), "configured": h.offline_url_configured}
     )
     return Finding(
         FindingCode.REENABLE_KNOWN_ISSUE,
         "critical",
-        "Known issue: offline updates can fail after the feature was re-enabled",
-        f"offline_definition_update was enabled (seen {first:%Y-%m-%d %H:%M}), disabled (seen {disabled:%Y-%m-%d %H:%M}) "
-        f"and enabled again (seen {again:%Y-%m-%d %H:%M}); now {what}. Microsoft documents this sequence as a known "
-        "issue of offline security intelligence updates: after it, offline signature updates can fail.",
-        "Microsoft publishes no workaround for this known issue: its documented mitigation is that a fix is planned. "
-        "The endpoint's other findings, if any, still apply.",
+        _("Known issue: offline updates can fail after the feature was re-enabled"),
+        _(
+            "offline_definition_update was enabled (seen %(first)s), disabled (seen %(disabled)s) and enabled again "
+            "(seen %(again)s); now %(what)s. Microsoft documents this sequence as a known issue of offline security "
+            "intelligence updates: after it, offline signature updates can fail."
+        )
+        % {
+            "first": f"{first:%Y-%m-%d %H:%M}",
+            "disabled": f"{disabled:%Y-%m-%d %H:%M}",
+            "again": f"{again:%Y-%m-%d %H:%M}",
+            "what": what,
+        },
+        _(
+            "Microsoft publishes no workaround for this known issue: its documented mitigation is that a fix is "
+            "planned. The endpoint's other findings, if any, still apply."
+        ),
         {
             "enabled_at": first.isoformat(),
             "disabled_at": disabled.isoformat(),
