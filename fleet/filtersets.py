@@ -1,5 +1,6 @@
 import django_filters
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from fleet.choices import ApprovalAction, Compliance, ConflictState, FindingCode, RolloutMode
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, IdentityConflict
@@ -7,7 +8,7 @@ from mirror.choices import Arch, Channel, Platform
 
 
 class EndpointGroupFilterSet(django_filters.FilterSet):
-    mirror = django_filters.CharFilter(field_name="mirror__slug", label="Mirror slug")
+    mirror = django_filters.CharFilter(field_name="mirror__slug", label=_("Mirror slug"))
     rollout = django_filters.ChoiceFilter(choices=RolloutMode.choices)
     channel = django_filters.ChoiceFilter(choices=Channel.choices)
 
@@ -17,7 +18,7 @@ class EndpointGroupFilterSet(django_filters.FilterSet):
 
 
 class ApprovalEventFilterSet(django_filters.FilterSet):
-    group = django_filters.CharFilter(field_name="group__slug", label="Group slug")
+    group = django_filters.CharFilter(field_name="group__slug", label=_("Group slug"))
     platform = django_filters.ChoiceFilter(choices=Platform.choices)
     channel = django_filters.ChoiceFilter(choices=Channel.choices)
     arch = django_filters.ChoiceFilter(choices=Arch.choices)
@@ -38,13 +39,13 @@ RING_FINDINGS = {
 class EndpointFilterSet(django_filters.FilterSet):
     """Shared by the API and the endpoint list in the UI; every filter uses an indexed column or a bounded LIKE."""
 
-    group = django_filters.CharFilter(field_name="group__slug", label="Group slug")
+    group = django_filters.CharFilter(field_name="group__slug", label=_("Group slug"))
     compliance = django_filters.ChoiceFilter(choices=Compliance.choices)
     platform = django_filters.ChoiceFilter(choices=Platform.choices)
     arch = django_filters.ChoiceFilter(choices=Arch.choices)
-    version = django_filters.CharFilter(field_name="definitions_version", label="Definitions version")
-    finding = django_filters.CharFilter(method="filter_finding", label="Finding code (e.g. update_failed)")
-    q = django_filters.CharFilter(method="filter_q", label="Hostname or machine id contains")
+    version = django_filters.CharFilter(field_name="definitions_version", label=_("Definitions version"))
+    finding = django_filters.CharFilter(method="filter_finding", label=_("Finding code (e.g. update_failed)"))
+    q = django_filters.CharFilter(method="filter_q", label=_("Hostname or machine id contains"))
     decommissioned = django_filters.BooleanFilter(field_name="decommissioned_at", lookup_expr="isnull", exclude=True)
 
     class Meta:
@@ -64,7 +65,7 @@ class EndpointFilterSet(django_filters.FilterSet):
 
 
 class EnrollmentSecretFilterSet(django_filters.FilterSet):
-    group = django_filters.CharFilter(field_name="group__slug", label="Group slug")
+    group = django_filters.CharFilter(field_name="group__slug", label=_("Group slug"))
 
     class Meta:
         model = EnrollmentSecret
@@ -73,7 +74,7 @@ class EnrollmentSecretFilterSet(django_filters.FilterSet):
 
 class IdentityConflictFilterSet(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(choices=ConflictState.choices)
-    group = django_filters.CharFilter(field_name="group__slug", label="Group slug (of the secret used)")
+    group = django_filters.CharFilter(field_name="group__slug", label=_("Group slug (of the secret used)"))
 
     class Meta:
         model = IdentityConflict

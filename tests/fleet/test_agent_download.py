@@ -68,3 +68,10 @@ def test_the_endpoint_list_links_to_the_agent(client, viewer, make_group):
     make_group("pilot", 10)
     client.force_login(viewer)
     assert f'href="{PAGE}"' in client.get("/groups/endpoints/").content.decode()
+
+
+def test_the_group_pages_install_steps_link_to_the_agent(client, viewer, make_group):
+    make_group("pilot", 10)
+    client.force_login(viewer)
+    page = client.get("/groups/pilot/").content.decode()
+    assert f'href="{PAGE}"' in page and "sha256sum -c" in page
