@@ -62,9 +62,9 @@ class Upstream(models.Model):
     def clean(self):
         errors = {}
         if self.proxy_url and self.proxy_url.split("://", 1)[0] not in PROXY_SCHEMES:
-            errors["proxy_url"] = "Use http://, https:// or socks5:// followed by host:port."
+            errors["proxy_url"] = _("Use http://, https:// or socks5:// followed by host:port.")
         if self.ca_bundle and not self.ca_bundle.startswith("/"):
-            errors["ca_bundle"] = "Give an absolute path to a PEM file."
+            errors["ca_bundle"] = _("Give an absolute path to a PEM file.")
         # The outbound policy at save time (it is checked again on every connection): http(s) only, so ftp:// is
         # refused like file://, and no address the policy refuses (OUTBOUND_ALLOWED_NETWORKS).
         for field, schemes in (("base_url", ("http", "https")), ("proxy_url", PROXY_SCHEMES)):
@@ -138,27 +138,31 @@ class Mirror(models.Model):
     def clean(self):
         errors = {}
         if self.slug == "groups":
-            errors["slug"] = "'groups' is reserved: /mirror/groups/ serves the rings' trees."
+            errors["slug"] = _("'groups' is reserved: /mirror/groups/ serves the rings' trees.")
         elif self.slug in RESERVED_SLUGS:
-            errors["slug"] = (
-                f"'{self.slug}' is reserved: /mirror/{self.slug}/ is one of the portal's pages; choose another."
-            )
+            errors["slug"] = _(
+                "'%(slug)s' is reserved: /mirror/%(slug)s/ is one of the portal's pages; choose another."
+            ) % {"slug": self.slug}
         for field, valid in (("platforms", Platform.values), ("channels", Channel.values), ("archs", Arch.values)):
             value = getattr(self, field)
             if not isinstance(value, list) or not value:
-                errors[field] = f"Choose at least one of {', '.join(valid)}."
+                errors[field] = _("Choose at least one of %(valid)s.") % {"valid": ", ".join(valid)}
             elif unknown := [item for item in value if item not in valid]:
-                errors[field] = f"Unknown {field[:-1]} {', '.join(map(str, unknown))}; choose from {', '.join(valid)}."
+                errors[field] = _("Unknown %(what)s %(unknown)s; choose from %(valid)s.") % {
+                    "what": field[:-1],
+                    "unknown": ", ".join(map(str, unknown)),
+                    "valid": ", ".join(valid),
+                }
             else:
                 setattr(self, field, [item for item in valid if item in value])  # one order, no duplicates
         if self.publish_root:
             root = Path(self.publish_root)
             if not root.is_absolute():
-                errors["publish_root"] = "Give an absolute path."
+                errors["publish_root"] = _("Give an absolute path.")
             else:
                 existing = next((parent for parent in (root, *root.parents) if parent.exists()), None)
                 if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-                    errors["publish_root"] = f"{root} cannot be created or written by the portal."
+                    errors["publish_root"] = _("%(path)s cannot be created or written by the portal.") % {"path": root}
         if errors:
             raise ValidationError(errors)
 

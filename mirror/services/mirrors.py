@@ -3,6 +3,7 @@
 import json
 
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from core.errors import Refused
 from core.secrets import restore_masked
@@ -44,14 +45,15 @@ def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None =
     if not created and Mirror.objects.filter(pk=mirror.pk).exclude(slug=mirror.slug).exists():
         # The published tree's folder and every endpoint's offlineDefinitionUpdateUrl are named after it.
         raise Refused(
-            "A mirror's slug is fixed once created: its published tree and its endpoints' URLs use it.", "slug"
+            _("A mirror's slug is fixed once created: its published tree and its endpoints' URLs use it."), "slug"
         )
     before = None if created else Mirror.objects.filter(pk=mirror.pk).first()
     if before is not None and before.publish_path != mirror.publish_path:
         old, new = before.publish_path.resolve(), mirror.publish_path.resolve()
         if old in new.parents or new in old.parents:
             raise Refused(
-                f"Choose a publish root outside {old} and not above it: the tree moves there.", "publish_root"
+                _("Choose a publish root outside %(old)s and not above it: the tree moves there.") % {"old": old},
+                "publish_root",
             )
     with transaction.atomic():
         mirror.save()
@@ -62,7 +64,9 @@ def save_mirror(mirror: Mirror, actor=None, request=None, changes: dict | None =
                 tree.move_trees(before.publish_path, mirror.publish_path)
             except OSError as exc:
                 raise Refused(
-                    f"The published tree cannot move to {mirror.publish_path}: {exc.strerror or exc}.", "publish_root"
+                    _("The published tree cannot move to %(path)s: %(error)s.")
+                    % {"path": mirror.publish_path, "error": exc.strerror or exc},
+                    "publish_root",
                 ) from None
         record_event(actor, "mirror.create" if created else "mirror.update", mirror, changes or {}, request)
     mirror.publish_path.mkdir(parents=True, exist_ok=True)
@@ -91,11 +95,14 @@ def save_upstream(upstream: Upstream, actor=None, request=None, changes: dict | 
     created = upstream.pk is None
     upstream.proxy_url = (upstream.proxy_url or "").strip()
     stored = {} if created else Upstream.objects.filter(pk=upstream.pk).values("base_url", "proxy_url").first() or {}
-    for field, words in (("proxy_url", "the proxy's user and password"), ("base_url", "the URL's credentials")):
+    for field, retype in (
+        ("proxy_url", _("Type the proxy's user and password again (they are never shown back).")),
+        ("base_url", _("Type the URL's credentials again (they are never shown back).")),
+    ):
         # The masked value the page and the API show, sent back: the stored credentials stay if the rest is unchanged.
         restored = restore_masked(getattr(upstream, field), stored.get(field, ""))
         if restored is None:
-            raise Refused(f"Type {words} again (they are never shown back).", field)
+            raise Refused(retype, field)
         setattr(upstream, field, restored)
     with transaction.atomic():
         upstream.save()

@@ -60,6 +60,36 @@ def test_a_name_that_does_not_resolve_is_named(make_mirror, production_retries):
     assert run.error_summary == "The name mirror-that-is-not-there.invalid does not resolve"
 
 
+def test_a_host_that_does_not_accept_the_connection_fails_after_the_connect_timeout_once(
+    make_mirror, production_retries, settings
+):
+    settings.MIRROR_CONNECT_TIMEOUT = 0.5
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        # A full accept queue: the kernel drops the next SYNs, as a firewall that drops packets does.
+        waiting = []
+        for _ in range(4):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            waiting.append(client)
+        time.sleep(0.2)
+        try:
+            mirror = make_mirror(upstream=upstream_at(f"http://127.0.0.1:{port}/fwlink/"), archs=("x86_64", "arm64"))
+            started = time.monotonic()
+            run = sync(mirror)
+            elapsed = time.monotonic() - started
+        finally:
+            for client in waiting:
+                client.close()
+    print(f"two targets behind a host that drops connections failed in {elapsed:.2f} s (connect timeout 0.5 s)")
+    assert [result["error_kind"] for result in run.results] == [SyncErrorKind.CONNECT_TIMEOUT] * 2
+    assert run.error_summary == f"No answer from 127.0.0.1:{port} (connection timed out)"
+    assert elapsed < 5  # one connect timeout, not one per attempt and per target
+
+
 def test_an_upstream_that_never_answers_times_out(make_mirror, settings):
     with socket.socket() as listener:  # accepts connections (the backlog) and never answers
         listener.bind(("127.0.0.1", 0))
