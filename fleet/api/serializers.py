@@ -204,6 +204,19 @@ class EndpointMoveSerializer(serializers.Serializer):
     group = serializers.SlugRelatedField(slug_field="slug", queryset=EndpointGroup.objects.select_related("mirror"))
 
 
+class EndpointBulkSerializer(serializers.Serializer):
+    """Several endpoints at once, as the list's checkboxes: all of them or none (fleet.services.endpoints)."""
+
+    action = serializers.ChoiceField(choices=["move", "decommission"])
+    endpoints = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=500)
+    group = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=EndpointGroup.objects.select_related("mirror"),
+        required=False,
+        help_text="The group to move them to (action move).",
+    )
+
+
 class HealthReportSerializer(serializers.ModelSerializer):
     parsed = serializers.DictField(read_only=True, help_text="The raw body read again by the current parser.")
 

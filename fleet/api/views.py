@@ -24,6 +24,7 @@ from fleet.api.serializers import (
     ConfigImportResultSerializer,
     ConfigImportSerializer,
     ConfigImportTextSerializer,
+    EndpointBulkSerializer,
     EndpointMoveSerializer,
     EndpointSerializer,
     EnrollmentSecretCreatedSerializer,
@@ -43,6 +44,7 @@ from fleet.filtersets import (
     IdentityConflictFilterSet,
 )
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, IdentityConflict
+from fleet.services import endpoints as endpoints_service
 from fleet.services import enrollment, rings
 from fleet.services.config import ConfigImportError, config_file, import_policy
 from mirror.api.views import AuditedModelViewSet
@@ -360,6 +362,34 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
         form.is_valid(raise_exception=True)
         enrollment.move_endpoint(endpoint, form.validated_data["group"], request.user, request)
         return Response(EndpointSerializer(endpoint).data)
+
+    @extend_schema(
+        request=EndpointBulkSerializer,
+        responses={200: dict, 400: ERROR, 403: ERROR},
+        examples=[
+            OpenApiExample(
+                "Three endpoints to ring broad",
+                request_only=True,
+                value={"action": "move", "endpoints": [12, 13, 14], "group": "broad"},
+            )
+        ],
+    )
+    @action(detail=False, methods=["post"], filter_backends=[], pagination_class=None)
+    def bulk(self, request):
+        """Move or decommission several endpoints in one transaction: all of them, or none with a 400 saying why."""
+        form = EndpointBulkSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        plan = endpoints_service.apply_bulk(
+            data["action"], sorted(set(data["endpoints"])), request.user, request, group=data.get("group")
+        )
+        return Response(
+            {
+                "action": data["action"],
+                "changed": [endpoint.pk for endpoint in plan.change],
+                "unchanged": [endpoint.pk for endpoint in plan.unchanged],
+            }
+        )
 
     @extend_schema(request=None, responses={200: EndpointSerializer, 403: ERROR})
     @action(detail=True, methods=["post"], filter_backends=[])

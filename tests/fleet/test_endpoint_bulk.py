@@ -158,3 +158,37 @@ def test_viewers_can_neither_see_nor_post_the_bulk_actions(client, fleet, viewer
     assert client.get(BULK, {"action": "decommission", "endpoint": ids("broad")}).status_code == 403
     assert client.post(BULK, {"action": "decommission", "endpoint": ids("broad")}).status_code == 403
     assert not Endpoint.objects.filter(decommissioned_at__isnull=False).exists()
+
+
+# --- The API (the same service) -------------------------------------------------------------------
+
+
+def test_the_api_moves_several_endpoints_at_once(api, fleet, operator):
+    _pilot, broad, _macs = fleet
+    selection = [int(pk) for pk in ids("pilot")]
+    response = api.as_user(operator).post(
+        "/api/v1/endpoints/bulk/", {"action": "move", "endpoints": selection, "group": "broad"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert sorted(response.json()["changed"]) == sorted(selection)
+    assert Endpoint.objects.filter(group=broad).count() == 5
+
+
+def test_the_api_refuses_a_selection_the_group_cannot_take_and_changes_nothing(api, fleet, operator):
+    selection = [int(pk) for pk in ids("pilot") + ids("mac")]
+    response = api.as_user(operator).post(
+        "/api/v1/endpoints/bulk/", {"action": "move", "endpoints": selection, "group": "pilot"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "cannot be moved" in response.content.decode()
+    assert not AuditEvent.objects.filter(action="endpoint.move").exists()
+
+
+def test_viewers_cannot_use_the_bulk_api(api, fleet, viewer):
+    response = api.as_user(viewer).post(
+        "/api/v1/endpoints/bulk/",
+        {"action": "decommission", "endpoints": [int(pk) for pk in ids("pilot")]},
+        format="json",
+    )
+    assert response.status_code == 403
+    assert not Endpoint.objects.filter(decommissioned_at__isnull=False).exists()
