@@ -2,7 +2,16 @@
 channels. Registered from mirror.apps; templates write ``{{ code|label:"sync_outcome" }}``."""
 
 from core import labels
-from mirror.choices import Channel, PackageSource, SyncErrorKind, SyncState, SyncTrigger, TargetOutcome, UpstreamKind
+from mirror.choices import (
+    Channel,
+    PackageSource,
+    Platform,
+    SyncErrorKind,
+    SyncState,
+    SyncTrigger,
+    TargetOutcome,
+    UpstreamKind,
+)
 
 
 def register() -> None:
@@ -11,6 +20,7 @@ def register() -> None:
         ("sync_trigger", SyncTrigger),
         ("sync_outcome", TargetOutcome),
         ("sync_error", SyncErrorKind),
+        ("platform", Platform),
         ("channel", Channel),
         ("upstream_kind", UpstreamKind),
         ("package_source", PackageSource),

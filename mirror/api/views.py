@@ -198,6 +198,7 @@ class MirrorViewSet(AuditedModelViewSet):
                     "bytes_expected": 0,
                     "results": [],
                     "error": "",
+                    "error_summary": "",
                     "log": [],
                 },
             )
