@@ -139,8 +139,8 @@ class EndpointGroupForm(ChangesMixin, forms.ModelForm):
         )
         fields["update_interval"].help_text = _help(
             gettext(
-                "How often the endpoint checks the mirror for new definitions (definitionUpdatesInterval, in "
-                "seconds, 60 to 86400): 28800 is every 8 h, 3600 every hour."
+                "How often the endpoint checks the mirror for new definitions, in seconds (60 to 86400): "
+                "28800 is every 8 h, 3600 every hour."
             ),
             MS_PREFERENCES,
             "cloudService.definitionUpdatesInterval",
