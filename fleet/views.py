@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.http import content_disposition_header, quote_etag
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -45,7 +45,7 @@ from fleet.forms import (
 )
 from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget, IdentityConflict
 from fleet.services import endpoints as endpoints_service
-from fleet.services import enrollment, rings
+from fleet.services import enrollment, ingest, rings
 from fleet.services.config import (
     IMPORTED,
     ConfigImportError,
@@ -1025,6 +1025,9 @@ class EndpointDetailView(RoleRequiredMixin, TemplateView):
         return self.render_to_response(self.get_context_data(endpoint=get_endpoint(pk)))
 
     def get_context_data(self, endpoint, **kwargs):
+        stored_findings = list(endpoint.findings or [])
+        if translation.get_language() != settings.LANGUAGE_CODE:
+            stored_findings = ingest.findings_reworded(endpoint, stored_findings)
         # What its ring serves now comes first: judged live, so it is never older than the last approval change.
         findings = [
             {
@@ -1032,7 +1035,7 @@ class EndpointDetailView(RoleRequiredMixin, TemplateView):
                 "tone": SEVERITY_TONE.get(finding.get("severity"), "muted"),
                 "severity_label": SEVERITY_WORDS.get(finding.get("severity"), finding.get("severity")),
             }
-            for finding in [f.to_dict() for f in rings.ring_findings(endpoint)] + list(endpoint.findings or [])
+            for finding in [f.to_dict() for f in rings.ring_findings(endpoint)] + stored_findings
             if isinstance(finding, dict)
         ]
         history = list(endpoint.reports.all()[:20])

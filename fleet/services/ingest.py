@@ -169,6 +169,36 @@ class Accepted:
     findings: list[Finding]
 
 
+def findings_reworded(endpoint: Endpoint, stored: list[dict]) -> list[dict]:
+    """The endpoint's stored findings in the active language.
+
+    Findings are judged, and their words written, when a report arrives, in the portal's source language (a
+    report has no reader). For a page in another language the last report is judged again only for its words:
+    a stored finding takes the title, explanation and fix of the fresh one with the same code, and keeps its
+    own otherwise, so the page shows exactly the findings the endpoint's state was judged on."""
+    if not stored:
+        return stored
+    report = endpoint.reports.only("raw", "received_at").first()
+    if report is None:
+        return stored
+    try:
+        health = parse_health(report.raw.encode())
+    except HealthParseError:
+        return stored
+    group = endpoint.group
+    fresh = diagnose(health, expectation(group, endpoint.platform, report.received_at), _history(endpoint))
+    drift = settings_drift(health, group)
+    config_problem = managed_config_finding(endpoint.managed_config_problem)
+    words = {f.code: f for f in [*fresh, drift, config_problem] if f is not None}
+    reworded = []
+    for finding in stored:
+        again = words.get(finding.get("code")) if isinstance(finding, dict) else None
+        if again is not None:
+            finding = {**finding, "title": again.title, "explanation": again.explanation, "fix": again.fix}
+        reworded.append(finding)
+    return reworded
+
+
 def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None = None) -> Accepted:
     """Parse, judge and store one report; the endpoint's state changes in the same transaction.
 
