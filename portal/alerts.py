@@ -113,7 +113,7 @@ def check_sync_failed(rule: AlertRule, now) -> list[ConditionMatch]:
     for mirror in _mirrors(rule):
         run = (
             SyncRun.objects.filter(mirror=mirror, state__in=(SyncState.SUCCEEDED, SyncState.PARTIAL, SyncState.FAILED))
-            .only("pk", "state", "error", "finished_at")
+            .only("pk", "state", "error", "results", "finished_at")
             .order_by("-created", "-id")
             .first()
         )
@@ -125,7 +125,8 @@ def check_sync_failed(rule: AlertRule, now) -> list[ConditionMatch]:
                 subject=f"mirror:{mirror.pk}",
                 label=f"mirror {mirror.name}",
                 summary=f"Mirror {mirror.name}: sync #{run.pk} {'partly failed' if partly else 'failed'}",
-                text=run.error or "The sync failed without an error message.",
+                # One readable line (mirror.errors); the whole text stays in the details and on the run's page.
+                text=run.error_summary or "The sync failed without an error message.",
                 url=portal_url(reverse("mirror:run_detail", args=[run.pk])),
                 details={
                     "mirror": mirror.slug,

@@ -1,7 +1,9 @@
 """The first-run checklist on the dashboard: from an empty portal to a first health report, each step ticked from
 what the database holds (never from a flag someone must remember to set).
 
-upstream → mirror → first successful sync → ring → enrollment secret → agent on a first machine → first report.
+upstream → mirror → first successful sync → ring → a version approved for it → enrollment secret → agent on a first
+machine → first report. The approval is a step of its own: a ring that serves nothing answers 404 to its endpoints,
+and the first report would then say "unserved".
 """
 
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from core.choices import Role
 from core.roles import has_role
-from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret
+from fleet.models import Endpoint, EndpointGroup, EnrollmentSecret, GroupTarget
 from mirror.choices import SyncState
 from mirror.models import Mirror, SyncRun, Upstream
 
@@ -54,12 +56,13 @@ class Checklist:
 
 
 def _facts() -> dict:
-    """Seven EXISTS and two slugs in one query: the dashboard's query count stays what it was, whatever the data."""
+    """Eight EXISTS and two slugs in one query: the dashboard's query count stays what it was, whatever the data."""
     exists = {
         "upstream": Upstream.objects.all(),
         "mirror": Mirror.objects.all(),
         "sync": SyncRun.objects.filter(state=SyncState.SUCCEEDED),
         "group": EndpointGroup.objects.all(),
+        "approved": GroupTarget.objects.filter(current__isnull=False),
         "secret": EnrollmentSecret.objects.filter(revoked_at__isnull=True),
         "endpoint": Endpoint.objects.filter(enrolled_at__isnull=False),
         "report": Endpoint.objects.filter(last_seen__isnull=False),
@@ -125,12 +128,21 @@ def first_run_checklist(user=None) -> Checklist:
         Step(
             "group",
             _("Create a ring"),
-            _(
-                "A group of endpoints and the package it serves: approve one on its page, or let it take each new version."
-            ),
+            _("A group of endpoints with its own update URL and managed configuration (pilot first, then broader)."),
             reverse("fleet:group_create"),
             Role.ADMIN,
             facts["group"],
+        ),
+        Step(
+            "approved",
+            _("Approve a version for the ring"),
+            _(
+                "On the ring's page: until a package is approved (or its rollout takes each new version), "
+                "the ring's URL serves nothing and its endpoints cannot update."
+            ),
+            f"{group_url}#approved-versions" if facts["group_slug"] else group_url,
+            Role.OPERATOR,
+            facts["approved"],
         ),
         Step(
             "secret",

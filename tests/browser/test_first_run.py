@@ -15,7 +15,7 @@ from tests.fleet.test_agent import Endpoint_
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-STEPS = ["upstream", "mirror", "sync", "group", "secret", "endpoint", "report"]
+STEPS = ["upstream", "mirror", "sync", "group", "approved", "secret", "endpoint", "report"]
 
 
 def checklist(page) -> dict:
@@ -34,7 +34,7 @@ def expect_ticked(page, done: int):
     states = checklist(page)
     expected = {key: "done" if i < done else "next" if i == done else "todo" for i, key in enumerate(STEPS)}
     assert states == expected
-    expect(page.locator("#first-run")).to_contain_text(f"{done} of 7 steps done")
+    expect(page.locator("#first-run")).to_contain_text(f"{done} of 8 steps done")
 
 
 def follow(page, key):
@@ -105,17 +105,26 @@ def test_an_admin_goes_from_an_empty_portal_to_a_first_report_by_the_checklist(
     group = EndpointGroup.objects.get(slug="pilot")
     expect_ticked(page, 4)
 
-    # 5. The enrollment secret, on the ring's page; it is shown once.
+    # 5. A version approved for the ring, through its confirmation page: the version list offers the newest.
+    follow(page, "approved")
+    assert page.url.endswith("/groups/pilot/#approved-versions")
+    page.get_by_role("button", name="Approve…").first.click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("for Pilot")
+    page.locator("main form button[type=submit]").last.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Pilot")
+    expect_ticked(page, 5)
+
+    # 6. The enrollment secret, on the ring's page; it is shown once.
     follow(page, "secret")
     page.fill("#id_secret_name", "first machines")
     with page.expect_navigation():
         page.get_by_role("button", name="Create secret").click()
     secret = page.locator("#enrollment-secret").inner_text().strip()
     assert secret.startswith("mde_enr_")
-    expect_ticked(page, 5)
+    expect_ticked(page, 6)
 
-    # 6 and 7. The agent on a first machine: the step links to the install steps; the real agent enrolls (6) and
-    # sends its `mdatp health` report (7) in one run.
+    # 7 and 8. The agent on a first machine: the step links to the install steps; the real agent enrolls (7) and
+    # sends its `mdatp health` report (8) in one run.
     follow(page, "endpoint")
     assert page.url.endswith("/groups/pilot/#install-agent")
     url = group.definition_url("linux")
@@ -131,7 +140,7 @@ def test_an_admin_goes_from_an_empty_portal_to_a_first_report_by_the_checklist(
     )
     enrolled = machine.run("--enroll-only")
     assert enrolled.returncode == 0, enrolled.stderr
-    expect_ticked(page, 6)
+    expect_ticked(page, 7)
     screenshots(page, "checklist-agent")
 
     ingest._GROUPS.clear()
@@ -139,6 +148,7 @@ def test_an_admin_goes_from_an_empty_portal_to_a_first_report_by_the_checklist(
     assert run.returncode == 0, run.stderr
     endpoint = Endpoint.objects.get()
     assert endpoint.last_seen is not None and endpoint.group == group
+    assert endpoint.compliance != "unserved", "the ring serves the approved version"
 
     # All done: the checklist gives way to the fleet.
     page.goto("/")

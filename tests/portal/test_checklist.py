@@ -14,7 +14,7 @@ from portal.checklist import first_run_checklist
 
 pytestmark = pytest.mark.django_db
 
-ORDER = ["upstream", "mirror", "sync", "group", "secret", "endpoint", "report"]
+ORDER = ["upstream", "mirror", "sync", "group", "approved", "secret", "endpoint", "report"]
 
 
 def state(user=None) -> dict:
@@ -30,7 +30,9 @@ def test_an_empty_portal_has_every_step_to_do_and_the_upstream_first():
     assert checklist.next.url == "/mirror/upstreams/new/"
 
 
-def test_each_step_ticks_itself_from_the_rows_it_stands_for(store, reporting_endpoint, django_assert_num_queries):
+def test_each_step_ticks_itself_from_the_rows_it_stands_for(
+    store, make_package, operator, reporting_endpoint, django_assert_num_queries
+):
     upstream = Upstream.objects.create(name="microsoft")
     assert state()[0] == {**dict.fromkeys(ORDER, False), "upstream": True}
 
@@ -53,11 +55,17 @@ def test_each_step_ticks_itself_from_the_rows_it_stands_for(store, reporting_end
 
     group = EndpointGroup(name="Pilot", slug="pilot", mirror=mirror, platforms=["linux"], ring_order=10)
     group.full_clean()
-    from fleet.services.rings import save_group
+    from fleet.services.rings import approve_package, save_group
 
     save_group(group)
     done, checklist = state()
-    assert done["group"] and checklist.next.key == "secret"
+    assert done["group"] and checklist.next.key == "approved"
+    assert checklist.next.url == "/groups/pilot/#approved-versions"
+
+    # A ring that serves nothing answers 404 to its endpoints: approving a version is a step of its own.
+    approve_package(group, make_package(), operator)
+    done, checklist = state()
+    assert done["approved"] and checklist.next.key == "secret"
     assert checklist.next.url == "/groups/pilot/#enrollment-secrets"
 
     # A revoked secret enrolls nothing: it does not count.
@@ -79,7 +87,7 @@ def test_each_step_ticks_itself_from_the_rows_it_stands_for(store, reporting_end
     assert all(done.values()) and checklist.complete and checklist.next is None
     assert Endpoint.objects.get().last_seen is not None
 
-    # Seven facts and two slugs, one query.
+    # Eight facts and two slugs, one query.
     with django_assert_num_queries(1):
         first_run_checklist()
 
@@ -88,7 +96,7 @@ def test_the_dashboard_shows_the_steps_with_the_next_one_highlighted(client, adm
     Upstream.objects.create(name="microsoft")
     client.force_login(admin)
     html = unescape(client.get("/").content.decode())
-    assert 'id="first-run"' in html and "1 of 7 steps done" in html
+    assert 'id="first-run"' in html and "1 of 8 steps done" in html
     assert 'class="checklist-step done" id="step-upstream" data-done="true"' in html
     assert 'class="checklist-step next" id="step-mirror" data-done="false" aria-current="step"' in html
     assert '<a href="/mirror/new/">Add a mirror</a>' in html
