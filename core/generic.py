@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.db.models import ProtectedError
 from django.http import HttpResponse
 from django.shortcuts import redirect
+from django.utils.translation import gettext_lazy as _
 from django.views.generic import TemplateView
 
 from core.choices import Role
@@ -63,7 +64,8 @@ class ObjectFormView(RoleRequiredMixin, TemplateView):
             return self.render_to_response(self.get_context_data(form=form, obj=obj, **saved), status=400)
         if isinstance(result, HttpResponse):
             return result
-        messages.success(request, f"{self.noun} {result.name} {'updated' if obj else 'created'}.")
+        message = _("{noun} {name} updated.") if obj else _("{noun} {name} created.")
+        messages.success(request, message.format(noun=self.noun, name=result.name))
         return redirect(self.success_url(result))
 
     def saved(self, obj) -> dict:
@@ -88,8 +90,8 @@ class ObjectDeleteView(RoleRequiredMixin, TemplateView):
     write_role = Role.ADMIN
     template_name = None
     noun = ""  # "Mirror": the messages' first word
-    deleted_message = "{noun} {name} deleted."
-    protected_message = "{noun} {name} is still used by {users}; move or delete those first."
+    deleted_message = _("{noun} {name} deleted.")
+    protected_message = _("{noun} {name} is still used by {users}; move or delete those first.")
 
     def get_object(self):
         raise NotImplementedError

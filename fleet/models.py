@@ -3,6 +3,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from fleet.choices import ApprovalAction, Compliance, ConflictState, EnforcementLevel, GateState, RolloutMode
 from mirror.choices import Arch, Channel, Platform
@@ -43,16 +44,16 @@ class EndpointGroup(models.Model):
     description = models.TextField(blank=True)
     mirror = models.ForeignKey("mirror.Mirror", on_delete=models.PROTECT, related_name="groups")
     platforms = models.JSONField(
-        default=list, help_text="Platforms of the group's endpoints; each must be synced by the mirror."
+        default=list, help_text=_("Platforms of the group's endpoints; each must be synced by the mirror.")
     )
     channel = models.CharField(max_length=12, choices=Channel.choices, default=Channel.PRODUCTION)
     ring_order = models.PositiveIntegerField(
-        default=10, help_text="Rings roll out in increasing order: pilot 10, broad 20…"
+        default=10, help_text=_("Rings roll out in increasing order: pilot 10, broad 20…")
     )
     staleness_hours = models.PositiveIntegerField(
         default=48,
         validators=[MinValueValidator(1)],
-        help_text="Definitions older than this, or no report for this long, are stale.",
+        help_text=_("Definitions older than this, or no report for this long, are stale."),
     )
 
     # How new versions arrive.
@@ -63,21 +64,23 @@ class EndpointGroup(models.Model):
         null=True,
         blank=True,
         related_name="followers",
-        help_text="For 'after': the ring whose approvals this one follows.",
+        help_text=_("For 'after': the ring whose approvals this one follows."),
     )
     delay_hours = models.PositiveIntegerField(
-        default=24, help_text="For 'after': hours a version must have been approved in the source ring."
+        default=24, help_text=_("For 'after': hours a version must have been approved in the source ring.")
     )
     gate_percent = models.PositiveIntegerField(
         default=90,
         validators=[MinValueValidator(0), MaxValueValidator(100)],
-        help_text="For 'after': share of the source ring's reporting endpoints that must run the version.",
+        help_text=_("For 'after': share of the source ring's reporting endpoints that must run the version."),
     )
     gate_min_enrollment_hours = models.PositiveIntegerField(
         default=0,
         validators=[MaxValueValidator(24 * 365)],
-        help_text="For 'after': the gate counts only source endpoints enrolled at least this many hours (0: any "
-        "enrolled before the version was approved there).",
+        help_text=_(
+            "For 'after': the gate counts only source endpoints enrolled at least this many hours (0: any "
+            "enrolled before the version was approved there)."
+        ),
     )
 
     # The managed configuration (DESIGN §2.3).
@@ -85,7 +88,7 @@ class EndpointGroup(models.Model):
     update_interval = models.PositiveIntegerField(
         default=DEFAULT_INTERVAL,
         validators=[MinValueValidator(MIN_INTERVAL), MaxValueValidator(MAX_INTERVAL)],
-        help_text="cloudService.definitionUpdatesInterval, seconds (60–86400).",
+        help_text=_("cloudService.definitionUpdatesInterval, seconds (60–86400)."),
     )
     offline_update = models.BooleanField(default=True, help_text="antivirusEngine.offlineDefinitionUpdate")
     fallback_to_cloud = models.BooleanField(
@@ -96,7 +99,7 @@ class EndpointGroup(models.Model):
         max_length=10,
         choices=EnforcementLevel.choices,
         blank=True,
-        help_text="antivirusEngine.enforcementLevel; empty: not managed.",
+        help_text=_("antivirusEngine.enforcementLevel; empty: not managed."),
     )
 
     created = models.DateTimeField(default=timezone.now)
@@ -289,7 +292,7 @@ class EnrollmentSecret(models.Model):
         null=True,
         blank=True,
         validators=[MinValueValidator(1)],
-        help_text="Endpoints it may create in all; empty: no cap.",
+        help_text=_("Endpoints it may create in all; empty: no cap."),
     )
     # The enrollment rate limit (FLEET_ENROLL_BURST a minute per secret), counted on the secret's row
     # like the endpoints' report limit: exact across web processes and nodes.
@@ -350,13 +353,13 @@ class Endpoint(models.Model):
     enforcement_level = models.CharField(max_length=16, blank=True)
     healthy = models.BooleanField(null=True, blank=True)
     last_update_failure_at = models.DateTimeField(
-        null=True, blank=True, help_text="When it last reported a definitions update failure."
+        null=True, blank=True, help_text=_("When it last reported a definitions update failure.")
     )
     # Judged against the group when the report arrived (and by the silence check).
     compliance = models.CharField(max_length=16, choices=Compliance.choices, default=Compliance.NEW)
     findings = models.JSONField(default=list, blank=True)
     finding_codes = models.CharField(
-        max_length=300, blank=True, help_text="',code,code,' for filtering without scanning findings."
+        max_length=300, blank=True, help_text=_("',code,code,' for filtering without scanning findings.")
     )
     # The reported offline_definition_update values as they changed: [[ISO time, value], …], oldest first.
     # All the known-issue rule needs from history, so it never reads the report table.
@@ -369,7 +372,7 @@ class Endpoint(models.Model):
     # The report rate limit (FLEET_REPORT_BURST a minute), counted on the row that each report
     # updates anyway: exact across web processes and nodes, and no extra round trip.
     burst_minute = models.PositiveIntegerField(
-        default=0, help_text="The minute (Unix time // 60) burst_count counts reports in."
+        default=0, help_text=_("The minute (Unix time // 60) burst_count counts reports in.")
     )
     burst_count = models.PositiveIntegerField(default=0)
 
@@ -395,7 +398,7 @@ class IdentityConflict(models.Model):
 
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="identity_conflicts")
     group = models.ForeignKey(
-        EndpointGroup, on_delete=models.CASCADE, related_name="+", help_text="The group of the secret it used."
+        EndpointGroup, on_delete=models.CASCADE, related_name="+", help_text=_("The group of the secret it used.")
     )
     secret = models.ForeignKey(EnrollmentSecret, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     secret_hint = models.CharField(max_length=16, blank=True)

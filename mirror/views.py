@@ -8,7 +8,7 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import gettext as _t
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -101,10 +101,10 @@ def run_url(run: SyncRun) -> str:
 
 def schedule_words(mirror: Mirror) -> str:
     if not mirror.enabled:
-        return _t("disabled: syncs only when asked")
+        return gettext("disabled: syncs only when asked")
     if not mirror.sync_interval_minutes:
-        return _t("only when asked")
-    return _t("every %(duration)s") % {"duration": human_duration(mirror.sync_interval_minutes * 60)}
+        return gettext("only when asked")
+    return gettext("every %(duration)s") % {"duration": human_duration(mirror.sync_interval_minutes * 60)}
 
 
 def next_run(mirror: Mirror, last: SyncRun | None):
@@ -112,9 +112,9 @@ def next_run(mirror: Mirror, last: SyncRun | None):
     if not mirror.enabled or not mirror.sync_interval_minutes:
         return None
     if last is None:
-        return _t("at the scheduler's next tick")
+        return gettext("at the scheduler's next tick")
     if last.is_active:
-        return _t("after the running sync")
+        return gettext("after the running sync")
     start = last.started_at or last.created
     return start + timedelta(minutes=mirror.sync_interval_minutes)
 
@@ -125,7 +125,7 @@ def next_run_context(mirror: Mirror, last: SyncRun | None) -> dict:
     if isinstance(when, str):
         return {"next_at": None, "next_words": when}
     if when is None:
-        return {"next_at": None, "next_words": _t("not scheduled")}
+        return {"next_at": None, "next_words": gettext("not scheduled")}
     # In whole minutes, rounded up: "in 8 h", "in 1 h 5 min"; 0 once due (the scheduler's next tick takes it).
     left = max(0, (when - timezone.now()).total_seconds())
     return {"next_at": when, "next_words": "", "next_in": -(-left // 60) * 60}
@@ -250,12 +250,12 @@ class MirrorSyncView(RoleRequiredMixin, View):
         run, created = request_sync(mirror, SyncTrigger.MANUAL, request.user, request)
         if created:
             messages.success(
-                request, _t("Sync #%(run)s of %(mirror)s queued.") % {"run": run.pk, "mirror": mirror.name}
+                request, gettext("Sync #%(run)s of %(mirror)s queued.") % {"run": run.pk, "mirror": mirror.name}
             )
         else:
             messages.info(
                 request,
-                _t("A sync of %(mirror)s is already %(state)s (#%(run)s): here it is; no other was started.")
+                gettext("A sync of %(mirror)s is already %(state)s (#%(run)s): here it is; no other was started.")
                 % {"mirror": mirror.name, "state": run.get_state_display().lower(), "run": run.pk},
             )
         return redirect(run_url(run))
@@ -407,15 +407,15 @@ class PackageDetailView(RoleRequiredMixin, DetailView):
         )
         published = PackageUsage(
             key="published-on",
-            title=_t("Published on mirrors"),
-            holder=_t("Mirror"),
-            since=_t("Published at (UTC)"),
-            empty=_t("No mirror publishes it now."),
+            title=gettext("Published on mirrors"),
+            holder=gettext("Mirror"),
+            since=gettext("Published at (UTC)"),
+            empty=gettext("No mirror publishes it now."),
             rows=[
                 UsageRow(
                     p.mirror.name,
                     mirror_url(p.mirror),
-                    _t("current") if p.current_id == package.pk else "n-1",
+                    gettext("current") if p.current_id == package.pk else "n-1",
                     p.published_at,
                 )
                 for p in publications
@@ -516,7 +516,7 @@ class BundleKeyCreateView(RoleRequiredMixin, TemplateView):
             else:
                 messages.success(
                     request,
-                    _t("Bundles signed by %(name)s (%(fingerprint)s…) may be imported now.")
+                    gettext("Bundles signed by %(name)s (%(fingerprint)s…) may be imported now.")
                     % {"name": key.name, "fingerprint": key.fingerprint[:16]},
                 )
                 return redirect(reverse("mirror:bundle_list"))
@@ -533,7 +533,8 @@ class BundleKeyDeleteView(RoleRequiredMixin, View):
         key = get_object_or_404(TrustedBundleKey, pk=pk)
         remove_trusted_key(key, request.user, request)
         messages.success(
-            request, _t("Key %(name)s is no longer trusted: its bundles are refused from now on.") % {"name": key.name}
+            request,
+            gettext("Key %(name)s is no longer trusted: its bundles are refused from now on.") % {"name": key.name},
         )
         return redirect(reverse("mirror:bundle_list"))
 
@@ -548,7 +549,7 @@ class MirrorBundleView(RoleRequiredMixin, View):
         try:
             bundle = export_bundle(mirror, request.GET.getlist("package") or None, request.user, request)
         except (Refused, ValueError) as exc:
-            messages.error(request, getattr(exc, "message", _t("Give package ids as whole numbers.")))
+            messages.error(request, getattr(exc, "message", gettext("Give package ids as whole numbers.")))
             return redirect(mirror_url(mirror))
         response = StreamingHttpResponse(bundle.chunks(), content_type="application/x-tar")
         response["Content-Length"] = str(bundle.size)

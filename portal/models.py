@@ -184,6 +184,7 @@ class AlertRule(models.Model):
         blank=True,
         validators=[MinValueValidator(0), MaxValueValidator(100)],
         help_text=gettext_lazy(
+            # xgettext:no-python-format ("% of" is a percent sign, not a placeholder)
             "Group compliance: alert below this % of up-to-date endpoints (of those that reported)."
         ),
     )

@@ -107,7 +107,7 @@ def missing_translations(template, language: str) -> list[str]:
             check(literal.literal, context, plural=False)
     for node in template.nodelist.get_nodes_by_type(BlockTranslateNode):
         singular, _vars = node.render_token_list(node.singular)
-        plural = node.plural is not None
+        plural = bool(node.plural)  # the tag gives an empty list when there is no plural
         if node.trimmed:
             singular = translation.trim_whitespace(singular)
         context = node.message_context.var.literal if node.message_context else None

@@ -62,7 +62,9 @@ def test_translations_keep_every_placeholder():
 
 def test_the_compiled_catalogue_is_the_po_file():
     """django.mo is committed (a bare machine has no msgfmt); it must say what django.po says (bin/messages)."""
-    source = {(entry.msgctxt, entry.msgid): entry.msgstr or entry.msgstr_plural for entry in catalogue().translated_entries()}
+    source = {
+        (entry.msgctxt, entry.msgid): entry.msgstr or entry.msgstr_plural for entry in catalogue().translated_entries()
+    }
     compiled = {
         (entry.msgctxt, entry.msgid): entry.msgstr or entry.msgstr_plural
         for entry in polib.mofile(str(COMPILED))
@@ -95,6 +97,48 @@ def marked_messages(path: Path):
             yield literals[1], "ngettext" in name, literals[0]
         elif literals:
             yield literals[0], name.startswith("n"), None
+
+
+def gettext_misuses(path: Path):
+    """What would leave a marked message in English: gettext imported under a name makemessages does not extract
+    (``gettext as _t``), and a non-lazy gettext called at import time (a module constant or a class attribute is
+    translated once, in the language of the process that imported it)."""
+    tree = ast.parse(path.read_text(), str(path))
+    eager = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "django.utils.translation":
+            for alias in node.names:
+                local = alias.asname or alias.name
+                if alias.name in GETTEXT_CALLS and local not in GETTEXT_CALLS:
+                    yield f"{path.relative_to(ROOT)}:{node.lineno}: {alias.name} imported as {local}"
+                if alias.name in GETTEXT_CALLS and "lazy" not in alias.name:
+                    eager.add(local)
+
+    def at_import_time(body):
+        for statement in body:
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(statement, ast.ClassDef):
+                yield from at_import_time(statement.body)
+                continue
+            for node in ast.walk(statement):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                    break
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in eager:
+                    yield f"{path.relative_to(ROOT)}:{node.lineno}: {node.func.id}() at import time (use gettext_lazy)"
+
+    yield from at_import_time(tree.body)
+
+
+def test_no_message_is_left_in_english_by_how_gettext_is_called():
+    misuses = [
+        misuse
+        for app in APPS
+        for path in sorted((ROOT / app).rglob("*.py"))
+        if "migrations" not in path.parts
+        for misuse in gettext_misuses(path)
+    ]
+    assert misuses == []
 
 
 def test_every_message_marked_in_python_is_in_the_french_catalogue():
