@@ -269,7 +269,10 @@ def test_the_report_history_shows_the_last_20_each_with_its_raw_body(client, vie
     assert page.count("# marker") == 20
     # The findings of the last report, as ingestion judged them: the agent's URL is not the group's.
     assert "The endpoint does not use its group&#x27;s mirror URL" in page
-    assert "<code>mdatp health --field offline_definition_url_configured</code> must print that URL with [managed]." in page
+    assert (
+        "<code>mdatp health --field offline_definition_url_configured</code> must print that URL with [managed]."
+        in page
+    )
 
 
 def test_an_unknown_endpoint_is_a_404(client, viewer):

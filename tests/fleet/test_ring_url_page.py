@@ -53,7 +53,9 @@ def test_the_page_is_in_french_for_a_french_browser(client, pilot):
     assert '<html lang="fr">' in page
 
 
-@pytest.mark.parametrize("path", [*FOLDERS, "/mirror/groups/pilot", "/mirror/groups/pilot/linux/production/arch_x86_64/x"])
+@pytest.mark.parametrize(
+    "path", [*FOLDERS, "/mirror/groups/pilot", "/mirror/groups/pilot/linux/production/arch_x86_64/x"]
+)
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
 def test_endpoints_and_curl_get_a_404_there_as_before(client, pilot, path, accept):
     headers = {"HTTP_ACCEPT": accept} if accept else {}

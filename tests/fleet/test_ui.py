@@ -288,7 +288,7 @@ def test_the_detail_page_shows_versions_engine_who_and_the_actions(client, opera
     assert "Promote to Broad" in page
     assert f"Roll back to {first.definition_version}" in page
     assert "https://portal.example.org/mirror/groups/pilot/linux/production/" in page
-    assert f'action="/groups/pilot/approve/linux/x86_64/"' in page  # the version list leads to a confirmation
+    assert 'action="/groups/pilot/approve/linux/x86_64/"' in page  # the version list leads to a confirmation
     # n-1 of pilot's arm64 target: nothing approved, so no promote and no roll back there
     assert page.count("Promote to Broad") == 1
 
