@@ -26,6 +26,7 @@ def serve_commands(monkeypatch, settings, tmp_path):
     class Recorded:
         def __init__(self, command, **kwargs):
             self.command, self.pid = command, 0
+            self.stdout = io.BytesIO()  # serve relays a child's output: this one says nothing
 
     monkeypatch.setattr(subprocess, "Popen", Recorded)
     monkeypatch.setattr(serve.signal, "signal", lambda *args: None)  # serve takes over SIGINT/SIGTERM

@@ -282,7 +282,7 @@ def test_the_group_page_says_which_keys_the_agent_touches_and_how_to_preview_and
     for section, values in managed_settings(ring, "linux").items():
         for key in values:
             assert f"<code>{section}.{key}</code>" in page
-    assert "every other setting (exclusions, tamper protection, cloud settings…) is kept" in page
+    assert "Every other setting (exclusions, tamper protection, cloud settings…) is kept" in page
     assert "mdatp_managed.json.bak-" in page and "--config-dry-run" in page and "--restore-config" in page
     assert "/Library/Managed Preferences/com.microsoft.wdav.plist" in page
 
