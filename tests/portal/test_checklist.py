@@ -113,9 +113,14 @@ def test_a_viewer_is_told_who_does_a_step_instead_of_a_link_that_would_refuse_th
     assert '<a href="/groups/endpoints/">Receive a first health report</a>' in html
 
 
-def test_the_checklist_goes_away_once_the_first_report_is_in(client, admin, mirror, make_group, reporting_endpoint):
+def test_the_checklist_goes_away_once_the_first_report_is_in(
+    client, admin, mirror, make_group, make_package, reporting_endpoint
+):
+    from fleet.services.rings import approve_package
+
     SyncRun.objects.create(mirror=mirror, trigger=SyncTrigger.MANUAL, state=SyncState.SUCCEEDED)
     group = make_group("pilot")
+    approve_package(group, make_package(), admin)
     reporting_endpoint(group, "machine-1")
     assert first_run_checklist().complete
     client.force_login(admin)
