@@ -221,6 +221,15 @@ def run_sync(run_id: int) -> SyncRun | None:
 def not_tried(target, unreachable: dict) -> dict:
     """The result of a target skipped because an earlier one could not reach the upstream."""
     return {
+        **failed_result(target),
+        "error": f"not tried: {unreachable['target']} could not reach the upstream just before",
+        **{key: value for key, value in unreachable.items() if key.startswith("error_")},
+    }
+
+
+def failed_result(target) -> dict:
+    """A target's result before anything is known: failed until the sync says otherwise."""
+    return {
         "target": str(Target(*target)),
         "outcome": TargetOutcome.FAILED,
         "engine": "",
@@ -228,8 +237,7 @@ def not_tried(target, unreachable: dict) -> dict:
         "previous": "",
         "bytes": 0,
         "duration": 0.0,
-        "error": f"not tried: {unreachable['target']} could not reach the upstream just before",
-        **{key: value for key, value in unreachable.items() if key.startswith("error_")},
+        "error": "",
     }
 
 
@@ -257,16 +265,7 @@ def describe_result(result: dict) -> str:
 def sync_target(run: SyncRun, mirror: Mirror, session, target) -> dict:
     started = time.monotonic()
     platform, channel, arch = target
-    result = {
-        "target": str(Target(*target)),
-        "outcome": TargetOutcome.FAILED,
-        "engine": "",
-        "definition": "",
-        "previous": "",
-        "bytes": 0,
-        "duration": 0.0,
-        "error": "",
-    }
+    result = failed_result(target)
     publication = (
         Publication.objects.select_related("current")
         .filter(mirror=mirror, platform=platform, channel=channel, arch=arch)
