@@ -262,3 +262,21 @@ def test_dates_and_numbers_are_french_on_a_french_page(client, french_admin, fle
     assert any(month in page for month in months) or re.search(r"\b\d{2}/\d{2}/\d{4}\b", page), (
         "the audit log shows no French date"
     )
+
+
+def test_an_endpoint_s_findings_read_in_french_though_judged_in_english(
+    client, french_admin, make_group, reporting_endpoint
+):
+    """Findings are written when the report arrives (no reader, the portal's language); a French page words them
+    again from the last report, and shows the same findings."""
+    group = make_group("pilote", 10)
+    endpoint = reporting_endpoint(group, "poste-7", definitions_update_fail_reason='"0x8024402c"')
+    stored = [finding["code"] for finding in endpoint.findings]
+    assert "update_failed" in stored and endpoint.findings[0]["title"] == "The last signature update failed"
+    client.force_login(french_admin)
+    page = client.get(f"/groups/endpoints/{endpoint.pk}/").content.decode()
+    with translation.override("fr"):
+        french_title = translation.gettext("The last signature update failed")
+    assert french_title != "The last signature update failed" and html.escape(french_title) in page
+    assert "The agent reports definitions_update_fail_reason" not in page
+    assert english_sentences(page) == []
