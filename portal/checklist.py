@@ -73,7 +73,8 @@ def _facts() -> dict:
     }
     columns, params = [], []
     for queryset in exists.values():
-        sql, more = queryset.values("pk")[:1].query.sql_with_params()
+        # No ORDER BY: with one, PostgreSQL may sort every endpoint to find whether one exists.
+        sql, more = queryset.order_by().values("pk")[:1].query.sql_with_params()
         columns.append(f"EXISTS ({sql})")
         params.extend(more)
     for queryset in first.values():
