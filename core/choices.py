@@ -24,3 +24,23 @@ class TokenScope(models.TextChoices):
     READ = "read", _("Read-only")
     WRITE = "write", _("Read-write")
     ADMIN = "admin", _("Read-write and user admin")
+
+
+class AccountSource(models.TextChoices):
+    """Where an account's identity and role come from: the portal's own password, or a directory."""
+
+    LOCAL = "local", _("Local password")
+    OIDC = "oidc", _("OpenID Connect")
+    LDAP = "ldap", _("LDAP / Active Directory")
+
+
+class SessionEnd(models.TextChoices):
+    """Why a signed-in session ended."""
+
+    SIGNED_OUT = "signed_out", _("Signed out")
+    IDLE = "idle", _("Idle timeout")
+    EXPIRED = "expired", _("Absolute timeout")
+    ENDED_BY_USER = "ended_by_user", _("Ended by its user")
+    ENDED_BY_ADMIN = "ended_by_admin", _("Ended by an admin")
+    ACCOUNT_CHANGED = "account_changed", _("Account deactivated or role removed")
+    PASSWORD_CHANGED = "password_changed", _("Password changed")

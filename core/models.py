@@ -4,8 +4,9 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
-from core.choices import TokenScope
+from core.choices import AccountSource, Role, SessionEnd, TokenScope
 from core.secrets import mask_details
 
 
@@ -148,3 +149,76 @@ class UserPreference(models.Model):
 
     def __str__(self):
         return f"{self.user} prefers {self.language or 'the browser language'}"
+
+
+class Account(models.Model):
+    """What the portal keeps about a person's sign-in beside Django's user: where the identity comes from, and
+    whether the password must be changed before anything else."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
+    source = models.CharField(max_length=8, choices=AccountSource.choices, default=AccountSource.LOCAL)
+    # The directory's stable id (OIDC "sub" with its issuer, or the LDAP entry's DN): a renamed username stays
+    # the same person, and a local account of the same name is never taken over by a directory sign-in.
+    external_id = models.CharField(max_length=512, blank=True, db_index=True)
+    must_change_password = models.BooleanField(default=False)
+    password_changed_at = models.DateTimeField(null=True, blank=True)
+    directory_checked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.user} ({self.source})"
+
+
+class RoleMapping(models.Model):
+    """One rule an admin edits: people whose directory groups (LDAP) or token claims (OIDC) include ``value`` get
+    ``role``. A person matching several rules gets the highest role; matching none, no role (never a default)."""
+
+    EDITABLE_FIELDS = ("source", "value", "role", "description")
+
+    source = models.CharField(max_length=8, choices=[c for c in AccountSource.choices if c[0] != AccountSource.LOCAL])
+    value = models.CharField(
+        max_length=512,
+        help_text=_("A group's DN or name (LDAP), or a value of the groups/roles claim (OpenID Connect)."),
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    description = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("source", "value")
+        constraints = [models.UniqueConstraint(fields=["source", "value"], name="role_mapping_unique_value")]
+
+    def __str__(self):
+        return f"{self.source}: {self.value} → {self.role}"
+
+
+class SecurityPolicy(models.Model):
+    """The sign-in rules an admin sets in the portal (one row, pk 1): which roles must use a second factor."""
+
+    mfa_required_roles = models.JSONField(default=list, blank=True)
+    updated = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"MFA required for {', '.join(self.mfa_required_roles) or 'nobody'}"
+
+    @classmethod
+    def current(cls) -> "SecurityPolicy":
+        return cls.objects.get_or_create(pk=1)[0]
+
+
+class UserSession(models.Model):
+    """One signed-in browser session, for the person's own list and an admin's: ended here, it ends there."""
+
+    session_key = models.CharField(max_length=40, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="portal_sessions")
+    created = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, choices=SessionEnd.choices, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-last_seen"], name="session_user_seen")]
+
+    def __str__(self):
+        return f"{self.user} since {self.created:%Y-%m-%d %H:%M}"

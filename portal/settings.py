@@ -49,6 +49,10 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    # Second factors (issue 16): TOTP devices and single-use recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     # Layers, lowest first: each imports only from those above it in this list.
     "core",
     "mirror",
@@ -70,6 +74,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed its second factor (django-otp).
+    "django_otp.middleware.OTPMiddleware",
     # After authentication: a signed-in person's chosen language wins over the browser's.
     "core.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
