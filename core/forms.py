@@ -36,8 +36,9 @@ class UserCreateForm(forms.Form):
         widget=forms.PasswordInput,
         required=False,
         label=_("Password"),
-        help_text=_("Empty: the account cannot sign in until a password is set."),
+        help_text=_("Empty: a password is generated, shown to you once, and must be changed at the first sign-in."),
     )
+    must_change_password = forms.BooleanField(required=False, label=_("Must change the password at the first sign-in"))
 
     def clean_username(self):
         username = self.cleaned_data["username"]

@@ -15,7 +15,7 @@ from django.views import View
 from django.views.generic import TemplateView
 from django_filters.views import FilterView
 
-from core import services
+from core import accounts, services
 from core.choices import Role
 from core.errors import ReauthenticationRequired, Refused
 from core.filtersets import AuditEventFilterSet
@@ -130,7 +130,9 @@ class UserListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
     SORTING = {"username": "username", "email": "email", "last_login": "last_login", "date_joined": "date_joined"}
 
     def get_context_data(self, **kwargs):
-        users = ordered(User.objects.prefetch_related("groups"), self.request, self.SORTING, "username")
+        users = ordered(
+            User.objects.select_related("account").prefetch_related("groups"), self.request, self.SORTING, "username"
+        )
         rows = [
             (
                 user,
@@ -146,12 +148,18 @@ class UserListView(RecentAuthenticationMixin, RoleRequiredMixin, TemplateView):
         form = UserCreateForm(request.POST)
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(form=form), status=400)
-        user = services.create_user(request.user, request=request, **form.cleaned_data)
-        messages.success(
-            request,
-            _("User %(username)s created as %(role)s.")
-            % {"username": user.username, "role": Role(form.cleaned_data["role"]).label},
-        )
+        # Without a password, one is generated and must be changed at the first sign-in (core.accounts).
+        user, generated = accounts.create_local_user(request.user, request=request, **form.cleaned_data)
+        created = _("User %(username)s created as %(role)s.") % {
+            "username": user.username,
+            "role": Role(form.cleaned_data["role"]).label,
+        }
+        if generated:
+            # Rendered in this one response and never again: only its hash is kept.
+            return self.render_to_response(
+                self.get_context_data(new_password=generated, new_user=user, created_message=created)
+            )
+        messages.success(request, created)
         return redirect("user_list")
 
 

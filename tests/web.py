@@ -46,7 +46,7 @@ def get_or_none(url, **kwargs):
         return None
 
 
-def sign_in(base, username, password) -> requests.Session:
+def sign_in(base, username, password, lands_on="/") -> requests.Session:
     session = requests.Session()
     session.get(f"{base}/login/", timeout=5)
     response = session.post(
@@ -55,8 +55,25 @@ def sign_in(base, username, password) -> requests.Session:
         headers={"Referer": f"{base}/login/"},
         timeout=10,
     )
-    assert response.url == f"{base}/", f"sign-in failed: {response.status_code}"
+    assert response.url == f"{base}{lands_on}", f"sign-in failed: {response.status_code} at {response.url}"
     return session
+
+
+def change_password(session: requests.Session, base, old, new) -> requests.Response:
+    """Change the signed-in person's password through the form at /account/password/, as a person does."""
+    response = session.post(
+        f"{base}/account/password/",
+        data={
+            "old_password": old,
+            "new_password1": new,
+            "new_password2": new,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{base}/account/password/"},
+        timeout=10,
+    )
+    assert response.url == f"{base}/account/password/done/", f"password change failed: {response.status_code}"
+    return response
 
 
 # --- A webhook receiver (the ``receiver`` fixture serves one) --------------------------------------

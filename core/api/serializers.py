@@ -1,9 +1,11 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.choices import Role, TokenScope
+from core.accounts import account_of
+from core.choices import AccountSource, Role, TokenScope
 from core.models import ApiToken, AuditEvent
 from core.roles import user_role
 
@@ -99,15 +101,38 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 class UserSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField()
     email = serializers.CharField(read_only=True, help_text="E-mail address, or empty.")
+    source = serializers.SerializerMethodField(
+        help_text="Where the identity comes from: local (a portal password), oidc or ldap (a directory)."
+    )
+    must_change_password = serializers.SerializerMethodField(
+        help_text="The user must change their password before anything else (set by an admin, or generated)."
+    )
 
     class Meta:
         model = User
-        fields = ["id", "username", "email", "role", "is_active", "last_login", "date_joined"]
+        fields = [
+            "id",
+            "username",
+            "email",
+            "role",
+            "is_active",
+            "last_login",
+            "date_joined",
+            "source",
+            "must_change_password",
+        ]
         read_only_fields = fields
 
     def get_role(self, user) -> str | None:
         role = user_role(user)
         return role.value if role else None
+
+    @extend_schema_field(serializers.ChoiceField(choices=AccountSource.choices))
+    def get_source(self, user) -> str:
+        return account_of(user).source
+
+    def get_must_change_password(self, user) -> bool:
+        return account_of(user).must_change_password
 
 
 class MeSerializer(UserSerializer):
@@ -130,8 +155,13 @@ class UserCreateSerializer(serializers.Serializer):
     password = serializers.CharField(
         required=False,
         write_only=True,
+        trim_whitespace=False,
         style={"input_type": "password"},
-        help_text="Omit to create an account that cannot sign in until a password is set.",
+        help_text="Omit to have one generated: it is returned once in the response (`password`), and must be "
+        "changed at the first sign-in.",
+    )
+    must_change_password = serializers.BooleanField(
+        default=False, help_text="The user must change the given password at the first sign-in."
     )
 
     def validate_username(self, value):
@@ -146,6 +176,43 @@ class UserCreateSerializer(serializers.Serializer):
             except DjangoValidationError as exc:
                 raise serializers.ValidationError({"password": list(exc.messages)}) from None
         return attrs
+
+
+class UserCreatedSerializer(UserSerializer):
+    # Not the model's ``password`` (its hash): the plaintext the service generated, set on the instance by the view.
+    password = serializers.CharField(
+        source="generated_password",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The generated password when none was given: shown only in this response. Null otherwise.",
+    )
+
+    class Meta(UserSerializer.Meta):
+        fields = [*UserSerializer.Meta.fields, "password"]
+        read_only_fields = fields
+
+
+class SetPasswordSerializer(serializers.Serializer):
+    """An admin sets another user's password (POST /api/v1/users/{id}/set-password/)."""
+
+    password = serializers.CharField(
+        required=False,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Omit to have one generated: returned once in the response, and to be changed at the next sign-in.",
+    )
+    must_change_password = serializers.BooleanField(
+        default=False, help_text="The user must change it at the next sign-in (always so for a generated one)."
+    )
+
+    def validate_password(self, value):
+        try:
+            validate_password(value, self.context["user"])
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(list(exc.messages)) from None
+        return value
 
 
 class UserUpdateSerializer(serializers.Serializer):

@@ -5,13 +5,15 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core import services
+from core import accounts, services
 from core.api.serializers import (
     ApiTokenCreatedSerializer,
     ApiTokenCreateSerializer,
     ApiTokenSerializer,
     AuditEventSerializer,
     MeSerializer,
+    SetPasswordSerializer,
+    UserCreatedSerializer,
     UserCreateSerializer,
     UserSerializer,
     UserUpdateSerializer,
@@ -84,7 +86,7 @@ class UserViewSet(
 ):
     """Accounts and their roles (admin only). Accounts are deactivated, never deleted, so the audit log keeps its actors."""
 
-    queryset = User.objects.prefetch_related("groups").order_by("username")
+    queryset = User.objects.select_related("account").prefetch_related("groups").order_by("username")
     serializer_class = UserSerializer
     read_role = Role.ADMIN
     write_role = Role.ADMIN
@@ -94,7 +96,7 @@ class UserViewSet(
 
     @extend_schema(
         request=UserCreateSerializer,
-        responses={201: UserSerializer},
+        responses={201: UserCreatedSerializer},
         examples=[
             OpenApiExample(
                 "An operator",
@@ -106,8 +108,9 @@ class UserViewSet(
     def create(self, request):
         form = UserCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        user = services.create_user(request.user, request=request, **form.validated_data)
-        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+        # Without a password, one is generated, returned once here, and must be changed at the first sign-in.
+        user, user.generated_password = accounts.create_local_user(request.user, request=request, **form.validated_data)
+        return Response(UserCreatedSerializer(user).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=UserUpdateSerializer, responses=UserSerializer)
     def partial_update(self, request, pk=None):
@@ -116,6 +119,34 @@ class UserViewSet(
         form.is_valid(raise_exception=True)
         services.update_user(request.user, user, request=request, **form.validated_data)
         return Response(UserSerializer(user).data)
+
+    @extend_schema(
+        request=SetPasswordSerializer,
+        responses=UserCreatedSerializer,
+        examples=[
+            OpenApiExample("A generated password, to be changed at the next sign-in", request_only=True, value={}),
+            OpenApiExample(
+                "A chosen password, to be changed at the next sign-in",
+                request_only=True,
+                value={"password": "a-long-enough-passphrase", "must_change_password": True},
+            ),
+        ],
+    )
+    @action(detail=True, methods=["post"], url_path="set-password")
+    def set_password(self, request, pk=None):
+        """Set or reset a local account's password; without one, a password is generated and returned once (in
+        ``password``), to be changed at the next sign-in. The user's browser sessions end."""
+        user = self.get_object()
+        form = SetPasswordSerializer(data=request.data, context={"user": user})
+        form.is_valid(raise_exception=True)
+        user.generated_password = accounts.set_password(
+            request.user,
+            user,
+            password=form.validated_data.get("password"),
+            must_change_password=form.validated_data["must_change_password"],
+            request=request,
+        )
+        return Response(UserCreatedSerializer(user).data)
 
 
 class MeView(APIView):

@@ -50,6 +50,11 @@ SKIPPED = {
     "mirror:run_progress": "an htmx fragment inside the sync run's page (checked there)",
     "mirror:published_file": "the published tree endpoints fetch (files, not pages)",
     "groups:group_file": "a group's tree endpoints fetch (files, not pages)",
+    # Reset by e-mail: 404 unless EMAIL_HOST is set; narrow cards like the sign-in page (tests/core/test_passwords.py).
+    "password_reset": "only where mail is configured",
+    "password_reset_done": "only where mail is configured",
+    "password_reset_confirm": "only where mail is configured, by the link mailed for a reset",
+    "password_reset_complete": "only where mail is configured",
 }
 # Pages whose route is a regular expression, and how to reach them.
 REGEX_PAGES = {

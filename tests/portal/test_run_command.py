@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from tests.processes import alive, output, start_portal, wait_for
-from tests.web import get_or_none, sign_in
+from tests.web import change_password, get_or_none, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,13 @@ def scenario(tmp_path, expect_generated_password, **env):
             password = env["PORTAL_ADMIN_PASSWORD"]
             assert password not in text
         assert get_or_none(f"{base}/login/").status_code == 200
-        session = sign_in(base, "admin", password)
+        if expect_generated_password:
+            # The banner's "change it after signing in" is enforced: nothing else opens until it is changed.
+            session = sign_in(base, "admin", password, lands_on="/account/password/?next=%2F")
+            assert session.get(f"{base}/", timeout=5).url == f"{base}/account/password/?next=%2F"
+            change_password(session, base, password, "a-new-admin-passphrase")
+        else:
+            session = sign_in(base, "admin", password)
 
         # Beat schedules the heartbeat, the worker runs it, the web shows it.
         wait_for(

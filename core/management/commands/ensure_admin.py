@@ -4,10 +4,12 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from core import services
-from core.choices import Role
+from core.choices import AccountSource, Role
 from core.env import env_str
+from core.models import Account
 from core.roles import set_role
 
 
@@ -36,7 +38,14 @@ def create_first_admin() -> FirstAdmin | None:
             username=username, email=env_str("PORTAL_ADMIN_EMAIL") or "", password=password
         )
         set_role(user, Role.ADMIN)
-        services.record_event(None, "user.create", user, {"role": Role.ADMIN, "first_admin": True})
+        # A generated password has been printed to a terminal and perhaps a log: it must be changed at the first
+        # sign-in (core.password_middleware), which is what the banner below says.
+        Account.objects.create(
+            user=user, source=AccountSource.LOCAL, must_change_password=generated, password_changed_at=timezone.now()
+        )
+        services.record_event(
+            None, "user.create", user, {"role": Role.ADMIN, "first_admin": True, "must_change_password": generated}
+        )
     return FirstAdmin(username, password if generated else None)
 
 
@@ -57,6 +66,7 @@ def credentials_block(admin: FirstAdmin | None, url: str) -> str:
             f"  username: {admin.username}",
             f"  password: {admin.password}",
             "This password is shown once and not stored in plaintext. Change it after signing in.",
+            "The portal asks for a new one at the first sign-in.",
         ]
     return "\n".join([line, *body, line])
 
@@ -76,7 +86,8 @@ class Command(BaseCommand):
             line = "=" * 64
             self.stdout.write(
                 f"{line}\nCreated the admin account.\n  username: {admin.username}\n  password: {admin.password}\n"
-                f"This password is shown once and not stored in plaintext. Change it after signing in.\n{line}"
+                "This password is shown once and not stored in plaintext. Change it after signing in.\n"
+                f"The portal asks for a new one at the first sign-in.\n{line}"
             )
         else:
             self.stdout.write(
