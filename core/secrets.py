@@ -32,6 +32,7 @@ SECRET_FIELDS = {
     },
     "portal.alertevent": {"url": NOT_SECRET},  # a page of the portal
     "core.apitoken": {"key_hash": SECRET, "hint": NOT_SECRET},
+    "core.usersession": {"session_key": SECRET},  # the session cookie's value: whoever reads it is signed in
     "fleet.enrollmentsecret": {"secret_hash": SECRET, "hint": NOT_SECRET},
     # offline_url_configured: what the endpoint reports, the mirror URL the portal hands to every endpoint
     "fleet.endpoint": {"token_hash": SECRET, "token_hint": NOT_SECRET, "offline_url_configured": NOT_SECRET},

@@ -218,6 +218,11 @@ def end_sessions(user) -> int:
         if session.get_decoded().get(SESSION_KEY) == str(user.pk)
     ]
     Session.objects.filter(pk__in=mine).delete()
+    # Their rows, for the user's session list, marked ended and audited (core.sessions imports this module).
+    from core.choices import SessionEnd
+    from core.sessions import end_all_sessions
+
+    end_all_sessions(user, SessionEnd.ACCOUNT_CHANGED)
     return len(mine)
 
 

@@ -176,7 +176,9 @@ def test_the_audit_log_sorts_by_actor_and_action_and_back(client, make_user, vie
     client.force_login(viewer)
 
     def actors(query):
-        return [event.actor_label for event in client.get(f"/audit/{query}").context["object_list"]]
+        # Without the viewer's own sign-in entry.
+        events = client.get(f"/audit/{query}").context["object_list"]
+        return [event.actor_label for event in events if event.action != "user.sign_in"]
 
     assert actors("") == ["amy", "zed"]  # newest first by default
     assert actors("?ordering=actor_label") == ["amy", "zed"]
