@@ -17,8 +17,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from core import services
-from core.choices import AccountSource, Role
+from core import services, sessions
+from core.choices import AccountSource, Role, SessionEnd
 from core.errors import Refused
 from core.models import Account
 
@@ -90,6 +90,10 @@ def change_own_password(request, old_password: str, new_password: str) -> None:
         _save_account(user, must_change_password=False)
         services.record_event(user, "user.password_change", user, {}, request)
     update_session_auth_hash(request, user)
+    # The other browsers signed in as this person end now, and are recorded as ended (core.sessions).
+    sessions.end_other_sessions(
+        user, request.session.session_key, SessionEnd.PASSWORD_CHANGED, actor=user, request=request
+    )
     services.mark_authenticated(request)
     request.session[MUST_CHANGE_SESSION_KEY] = False
 
@@ -117,6 +121,8 @@ def set_password(actor, user, password: str | None = None, must_change_password:
             {"must_change_password": must_change_password, "generated": generated is not None},
             request,
         )
+    # Whoever was signed in with the old password is signed out: a reset is often because it leaked.
+    sessions.end_other_sessions(user, None, SessionEnd.PASSWORD_CHANGED, actor=actor, request=request)
     return generated
 
 

@@ -13,6 +13,7 @@ class CoreConfig(AppConfig):
         from core import (
             audit_labels,
             checks,  # noqa: F401  registers the system checks
+            ldap,  # noqa: F401  registers the LDAP settings check
             services,
         )
 
@@ -24,3 +25,15 @@ class CoreConfig(AppConfig):
             dispatch_uid="core.mark_authenticated",
             weak=False,
         )
+        # Each signed-in session a row, and every sign-in, failure and sign-out in the audit log (core.sessions).
+        from django.contrib.auth.signals import user_logged_out, user_login_failed
+
+        from core import sessions
+
+        user_logged_in.connect(sessions.on_signed_in, dispatch_uid="core.sessions.signed_in")
+        user_logged_out.connect(sessions.on_signed_out, dispatch_uid="core.sessions.signed_out")
+        user_login_failed.connect(sessions.on_sign_in_failed, dispatch_uid="core.sessions.sign_in_failed")
+        # What the new session owes for the second factor, worked out once (core.mfa, core.mfa_middleware).
+        from core import mfa
+
+        user_logged_in.connect(mfa.on_sign_in, dispatch_uid="core.mfa_on_sign_in")

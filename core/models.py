@@ -157,7 +157,7 @@ class Account(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
     source = models.CharField(max_length=8, choices=AccountSource.choices, default=AccountSource.LOCAL)
-    # The directory's stable id (OIDC "sub" with its issuer, or the LDAP entry's DN): a renamed username stays
+    # The directory's stable id (OIDC issuer#sub; LDAP entryUUID or AD objectGUID, the DN as a last resort): a renamed username stays
     # the same person, and a local account of the same name is never taken over by a directory sign-in.
     external_id = models.CharField(max_length=512, blank=True, db_index=True)
     must_change_password = models.BooleanField(default=False)

@@ -76,6 +76,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # request.user.is_verified(): whether this session passed its second factor (django-otp).
     "django_otp.middleware.OTPMiddleware",
+    # A session idle or open too long, or whose account was deactivated or lost its role, ends here (core.sessions).
+    "core.session_middleware.SessionTimeoutMiddleware",
+    # Someone who must change their password (a generated one, or an admin's reset) reaches nothing else first.
+    "core.password_middleware.PasswordChangeRequiredMiddleware",
+    # Then: a session that owes a second factor (a set-up its role requires, or a code) reaches nothing else.
+    "core.mfa_middleware.MfaRequiredMiddleware",
     # After authentication: a signed-in person's chosen language wins over the browser's.
     "core.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -179,7 +185,27 @@ LOGIN_URL = "login"
 # confirmation page, /reauthenticate/), or with an admin-scope token (core.services; issue 14, item 7).
 REAUTH_MINUTES = env_int("REAUTH_MINUTES", 15)
 LOGIN_REDIRECT_URL = "dashboard"
+# The name authenticator apps show beside the account (core.mfa, django-otp's TOTP devices).
+OTP_TOTP_ISSUER = "Defender offline updates"
 LOGOUT_REDIRECT_URL = "login"
+
+# LDAP / Active Directory sign-in (core.ldap; README.md, Sign-in): off unless LDAP_URL is set.
+LDAP_URL = env_str("LDAP_URL", "")  # ldap://host or ldaps://host[:port]
+LDAP_START_TLS = env_bool("LDAP_START_TLS", False)
+LDAP_CA_FILE = env_str("LDAP_CA_FILE", "")  # PEM CA(s) the server's certificate must chain to; else the system's
+LDAP_BIND_DN = env_str("LDAP_BIND_DN", "")
+LDAP_BIND_PASSWORD = env_str("LDAP_BIND_PASSWORD", "")  # or LDAP_BIND_PASSWORD_FILE
+LDAP_USER_SEARCH_BASE = env_str("LDAP_USER_SEARCH_BASE", "")
+LDAP_USER_FILTER = env_str("LDAP_USER_FILTER", "(sAMAccountName=%(user)s)")  # Active Directory's; OpenLDAP: uid
+LDAP_GROUP_ATTRIBUTE = env_str("LDAP_GROUP_ATTRIBUTE", "memberOf")
+LDAP_GROUP_SEARCH_BASE = env_str("LDAP_GROUP_SEARCH_BASE", "")
+LDAP_GROUP_FILTER = env_str("LDAP_GROUP_FILTER", "(|(member=%(dn)s)(uniqueMember=%(dn)s))")
+LDAP_TIMEOUT = env_int("LDAP_TIMEOUT", 5)  # seconds: a directory that is down must not hang the sign-in page
+if LDAP_URL:
+    # After axes (a locked-out name never reaches the directory), before ModelBackend (core.ldap says why).
+    AUTHENTICATION_BACKENDS.insert(
+        AUTHENTICATION_BACKENDS.index("django.contrib.auth.backends.ModelBackend"), "core.ldap.LdapBackend"
+    )
 
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
@@ -188,10 +214,41 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 
+# --- OpenID Connect (issue 16; core/oidc.py, deploy/README.md) --------------------------------------------------
+# On when a client id and a provider are set: the issuer (its /.well-known/openid-configuration names the endpoints,
+# read when first needed) or the OIDC_OP_* endpoints themselves. The password form stays beside the provider's
+# button: a local admin can always sign in (break-glass). Roles come from the admin's role mappings (/users/role-
+# mappings/) matched against the OIDC_ROLE_CLAIM claims (comma-separated: "groups,roles" for Entra ID app roles).
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME") or "OpenID Connect"
+OIDC_ISSUER = (env_str("OIDC_ISSUER") or "").rstrip("/")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT") or ""
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT") or ""
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT") or ""
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT") or ""
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID") or ""
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET") or ""  # or OIDC_RP_CLIENT_SECRET_FILE
+OIDC_RP_SIGN_ALGO = env_str("OIDC_RP_SIGN_ALGO") or "RS256"
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES") or "openid email profile"
+OIDC_ROLE_CLAIM = env_list("OIDC_ROLE_CLAIM", ["groups"])
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM") or "preferred_username"
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT", 10)  # seconds: a provider that is down is a sign-in error, soon
+OIDC_PROXY = env_str("OIDC_PROXY") or ""
+OIDC_CA_BUNDLE = env_str("OIDC_CA_BUNDLE") or ""  # a provider behind an internal CA
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_AUTHENTICATE_CLASS = "core.oidc.OIDCSignInView"
+OIDC_CALLBACK_CLASS = "core.oidc.OIDCCallbackView"
+if OIDC_RP_CLIENT_ID and (OIDC_ISSUER or OIDC_OP_AUTHORIZATION_ENDPOINT):
+    AUTHENTICATION_BACKENDS.insert(1, "core.oidc.OIDCBackend")  # after axes', before the password's
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = PORTAL_BASE_URL.startswith("https://")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+# A signed-in session ends after this long without a request, and this long after its sign-in whatever happens
+# (core.sessions, core.session_middleware); the cookie lives as long as the longest a session can.
+SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 30)
+SESSION_ABSOLUTE_HOURS = env_int("SESSION_ABSOLUTE_HOURS", 12)  # both at least 1 (a system check, core.sessions)
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_HOURS * 3600
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -243,6 +300,7 @@ SPECTACULAR_SETTINGS = {
         "Channel": "mirror.choices.Channel",
         "Arch": "mirror.choices.Arch",
         "TokenScope": "core.choices.TokenScope",
+        "AccountSource": "core.choices.AccountSource",
     },
     # Endpoints authenticate with their own token (fleet.api.agent), outside DRF's authentication classes.
     "APPEND_COMPONENTS": {

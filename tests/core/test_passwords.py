@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from core import services
-from core.choices import AccountSource
+from core.choices import AccountSource, Role
 from core.management.commands.ensure_admin import create_first_admin
 from core.models import Account, AuditEvent
 
@@ -404,3 +404,29 @@ def test_a_first_admin_with_a_chosen_password_is_not_forced(db, monkeypatch):
     first = create_first_admin()
     assert first.password is None
     assert not User.objects.get(username="admin").account.must_change_password
+
+
+def test_a_password_change_ends_the_person_s_other_sessions(client, make_user):
+    """Another browser signed in with the old password is recorded as ended and signed out (core.sessions)."""
+    from core.choices import SessionEnd
+    from core.models import UserSession
+
+    user = make_user("olga", Role.VIEWER)
+    elsewhere = Client()
+    elsewhere.post("/login/", {"username": "olga", "password": "correct horse battery"})
+    client.post("/login/", {"username": "olga", "password": "correct horse battery"})
+    assert UserSession.objects.filter(user=user, ended_at__isnull=True).count() == 2
+    response = client.post(
+        "/account/password/",
+        {
+            "old_password": "correct horse battery",
+            "new_password1": "a new long passphrase",
+            "new_password2": "a new long passphrase",
+        },
+    )
+    assert response.status_code == 302
+    ended = UserSession.objects.get(user=user, ended_at__isnull=False)
+    assert ended.end_reason == SessionEnd.PASSWORD_CHANGED
+    assert UserSession.objects.filter(user=user, ended_at__isnull=True).count() == 1
+    assert elsewhere.get("/").status_code == 302  # sent to sign in
+    assert client.get("/").status_code == 200
