@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from core.errors import Refused
 from core.models import hash_token
@@ -199,6 +199,9 @@ def findings_reworded(endpoint: Endpoint, stored: list[dict]) -> list[dict]:
     return reworded
 
 
+# In the portal's own language, whatever the thread served last: a report skips LocaleMiddleware (fleet.middleware),
+# so the language a worker's previous page activated would otherwise write the stored findings' words.
+@translation.override(settings.LANGUAGE_CODE)
 def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None = None) -> Accepted:
     """Parse, judge and store one report; the endpoint's state changes in the same transaction.
 

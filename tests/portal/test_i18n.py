@@ -280,3 +280,11 @@ def test_an_endpoint_s_findings_read_in_french_though_judged_in_english(
     assert french_title != "The last signature update failed" and html.escape(french_title) in page
     assert "The agent reports definitions_update_fail_reason" not in page
     assert english_sentences(page) == []
+
+
+def test_a_report_is_judged_in_the_portal_s_language_whatever_the_thread_served_before(make_group, reporting_endpoint):
+    """Reports skip LocaleMiddleware: a worker thread that last served a French page must not store French findings."""
+    group = make_group("pilote", 10)
+    with translation.override("fr"):
+        endpoint = reporting_endpoint(group, "poste-8", definitions_update_fail_reason='"0x8024402c"')
+    assert endpoint.findings[0]["title"] == "The last signature update failed"
