@@ -128,3 +128,18 @@ def test_deactivating_a_user_ends_their_sessions_and_revokes_their_tokens_for_go
         "tokens_revoked": 1,
         "sessions_ended": 1,
     }
+
+
+def test_an_account_from_openid_connect_confirms_by_signing_in_again_at_its_provider(client, settings, make_user):
+    """It has no portal password to give: the page sends it to its provider, whose sign-in opens the window again."""
+    from core.choices import AccountSource
+    from core.models import Account
+
+    settings.OIDC_RP_CLIENT_ID, settings.OIDC_ISSUER = "portal", "https://idp.example.org"
+    settings.OIDC_PROVIDER_NAME = "Entra ID"
+    user = make_user("sso-admin", Role.ADMIN)
+    Account.objects.create(user=user, source=AccountSource.OIDC, external_id="https://idp.example.org#1")
+    client.force_login(user)
+    page = client.get("/reauthenticate/?next=/users/").content.decode()
+    assert "Sign in again with Entra ID" in page and "/oidc/authenticate/?next=/users/" in page
+    assert 'name="password"' not in page
