@@ -16,7 +16,8 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from core import services
-from core.choices import Role, TokenScope
+from core.choices import AccountSource, Role, TokenScope
+from core.models import RoleMapping
 from fleet.models import Endpoint, EndpointGroup
 from fleet.services import enrollment
 from fleet.services.rings import approve_package
@@ -55,6 +56,11 @@ SKIPPED = {
     "password_reset_done": "only where mail is configured",
     "password_reset_confirm": "only where mail is configured, by the link mailed for a reset",
     "password_reset_complete": "only where mail is configured",
+    "oidc_authentication_init": "a redirect to the OpenID provider (404 while OpenID Connect is not configured)",
+    "oidc_authentication_callback": "where the OpenID provider sends the browser back (tests/core/test_oidc.py)",
+    # An admin's actions on a person's sessions post to the list's own view; its page is user_sessions.
+    "user_session_end": "the POST of a user's session list (visited as user_sessions)",
+    "user_sessions_end_all": "the POST of a user's session list (visited as user_sessions)",
 }
 # Pages whose route is a regular expression, and how to reach them.
 REGEX_PAGES = {
@@ -106,6 +112,7 @@ PK_OWNERS = {
     "mirror:run": "run",
     "mirror:package": "package",
     "mirror:bundle_key": "key",
+    "rolemapping": "mapping",
 }
 
 
@@ -252,6 +259,12 @@ def portal(mirror, make_group, make_package, make_endpoints, reporting_endpoint,
     other_portal = public_key_text(Ed25519PrivateKey.generate().public_key())
     key = add_trusted_key("exporting portal in the connected zone", other_portal, "carried over on a USB key", admin)
     conflict = None
+    mapping = RoleMapping.objects.create(
+        source=AccountSource.OIDC,
+        value="CN=Defender-Portal-Operators,OU=Security Groups,DC=corp,DC=contoso-holdings,DC=example",
+        role=Role.OPERATOR,
+        description="the SOC's operators, from Entra ID",
+    )
     return {
         "mirror": mirror,
         "upstream": mirror.upstream,
@@ -268,6 +281,7 @@ def portal(mirror, make_group, make_package, make_endpoints, reporting_endpoint,
         "user": user,
         "key": key,
         "conflict": conflict,
+        "mapping": mapping,
         "endpoints": Endpoint.objects.count(),
     }
 

@@ -700,9 +700,9 @@ def busy(make_group, make_package, operator):
 
 def test_the_list_makes_a_bounded_number_of_queries(client, operator, busy, django_assert_max_num_queries):
     client.force_login(operator)
-    # session, user, the session's row (core.sessions), language preference, role, groups, approvals; then the
-    # session saved again
-    with django_assert_max_num_queries(10):
+    # session, user, the session's row (core.sessions), role, groups, approvals; on a session's first page only, its
+    # language preference and whether its password must be changed (both then kept in the session, saved again)
+    with django_assert_max_num_queries(11):
         response = client.get("/groups/")
     assert response.content.decode().count('<strong class="token">') == 16
 
@@ -711,8 +711,9 @@ def test_the_detail_page_makes_a_bounded_number_of_queries(client, operator, bus
     client.force_login(operator)
     # session, user, role, group, status and the upstream's withdrawals, then per target (4): packages and next
     # ring, then history
-    # (and the session's row, the language preference, and the session saved again)
-    with django_assert_max_num_queries(21):
+    # (and the session's row; on a session's first page, the language preference and the forced-change flag, and
+    # the session saved again)
+    with django_assert_max_num_queries(22):
         response = client.get("/groups/early/")
     page = response.content.decode()
     assert page.count("Promote to Broad") == 4 and page.count(">Approve…</button>") == 4
