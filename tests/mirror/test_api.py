@@ -16,9 +16,11 @@ pytestmark = pytest.mark.django_db
 
 
 def zip_bytes(payload=b"signatures" * 1000) -> bytes:
+    """The same bytes at every call: a fixed member time (writestr with a name stamps the current time, and two
+    calls either side of a two-second boundary made different zips)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("mpavbase.vdm", payload)
+        archive.writestr(zipfile.ZipInfo("mpavbase.vdm", date_time=(2026, 12, 1, 0, 0, 0)), payload)
     return buffer.getvalue()
 
 
