@@ -74,6 +74,8 @@ def test_settings_that_change_are_recorded(endpoint, pilot):
     assert EndpointChange.objects.first().changes["fallback_to_cloud"] == [False, True]
 
 
+# Outside a test transaction: the store's own atomicity is what is tested, not a savepoint around it.
+@pytest.mark.django_db(transaction=True)
 def test_a_failure_after_the_state_write_leaves_neither_state_report_nor_change(endpoint, pilot, monkeypatch):
     report(endpoint, health_text(pilot), minute=0)
     # The change record is the statement's last write on SQLite and part of the one statement on PostgreSQL:
