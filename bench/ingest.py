@@ -108,7 +108,7 @@ started = time.perf_counter()
 # A fleet in steady state: every endpoint reported yesterday, as the previous round left it.
 yesterday = timezone.now() - timedelta(days=1)
 before = dict(last_seen=yesterday, definitions_version="1.407.417.0", definitions_status="up_to_date", compliance="up_to_date",
-              offline_update="enabled", recent=[[yesterday.isoformat(), "enabled"]], reports_received=1)
+              offline_update="enabled", reports_received=1)
 with open(tokens_path, "w") as out:
     batch = []
     for i in range(count):

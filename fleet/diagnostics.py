@@ -5,7 +5,7 @@ one ``Finding``; rules about the offline-update facts stay silent when the repor
 ``mdatp health --details definitions`` prints (one DEFINITIONS_DETAILS_MISSING finding says so instead),
 and the signature rules follow the agent's version (``engine_signature_era``). ``diagnose`` runs
 them all against what the endpoint's group expects. Pure Python: the caller builds the
-``Expectation`` from the group's policy and the history from the endpoint's stored reports, and
+``Expectation`` from the group's policy and the history from the endpoint's change records, and
 maps findings onto its models.
 """
 
@@ -23,7 +23,16 @@ from core.versions import parse_version, version_key
 from fleet.choices import FindingCode
 from fleet.health import Health
 
-__all__ = ["ENGINE_SIGNATURE_FROM", "MIN_APP_VERSION", "Expectation", "Finding", "HistoryPoint", "diagnose", "same_url"]
+__all__ = [
+    "ENGINE_SIGNATURE_FROM",
+    "MIN_APP_VERSION",
+    "Expectation",
+    "Finding",
+    "HistoryPoint",
+    "diagnose",
+    "reads_history",
+    "same_url",
+]
 
 # The first agent versions that support offline security intelligence updates.
 MIN_APP_VERSION = {"linux": "101.24022.0001", "mac": "101.25012.0003"}
@@ -562,15 +571,21 @@ def _agent_too_old(h: Health, e: Expectation, history):
     )
 
 
+def reads_history(h: Health) -> bool:
+    """Whether the known-issue rule could fire on this report, so needs the endpoint's history: a failing
+    report with offline updates enabled. The report path reads the change records only then."""
+    failing = bool(h.fail_reason) or (
+        bool(h.offline_url_configured) and not _from_mirror(h.update_source_uri, h.offline_url_configured)
+    )
+    return bool(h.definitions_details) and (h.offline_update or "").lower() == ENABLED and failing
+
+
 def _reenable_known_issue(h: Health, e: Expectation, history):
     # Known issue of the source document (Microsoft's Linux page, "Known issues"): offline signature updates
     # can fail after the feature was enabled, updates applied, the feature disabled to take updates from the
     # cloud, then enabled again. Microsoft's only mitigation: a fix is planned. The finding names the pattern
     # and that; it must not invent a remedy.
-    failing = bool(h.fail_reason) or (
-        bool(h.offline_url_configured) and not _from_mirror(h.update_source_uri, h.offline_url_configured)
-    )
-    if not h.definitions_details or (h.offline_update or "").lower() != ENABLED or not failing:
+    if not reads_history(h):
         return None
     points = sorted(history, key=lambda p: p.received_at) + [HistoryPoint.from_health(h, e.now)]
     stage, moments = 0, []  # looking for: enabled (0), then not enabled (1), then enabled again (2)

@@ -361,9 +361,6 @@ class Endpoint(models.Model):
     finding_codes = models.CharField(
         max_length=300, blank=True, help_text=_("',code,code,' for filtering without scanning findings.")
     )
-    # The reported offline_definition_update values as they changed: [[ISO time, value], …], oldest first.
-    # All the known-issue rule needs from history, so it never reads the report table.
-    recent = models.JSONField(default=list, blank=True)
     reports_received = models.PositiveIntegerField(default=0)
     # What the agent last met when it merged the group's keys into the endpoint's managed configuration
     # (fleet.services.config): '' when it could, else why not (a file that is not JSON, an MDM profile, ...).
@@ -454,6 +451,71 @@ class HealthReport(models.Model):
             return parse_health(self.raw).to_dict()
         except HealthParseError as exc:  # stored before a parser change: show why, never fail the page
             return {"error": str(exc)}
+
+
+class EndpointChange(models.Model):
+    """What mattered that one report changed on its endpoint, before → after: the history kept beyond the raw reports.
+
+    Written by fleet.services.ingest in the statement that stores the report's state, and only when one of
+    TRACKED differs from the endpoint's row (a first report is a change from nothing). Kept
+    FLEET_CHANGE_RETENTION_DAYS, while raw reports are cut to the last FLEET_RAW_REPORTS_KEPT per endpoint.
+    """
+
+    # The endpoint's state columns a change is recorded for (settings drift is judged on the managed settings).
+    TRACKED = (
+        "definitions_version",
+        "engine_version",
+        "app_version",
+        "compliance",
+        "finding_codes",
+        "fail_reason",
+        "update_source_uri",
+        "offline_update",
+        "verify_sig",
+        "fallback_to_cloud",
+        "automatic_updates",
+        "enforcement_level",
+    )
+
+    # Indexed by (endpoint, -at) below; a second index on endpoint alone would only cost inserts.
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="changes", db_index=False)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    # {field: [before, after]} for the changed TRACKED fields only; finding codes as lists.
+    changes = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["endpoint", "-at"], name="change_endpoint_time")]
+
+    def __str__(self):
+        return f"{self.endpoint_id} at {self.at:%Y-%m-%d %H:%M:%S}: {', '.join(self.changes)}"
+
+    @classmethod
+    def between(cls, before: dict | None, after: dict) -> dict:
+        """The changes from ``before`` (None: nothing known yet) to ``after``, over the TRACKED fields ``after`` has.
+
+        Empty when nothing that matters changed. Values compare as stored on the endpoint (None and '' alike)."""
+        changed = {}
+        for name in cls.TRACKED:
+            if name not in after:
+                continue  # the report did not say (app and engine versions are kept from earlier reports)
+            old, new = (before or {}).get(name), after[name]
+            if (old in (None, "") and new in (None, "")) or old == new:
+                continue
+            if name == "finding_codes":
+                old, new = _codes(old), _codes(new)
+            changed[name] = [old, new]
+        return changed
+
+    @property
+    def changed(self) -> list[tuple[str, object, object]]:
+        return [
+            (name, pair[0], pair[1]) for name, pair in self.changes.items() if isinstance(pair, list) and len(pair) == 2
+        ]
+
+
+def _codes(value) -> list[str] | None:
+    return None if value is None else [code for code in str(value).split(",") if code]
 
 
 class ComplianceSnapshot(models.Model):

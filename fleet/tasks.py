@@ -30,3 +30,8 @@ def snapshot_compliance():
 @shared_task
 def prune_reports():
     return chores.prune_reports()
+
+
+@shared_task
+def prune_changes():
+    return chores.prune_changes()

@@ -5,7 +5,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django import forms
 from django.conf import settings
@@ -1019,6 +1019,38 @@ def config_drift(endpoint: Endpoint) -> list[dict]:
     return drift
 
 
+CHANGES_SHOWN = 500  # the endpoint page's change history; the API pages through all of it
+CHANGE_WORDS = {
+    "definitions_version": _("Definitions"),
+    "engine_version": _("Engine"),
+    "app_version": _("Agent"),
+    "compliance": _("Compliance"),
+    "finding_codes": _("Findings"),
+    "fail_reason": _("Update failure"),
+    "update_source_uri": _("Update source"),
+    "offline_update": _("Offline updates"),
+    "verify_sig": _("Signature check"),
+    "fallback_to_cloud": _("Fallback to the cloud"),
+    "automatic_updates": _("Automatic updates"),
+    "enforcement_level": _("Enforcement level"),
+}
+
+
+def change_row(name: str, before, after) -> dict:
+    """One line of a change record as the endpoint page shows it: what, before, after."""
+
+    def shown(value):
+        if name == "finding_codes":
+            return ", ".join(str(labels.label("finding", code)) for code in value or []) or None
+        if name == "compliance" and value:
+            return short_label(value)
+        if isinstance(value, bool):
+            return str(value).lower()
+        return value if value not in (None, "") else None
+
+    return {"name": name, "label": CHANGE_WORDS.get(name, name), "before": shown(before), "after": shown(after)}
+
+
 class EndpointDetailView(RoleRequiredMixin, TemplateView):
     template_name = "fleet/endpoint_detail.html"
 
@@ -1039,7 +1071,11 @@ class EndpointDetailView(RoleRequiredMixin, TemplateView):
             for finding in [f.to_dict() for f in rings.ring_findings(endpoint)] + stored_findings
             if isinstance(finding, dict)
         ]
-        history = list(endpoint.reports.all()[:20])
+        history = list(endpoint.reports.all()[: settings.FLEET_RAW_REPORTS_KEPT])
+        since = timezone.now() - timedelta(days=settings.FLEET_CHANGE_RETENTION_DAYS)
+        changes = list(endpoint.changes.filter(at__gte=since)[: CHANGES_SHOWN + 1])
+        for change in changes:
+            change.rows = [change_row(name, before, after) for name, before, after in change.changed]
         for report in history:
             report.tone = COMPLIANCE_TONE.get(report.compliance, "muted")
             report.state_label = short_label(report.compliance)
@@ -1056,6 +1092,10 @@ class EndpointDetailView(RoleRequiredMixin, TemplateView):
             findings=findings,
             drift=config_drift(endpoint),
             history=history,
+            changes=changes[:CHANGES_SHOWN],
+            more_changes=len(changes) > CHANGES_SHOWN,
+            settings_change_days=settings.FLEET_CHANGE_RETENTION_DAYS,
+            settings_raw_kept=settings.FLEET_RAW_REPORTS_KEPT,
             move_form=move_form,
             **kwargs,
         )

@@ -361,7 +361,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.tasks.snapshot_compliance",
         "schedule": float(env_int("FLEET_SNAPSHOT_SECONDS", 3600)),
     },
-    "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": 6 * 3600.0},
+    # Hourly, like the agents' reports: an endpoint holds at most about FLEET_RAW_REPORTS_KEPT + 1 raw reports.
+    "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": 3600.0},
+    "fleet-prune-changes": {"task": "fleet.tasks.prune_changes", "schedule": 6 * 3600.0},
     # Alert rules are checked every minute; each message is then its own task (portal.alerts).
     "portal-evaluate-alerts": {
         "task": "portal.tasks.evaluate_alerts",
@@ -377,6 +379,9 @@ FLEET_SILENT_INTERVALS = env_int(
     "FLEET_SILENT_INTERVALS", 3
 )  # silent after this many update intervals without a report
 FLEET_REPORT_RETENTION_DAYS = env_int("FLEET_REPORT_RETENTION_DAYS", 30)
+# History by change (issue 17): the last raw reports per endpoint, and every change record for this many days.
+FLEET_RAW_REPORTS_KEPT = env_int("FLEET_RAW_REPORTS_KEPT", 24)
+FLEET_CHANGE_RETENTION_DAYS = env_int("FLEET_CHANGE_RETENTION_DAYS", 90)
 
 # --- Mirror -------------------------------------------------------------------
 MIRROR_RETRY_ATTEMPTS = env_int("MIRROR_RETRY_ATTEMPTS", 5)

@@ -2,7 +2,15 @@ from rest_framework import serializers
 
 from core.api.serializers import ModelCleanMixin
 from fleet.choices import ApprovalAction, GateState
-from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, EnrollmentSecret, HealthReport, IdentityConflict
+from fleet.models import (
+    ApprovalEvent,
+    Endpoint,
+    EndpointChange,
+    EndpointGroup,
+    EnrollmentSecret,
+    HealthReport,
+    IdentityConflict,
+)
 from mirror.choices import Arch, Channel, Platform
 from mirror.models import Mirror, SignaturePackage
 
@@ -223,6 +231,17 @@ class HealthReportSerializer(serializers.ModelSerializer):
     class Meta:
         model = HealthReport
         fields = ["id", "received_at", "form", "definitions_version", "compliance", "finding_codes", "parsed", "raw"]
+        read_only_fields = fields
+
+
+class EndpointChangeSerializer(serializers.ModelSerializer):
+    changes = serializers.DictField(
+        read_only=True, help_text="What changed, {field: [before, after]}; before is null for a first report."
+    )
+
+    class Meta:
+        model = EndpointChange
+        fields = ["id", "at", "changes"]
         read_only_fields = fields
 
 

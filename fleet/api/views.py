@@ -25,6 +25,7 @@ from fleet.api.serializers import (
     ConfigImportSerializer,
     ConfigImportTextSerializer,
     EndpointBulkSerializer,
+    EndpointChangeSerializer,
     EndpointMoveSerializer,
     EndpointSerializer,
     EnrollmentSecretCreatedSerializer,
@@ -407,12 +408,27 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
         serializer_class=HealthReportSerializer,
     )
     def reports(self, request, pk=None):
-        """The endpoint's stored reports, newest first (raw and parsed)."""
+        """The endpoint's last raw reports (FLEET_RAW_REPORTS_KEPT), newest first (raw and parsed)."""
         # Not get_object(): its filter_queryset() would order the endpoints by the reports' ordering.
         endpoint = get_object_or_404(self.get_queryset(), pk=pk)
         self.check_object_permissions(request, endpoint)
         page = self.paginate_queryset(self.filter_queryset(endpoint.reports.all()))
         return self.get_paginated_response(HealthReportSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: EndpointChangeSerializer(many=True)})
+    @action(
+        detail=True,
+        methods=["get"],
+        filter_backends=[OrderingFilter],
+        ordering_fields=["at"],
+        serializer_class=EndpointChangeSerializer,
+    )
+    def changes(self, request, pk=None):
+        """What changed on the endpoint, report by report, newest first, for FLEET_CHANGE_RETENTION_DAYS."""
+        endpoint = get_object_or_404(self.get_queryset(), pk=pk)
+        self.check_object_permissions(request, endpoint)
+        page = self.paginate_queryset(self.filter_queryset(endpoint.changes.all()))
+        return self.get_paginated_response(EndpointChangeSerializer(page, many=True).data)
 
 
 class EnrollmentSecretViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -1,13 +1,14 @@
-"""The periodic fleet chores (Celery beat, fleet.tasks): silent endpoints, compliance snapshots, old reports."""
+"""The periodic fleet chores (Celery beat, fleet.tasks): silent endpoints, compliance snapshots, old reports and changes."""
 
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from fleet.choices import Compliance
-from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup, HealthReport
+from fleet.models import ComplianceSnapshot, Endpoint, EndpointChange, EndpointGroup, HealthReport
 
 
 def mark_silent(now=None) -> int:
@@ -44,12 +45,48 @@ def snapshot_compliance(now=None) -> int:
     return len(snapshots)
 
 
-def prune_reports(now=None, batch: int = 5000) -> int:
-    """Delete raw reports older than FLEET_REPORT_RETENTION_DAYS, in batches; endpoint state stays."""
+def prune_reports(now=None, batch: int = 1000) -> int:
+    """Keep per endpoint its last FLEET_RAW_REPORTS_KEPT raw reports, none older than FLEET_REPORT_RETENTION_DAYS.
+
+    The history that matters is in the change records (EndpointChange); endpoint state stays. Batched and
+    read through the (endpoint, -received_at) index, a batch of endpoints at a time, each delete its own short
+    statement: it locks only the report rows it deletes, never an endpoint's row the report path updates.
+    """
     cutoff = (now or timezone.now()) - timedelta(days=settings.FLEET_REPORT_RETENTION_DAYS)
+    removed = _delete_batched(HealthReport.objects.filter(received_at__lt=cutoff), batch * 5)
+    kept, last = settings.FLEET_RAW_REPORTS_KEPT, 0
+    while True:
+        # reports_received counts every report ever stored: an endpoint with fewer has nothing to prune.
+        endpoints = list(
+            Endpoint.objects.filter(pk__gt=last, reports_received__gt=kept)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:batch]
+        )
+        if not endpoints:
+            return removed
+        last = endpoints[-1]
+        newest_first = [F("received_at").desc(), F("id").desc()]
+        beyond = (
+            HealthReport.objects.filter(endpoint_id__in=endpoints)
+            .annotate(rank=Window(RowNumber(), partition_by=[F("endpoint_id")], order_by=newest_first))
+            .filter(rank__gt=kept)
+            .values_list("pk", flat=True)
+        )
+        doomed = list(beyond)
+        for start in range(0, len(doomed), batch * 5):
+            removed += HealthReport.objects.filter(pk__in=doomed[start : start + batch * 5]).delete()[0]
+
+
+def prune_changes(now=None, batch: int = 5000) -> int:
+    """Delete change records older than FLEET_CHANGE_RETENTION_DAYS, in batches read through their time index."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.FLEET_CHANGE_RETENTION_DAYS)
+    return _delete_batched(EndpointChange.objects.filter(at__lt=cutoff), batch)
+
+
+def _delete_batched(queryset, batch: int) -> int:
     removed = 0
     while True:
-        ids = list(HealthReport.objects.filter(received_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        ids = list(queryset.values_list("pk", flat=True)[:batch])
         if not ids:
             return removed
-        removed += HealthReport.objects.filter(pk__in=ids).delete()[0]
+        removed += queryset.model.objects.filter(pk__in=ids).delete()[0]

@@ -1,7 +1,7 @@
 """Health reports: an endpoint's token, its report parsed and judged against its group, stored.
 
-A report is accepted only once it is committed: the HealthReport row and the endpoint's
-new state are written in one transaction before the 2xx leaves, so no accepted report
+A report is accepted only once it is committed: the HealthReport row, the endpoint's
+new state and, when something that matters changed, its EndpointChange are written in one transaction before the 2xx leaves, so no accepted report
 can be lost to a worker or broker restart (there is no queue in between). This is the
 portal's busiest path (every endpoint reports every few hours): its SQL is written out
 below, and what it reads of groups and approvals is cached per process for a few seconds.
@@ -12,7 +12,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import lru_cache
 
 from django.conf import settings
@@ -23,13 +23,12 @@ from core.errors import Refused
 from core.models import hash_token
 from fleet.choices import FindingCode
 from fleet.compliance import MISCONFIGURED_CODES, rank, standing
-from fleet.diagnostics import Expectation, Finding, HistoryPoint, diagnose
+from fleet.diagnostics import Expectation, Finding, HistoryPoint, diagnose, reads_history
 from fleet.health import Health, HealthParseError, parse_health
-from fleet.models import Endpoint, EndpointGroup, HealthReport
+from fleet.models import Endpoint, EndpointChange, EndpointGroup, HealthReport
 from fleet.services import rings
 from fleet.services.config import managed_config_finding
 
-RECENT_KEPT = 6  # offline_definition_update changes kept on the endpoint for the known-issue rule
 UNAUTHORIZED = "missing, invalid or revoked endpoint token"
 
 
@@ -53,7 +52,6 @@ def endpoint_for_token(authorization: str) -> Endpoint | None:
     if row is None:
         return None
     values = dict(zip(_ENDPOINT_COLUMNS, row, strict=True))
-    values["recent"] = _json_out(values["recent"]) or []
     endpoint = Endpoint.from_db(
         connection.alias,
         list(values),
@@ -151,14 +149,23 @@ def _guid(value) -> str:
     return match.group(1).replace("-", "").lower() if match else ""
 
 
-def _history(endpoint: Endpoint) -> list[HistoryPoint]:
-    """The endpoint's offline_definition_update changes as history points (all the known-issue rule reads)."""
+def _history(endpoint: Endpoint, health: Health) -> list[HistoryPoint]:
+    """The endpoint's offline_definition_update changes, from its change records, as history points.
+
+    Only read for a report the known-issue rule could fire on (diagnostics.reads_history): a failing
+    report with offline updates enabled. Every other report costs no query here."""
+    if not reads_history(health):
+        return []
+    changes = (
+        EndpointChange.objects.filter(endpoint_id=endpoint.pk, changes__has_key="offline_update")
+        .order_by("at", "id")
+        .values_list("at", "changes")
+    )
     points = []
-    for item in endpoint.recent or []:
-        try:
-            points.append(HistoryPoint(datetime.fromisoformat(item[0]), item[1], "", None, None))
-        except (IndexError, KeyError, TypeError, ValueError):
-            continue  # an entry of another format: the rule just sees less history
+    for at, change in changes:
+        value = change["offline_update"][1] if isinstance(change.get("offline_update"), list) else None
+        if value:
+            points.append(HistoryPoint(at, value, "", None, None))
     return points
 
 
@@ -186,7 +193,7 @@ def findings_reworded(endpoint: Endpoint, stored: list[dict]) -> list[dict]:
     except HealthParseError:
         return stored
     group = endpoint.group
-    fresh = diagnose(health, expectation(group, endpoint.platform, report.received_at), _history(endpoint))
+    fresh = diagnose(health, expectation(group, endpoint.platform, report.received_at), _history(endpoint, health))
     drift = settings_drift(health, group)
     config_problem = managed_config_finding(endpoint.managed_config_problem)
     words = {f.code: f for f in [*fresh, drift, config_problem] if f is not None}
@@ -197,6 +204,26 @@ def findings_reworded(endpoint: Endpoint, stored: list[dict]) -> list[dict]:
             finding = {**finding, "title": again.title, "explanation": again.explanation, "fix": again.fix}
         reworded.append(finding)
     return reworded
+
+
+def reported_state(health: Health) -> dict:
+    """The endpoint's state columns a report sets as it says them (the ones a change record tracks but the
+    judged compliance and findings); app and engine versions only when it gives them, so earlier ones stay."""
+    state = dict(
+        definitions_version=(health.definitions_version or "")[:32],
+        update_source_uri=(health.update_source_uri or "")[:500],
+        fail_reason=health.fail_reason[:500],
+        offline_update=(health.offline_update or "")[:16],
+        verify_sig=(health.verify_sig or "")[:16],
+        fallback_to_cloud=health.fallback_to_cloud,
+        automatic_updates=health.automatic_updates,
+        enforcement_level=(health.enforcement_level or "")[:16],
+    )
+    if health.app_version:
+        state["app_version"] = health.app_version[:32]
+    if health.engine_version:
+        state["engine_version"] = health.engine_version[:32]
+    return state
 
 
 # In the portal's own language, whatever the thread served last: a report skips LocaleMiddleware (fleet.middleware),
@@ -226,7 +253,7 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
         )
     now = now or timezone.now()
     group = endpoint.group
-    findings = diagnose(health, expectation(group, endpoint.platform, now), _history(endpoint))
+    findings = diagnose(health, expectation(group, endpoint.platform, now), _history(endpoint, health))
     drift = settings_drift(health, group)
     if drift is not None:
         findings.append(drift)
@@ -236,10 +263,9 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
         findings.append(config_problem)
     compliance = judge(endpoint, health, findings)
     codes = "," + ",".join(f.code for f in findings) + "," if findings else ""
-    recent = list(endpoint.recent or [])
     state = dict(
         last_seen=now,
-        definitions_version=(health.definitions_version or "")[:32],
+        **reported_state(health),
         definitions_status=(health.definitions_status or "")[:32],
         definitions_updated_at=health.definitions_updated_at
         or (
@@ -247,28 +273,17 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
             if health.definitions_updated_minutes_ago is not None
             else None
         ),
-        update_source_uri=(health.update_source_uri or "")[:500],
         offline_url_configured=(health.offline_url_configured or "")[:500],
-        fail_reason=health.fail_reason[:500],
-        offline_update=(health.offline_update or "")[:16],
-        verify_sig=(health.verify_sig or "")[:16],
-        fallback_to_cloud=health.fallback_to_cloud,
-        automatic_updates=health.automatic_updates,
-        enforcement_level=(health.enforcement_level or "")[:16],
         healthy=health.healthy,
         compliance=compliance,
         findings=[f.to_dict() for f in findings],
         finding_codes=codes[:300],
     )
-    if health.offline_update and (not recent or recent[-1][1] != health.offline_update):
-        # Written only when the value changes, so most reports leave this column alone.
-        state["recent"] = [*recent[-(RECENT_KEPT - 1) :], [now.isoformat(), health.offline_update]]
-    if health.app_version:
-        state["app_version"] = health.app_version[:32]
-    if health.engine_version:
-        state["engine_version"] = health.engine_version[:32]
     if health.fail_reason:
         state["last_update_failure_at"] = now
+    # Compared with the endpoint's row as the token loaded it (_ENDPOINT_COLUMNS): no query when nothing changed.
+    before = None if not endpoint.reports_received else {n: getattr(endpoint, n) for n in EndpointChange.TRACKED}
+    changes = EndpointChange.between(before, state)
     report = HealthReport(
         endpoint=endpoint,
         received_at=now,
@@ -278,13 +293,14 @@ def ingest_report(endpoint: Endpoint, body: bytes, now=None, minute: int | None 
         compliance=compliance,
         finding_codes=state["finding_codes"],
     )
-    report.pk = _store(report, endpoint.pk, state, minute)
+    report.pk = _store(report, endpoint.pk, state, minute, changes)
     if report.pk is None:
         if Endpoint.objects.filter(pk=endpoint.pk, decommissioned_at__isnull=True).exists():
             raise _throttled()
         raise Refused(UNAUTHORIZED, status=401)  # decommissioned while its report was being read
     for name, value in state.items():
         setattr(endpoint, name, value)
+    endpoint.reports_received += 1
     return Accepted(report, compliance, findings)
 
 
@@ -299,11 +315,13 @@ _ENDPOINT_COLUMNS = (
     "group_id",
     "platform",
     "arch",
-    "recent",
     "token_hash",
     "burst_minute",
     "burst_count",
     "managed_config_problem",
+    "reports_received",
+    # What a change record compares the report with (EndpointChange.TRACKED).
+    *(name for name in EndpointChange.TRACKED),
 )
 _SELECT_ENDPOINT = (
     f"SELECT {', '.join(_ENDPOINT_COLUMNS)} FROM {Endpoint._meta.db_table} "
@@ -348,10 +366,6 @@ def cached_group(group_id: int) -> EndpointGroup:
     return group
 
 
-def _json_out(value):
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
 @lru_cache(maxsize=128)
 def _kind(model, name: str) -> str:
     return model._meta.get_field(name).get_internal_type()
@@ -372,10 +386,16 @@ def _placeholder(model, name: str) -> str:
     return "%s::jsonb" if json_field and connection.vendor == "postgresql" else "%s"
 
 
-@lru_cache(maxsize=16)
-def _store_sql(vendor: str, state_fields: tuple) -> tuple[str, str]:
-    """The endpoint's conditional UPDATE (the burst limit, still active) and the report's INSERT."""
+_CHANGE_COLUMNS = ("endpoint_id", "at", "changes")
+
+
+@lru_cache(maxsize=32)
+def _store_sql(vendor: str, state_fields: tuple, changed: bool) -> tuple[str, str, str]:
+    """The endpoint's conditional UPDATE (the burst limit, still active), the report's INSERT and, when
+    ``changed``, the change record's INSERT."""
     endpoint_table, report_table = Endpoint._meta.db_table, HealthReport._meta.db_table
+    change_table = EndpointChange._meta.db_table
+    change_values = f"%s, %s, {_placeholder(EndpointChange, 'changes')}"
     columns = [
         HealthReport._meta.get_field(name.removesuffix("_id") if name == "endpoint_id" else name).column
         for name in _REPORT_FIELDS
@@ -394,20 +414,36 @@ def _store_sql(vendor: str, state_fields: tuple) -> tuple[str, str]:
         "WHERE id = %s AND decommissioned_at IS NULL AND (burst_minute <> %s OR burst_count < %s)"
     )
     if vendor == "postgresql":
-        # One statement, so one round trip and one implicit transaction: the report row exists
-        # only if the endpoint's row was updated (active, under its limit), and both commit together.
+        # One statement, so one round trip and one implicit transaction: the report row (and the change
+        # record) exist only if the endpoint's row was updated (active, under its limit), and all commit together.
+        change = (
+            f", change AS (INSERT INTO {change_table} ({', '.join(_CHANGE_COLUMNS)}) SELECT {change_values} FROM state)"
+            if changed
+            else ""
+        )
         return (
-            f"WITH state AS ({update} RETURNING id) INSERT INTO {report_table} ({', '.join(columns)}) "
-            f"SELECT {values} FROM state RETURNING id"
-        ), ""
-    return update, f"INSERT INTO {report_table} ({', '.join(columns)}) VALUES ({values}) RETURNING id"
+            (
+                f"WITH state AS ({update} RETURNING id){change} INSERT INTO {report_table} ({', '.join(columns)}) "
+                f"SELECT {values} FROM state RETURNING id"
+            ),
+            "",
+            "",
+        )
+    return (
+        update,
+        f"INSERT INTO {report_table} ({', '.join(columns)}) VALUES ({values}) RETURNING id",
+        f"INSERT INTO {change_table} ({', '.join(_CHANGE_COLUMNS)}) VALUES ({change_values})" if changed else "",
+    )
 
 
-def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int) -> int | None:
-    """Update the endpoint and insert the report, atomically; the report's id, or None when the
-    endpoint's row refused the update (decommissioned meanwhile, or over its burst limit)."""
+def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int, changes: dict) -> int | None:
+    """Update the endpoint and insert the report (and its change record when ``changes``), atomically; the
+    report's id, or None when the endpoint's row refused the update (decommissioned meanwhile, or over its burst limit)."""
     fields = tuple(sorted(state))
-    update, insert = _store_sql(connection.vendor, fields)
+    update, insert, insert_change = _store_sql(connection.vendor, fields, bool(changes))
+    change_params = (
+        [endpoint_id, _param(EndpointChange, "at", report.received_at), _change_json(changes)] if changes else []
+    )
     report_params = [endpoint_id] + [_param(HealthReport, n, getattr(report, n)) for n in _REPORT_FIELDS[1:]]
     state_params = [_param(Endpoint, n, state[n]) for n in fields] + [
         minute,
@@ -418,12 +454,19 @@ def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int) -> 
     ]
     with _hot_cursor() as cursor:
         if not insert:
-            cursor.execute(update, state_params + report_params)
+            cursor.execute(update, state_params + change_params + report_params)
             row = cursor.fetchone()
             return row[0] if row else None
         with transaction.atomic():
             cursor.execute(update, state_params)
             if cursor.rowcount != 1:
                 return None
+            if insert_change:
+                cursor.execute(insert_change, change_params)
             cursor.execute(insert, report_params)
             return cursor.fetchone()[0]
+
+
+def _change_json(changes: dict) -> str:
+    """A change record's JSON as stored: compact, since there is one per change of every endpoint."""
+    return json.dumps(changes, separators=(",", ":"), default=str)

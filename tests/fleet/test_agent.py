@@ -394,7 +394,9 @@ def test_the_known_issue_is_named_after_enable_disable_and_re_enable_reports_wit
 
     assert failing.returncode == 0, failing.stderr
     endpoint = Endpoint.objects.get()
-    assert [state for _, state in endpoint.recent] == ["enabled", "disabled", "enabled"]
+    assert [
+        c.changes["offline_update"][1] for c in endpoint.changes.order_by("at", "id") if "offline_update" in c.changes
+    ] == ["enabled", "disabled", "enabled"]
     findings = {f["code"]: f for f in endpoint.findings}
     assert "reenable_known_issue" in findings and "update_failed" in findings
     assert "a fix is planned" in findings["reenable_known_issue"]["fix"]

@@ -257,7 +257,10 @@ def test_the_detail_page_shows_findings_with_their_fix_and_the_config_drift(clie
     assert "http://old-mirror.example.org/linux/production/" in page and pilot.definition_url("linux") in page
 
 
-def test_the_report_history_shows_the_last_20_each_with_its_raw_body(client, viewer, make_group):
+def test_the_report_history_shows_the_last_raw_reports_kept_each_with_its_raw_body(
+    client, viewer, make_group, settings
+):
+    settings.FLEET_RAW_REPORTS_KEPT = 20
     pilot = make_group("pilot", 10)
     secret, plaintext = enrollment.create_enrollment_secret(pilot, "test")
     endpoint, _ = enrollment.enroll(plaintext, "machine-1", "web-1", "linux", "x86_64")

@@ -575,8 +575,10 @@ def test_the_enable_disable_reenable_pattern_is_found_from_the_endpoints_own_his
         assert response.status_code == 201
         endpoint.refresh_from_db()
     assert "reenable_known_issue" in response.json()["findings"]
-    # Only the changes are kept: enabled, disabled, enabled.
-    assert [value for _, value in endpoint.recent] == ["enabled", "disabled", "enabled"]
+    # The change records hold the switch's history: enabled, disabled, enabled.
+    assert [
+        c.changes["offline_update"][1] for c in endpoint.changes.order_by("at", "id") if "offline_update" in c.changes
+    ] == ["enabled", "disabled", "enabled"]
 
 
 def test_the_report_url_only_takes_post_and_says_so_in_json(agent, enrolled):
