@@ -12,10 +12,63 @@ from django.db import migrations, transaction
 ENDPOINTS_PER_BATCH = 200
 
 
+# The rule as it was when this migration was written, frozen here: a later change to EndpointChange.between or
+# ingest.reported_state must not change what upgrading an old database records. Only the parser is the live one:
+# it is what reads a raw report, and it keeps reading every form it ever read (tests/fleet/test_health_parser.py).
+TRACKED = (
+    "definitions_version",
+    "engine_version",
+    "app_version",
+    "compliance",
+    "finding_codes",
+    "fail_reason",
+    "update_source_uri",
+    "offline_update",
+    "verify_sig",
+    "fallback_to_cloud",
+    "automatic_updates",
+    "enforcement_level",
+)
+
+
+def _codes(value):
+    return None if value is None else [code for code in str(value).split(",") if code]
+
+
+def between(before, after):
+    changed = {}
+    for name in TRACKED:
+        if name not in after:
+            continue
+        old, new = (before or {}).get(name), after[name]
+        if (old in (None, "") and new in (None, "")) or old == new:
+            continue
+        if name == "finding_codes":
+            old, new = _codes(old), _codes(new)
+        changed[name] = [old, new]
+    return changed
+
+
+def reported_state(health):
+    state = dict(
+        definitions_version=(health.definitions_version or "")[:32],
+        update_source_uri=(health.update_source_uri or "")[:500],
+        fail_reason=health.fail_reason[:500],
+        offline_update=(health.offline_update or "")[:16],
+        verify_sig=(health.verify_sig or "")[:16],
+        fallback_to_cloud=health.fallback_to_cloud,
+        automatic_updates=health.automatic_updates,
+        enforcement_level=(health.enforcement_level or "")[:16],
+    )
+    if health.app_version:
+        state["app_version"] = health.app_version[:32]
+    if health.engine_version:
+        state["engine_version"] = health.engine_version[:32]
+    return state
+
+
 def reports_to_changes(apps, schema_editor):
     from fleet.health import HealthParseError, parse_health
-    from fleet.models import EndpointChange as Current  # its rule (between), not its table
-    from fleet.services.ingest import reported_state
 
     Endpoint = apps.get_model("fleet", "Endpoint")
     HealthReport = apps.get_model("fleet", "HealthReport")
@@ -23,7 +76,9 @@ def reports_to_changes(apps, schema_editor):
     kept = settings.FLEET_RAW_REPORTS_KEPT
     last_id = 0
     while True:
-        batch = list(Endpoint.objects.filter(pk__gt=last_id).order_by("pk").values_list("pk", flat=True)[:ENDPOINTS_PER_BATCH])
+        batch = list(
+            Endpoint.objects.filter(pk__gt=last_id).order_by("pk").values_list("pk", flat=True)[:ENDPOINTS_PER_BATCH]
+        )
         if not batch:
             return
         last_id = batch[-1]
@@ -33,7 +88,9 @@ def reports_to_changes(apps, schema_editor):
             reports = (
                 HealthReport.objects.filter(endpoint_id__in=batch)
                 .order_by("endpoint_id", "received_at", "id")
-                .values_list("id", "endpoint_id", "received_at", "raw", "definitions_version", "compliance", "finding_codes")
+                .values_list(
+                    "id", "endpoint_id", "received_at", "raw", "definitions_version", "compliance", "finding_codes"
+                )
             )
             for pk, endpoint, at, raw, version, compliance, codes in reports.iterator(chunk_size=2000):
                 if endpoint != endpoint_id:
@@ -45,7 +102,7 @@ def reports_to_changes(apps, schema_editor):
                 except HealthParseError:
                     state = {}
                 state.update(definitions_version=version, compliance=compliance, finding_codes=codes)
-                changes = Current.between(before, state)
+                changes = between(before, state)
                 if changes:
                     records.append(EndpointChange(endpoint_id=endpoint, at=at, changes=changes))
                 before = {**(before or {}), **state}
