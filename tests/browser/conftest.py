@@ -95,17 +95,18 @@ def page(request, django_db_setup, browser, live_server, external_requests):
     assert external_requests == [], f"requests left localhost: {external_requests}"
 
 
+def sign_in(page, user, password=PASSWORD):
+    """Sign ``user`` in through the form at /login/ in ``page`` (any browser context) and land on the page after it."""
+    page.goto("/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", password)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "/login/" not in page.url, f"sign-in of {user.username} failed"
+    return page
+
+
 @pytest.fixture
 def login(page):
     """login(user): sign in through the form at /login/ and land on the page after it."""
-
-    def sign_in(user, password=PASSWORD):
-        page.goto("/login/")
-        page.fill("#id_username", user.username)
-        page.fill("#id_password", password)
-        with page.expect_navigation():
-            page.click("button[type=submit]")
-        assert "/login/" not in page.url, f"sign-in of {user.username} failed"
-        return page
-
-    return sign_in
+    return lambda user, password=PASSWORD: sign_in(page, user, password)

@@ -4,7 +4,7 @@ theirs from one sign-in to the next until they go back to following the browser.
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import PASSWORD
+from tests.browser.conftest import sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -16,14 +16,6 @@ def french_page(browser, live_server, external_requests):
     page = context.new_page()
     yield page
     context.close()
-
-
-def sign_in(page, user):
-    page.goto("/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", PASSWORD)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
 
 
 def choose_language(page, value):

@@ -9,7 +9,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from core.models import UserSession
-from tests.browser.conftest import PASSWORD
+from tests.browser.conftest import PASSWORD, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -26,15 +26,6 @@ def other_browser(browser, live_server):
     page = context.new_page()
     yield page
     context.close()
-
-
-def sign_in(page, user):
-    page.goto("/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", PASSWORD)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
-    assert "/login/" not in page.url
 
 
 def test_a_person_ends_their_session_in_another_browser_and_it_is_signed_out(page, login, other_browser, viewer):
