@@ -46,7 +46,7 @@ from bench._common import (  # noqa: E402
 TARGET_KB = 30
 
 SEED = r"""
-import json, random, sys
+import json, random, sys, uuid
 from datetime import timedelta
 from pathlib import Path
 import django
@@ -55,6 +55,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from fleet.choices import Compliance
+from fleet.fields import pack
 from fleet.health import parse_health
 from fleet.models import Endpoint, EndpointChange, EndpointGroup, HealthReport
 from fleet.services.ingest import _change_json, reported_state
@@ -75,9 +76,27 @@ Endpoint.objects.bulk_create([Endpoint(machine_id=f"bench-{i:07d}", hostname=f"h
 ids = list(Endpoint.objects.order_by("pk").values_list("pk", flat=True))
 
 
-def body(version, minutes, fail):
-    text = BODY.replace('"1.421.118.0"', f'"{version}"')
+SITE = f"http://defender-mirror-{rng.randrange(100):02d}.corp.example/mirror/groups/broad/linux/production/"
+ORG = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def identity():
+    # What differs between endpoints (and from the dictionary's fixtures): their ids, their site's mirror, their org.
+    return {
+        '"4f6c1d2e-8a9b-4c3d-9e8f-1a2b3c4d5e6f"': f'"{uuid.UUID(int=rng.getrandbits(128), version=4)}"',
+        '"anonymized-edr-machine-id"': f'"{rng.getrandbits(160):040x}"',
+        '"d1e2f3a4-0000-4000-8000-00000000a11c"': f'"{ORG}"',
+        "http://mirror.example.lan/mirror/groups/pilot/linux/production/": SITE,
+    }
+
+
+def body(ids, version, minutes, fail, updated):
+    text = BODY
+    for old, new in ids.items():
+        text = text.replace(old, new)
+    text = text.replace('"1.421.118.0"', f'"{version}"')
     text = text.replace(": 47\n", f": {minutes}\n")
+    text = text.replace("Dec 01, 2026 at 09:12:44 AM", updated.strftime("%b %d, %Y at %I:%M:%S %p"))
     if fail:
         text = text.replace('definitions_update_fail_reason              : ""', f'definitions_update_fail_reason              : "{fail}"')
     return text
@@ -86,6 +105,7 @@ def body(version, minutes, fail):
 def month(endpoint_id):
     # One endpoint's hourly reports, oldest first: (time, body, compliance, codes).
     version, fail, minor = 118, "", 0
+    ids, updated = identity(), now - timedelta(days=days + 1)
     out = []
     for day in range(days):
         changes_today = rng.random() < changing
@@ -96,10 +116,10 @@ def month(endpoint_id):
                 if rng.random() < 0.2 and not fail:
                     fail = "Network error"
                 else:
-                    version, fail = version + 1, ""
+                    version, fail, updated = version + 1, "", at
             minutes = (hour * 60 + rng.randrange(60)) % 480
             state, codes = (Compliance.FAILING, ",update_failed,") if fail else (Compliance.UP_TO_DATE, "")
-            out.append((at, body(f"1.421.{version}.0", minutes, fail), state, codes))
+            out.append((at, body(ids, f"1.421.{version}.0", minutes, fail, updated), state, codes))
     return out
 
 
@@ -108,9 +128,17 @@ raw_conn = connection.connection
 figures = {}
 parsed_cache = {}
 with raw_conn.cursor() as cursor:
-    # Before: every report kept for the month.
+    # Before: every report kept for the month, as fleet_healthreport was before issue 17 (the body as text,
+    # which PostgreSQL compresses with pglz above 2 kB), with the same indexes.
+    cursor.execute(
+        "CREATE TABLE before_reports (id bigserial PRIMARY KEY, endpoint_id bigint NOT NULL, "
+        "received_at timestamptz NOT NULL, form varchar(4) NOT NULL, raw text NOT NULL, "
+        "definitions_version varchar(32) NOT NULL, compliance varchar(16) NOT NULL, finding_codes varchar(300) NOT NULL)"
+    )
+    cursor.execute("CREATE INDEX ON before_reports (endpoint_id, received_at DESC)")
+    cursor.execute("CREATE INDEX ON before_reports (received_at)")
     changes_rows, last_rows, n_reports, n_changes, body_bytes = [], [], 0, 0, 0
-    with cursor.copy(f"COPY fleet_healthreport ({COLUMNS}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY before_reports ({COLUMNS}) FROM STDIN") as copy:
         for pk in ids:
             before = None
             reports = month(pk)
@@ -126,14 +154,14 @@ with raw_conn.cursor() as cursor:
                 row = (pk, at, "text", text, after["definitions_version"], state, codes)
                 copy.write_row(row)
                 if i >= len(reports) - kept:
-                    last_rows.append(row)
+                    last_rows.append((*row[:3], pack(text), *row[4:]))  # as the report path stores it
     n_changes = len(changes_rows)
     connection.connection.commit() if not connection.connection.autocommit else None
 with connection.cursor() as cursor:
-    cursor.execute("VACUUM ANALYZE fleet_healthreport")
-    cursor.execute("SELECT pg_total_relation_size('fleet_healthreport'), pg_relation_size('fleet_healthreport')")
+    cursor.execute("VACUUM ANALYZE before_reports")
+    cursor.execute("SELECT pg_total_relation_size('before_reports'), pg_relation_size('before_reports')")
     figures["before_bytes"], figures["before_heap"] = cursor.fetchone()
-    cursor.execute("TRUNCATE fleet_healthreport")
+    cursor.execute("DROP TABLE before_reports")
 with raw_conn.cursor() as cursor:
     with cursor.copy(f"COPY fleet_healthreport ({COLUMNS}) FROM STDIN") as copy:
         for row in last_rows:

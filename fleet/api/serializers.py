@@ -227,6 +227,7 @@ class EndpointBulkSerializer(serializers.Serializer):
 
 class HealthReportSerializer(serializers.ModelSerializer):
     parsed = serializers.DictField(read_only=True, help_text="The raw body read again by the current parser.")
+    raw = serializers.CharField(read_only=True, help_text="The body as the endpoint sent it.")
 
     class Meta:
         model = HealthReport

@@ -372,8 +372,10 @@ def _kind(model, name: str) -> str:
 
 
 def _param(model, name: str, value):
-    """A value as the database driver takes it for that column (datetimes, JSON)."""
+    """A value as the database driver takes it for that column (datetimes, JSON, a packed report body)."""
     kind = _kind(model, name)
+    if kind == "BinaryField":
+        return model._meta.get_field(name).get_db_prep_value(value, connection)
     if kind == "JSONField":
         return json.dumps(value)
     if kind == "DateTimeField":
