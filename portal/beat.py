@@ -119,6 +119,9 @@ class LeaderScheduler(DatabaseScheduler):
                     # left them, not as they were when this beat started.
                     self._initial_read = True
                     self._heap = None
+                    # A flag left from this beat's start would rebuild the heap once more, from entries whose last
+                    # run is the one read here, before the send just made: the task would go out twice.
+                    self._heap_invalidated = False
             else:
                 log.warning(
                     "beat standby: another beat holds the lock (%s); this one sends nothing until it is free",

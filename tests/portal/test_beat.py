@@ -4,6 +4,7 @@ broker folder of the test's own, where every task sent is one message file."""
 
 import os
 import signal
+from datetime import datetime
 
 import pytest
 import redis
@@ -20,6 +21,12 @@ LOCK_SECONDS = 3
 
 def sends(log_path) -> int:
     return log_path.read_text(errors="replace").count(SENT) if log_path.exists() else 0
+
+
+def send_times(*log_paths) -> list[datetime]:
+    """When each beat logged a heartbeat send ("[2026-12-04 20:27:28,187: INFO/MainProcess] Scheduler: Sending…")."""
+    lines = [line for path in log_paths for line in path.read_text(errors="replace").splitlines() if SENT in line]
+    return sorted(datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f") for line in lines)
 
 
 def heartbeat_messages(broker_dir) -> int:
@@ -74,6 +81,11 @@ def test_a_second_beat_on_another_node_stays_standby_and_takes_over_when_the_lea
     # (the killed leader may have logged its last one and died before sending it).
     logged = sent_by_first + sends(second_log)
     assert heartbeat_messages(tmp_path / "broker") in (logged - 1, logged)
+    # Each tick of the one-second schedule was sent once, the takeover's included: a beat sends a task no earlier
+    # than its interval after the last send it knows of, so two sends of one tick are milliseconds apart.
+    times = send_times(first_log, second_log)
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(times, times[1:], strict=False)]
+    assert min(gaps) > 0.5, gaps
 
 
 def test_on_a_bare_machine_a_second_beat_sharing_the_var_folder_stays_standby(tmp_path):
@@ -90,8 +102,11 @@ def test_on_a_bare_machine_a_second_beat_sharing_the_var_folder_stays_standby(tm
 
         stop(first)  # a clean stop closes the lock file: the standby leads at its next tick
         wait_for(log_says(second_log, "beat leader: this beat holds the lock (file"), 30, tail(second_log))
-        wait_for(lambda: sends(second_log) >= 1, 60, tail(second_log))
+        wait_for(lambda: sends(second_log) >= 2, 60, tail(second_log))
     finally:
         for process in (first, second):
             if process is not None:
                 stop(process)
+
+    times = send_times(first_log, second_log)
+    assert min((later - earlier).total_seconds() for earlier, later in zip(times, times[1:], strict=False)) > 0.5
