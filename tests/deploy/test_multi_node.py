@@ -52,12 +52,12 @@ pytestmark = [
 TARGET = ("linux", "production", "x86_64")
 PACKAGE_PATH = "linux/production/arch_x86_64/updates.zip"
 # What every node's environment file holds alike, shortened for a test: a dead sync worker's heartbeat is stale after
-# 3 s, and its unacknowledged task goes back to the queue after 10 s (looked for every second), long after the kill.
+# 3 s, and its unacknowledged task goes back to the queue after 15 s (looked for every second), long after the kill.
 SHARED_ENV = {
     "FLEET_REPORT_BURST": 1000,
     "MIRROR_HEARTBEAT_SECONDS": 0.5,
     "MIRROR_STALE_RUN_SECONDS": 3,
-    "CELERY_VISIBILITY_TIMEOUT": 10,
+    "CELERY_VISIBILITY_TIMEOUT": 15,
     "CELERY_VISIBILITY_CHECK_SECONDS": 1,
 }
 
