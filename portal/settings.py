@@ -160,12 +160,26 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # acks_late: a task whose worker died (SIGKILL, a lost host) stays unacknowledged in Redis, and a living worker
+    # takes it again once it is CELERY_VISIBILITY_TIMEOUT seconds old (kombu's default, an hour). A sync redelivered
+    # while its first worker still runs is a no-op (mirror.services.sync.claim_run); one whose worker died is taken
+    # over and resumes its download. Each worker looks for such tasks every CELERY_VISIBILITY_CHECK_SECONDS.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+        "unacked_restore_interval": env_int("CELERY_VISIBILITY_CHECK_SECONDS", 10),
+        "unacked_restore_throttle": 1,
+    }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's (the schedule in the database), sending only while it holds the leader lock: a second beat,
+# on another node or started by mistake, waits as a standby instead of sending every task twice (portal/beat.py).
+CELERY_BEAT_SCHEDULER = "portal.beat:LeaderScheduler"
+# The Redis lock's TTL: a dead leader's standby takes over within this many seconds (renewed every third of it).
+BEAT_LOCK_SECONDS = env_int("PORTAL_BEAT_LOCK_SECONDS", 30)
 CELERY_TIMEZONE = "UTC"
 
 # --- Auth ---------------------------------------------------------------------

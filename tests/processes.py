@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import requests
 from django.conf import settings
 from django.db import connection
 
@@ -90,6 +91,65 @@ def celery_worker(log_path: Path, pool: str = "solo", **env_overrides):
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
         log.close()
+
+
+def start_web(port: int, log, workers: int = 2, **env_overrides) -> subprocess.Popen:
+    """gunicorn serving the portal on 127.0.0.1:``port`` (as defender-portal-web does) with ``child_env(**env_overrides)``,
+    once it answers /healthz; its own session, so ``os.killpg`` reaches the master and its workers."""
+    env = child_env(**{"ALLOWED_HOSTS": "127.0.0.1,localhost", **env_overrides})
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--no-control-socket",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def up():
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return web.poll() is not None
+
+    wait_for(up, 60, "gunicorn to answer")
+    assert web.poll() is None, "gunicorn exited"
+    return web
+
+
+def start_beat(log_path: Path, **env_overrides) -> subprocess.Popen:
+    """A real Celery beat (the scheduler CELERY_BEAT_SCHEDULER names) with ``child_env(**env_overrides)``, its output
+    appended to ``log_path``; stop it with ``stop``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel=INFO", "--pidfile="],
+            cwd=ROOT,
+            env=child_env(**env_overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM to ``process``'s session (started with start_new_session), SIGKILL if it is still there after ``timeout``."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def wait_for(condition, timeout: float, what, interval: float = 0.05):

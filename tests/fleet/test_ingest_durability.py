@@ -3,8 +3,6 @@ after cannot lose it, and the broker plays no part (reports never go through a q
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -13,7 +11,7 @@ import requests
 
 from fleet.models import HealthReport
 from fleet.services import enrollment
-from tests.processes import ROOT, child_env, free_port, wait_for
+from tests.processes import free_port, start_web, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -25,40 +23,7 @@ definitions_update_fail_reason              : ""
 offline_definition_update                   : "enabled" [managed]
 """
 
-
-def start_web(port: int, log) -> subprocess.Popen:
-    # An unreachable broker: if reports depended on it, they would fail or be lost.
-    env = child_env(
-        CELERY_BROKER_URL="redis://127.0.0.1:1/0", FLEET_REPORT_BURST="1000", ALLOWED_HOSTS="127.0.0.1,localhost"
-    )
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "portal.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--no-control-socket",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def up():
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return web.poll() is not None
-
-    wait_for(up, 60, "gunicorn to answer")
-    assert web.poll() is None, "gunicorn exited"
-    return web
+UNREACHABLE_BROKER = "redis://127.0.0.1:1/0"
 
 
 def test_every_accepted_report_survives_killing_the_web_server_and_needs_no_broker(make_group, tmp_path):
@@ -68,7 +33,8 @@ def test_every_accepted_report_survives_killing_the_web_server_and_needs_no_brok
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/v1/reports"
     log = open(tmp_path / "gunicorn.log", "wb")
-    web = start_web(port, log)
+    # An unreachable broker: if reports depended on it, they would fail or be lost.
+    web = start_web(port, log, CELERY_BROKER_URL=UNREACHABLE_BROKER, FLEET_REPORT_BURST="1000")
     accepted, lock, stop = [], threading.Lock(), threading.Event()
 
     def post_reports(token):
@@ -96,7 +62,7 @@ def test_every_accepted_report_survives_killing_the_web_server_and_needs_no_brok
         os.killpg(web.pid, signal.SIGKILL)  # master and workers, mid-stream, no chance to clean up
         web.wait()
         killed_at = len(accepted)
-        web = start_web(port, log)
+        web = start_web(port, log, CELERY_BROKER_URL=UNREACHABLE_BROKER, FLEET_REPORT_BURST="1000")
         wait_for(lambda: len(accepted) >= killed_at + 40, 60, "reports to be accepted after the restart")
     finally:
         stop.set()

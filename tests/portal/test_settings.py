@@ -37,7 +37,7 @@ def test_a_bare_machine_gets_sqlite_a_file_broker_and_a_local_cache(tmp_path):
     assert values["debug"] is False
     assert values["base_url"] == "http://localhost:8000"
     assert "localhost" in values["allowed_hosts"]
-    assert values["beat_scheduler"].startswith("django_celery_beat")
+    assert values["beat_scheduler"] == "portal.beat:LeaderScheduler"
 
 
 def test_the_broker_folders_are_made_when_celery_is_first_used_not_when_settings_load(tmp_path):
@@ -86,7 +86,12 @@ def test_services_come_from_urls(tmp_path):
     assert values["db_engine"] == "django.db.backends.postgresql"
     assert (values["db_host"], values["db_name"]) == ("db.example.internal", "portal")
     assert values["broker"] == "redis://127.0.0.1:6379/3"
-    assert values["broker_options"] == {}
+    # A task whose worker died is taken again by another after an hour (kombu's default), looked for every 10 s.
+    assert values["broker_options"] == {
+        "visibility_timeout": 3600,
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    }
     assert values["cache"].endswith("RedisCache")
     assert values["cache_location"] == "redis://127.0.0.1:6379/4"
 
