@@ -4,7 +4,7 @@
 
 Every writer of fleet_endpoint (the report path's CTE, bulk updates, enrollment, deletes) keeps them exact in
 its own transaction without knowing. The SQL is frozen here, as migration 0008 froze its rule: a later change
-to fleet.tallies must not change what this migration installs. TALLY_SHARDS (16) is written out for the same
+to fleet.tallies must not change what this migration installs. TALLY_SHARDS (64) is written out for the same
 reason.
 
 PostgreSQL: statement triggers over the statement's transition tables (why: see POSTGRESQL). SQLite: row
@@ -18,8 +18,8 @@ from django.db import migrations, models
 
 ENDPOINT_KEY = "group_id, platform, arch, definitions_version, compliance, active, shard"
 FINDING_KEY = "group_id, code, compliance, active, shard"
-# SQLite: only a change of a column in a key moves the endpoint between tally rows; a report that changes
-# none of them (most of them) runs no trigger at all.
+# Only a change of a column in a key moves the endpoint between tally rows; a report that changes none of
+# them (most of them) writes no tally.
 ENDPOINT_COLUMNS = ("group_id", "platform", "arch", "definitions_version", "compliance")
 FINDING_COLUMNS = ("group_id", "compliance", "finding_codes")
 KEY_COLUMNS = (*ENDPOINT_COLUMNS, "finding_codes")
@@ -30,13 +30,13 @@ KEY_COLUMNS = (*ENDPOINT_COLUMNS, "finding_codes")
 def _pg_endpoint_rows(rows: str, d: str) -> str:
     return (
         f"SELECT group_id, platform, arch, definitions_version, compliance, decommissioned_at IS NULL, "
-        f"(id % 16)::smallint, {d} FROM {rows}"
+        f"(id % 64)::smallint, {d} FROM {rows}"
     )
 
 
 def _pg_finding_rows(rows: str, d: str) -> str:
     return (
-        f"SELECT e.group_id, c.code, e.compliance, e.decommissioned_at IS NULL, (e.id % 16)::smallint, {d} "
+        f"SELECT e.group_id, c.code, e.compliance, e.decommissioned_at IS NULL, (e.id % 64)::smallint, {d} "
         f"FROM {rows} AS e CROSS JOIN LATERAL fleet_finding_codes(e.finding_codes) AS c (code)"
     )
 
@@ -54,13 +54,23 @@ def _pg_add(table: str, key: str, width: int, deltas: list[str]) -> str:
     )
 
 
-def _pg_statements(old: bool, new: bool) -> str:
-    endpoint = [_pg_endpoint_rows("old_rows", "-1")] * old + [_pg_endpoint_rows("new_rows", "1")] * new
-    finding = [_pg_finding_rows("old_rows", "-1")] * old + [_pg_finding_rows("new_rows", "1")] * new
+def _pg_endpoints(old: bool, new: bool) -> str:
+    deltas = [_pg_endpoint_rows("old_rows", "-1")] * old + [_pg_endpoint_rows("new_rows", "1")] * new
+    return _pg_add("fleet_endpointtally", ENDPOINT_KEY, 7, deltas)
+
+
+def _pg_findings(old: bool, new: bool) -> str:
+    deltas = [_pg_finding_rows("old_rows", "-1")] * old + [_pg_finding_rows("new_rows", "1")] * new
+    return _pg_add("fleet_findingtally", FINDING_KEY, 5, deltas)
+
+
+def _pg_changed(columns) -> str:
+    """Whether the statement changed one of ``columns`` (or the active flag) of any row."""
+    before = ", ".join([f"o.{c}" for c in columns] + ["o.decommissioned_at IS NULL"])
+    after = ", ".join([f"e.{c}" for c in columns] + ["e.decommissioned_at IS NULL"])
     return (
-        _pg_add("fleet_endpointtally", ENDPOINT_KEY, 7, endpoint)
-        + "\n"
-        + _pg_add("fleet_findingtally", FINDING_KEY, 5, finding)
+        f"EXISTS (SELECT 1 FROM old_rows AS o JOIN new_rows AS e ON e.id = o.id "
+        f"WHERE ({before}) IS DISTINCT FROM ({after}))"
     )
 
 
@@ -76,21 +86,24 @@ POSTGRESQL = [
     # first, so a bulk update of 100,000 endpoints writes a few tally rows once each, and takes their locks
     # in key order (row triggers would take them in the scan's order, and two bulk updates, or one and a
     # report, could deadlock). An update that moves no endpoint between keys (most reports) writes nothing:
-    # one join finds that first. Only the branch of the firing event runs (PL/pgSQL plans a statement when
-    # it first runs it), so each reads only the transition tables its trigger declares.
+    # one join finds that first, then one per table. Only the branch of the firing event runs (PL/pgSQL
+    # plans a statement when it first runs it), so each reads only the transition tables its trigger declares.
     f"""
     CREATE FUNCTION fleet_tally() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            {_pg_statements(old=False, new=True)}
+            {_pg_endpoints(old=False, new=True)}
+            {_pg_findings(old=False, new=True)}
         ELSIF TG_OP = 'DELETE' THEN
-            {_pg_statements(old=True, new=False)}
-        ELSIF EXISTS (
-            SELECT 1 FROM old_rows AS o JOIN new_rows AS e ON e.id = o.id
-            WHERE ({", ".join(f"o.{c}" for c in KEY_COLUMNS)}, o.decommissioned_at IS NULL)
-                  IS DISTINCT FROM ({", ".join(f"e.{c}" for c in KEY_COLUMNS)}, e.decommissioned_at IS NULL)
-        ) THEN
-            {_pg_statements(old=True, new=True)}
+            {_pg_endpoints(old=True, new=False)}
+            {_pg_findings(old=True, new=False)}
+        ELSIF {_pg_changed(KEY_COLUMNS)} THEN
+            IF {_pg_changed(ENDPOINT_COLUMNS)} THEN
+                {_pg_endpoints(old=True, new=True)}
+            END IF;
+            IF {_pg_changed(FINDING_COLUMNS)} THEN
+                {_pg_findings(old=True, new=True)}
+            END IF;
         END IF;
         RETURN NULL;
     END
@@ -112,12 +125,12 @@ POSTGRESQL = [
     f"""
     INSERT INTO fleet_endpointtally ({ENDPOINT_KEY}, n)
     SELECT group_id, platform, arch, definitions_version, compliance, decommissioned_at IS NULL,
-           (id % 16)::smallint, COUNT(*)
+           (id % 64)::smallint, COUNT(*)
     FROM fleet_endpoint GROUP BY 1, 2, 3, 4, 5, 6, 7
     """,
     f"""
     INSERT INTO fleet_findingtally ({FINDING_KEY}, n)
-    SELECT e.group_id, c.code, e.compliance, e.decommissioned_at IS NULL, (e.id % 16)::smallint, COUNT(*)
+    SELECT e.group_id, c.code, e.compliance, e.decommissioned_at IS NULL, (e.id % 64)::smallint, COUNT(*)
     FROM fleet_endpoint e CROSS JOIN LATERAL fleet_finding_codes(e.finding_codes) AS c (code)
     GROUP BY 1, 2, 3, 4, 5
     """,
@@ -143,7 +156,7 @@ def _codes_json(row: str) -> str:
 def _endpoint_row(row: str, d: int) -> str:
     return (
         f"INSERT INTO fleet_endpointtally ({ENDPOINT_KEY}, n) VALUES ({row}.group_id, {row}.platform, {row}.arch, "
-        f"{row}.definitions_version, {row}.compliance, {row}.decommissioned_at IS NULL, {row}.id % 16, {d}) "
+        f"{row}.definitions_version, {row}.compliance, {row}.decommissioned_at IS NULL, {row}.id % 64, {d}) "
         f"ON CONFLICT ({ENDPOINT_KEY}) DO UPDATE SET n = n + excluded.n;"
     )
 
@@ -152,7 +165,7 @@ def _finding_rows(row: str, d: int) -> str:
     codes = _codes_json(row)
     return (
         f"INSERT INTO fleet_findingtally ({FINDING_KEY}, n) "
-        f"SELECT DISTINCT {row}.group_id, j.value, {row}.compliance, {row}.decommissioned_at IS NULL, {row}.id % 16, {d} "
+        f"SELECT DISTINCT {row}.group_id, j.value, {row}.compliance, {row}.decommissioned_at IS NULL, {row}.id % 64, {d} "
         f"FROM json_each({codes}) AS j "
         f"WHERE j.key > 0 AND j.key < json_array_length({codes}) - 1 AND j.value <> '' "
         f"ON CONFLICT ({FINDING_KEY}) DO UPDATE SET n = n + excluded.n;"
@@ -187,14 +200,14 @@ SQLITE = [
     "DELETE FROM fleet_findingtally WHERE group_id = OLD.id; END",
     f"""
     INSERT INTO fleet_endpointtally ({ENDPOINT_KEY}, n)
-    SELECT group_id, platform, arch, definitions_version, compliance, decommissioned_at IS NULL, id % 16, COUNT(*)
+    SELECT group_id, platform, arch, definitions_version, compliance, decommissioned_at IS NULL, id % 64, COUNT(*)
     FROM fleet_endpoint GROUP BY 1, 2, 3, 4, 5, 6, 7
     """,
     f"""
     INSERT INTO fleet_findingtally ({FINDING_KEY}, n)
     SELECT group_id, code, compliance, active, shard, COUNT(*) FROM (
         SELECT DISTINCT e.id, e.group_id, j.value AS code, e.compliance, e.decommissioned_at IS NULL AS active,
-               e.id % 16 AS shard
+               e.id % 64 AS shard
         FROM fleet_endpoint AS e, json_each({_codes_json("e")}) AS j
         WHERE j.key > 0 AND j.key < json_array_length({_codes_json("e")}) - 1 AND j.value <> ''
     ) GROUP BY 1, 2, 3, 4, 5
