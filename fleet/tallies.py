@@ -234,6 +234,17 @@ def missing_triggers() -> list[str]:
     return [name for name in expected if name not in present]
 
 
+def prune() -> int:
+    """Delete the tally rows whose endpoints all left (n = 0: the versions of last month, say), which every
+    reader would otherwise go on reading; returns how many.
+
+    Safe beside the triggers: on PostgreSQL a row a report is raising waits, and is deleted only if still 0
+    once that report commits (the DELETE re-checks it); a report whose row was just deleted inserts it again
+    (ON CONFLICT retries). SQLite has one writer at a time.
+    """
+    return sum(model.objects.filter(n=0).delete()[0] for model in (EndpointTally, FindingTally))
+
+
 def rebuild() -> None:
     """Replace every tally by a recount of fleet_endpoint, in one transaction."""
     tables = {"endpoints": EndpointTally._meta.db_table, "findings": FindingTally._meta.db_table}

@@ -38,6 +38,11 @@ def snapshot_compliance(now=None) -> int:
     return len(snapshots)
 
 
+def prune_tallies() -> int:
+    """The tally rows no endpoint is counted in any more (fleet.tallies.prune)."""
+    return tallies.prune()
+
+
 def prune_reports(now=None, batch: int = 1000) -> int:
     """Keep per endpoint its last FLEET_RAW_REPORTS_KEPT raw reports, none older than FLEET_REPORT_RETENTION_DAYS.
 

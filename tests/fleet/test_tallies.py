@@ -189,6 +189,18 @@ def test_the_migration_counts_the_endpoints_that_were_there_before_it(pilot, bro
     assert_exact()
 
 
+def test_rows_no_endpoint_is_counted_in_are_pruned_and_come_back_when_needed(pilot, make_endpoints):
+    endpoints = make_endpoints(pilot, 3, "1.407.417.0")
+    Endpoint.objects.update(definitions_version="1.407.418.0", finding_codes=",stale,")
+    Endpoint.objects.update(finding_codes="")
+    assert EndpointTally.objects.filter(n=0).count() == 3 and FindingTally.objects.filter(n=0).count() == 3
+    assert chores.prune_tallies() == 6
+    assert not EndpointTally.objects.filter(n=0).exists() and not FindingTally.objects.exists()
+    Endpoint.objects.filter(pk=endpoints[0].pk).update(definitions_version="1.407.417.0")
+    assert tallies.by_version_group() == {"1.407.417.0": {pilot.pk: 1}, "1.407.418.0": {pilot.pk: 2}}
+    assert_exact()
+
+
 # --- The pages read them --------------------------------------------------------------------------------
 
 
