@@ -38,7 +38,7 @@ TRIGGERS = {
 
 
 def _sums(model, keys, **filters) -> list[tuple]:
-    """(key..., n) per distinct key over the shards; keys whose endpoints all left (n = 0) are not rows."""
+    """(key..., n) per distinct key, summed over the shards; keys whose endpoints all left (n = 0) left out."""
     rows = model.objects.filter(**filters).values_list(*keys).annotate(total=Sum("n")).exclude(total=0).order_by()
     return list(rows)
 

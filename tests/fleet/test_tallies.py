@@ -2,6 +2,7 @@
 checked from scratch by manage.py check_tallies."""
 
 import importlib
+import io
 import random
 import threading
 from datetime import timedelta
@@ -48,23 +49,12 @@ def assert_exact():
 
 def check(*args) -> tuple[int, str]:
     """manage.py check_tallies: (exit status, what it printed)."""
-    out = []
+    out = io.StringIO()
     try:
-        call_command("check_tallies", *args, stdout=_Lines(out))
+        call_command("check_tallies", *args, stdout=out)
     except CommandError as error:
-        return error.returncode, "".join(out) + str(error)
-    return 0, "".join(out)
-
-
-class _Lines:
-    def __init__(self, into):
-        self.into = into
-
-    def write(self, text):
-        self.into.append(text)
-
-    def flush(self):
-        pass
+        return error.returncode, out.getvalue() + str(error)
+    return 0, out.getvalue()
 
 
 @pytest.fixture
