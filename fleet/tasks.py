@@ -35,3 +35,8 @@ def prune_reports():
 @shared_task
 def prune_changes():
     return chores.prune_changes()
+
+
+@shared_task
+def prune_tallies():
+    return chores.prune_tallies()

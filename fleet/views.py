@@ -31,6 +31,7 @@ from core.generic import ObjectDeleteView, ObjectFormView
 from core.roles import RoleRequiredMixin, has_role
 from core.sorting import ordering_of
 from core.text import csv_cell
+from fleet import tallies
 from fleet.agent_files import SUMS_NAME, agent_file, agent_files, sha256sums
 from fleet.choices import Compliance, ConflictState, FindingCode, RolloutMode
 from fleet.diagnostics import same_url
@@ -695,8 +696,10 @@ class EndpointListView(RoleRequiredMixin, TemplateView):
         queryset = filtered_endpoints(filterset)
         ordering = endpoint_ordering(request)
 
-        # The summary: one grouped query for the current filter.
-        counts = dict(queryset.values("compliance").annotate(n=Count("pk")).values_list("compliance", "n"))
+        # The summary: one query for the current filter, on the tallies when their keys can say it.
+        counts = tallies.list_summary(filterset.form.cleaned_data) if filterset.is_valid() else {}
+        if counts is None:  # a hostname search, say: counted exactly
+            counts = dict(queryset.values("compliance").annotate(n=Count("pk")).values_list("compliance", "n"))
         total = sum(counts.values())
         params = request.GET.copy()
         for key in CURSOR_KEYS:

@@ -188,23 +188,14 @@ def check_group_compliance(rule: AlertRule, now) -> list[ConditionMatch]:
 
     Decommissioned endpoints and those that never reported do not count; silent ones do (they are not up to date).
     """
+    from fleet import tallies
     from fleet.choices import Compliance
-    from fleet.models import Endpoint
 
     groups = list(_groups(rule))
-    counts: dict[int, dict[str, int]] = {}
-    rows = (
-        Endpoint.objects.filter(group__in=groups, decommissioned_at__isnull=True)
-        .exclude(compliance=Compliance.NEW)
-        .values_list("group_id", "compliance")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    for group_id, state, n in rows:
-        counts.setdefault(group_id, {})[state] = n
+    counts = tallies.by_group_state()
     matches = []
     for group in groups:
-        by_state = counts.get(group.pk, {})
+        by_state = {state: n for state, n in counts.get(group.pk, {}).items() if state != Compliance.NEW}
         total = sum(by_state.values())
         up = by_state.get(Compliance.UP_TO_DATE, 0)
         if not total or up * 100 >= rule.threshold_percent * total:

@@ -190,17 +190,18 @@ class DatabaseCollector:
     def add_endpoints(self, families):
         counts = defaultdict(int)
         groups = []
-        # Query 5: from the groups, so that a group without endpoints still shows its zeros.
+        # Query 5: from the groups, so that a group without endpoints still shows its zeros; counted on the
+        # tallies of active endpoints (fleet.tallies: a few rows per group and state, whatever the fleet's size).
         rows = (
             EndpointGroup.objects.order_by()
-            .values_list("slug", "endpoints__compliance")
-            .annotate(count=Count("endpoints", filter=Q(endpoints__decommissioned_at__isnull=True)))
+            .values_list("slug", "tally__compliance")
+            .annotate(count=Sum("tally__n", filter=Q(tally__active=True)))
         )
         for slug, compliance, count in rows:
             if slug not in groups:
                 groups.append(slug)
             if compliance:
-                counts[slug, compliance] += count
+                counts[slug, compliance] += count or 0
         for slug in sorted(groups):
             for compliance in Compliance.values:
                 families["endpoints"].add_metric([slug, compliance], counts[slug, compliance])

@@ -378,6 +378,7 @@ CELERY_BEAT_SCHEDULE = {
     # Hourly, like the agents' reports: an endpoint holds at most about FLEET_RAW_REPORTS_KEPT + 1 raw reports.
     "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": 3600.0},
     "fleet-prune-changes": {"task": "fleet.tasks.prune_changes", "schedule": 6 * 3600.0},
+    "fleet-prune-tallies": {"task": "fleet.tasks.prune_tallies", "schedule": 6 * 3600.0},
     # Alert rules are checked every minute; each message is then its own task (portal.alerts).
     "portal-evaluate-alerts": {
         "task": "portal.tasks.evaluate_alerts",

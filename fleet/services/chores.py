@@ -3,10 +3,11 @@
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, Window
+from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from fleet import tallies
 from fleet.choices import Compliance
 from fleet.models import ComplianceSnapshot, Endpoint, EndpointChange, EndpointGroup, HealthReport
 
@@ -26,23 +27,20 @@ def mark_silent(now=None) -> int:
 
 
 def snapshot_compliance(now=None) -> int:
-    """One ComplianceSnapshot per group: endpoints per compliance state now (one grouped query)."""
+    """One ComplianceSnapshot per group: active endpoints per compliance state now (one query, on the tallies)."""
     now = now or timezone.now()
-    counts: dict[int, dict] = {}
-    rows = (
-        Endpoint.objects.filter(decommissioned_at__isnull=True)
-        .values_list("group_id", "compliance")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    for group_id, state, n in rows:
-        counts.setdefault(group_id, {})[state] = n
+    counts = tallies.by_group_state()
     snapshots = [
         ComplianceSnapshot(group_id=pk, taken_at=now, counts=counts.get(pk, {}), total=sum(counts.get(pk, {}).values()))
         for pk in EndpointGroup.objects.values_list("pk", flat=True)
     ]
     ComplianceSnapshot.objects.bulk_create(snapshots)
     return len(snapshots)
+
+
+def prune_tallies() -> int:
+    """The tally rows no endpoint is counted in any more (fleet.tallies.prune)."""
+    return tallies.prune()
 
 
 def prune_reports(now=None, batch: int = 1000) -> int:
