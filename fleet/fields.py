@@ -11,7 +11,7 @@ Stored bytes start with a one-byte tag saying how to read the rest, so the forma
 what is stored:
 
     b"1" + raw deflate against dictionary v1   what the report path writes
-    b"P" + UTF-8 text as received             reports stored before issue 17 (migration 0010), read as they are
+    b"P" + UTF-8 text as received             reports stored before issue 17 (migration 0011), read as they are
 
 A dictionary, once used, is never edited (``DICTIONARIES`` pins its sha256): a better one is a new tag.
 """

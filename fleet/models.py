@@ -5,8 +5,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from fleet.fields import PackedTextField
 from fleet.choices import ApprovalAction, Compliance, ConflictState, EnforcementLevel, GateState, RolloutMode
+from fleet.fields import PackedTextField
 from mirror.choices import Arch, Channel, Platform
 from mirror.targets import Target
 

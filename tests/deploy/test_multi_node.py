@@ -26,6 +26,7 @@ from django.db.models import Count, Max
 
 from core.choices import Role, TokenScope
 from core.models import ApiToken
+from fleet import tallies
 from fleet.models import Endpoint, HealthReport
 from fleet.services import enrollment
 from mirror.choices import SyncState
@@ -193,8 +194,10 @@ def test_a_sync_asked_on_both_nodes_runs_once_survives_its_worker_and_is_served_
 
 def assert_fleet_consistent() -> None:
     """What the database must say after the nodes' crash: every endpoint row agrees with its stored reports (the row
-    and its report are written in one transaction, fleet.services.ingest). The fleet's aggregate check (issue 17,
-    `check_tallies`) belongs here too, once it exists: it must find no drift after this crash either."""
+    and its report are written in one transaction, fleet.services.ingest), and the fleet's tallies (what
+    `manage.py check_tallies` checks) still match a recount: no drift after the crash either."""
+    assert tallies.missing_triggers() == []
+    assert tallies.drift().differences == []
     for endpoint in Endpoint.objects.annotate(stored=Count("reports"), last=Max("reports__received_at")):
         assert endpoint.reports_received == endpoint.stored, endpoint.machine_id
         if endpoint.stored:

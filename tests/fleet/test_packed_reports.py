@@ -96,10 +96,10 @@ def test_the_report_path_stores_the_body_packed_and_the_api_and_page_show_it_as_
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_keeps_existing_reports_readable(endpoint, pilot):
-    """Reports stored as text before 0012 read back exactly after it (tagged plain, not rewritten)."""
+    """Reports stored as text before 0011 read back exactly after it (tagged plain, not rewritten)."""
     body = health_text(pilot) + "\nnon-ASCII: é ü ⟨U+202E⟩\n"
     executor = MigrationExecutor(connection)
-    target = [("fleet", "0012_packed_reports")]
+    target = [("fleet", "0011_packed_reports")]
     before = executor.loader.graph.node_map[target[0]].parents
     (previous,) = [p.key for p in before if p.key[0] == "fleet"]
     executor.migrate([previous])

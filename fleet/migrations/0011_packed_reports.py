@@ -26,7 +26,7 @@ def untag(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("fleet", "0009_drop_endpoint_recent")]
+    dependencies = [("fleet", "0010_tallies")]
 
     operations = [
         migrations.AddField(
