@@ -179,3 +179,17 @@ def test_pruning_reads_only_the_endpoints_that_reported_since_the_last_runs(pilo
     assert chores.prune_reports(now=now, reported_within=timedelta(days=4)) == 2
     newest = HealthReport.objects.filter(endpoint=idle).order_by("-received_at")
     assert [r.received_at for r in newest] == [now - timedelta(days=3), now - timedelta(days=3, hours=1)]
+
+
+def test_reports_received_at_the_same_moment_are_told_apart_by_id_at_the_edge(pilot, settings):
+    settings.FLEET_RAW_REPORTS_KEPT = 2
+    _, secret = enrollment.create_enrollment_secret(pilot, "lab")
+    endpoint = enrollment.enroll(secret, "twins", "twins", "linux", "x86_64").endpoint
+    now = timezone.now()
+    times = [now - timedelta(minutes=40), now - timedelta(minutes=20), now - timedelta(minutes=20), now]
+    for minute, at in enumerate(times):
+        ingest.ingest_report(Endpoint.objects.get(pk=endpoint.pk), health_text(pilot).encode(), now=at, minute=minute)
+    ids = list(HealthReport.objects.order_by("id").values_list("id", flat=True))
+
+    assert chores.prune_reports(now=now) == 2
+    assert sorted(HealthReport.objects.values_list("id", flat=True)) == [ids[2], ids[3]]  # the later of the twins stays
