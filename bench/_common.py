@@ -399,6 +399,34 @@ def seed_endpoints(
     )
 
 
+def _report_bodies() -> str:
+    """The body of a report of state s.state and version v.version, as the raw column stores it.
+
+    One body per (state, version), made here and stored through the field itself (the column's format, whatever
+    it is: text, or packed bytes), then picked by the server for each row."""
+    from django.db import connection
+
+    from fleet.models import HealthReport
+
+    field = HealthReport._meta.get_field("raw")
+    whens = []
+    for n, (state, _) in enumerate(REPORT_MIX):
+        for version in VERSIONS:
+            text = REPORT_TEXT % (
+                1 + (n * 37 + len(version)) % 600,
+                version,
+                "up_to_date" if state == "up_to_date" else "outdated",
+                "Update failed: download error 0x80070005" if state == "failing" else "",
+            )
+            stored = field.get_db_prep_value(text.ljust(599, "#") + "\n", connection)
+            if isinstance(stored, bytes | bytearray | memoryview):
+                stored = f"'\\x{bytes(stored).hex()}'::bytea"
+            else:
+                stored = sql_literal(stored)
+            whens.append(f"WHEN s.state = {sql_literal(state)} AND v.version = {sql_literal(version)} THEN {stored}")
+    return f"(CASE {' '.join(whens)} END)"
+
+
 def seed_reports(now, *, total: int = 0, per_endpoint: int = 0, share: float = 1.0, days: int = 30, seed=0.43) -> None:
     """Raw health reports (600-byte text bodies) of the endpoints that have reported.
 
@@ -412,14 +440,12 @@ def seed_reports(now, *, total: int = 0, per_endpoint: int = 0, share: float = 1
     version = f"CASE WHEN s.state = 'up_to_date' THEN {sql_literal(VERSIONS[-1])} ELSE (ARRAY[{', '.join(map(sql_literal, VERSIONS))}])[1 + floor(g.r_version * 12)::int] END"
     exprs = {
         "form": "'text'",
-        "raw": f"rpad(format({sql_literal(REPORT_TEXT)}, 1 + floor(g.r_minutes * 600)::int, v.version, "
-        "CASE s.state WHEN 'up_to_date' THEN 'up_to_date' ELSE 'outdated' END, "
-        "CASE s.state WHEN 'failing' THEN 'Update failed: download error 0x80070005' ELSE '' END), 599, '#') || E'\\n'",
+        "raw": _report_bodies(),
         "definitions_version": "v.version",
         "compliance": "s.state",
         "finding_codes": "CASE s.state WHEN 'failing' THEN ',update_failed,' ELSE '' END",
     }
-    draws = "random() AS r_state, random() AS r_version, random() AS r_minutes"
+    draws = "random() AS r_state, random() AS r_version"
     lateral = f"CROSS JOIN LATERAL (SELECT {state} AS state) AS s CROSS JOIN LATERAL (SELECT {version} AS version) AS v"
     if total:
         exprs |= {
