@@ -91,13 +91,14 @@ def wait_http(url: str, timeout: float) -> None:
 
 
 SEED = r"""
-import hashlib, json, sys, time
+import json, sys, time
 from datetime import timedelta
 import django
 django.setup()
 from django.db import connection
 from django.utils import timezone
-from fleet.models import Endpoint, EndpointGroup
+from bench._common import seed_endpoints, token_for
+from fleet.models import EndpointGroup
 from mirror.models import Mirror, Upstream
 count, tokens_path = int(sys.argv[1]), sys.argv[2]
 upstream = Upstream.objects.create(name="microsoft")
@@ -105,21 +106,13 @@ mirror = Mirror.objects.create(name="main", slug="main", upstream=upstream, plat
                                archs=["x86_64"], sync_interval_minutes=0)
 group = EndpointGroup.objects.create(name="Broad", slug="broad", mirror=mirror, platforms=["linux"])
 started = time.perf_counter()
-# A fleet in steady state: every endpoint reported yesterday, as the previous round left it.
-yesterday = timezone.now() - timedelta(days=1)
-before = dict(last_seen=yesterday, definitions_version="1.407.417.0", definitions_status="up_to_date", compliance="up_to_date",
-              offline_update="enabled", reports_received=1)
+# A fleet in steady state: every endpoint reported yesterday, up to date, as the previous round left it. Endpoint i
+# has the hash of token_for(i), as enrollment stores it; the server builds the rows (bench/_common.py).
 with open(tokens_path, "w") as out:
-    batch = []
-    for i in range(count):
-        token = f"mde_ep_bench{i:010d}{hashlib.sha256(str(i).encode()).hexdigest()[:24]}"
-        out.write(token + "\n")
-        batch.append(Endpoint(machine_id=f"bench-{i:07d}", hostname=f"host-{i:07d}", group=group, platform="linux",
-                              token_hash=hashlib.sha256(token.encode()).hexdigest(), token_hint=token[:12], **before))
-        if len(batch) == 5000:
-            Endpoint.objects.bulk_create(batch)
-            batch = []
-    Endpoint.objects.bulk_create(batch)
+    out.writelines(token_for(i) + "\n" for i in range(count))
+seed_endpoints(count, [(group.pk, 1)], timezone.now(), mix=[("up_to_date", 1, [""])], seen_minutes=(1440, 1440),
+               tokens=True, reports_received=1,
+               overrides=dict(definitions_version="1.407.417.0", app_version="", engine_version="", healthy=None))
 with connection.cursor() as cursor:
     cursor.execute("ANALYZE")
 print(json.dumps({"seconds": time.perf_counter() - started, "url": group.definition_url("linux")}))

@@ -10,9 +10,10 @@ What it does:
 
   1. creates a throw-away PostgreSQL database (``--database-url``, dropped at the end) and a
      throw-away PORTAL_VAR_DIR, migrates;
-  2. seeds in a child Django process: one mirror, 3 groups, ``--endpoints`` endpoints (bulk_create,
-     a mix of compliance states, a dozen definitions versions, finding codes, last_seen),
-     ``--reports`` health reports over 30 days (COPY, 600-byte text bodies), 14 days x 3 groups x 24
+  2. seeds in a child Django process, server-side (bench/_common.py, INSERT ... SELECT generate_series):
+     one mirror, 3 groups, ``--endpoints`` endpoints (a mix of compliance states, a dozen definitions
+     versions, finding codes, last_seen), ``--reports`` health reports over 30 days (600-byte text
+     bodies), 30 days of change records (5 % of the endpoints a day), 14 days x 3 groups x 24
      compliance snapshots, then ANALYZE;
   3. measures in another child (DEBUG off, django.test.Client logged in as an admin): each URL is
      warmed once, then timed ``--requests`` times (status 200 checked each time); one more request
@@ -55,8 +56,8 @@ django.setup()
 from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
-from fleet.choices import Compliance
-from fleet.models import ComplianceSnapshot, Endpoint, EndpointGroup
+from bench._common import seed_changes, seed_endpoints, seed_reports
+from fleet.models import ComplianceSnapshot, Endpoint, EndpointChange, EndpointGroup
 from mirror.models import Mirror, Upstream
 
 n_endpoints, n_reports = int(sys.argv[1]), int(sys.argv[2])
@@ -68,82 +69,14 @@ mirror = Mirror.objects.create(name="main", slug="main", upstream=upstream, plat
                                archs=["x86_64"], sync_interval_minutes=0)
 groups = [EndpointGroup.objects.create(name=name, slug=name.lower(), mirror=mirror, platforms=["linux"], ring_order=order)
           for name, order in (("Pilot", 10), ("Broad", 20), ("Servers", 30))]
-group_weights = (5, 70, 25)
-versions = [f"1.407.{405 + i}.0" for i in range(12)]  # the newest last; most endpoints run the last two or three
-version_weights = (1, 1, 1, 1, 2, 2, 3, 4, 6, 10, 30, 39)
-# (state, weight, finding codes to choose from)
-MIX = [
-    (Compliance.UP_TO_DATE, 70, ["", "", "", "", ",verify_sig_not_reported,"]),
-    (Compliance.BEHIND, 10, ["", ",not_updated_from_mirror,"]),
-    (Compliance.STALE, 6, [",stale,", ",stale,not_updated_from_mirror,"]),
-    (Compliance.FAILING, 4, [",update_failed,", ",update_failed,reenable_known_issue,"]),
-    (Compliance.MISCONFIGURED, 3, [",settings_drift,", ",offline_update_disabled,", ",url_drift,", ",verify_sig_disabled,"]),
-    (Compliance.SILENT, 5, [""]),
-    (Compliance.NEW, 2, [""]),
-]
-states = [m[0] for m in MIX]
-state_weights = [m[1] for m in MIX]
-codes_for = {m[0]: m[2] for m in MIX}
-prefixes = ["web", "db", "app", "ws", "build", "k8s-node", "cache", "lb", "etl", "dev"]
-
-batch = []
-for i in range(n_endpoints):
-    state = rng.choices(states, state_weights)[0]
-    group = rng.choices(groups, group_weights)[0]
-    reported = state != Compliance.NEW
-    if state == Compliance.SILENT:
-        seen = now - timedelta(hours=rng.uniform(72, 24 * 30))
-    elif state == Compliance.STALE:
-        seen = now - timedelta(hours=rng.uniform(24, 72))
-    else:
-        seen = now - timedelta(minutes=rng.uniform(1, 8 * 60))
-    version = (versions[-1] if state == Compliance.UP_TO_DATE else rng.choices(versions, version_weights)[0]) if reported else ""
-    codes = rng.choice(codes_for[state])
-    batch.append(Endpoint(
-        machine_id=f"{rng.getrandbits(128):032x}", hostname=f"{rng.choice(prefixes)}-{rng.randrange(10**6):06d}.corp.example",
-        group=group, platform="linux", arch="x86_64", enrolled_at=now - timedelta(days=60), created=now - timedelta(days=60),
-        last_seen=seen if reported else None, app_version="101.24032.0007" if reported else "",
-        engine_version="1.1.24020.4" if reported else "", definitions_version=version,
-        definitions_status=("up_to_date" if state == Compliance.UP_TO_DATE else "outdated") if reported else "",
-        compliance=state, finding_codes=codes, findings=[{"code": c} for c in codes.strip(",").split(",") if c],
-        offline_update="enabled" if reported else "", healthy=reported or None, reports_received=10 if reported else 0))
-    if len(batch) == 5000:
-        Endpoint.objects.bulk_create(batch)
-        batch = []
-Endpoint.objects.bulk_create(batch)
+# The dashboard's mix of states, versions and findings (bench/_common.FLEET_MIX), built by the server.
+seed_endpoints(n_endpoints, [(g.pk, w) for g, w in zip(groups, (5, 70, 25))], now)
 endpoints_done = time.perf_counter()
-
-ids = list(Endpoint.objects.exclude(compliance=Compliance.NEW).values_list("id", flat=True))
-RAW = '''healthy                                     : true
-health_issues                               : []
-licensed                                    : true
-engine_version                              : "1.1.24020.4"
-app_version                                 : "101.24032.0007"
-real_time_protection_enabled                : true [managed]
-automatic_definition_update_enabled         : true [managed]
-definitions_updated_minutes_ago             : {minutes}
-definitions_version                         : "{version}"
-definitions_status                          : "{status}"
-definitions_update_source_uri               : "http://portal.corp.example/mirror/groups/broad/linux/production/"
-definitions_update_fail_reason              : "{fail}"
-'''
-report_states = [(Compliance.UP_TO_DATE, 85), (Compliance.BEHIND, 8), (Compliance.STALE, 3), (Compliance.FAILING, 3), (Compliance.MISCONFIGURED, 1)]
-rs, rw = [s for s, _ in report_states], [w for _, w in report_states]
-span = 30 * 86400
-raw_conn = connection.connection  # Django's psycopg connection, autocommit
-with raw_conn.cursor() as cursor:
-    with cursor.copy("COPY fleet_healthreport (endpoint_id, received_at, form, raw, definitions_version, compliance, finding_codes) "
-                     "FROM STDIN") as copy:
-        for i in range(n_reports):
-            state = rng.choices(rs, rw)[0]
-            version = versions[-1] if state == Compliance.UP_TO_DATE else versions[rng.randrange(12)]
-            fail = "Update failed: download error 0x80070005" if state == Compliance.FAILING else ""
-            raw = RAW.format(minutes=rng.randrange(1, 600), version=version, status="up_to_date" if state == Compliance.UP_TO_DATE else "outdated",
-                             fail=fail)
-            raw = raw + "#" * max(0, 600 - len(raw) - 1) + "\n"
-            codes = ",update_failed," if state == Compliance.FAILING else ""
-            copy.write_row((rng.choice(ids), now - timedelta(seconds=rng.randrange(span)), "text", raw, version, state, codes))
+seed_reports(now, total=n_reports)
 reports_done = time.perf_counter()
+# A month of history: 5 % of the endpoints change every day (the pages must not slow down with it).
+seed_changes(now, days=30, daily_share=0.05)
+changes_done = time.perf_counter()
 
 snapshots = []
 current = {g.pk: {} for g in groups}
@@ -163,7 +96,8 @@ with connection.cursor() as cursor:
     report_bytes, endpoint_bytes = cursor.fetchone()
 done = time.perf_counter()
 print(json.dumps({"seconds": done - started, "endpoints_s": endpoints_done - started, "reports_s": reports_done - endpoints_done,
-                  "rest_s": done - reports_done, "snapshots": len(snapshots),
+                  "changes_s": changes_done - reports_done, "rest_s": done - changes_done, "snapshots": len(snapshots),
+                  "changes": EndpointChange.objects.count(),
                   "report_mb": report_bytes / 1e6, "endpoint_mb": endpoint_bytes / 1e6}))
 """
 
@@ -267,8 +201,9 @@ def main(argv=None) -> int:
         )
         seeded = run_django(python, SEED, env, str(args.endpoints), str(args.reports), timeout=3600)
         print(
-            f"seeded {args.endpoints:,} endpoints, {args.reports:,} health reports, {seeded['snapshots']:,} snapshots in "
-            f"{seeded['seconds']:.1f} s (endpoints {seeded['endpoints_s']:.1f} s, reports COPY {seeded['reports_s']:.1f} s, "
+            f"seeded {args.endpoints:,} endpoints, {args.reports:,} health reports, {seeded['changes']:,} change records, "
+            f"{seeded['snapshots']:,} snapshots in {seeded['seconds']:.1f} s (endpoints {seeded['endpoints_s']:.1f} s, "
+            f"reports {seeded['reports_s']:.1f} s, changes {seeded['changes_s']:.1f} s, "
             f"snapshots + ANALYZE {seeded['rest_s']:.1f} s); fleet_healthreport {seeded['report_mb']:,.0f} MB, "
             f"fleet_endpoint {seeded['endpoint_mb']:,.0f} MB",
             flush=True,

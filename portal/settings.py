@@ -362,6 +362,7 @@ LOGGING = {
 
 # How often beat asks a worker to prove it is alive (the dashboard shows the last one).
 PORTAL_HEARTBEAT_SECONDS = env_int("PORTAL_HEARTBEAT_SECONDS", 60)
+FLEET_PRUNE_REPORTS_SECONDS = env_int("FLEET_PRUNE_REPORTS_SECONDS", 3600)
 CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "core.tasks.heartbeat", "schedule": float(PORTAL_HEARTBEAT_SECONDS)},
     "mirror-prune-packages": {"task": "mirror.tasks.prune_packages", "schedule": 6 * 3600.0},
@@ -376,7 +377,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("FLEET_SNAPSHOT_SECONDS", 3600)),
     },
     # Hourly, like the agents' reports: an endpoint holds at most about FLEET_RAW_REPORTS_KEPT + 1 raw reports.
-    "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": 3600.0},
+    # Each run prunes the endpoints that reported within twice this period (fleet.services.chores.prune_reports).
+    "fleet-prune-reports": {"task": "fleet.tasks.prune_reports", "schedule": float(FLEET_PRUNE_REPORTS_SECONDS)},
     "fleet-prune-changes": {"task": "fleet.tasks.prune_changes", "schedule": 6 * 3600.0},
     "fleet-prune-tallies": {"task": "fleet.tasks.prune_tallies", "schedule": 6 * 3600.0},
     # Alert rules are checked every minute; each message is then its own task (portal.alerts).

@@ -36,6 +36,7 @@ from fleet.compliance import (
     standing,
 )
 from fleet.models import ApprovalEvent, Endpoint, EndpointGroup, GroupTarget
+from fleet.services import states
 from mirror import tree
 from mirror.models import Publication, SignaturePackage
 from mirror.targets import Target
@@ -604,7 +605,8 @@ def _follow_up(group_id: int, platform: str, arch: str) -> None:
 def rejudge_endpoints(group: EndpointGroup, platform: str, arch: str, follow_up: bool = True) -> int:
     """Judge the group's (platform, arch) endpoints again against what it serves now; returns how many changed.
 
-    Set-based, whatever the fleet's size: one SELECT of the distinct versions they run, one UPDATE.
+    Set-based, whatever the fleet's size: one SELECT of the distinct versions they run, then one statement per
+    batch of changed endpoints that writes each one's state and its change record together (fleet.services.states).
     Endpoints that are new or silent keep that state (they have no fresh report to judge).
     Other web processes may judge a report against what they cached for up to SERVED_TTL after the
     change: ``follow_up`` queues the same re-judging once that has passed (fleet.tasks.rejudge_endpoints).
@@ -621,8 +623,9 @@ def rejudge_endpoints(group: EndpointGroup, platform: str, arch: str, follow_up:
     versions = list(endpoints.order_by().values_list("definitions_version", flat=True).distinct())
     if not versions:
         return 0
-    # Only rows whose state changes are written (one expression for the filter, one for the value).
-    return endpoints.exclude(compliance=_new_state(now, versions)).update(compliance=_new_state(now, versions))
+    # Only rows whose state changes are selected (one expression for the filter, one for the value).
+    new_state = _new_state(now, versions)
+    return states.change_compliance(endpoints.exclude(compliance=new_state), new_state)
 
 
 def ring_findings(endpoint: Endpoint) -> list:
