@@ -419,6 +419,7 @@ def _report_bodies() -> str:
                 "Update failed: download error 0x80070005" if state == "failing" else "",
             )
             stored = field.get_db_prep_value(text.ljust(599, "#") + "\n", connection)
+            stored = getattr(stored, "obj", stored)  # psycopg's Binary wraps the bytes
             if isinstance(stored, bytes | bytearray | memoryview):
                 stored = f"'\\x{bytes(stored).hex()}'::bytea"
             else:
