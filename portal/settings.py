@@ -160,6 +160,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+    # kombu's channel, writing each message under a name the consumer ignores until it is whole (portal/broker.py).
+    CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # acks_late: a task whose worker died (SIGKILL, a lost host) stays unacknowledged in Redis, and a living worker
     # takes it again once it is CELERY_VISIBILITY_TIMEOUT seconds old (kombu's default, an hour). A sync redelivered
