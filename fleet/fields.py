@@ -75,7 +75,14 @@ class PackedTextField(models.BinaryField):
     """Text in Python, packed bytes in the database (``pack``/``unpack``). Not editable; never filtered on."""
 
     def from_db_value(self, value, expression, connection):
-        return None if value is None else unpack(value)
+        if value is None:
+            return None
+        try:
+            return unpack(value)
+        except ReportFormatError as exc:
+            # Damaged storage must not take the endpoint's page or the API down: the text says what is wrong,
+            # and the report's parse (HealthReport.parsed) fails on it as on any unreadable body.
+            return f"(this stored report cannot be read: {exc})"
 
     def to_python(self, value):
         if value is None or isinstance(value, str):

@@ -122,3 +122,21 @@ def test_the_migration_keeps_existing_reports_readable(endpoint, pilot):
     assert report.raw == body
     assert stored_bytes(report.pk)[:1] == fields.PLAIN
     assert report.parsed["definitions_version"] == "1.407.417.0"
+
+
+@pytest.mark.django_db
+def test_a_damaged_stored_report_shows_what_is_wrong_instead_of_failing_the_page_and_the_api(
+    endpoint, pilot, api, viewer, client
+):
+    accepted = ingest.ingest_report(Endpoint.objects.get(pk=endpoint.pk), health_text(pilot).encode(), minute=0)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE fleet_healthreport SET raw = %s WHERE id = %s", [b"1\xff\xff\xff", accepted.report.pk])
+    report = HealthReport.objects.get(pk=accepted.report.pk)
+    assert report.raw.startswith("(this stored report cannot be read: a stored report cannot be inflated")
+    assert "error" in report.parsed
+    answer = api.as_user(viewer).get(f"/api/v1/endpoints/{endpoint.pk}/reports/")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["results"][0]["raw"].startswith("(this stored report cannot be read")
+    client.force_login(viewer)
+    page = client.get(f"/groups/endpoints/{endpoint.pk}/")
+    assert page.status_code == 200 and "this stored report cannot be read" in page.content.decode()
