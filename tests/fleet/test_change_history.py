@@ -10,23 +10,10 @@ from django.utils import timezone
 
 from fleet.choices import Compliance
 from fleet.models import Endpoint, EndpointChange, HealthReport
-from fleet.services import chores, enrollment, ingest, rings
+from fleet.services import chores, ingest
 from tests.samples import health_text
 
 pytestmark = pytest.mark.django_db(transaction=False)
-
-
-@pytest.fixture
-def pilot(make_group, make_package):
-    group = make_group("pilot", 10)
-    rings.approve_package(group, make_package(definition="1.407.400.0"))
-    return group
-
-
-@pytest.fixture
-def endpoint(pilot):
-    _, secret = enrollment.create_enrollment_secret(pilot, "lab")
-    return enrollment.enroll(secret, "machine-1", "web-1", "linux", "x86_64")[0]
 
 
 def report(endpoint, body, at=None, minute=0):

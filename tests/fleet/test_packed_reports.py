@@ -10,23 +10,10 @@ from django.db.migrations.executor import MigrationExecutor
 
 from fleet import fields
 from fleet.models import Endpoint, HealthReport
-from fleet.services import enrollment, ingest, rings
+from fleet.services import ingest
 from tests.samples import health_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mdatp"
-
-
-@pytest.fixture
-def pilot(make_group, make_package):
-    group = make_group("pilot", 10)
-    rings.approve_package(group, make_package(definition="1.407.400.0"))
-    return group
-
-
-@pytest.fixture
-def endpoint(pilot):
-    _, secret = enrollment.create_enrollment_secret(pilot, "lab")
-    return enrollment.enroll(secret, "machine-1", "web-1", "linux", "x86_64")[0]
 
 
 def stored_bytes(pk) -> bytes:

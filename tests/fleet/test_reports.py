@@ -22,14 +22,6 @@ GUID_B = "9f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
 
 
 @pytest.fixture
-def pilot(make_group, make_package):
-    """A ring that serves a package for linux/x86_64, older than the reports' 1.407.417.0 (so they are up to date)."""
-    group = make_group("pilot", 10)
-    rings.approve_package(group, make_package(definition="1.407.400.0"))
-    return group
-
-
-@pytest.fixture
 def secret(pilot):
     return enrollment.create_enrollment_secret(pilot, "lab")[1]
 
