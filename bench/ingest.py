@@ -57,6 +57,10 @@ from bench._common import (  # noqa: E402
 )
 
 
+def size(value: int) -> str:
+    return f"{value / 2**30:.2f} GB" if value >= 2**30 else f"{value / 2**20:.0f} MB"
+
+
 def resource_children() -> tuple[float, float]:
     import resource
 
@@ -152,8 +156,15 @@ print(json.dumps({"differences": len(drift.differences), "missing_triggers": tal
 COUNT = r"""
 import django, json
 django.setup()
+from django.db import connection
+from fleet.capacity import report_pages
 from fleet.models import HealthReport, Endpoint
-print(json.dumps({"reports": HealthReport.objects.count(), "reported": Endpoint.objects.filter(last_seen__isnull=False).count()}))
+with connection.cursor() as cursor:  # this database's page reads: from PostgreSQL's buffers (hit) or from the OS (read)
+    cursor.execute("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")
+    hit, read = cursor.fetchone()
+pages = report_pages()
+print(json.dumps({"reports": HealthReport.objects.count(), "reported": Endpoint.objects.filter(last_seen__isnull=False).count(),
+                  "hit": hit, "read": read, "shared_buffers": pages.shared_buffers, "needed": pages.needed}))
 """
 
 WRK_SCRIPT = r"""
@@ -323,6 +334,13 @@ def main(argv=None) -> int:
             check=True,
         )
         warm = run_django(python, COUNT, env)
+        # fleet.capacity: every report reads its endpoint's row and index pages; when they do not fit in
+        # shared_buffers (the check portal.W030 warns), each report copies them in from the OS cache.
+        print(
+            f"PostgreSQL: shared_buffers {size(warm['shared_buffers'])}; the endpoint table and the indexes every report "
+            f"reads {size(warm['needed'])}: "
+            + ("they fit" if warm["needed"] <= warm["shared_buffers"] else "they do NOT fit")
+        )
 
         print(
             f"load: wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s, gunicorn {args.web_workers} sync workers, "
@@ -396,6 +414,11 @@ def main(argv=None) -> int:
         print(
             f"  gunicorn user / system          {1000 * spent['gunicorn'][0] / reports:.2f} / {1000 * spent['gunicorn'][1] / reports:.2f} ms"
             f"; PostgreSQL {1000 * spent['postgresql'][0] / reports:.2f} / {1000 * spent['postgresql'][1] / reports:.2f} ms"
+        )
+        hit, read = after["hit"] - warm["hit"], after["read"] - warm["read"]
+        print(
+            f"  PostgreSQL page reads   {100 * hit / max(1, hit + read):.2f} % from shared_buffers, "
+            f"{read / reports:.2f} a report from the OS cache"
         )
         checked = run_django(python, CHECK, env)
         print(
