@@ -68,6 +68,8 @@ def visible_controls(value: str) -> str:
 
 def unstorable(value: str) -> str | None:
     """A description of the first character of ``value`` no database can store as text, or None."""
+    if value.isascii():  # most text, and every report mdatp prints: only a NUL can be there (no regex pass)
+        return "a NUL character (\\u0000)" if "\x00" in value else None
     found = _UNSTORABLE.search(value)
     if found is None:
         return None

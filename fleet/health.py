@@ -281,6 +281,9 @@ def parse_health(body: str | bytes, *, text_tz: tzinfo = UTC) -> Health:
     return _build(pairs, form, text_tz)
 
 
+_NO_MEMBERS: dict = {}  # shared by every pair without extra members: only read, never written
+
+
 class _Pair:
     """One reported key with its decoded value, scope, and where it came from (for errors)."""
 
@@ -288,7 +291,7 @@ class _Pair:
 
     def __init__(self, key, value, scope=None, line=None, field=None, members=None, section=None):
         self.key, self.value, self.scope, self.line, self.field = key, value, scope, line, field
-        self.members = members or {}
+        self.members = members or _NO_MEMBERS
         self.section = section  # "health", "definitions", ... (None: a report of one output, section unknown)
 
     def where(self) -> str:
@@ -439,7 +442,7 @@ def _json_pairs(body: str) -> list[_Pair]:
         raise HealthParseError(f"the JSON report must be an object of fields, got {_describe(data)}")
     # Strict JSON holds a NUL or a lone surrogate only as an escape (a str body may hold a raw surrogate):
     # only then are the fields walked for them.
-    suspect = bool(_UNSTORABLE_ESCAPE.search(body) or unstorable(body))
+    suspect = bool(("\\u" in body and _UNSTORABLE_ESCAPE.search(body)) or unstorable(body))
     if data.get("$type") != ENVELOPE_TYPE:
         return _object_pairs(data, suspect, None, "")
     pairs: list[_Pair] = []
@@ -480,13 +483,14 @@ def _object_pairs(data: dict, suspect: bool, section: str | None, prefix: str) -
             if bad is not None:
                 raise HealthParseError(f"field {prefix + name!r}: contains {bad}", field=prefix + name)
     pairs = []
+    append = pairs.append
     for name, value in data.items():
-        where = prefix + name
         if name == "$type" and isinstance(value, str):
             continue  # the result's type ("getHealthAllResult"): the section already says what it is
+        where = prefix + name
         if not name.strip():
             raise HealthParseError(f"field {where!r}: a field with an empty name", field=where)
-        scope, members = None, {}
+        scope, members = None, _NO_MEMBERS
         if isinstance(value, dict) and ("value" in value or "$type" in value):
             inner = dict(value)
             if "$type" in inner:
@@ -515,17 +519,18 @@ def _object_pairs(data: dict, suspect: bool, section: str | None, prefix: str) -
                         f'field {where!r}: expected "scope" to be a string, got {_describe(given)}', field=where
                     )
                 scope = given.lower()
-            members = inner  # anything else the agent added to the object: kept
+            if inner:
+                members = inner  # anything else the agent added to the object: kept
         key = canonical_key(name)
-        if key in TYPED_KEYS:
-            kind = TYPED_KEYS[key][1]
-            if isinstance(value, dict) or (isinstance(value, list) and kind != "list"):
+        typed = TYPED_KEYS.get(key)
+        if typed is not None and isinstance(value, (dict, list)):
+            if isinstance(value, dict) or typed[1] != "list":
                 raise HealthParseError(f"field {where!r}: expected a single value, got {_describe(value)}", field=where)
-            if kind == "list" and isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            if any(isinstance(v, (dict, list)) for v in value):
                 raise HealthParseError(
                     f"field {where!r}: expected a list of strings, got a nested list or object", field=where
                 )
-        pairs.append(_Pair(key, value, scope, field=where, members=members, section=section))
+        append(_Pair(key, value, scope, None, where, members, section))
     return pairs
 
 
@@ -590,7 +595,10 @@ def _enforcement_level(passive: bool | None, real_time: bool | None) -> str | No
 
 def _build(pairs: list[_Pair], form: str, tz: tzinfo) -> Health:
     seen: dict[str, _Pair] = {}
+    sections: dict[str, None] = {}  # in the order first met
     for pair in pairs:
+        if pair.section not in sections:
+            sections[pair.section] = None
         first = seen.get(pair.key)
         if first is None:
             seen[pair.key] = pair
@@ -608,24 +616,26 @@ def _build(pairs: list[_Pair], form: str, tz: tzinfo) -> Health:
             + " (run 'mdatp health' or 'mdatp health --details definitions')"
         )
     health = Health(form=form)
+    scopes, extra = health.scopes, health.extra
     for key, pair in seen.items():
         if pair.scope:
-            health.scopes[key] = pair.scope
-        for member, value in pair.members.items():
-            health.extra[f"{key}.{member}"] = value
-        if key not in TYPED_KEYS:
-            health.extra[key] = pair.value
+            scopes[key] = pair.scope
+        if pair.members:
+            for member, value in pair.members.items():
+                extra[f"{key}.{member}"] = value
+        typed_key = TYPED_KEYS.get(key)
+        if typed_key is None:
+            extra[key] = pair.value
             continue
         if pair.value is None:  # JSON null: not reported
             continue
-        attr, kind = TYPED_KEYS[key]
-        typed = _convert(kind, pair.value, tz)
+        typed = _convert(typed_key[1], pair.value, tz)
         if typed is _SENTINEL:
-            health.extra[key] = pair.value  # an unexpected value is kept and shown, never rejected
+            extra[key] = pair.value  # an unexpected value is kept and shown, never rejected
         else:
-            setattr(health, attr, typed)
-    health.managed_keys = sorted(k for k, s in health.scopes.items() if s == "managed")
-    health.sections = list(dict.fromkeys(p.section for p in pairs if p.section and p.section != "report"))
+            setattr(health, typed_key[0], typed)
+    health.managed_keys = sorted(k for k, s in scopes.items() if s == "managed")
+    health.sections = [section for section in sections if section and section != "report"]
     health.definitions_details = any(key in seen for key in DETAILS_ONLY_KEYS)
     health.enforcement_level = _enforcement_level(health.passive_mode, health.real_time_protection)
     return health

@@ -51,12 +51,8 @@ def endpoint_for_token(authorization: str) -> Endpoint | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    values = dict(zip(_ENDPOINT_COLUMNS, row, strict=True))
-    endpoint = Endpoint.from_db(
-        connection.alias,
-        list(values),
-        [values[f.attname] for f in Endpoint._meta.concrete_fields if f.attname in values],
-    )
+    order, names = _endpoint_order()
+    endpoint = Endpoint.from_db(connection.alias, names, [row[i] for i in order])
     endpoint.group = cached_group(endpoint.group_id)
     return endpoint
 
@@ -323,6 +319,14 @@ _ENDPOINT_COLUMNS = (
     # What a change record compares the report with (EndpointChange.TRACKED).
     *(name for name in EndpointChange.TRACKED),
 )
+@lru_cache(maxsize=1)
+def _endpoint_order() -> tuple[tuple[int, ...], frozenset]:
+    """Where each loaded column of the model's field order sits in _SELECT_ENDPOINT's row, and their names:
+    what Model.from_db takes, worked out once per process instead of for every report."""
+    loaded = [f.attname for f in Endpoint._meta.concrete_fields if f.attname in _ENDPOINT_COLUMNS]
+    return tuple(_ENDPOINT_COLUMNS.index(name) for name in loaded), frozenset(loaded)
+
+
 _SELECT_ENDPOINT = (
     f"SELECT {', '.join(_ENDPOINT_COLUMNS)} FROM {Endpoint._meta.db_table} "
     "WHERE token_hash = %s AND decommissioned_at IS NULL"
@@ -373,14 +377,34 @@ def _kind(model, name: str) -> str:
 
 def _param(model, name: str, value):
     """A value as the database driver takes it for that column (datetimes, JSON, a packed report body)."""
-    kind = _kind(model, name)
-    if kind == "BinaryField":
-        return model._meta.get_field(name).get_db_prep_value(value, connection)
-    if kind == "JSONField":
-        return json.dumps(value)
-    if kind == "DateTimeField":
-        return connection.ops.adapt_datetimefield_value(value)
-    return value
+    adapt = _adapters(connection.vendor, model, (name,))[0]
+    return value if adapt is None else adapt(value)
+
+
+@lru_cache(maxsize=64)
+def _adapters(vendor: str, model, names: tuple) -> tuple:
+    """For each column of ``names``, what turns a value into what the driver takes (None: the value as is),
+    looked up once per process rather than for each of a report's two dozen parameters."""
+    found = []
+    for name in names:
+        kind = _kind(model, name)
+        if kind == "BinaryField":
+            field = model._meta.get_field(name)
+            found.append(lambda value, field=field: field.get_db_prep_value(value, connection))
+        elif kind == "JSONField":
+            found.append(json.dumps)
+        elif kind == "DateTimeField":
+            found.append(lambda value: connection.ops.adapt_datetimefield_value(value))
+        else:
+            found.append(None)
+    return tuple(found)
+
+
+def _adapted(vendor: str, model, names: tuple, values) -> list:
+    return [
+        value if adapt is None else adapt(value)
+        for adapt, value in zip(_adapters(vendor, model, names), values, strict=True)
+    ]
 
 
 def _placeholder(model, name: str) -> str:
@@ -442,12 +466,17 @@ def _store(report: HealthReport, endpoint_id: int, state: dict, minute: int, cha
     """Update the endpoint and insert the report (and its change record when ``changes``), atomically; the
     report's id, or None when the endpoint's row refused the update (decommissioned meanwhile, or over its burst limit)."""
     fields = tuple(sorted(state))
-    update, insert, insert_change = _store_sql(connection.vendor, fields, bool(changes))
+    vendor = connection.vendor
+    update, insert, insert_change = _store_sql(vendor, fields, bool(changes))
     change_params = (
         [endpoint_id, _param(EndpointChange, "at", report.received_at), _change_json(changes)] if changes else []
     )
-    report_params = [endpoint_id] + [_param(HealthReport, n, getattr(report, n)) for n in _REPORT_FIELDS[1:]]
-    state_params = [_param(Endpoint, n, state[n]) for n in fields] + [
+    report_params = [
+        endpoint_id,
+        *_adapted(vendor, HealthReport, _REPORT_FIELDS[1:], [getattr(report, n) for n in _REPORT_FIELDS[1:]]),
+    ]
+    state_params = [
+        *_adapted(vendor, Endpoint, fields, [state[n] for n in fields]),
         minute,
         minute,
         endpoint_id,
