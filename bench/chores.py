@@ -17,7 +17,8 @@ What it does:
      (25 = FLEET_RAW_REPORTS_KEPT + the one since the last prune: what the hourly prune meets), 30 days
      of change records (5 % of the endpoints a day), then ANALYZE;
   3. in another child, times each chore (mark_silent, snapshot_compliance, prune_reports, prune_changes
-     with FLEET_CHANGE_RETENTION_DAYS set to 25 so that 5 days of records go), each twice: the second run
+     with FLEET_CHANGE_RETENTION_DAYS set to 25 so that 5 days of records go) and the rollout check's health
+     gate on the largest ring (fleet.services.rings.health_gate), each twice: the second run
      finds nothing (or, for the snapshot, the same) to do. While each runs, a separate process sends the
      report path's statement (the endpoint's UPDATE feeding the report's INSERT, one endpoint at a time,
      half of them the silence check's candidates) in a loop and the worst and 99th-percentile latency
@@ -127,9 +128,27 @@ def under_load(name, work):
             "p99_ms": waits[int(len(waits) * 0.99)] * 1000 if waits else None,
             "max_ms": waits[-1] * 1000 if waits else None, "lock_waits": lock_waits}
 
+# The rollout check's health gate (fleet.services.rings.health_gate, every 5 minutes per automatic ring and
+# target): Servers waits on Broad (70 % of the fleet), which serves the newest seeded version since 2 hours.
+from bench._common import VERSIONS
+from fleet.models import EndpointGroup, GroupTarget
+from fleet.services import rings
+from mirror.models import SignaturePackage
+
+broad, servers = EndpointGroup.objects.get(slug="broad"), EndpointGroup.objects.get(slug="servers")
+package = SignaturePackage.objects.create(platform="linux", channel="production", arch="x86_64", engine_version="1.1.24010.10",
+                                          definition_version=VERSIONS[-1], size=1, sha256="0" * 64)
+approved = GroupTarget.objects.create(group=broad, platform="linux", channel="production", arch="x86_64", current=package,
+                                      approved_at=now - timedelta(hours=2))
+
+def gate():
+    found = rings.health_gate(servers, broad, ("linux", "production", "x86_64"), package, approved.approved_at)
+    return found.reason
+
 rows = [under_load("(no chore: the loop alone, 3 s)", None)]
 for name, work in (("mark_silent", chores.mark_silent), ("snapshot_compliance", chores.snapshot_compliance),
-                   ("prune_reports", chores.prune_reports), ("prune_changes", chores.prune_changes)):
+                   ("prune_reports", chores.prune_reports), ("prune_changes", chores.prune_changes),
+                   ("health gate (Broad: 70 %)", gate)):
     rows.append(under_load(name, work))
     rows.append(under_load(name + " again", work))
 print(json.dumps(rows))
@@ -222,12 +241,14 @@ def main(argv=None) -> int:
             f"p50 / p99 / max ms, lock waits over {LOCK_PROBE_MS} ms"
         )
         for row in rows:
-            result = "" if row["result"] is None else f"{row['result']:,}"
+            result = f"{row['result']:,}" if isinstance(row["result"], int) else ""
             print(
                 f"{row['chore']:<35} {row['seconds']:>7.2f}   {result:>9}  "
                 f"{row['statements']:>7,}  {row['p50_ms']:.2f} / {row['p99_ms']:.2f} / {row['max_ms']:.2f}  "
                 f"{row['lock_waits']}"
             )
+            if isinstance(row["result"], str):
+                print(f"    {row['result']}")
     except (BenchError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
