@@ -153,18 +153,46 @@ drift = tallies.drift()
 print(json.dumps({"differences": len(drift.differences), "missing_triggers": tallies.missing_triggers()}))
 """
 
+REFERENCE = r"""
+# The machine's speed now, for reading a rate against another run's: the CPU one process spends parsing the bench's
+# report (pure Python, no I/O), best of 5 rounds. This virtual machine's speed moves by a third from one run to the
+# next (its neighbours), and the rate moves with it.
+import json, sys, time
+import django
+django.setup()
+from fleet.health import parse_health
+body = open(sys.argv[1], "rb").read()
+best = None
+for _ in range(5):
+    started = time.process_time()
+    for _ in range(500):
+        parse_health(body)
+    spent = (time.process_time() - started) / 500
+    best = spent if best is None else min(best, spent)
+print(json.dumps({"parse_us": best * 1e6}))
+"""
+
 COUNT = r"""
 import django, json
 django.setup()
 from django.db import connection
-from fleet.capacity import report_pages
 from fleet.models import HealthReport, Endpoint
-with connection.cursor() as cursor:  # this database's page reads: from PostgreSQL's buffers (hit) or from the OS (read)
+with connection.cursor() as cursor:
+    # This database's page reads so far: from PostgreSQL's shared_buffers (hit) or from the OS (read).
     cursor.execute("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")
     hit, read = cursor.fetchone()
-pages = report_pages()
+    # What every report reads: the endpoint table, its primary key and its token index (not the token's
+    # pattern-ops copy, which no report reads), against shared_buffers.
+    cursor.execute(
+        "SELECT (SELECT setting::bigint * current_setting('block_size')::bigint FROM pg_settings "
+        "WHERE name = 'shared_buffers'), pg_relation_size('fleet_endpoint') + (SELECT sum(pg_relation_size(indexrelid)) "
+        "FROM pg_index WHERE indrelid = 'fleet_endpoint'::regclass AND (indisprimary OR (indisunique AND indnatts = 1 "
+        "AND indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = 'fleet_endpoint'::regclass "
+        "AND attname = 'token_hash'))))::bigint"
+    )
+    shared_buffers, needed = cursor.fetchone()
 print(json.dumps({"reports": HealthReport.objects.count(), "reported": Endpoint.objects.filter(last_seen__isnull=False).count(),
-                  "hit": hit, "read": read, "shared_buffers": pages.shared_buffers, "needed": pages.needed}))
+                  "hit": hit, "read": read, "shared_buffers": shared_buffers, "needed": needed}))
 """
 
 WRK_SCRIPT = r"""
@@ -334,8 +362,9 @@ def main(argv=None) -> int:
             check=True,
         )
         warm = run_django(python, COUNT, env)
-        # fleet.capacity: every report reads its endpoint's row and index pages; when they do not fit in
-        # shared_buffers (the check portal.W030 warns), each report copies them in from the OS cache.
+        reference = run_django(python, REFERENCE, env, str(work / "body.txt"))["parse_us"]
+        # Every report reads its endpoint's row and index pages: from shared_buffers when they fit, else from the
+        # OS cache (measured at a million endpoints: 128 MB and 2 GB gave the same rate, bench/README.md).
         print(
             f"PostgreSQL: shared_buffers {size(warm['shared_buffers'])}; the endpoint table and the indexes every report "
             f"reads {size(warm['needed'])}: "
@@ -383,6 +412,7 @@ def main(argv=None) -> int:
             a - b for a, b in zip(resource_children(), wrk_cpu, strict=True)
         )  # wrk has exited: its rusage, not /proc
         after = run_django(python, COUNT, env)
+        reference_after = run_django(python, REFERENCE, env, str(work / "body.txt"))["parse_us"]
         seconds = result["duration_us"] / 1e6
         stored = after["reports"] - warm["reports"]
         print()
@@ -420,6 +450,10 @@ def main(argv=None) -> int:
             f"  PostgreSQL page reads   {100 * hit / max(1, hit + read):.2f} % from shared_buffers, "
             f"{read / reports:.2f} a report from the OS cache"
         )
+        print(
+            f"  machine speed           parse_health of the report in one idle process: {reference:.1f} µs before the "
+            f"load, {reference_after:.1f} µs after (a slower machine shows larger figures)"
+        )
         checked = run_django(python, CHECK, env)
         print(
             f"  tallies after the run   {checked['differences']} differences from a recount (manage.py check_tallies), "
@@ -428,7 +462,7 @@ def main(argv=None) -> int:
         print()
         print(
             f"RESULT reports/s = {result['ok'] / seconds:.0f}  p99 = {result['p99_us'] / 1000:.1f} ms  lost = {lost}  "
-            f"tally drift = {checked['differences']}"
+            f"tally drift = {checked['differences']}  parse reference = {reference:.1f} / {reference_after:.1f} µs"
         )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

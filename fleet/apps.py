@@ -6,7 +6,7 @@ class FleetConfig(AppConfig):
     verbose_name = "Fleet"
 
     def ready(self):
-        from fleet import checks, labels, receivers  # noqa: F401 - checks registers the start-up checks
+        from fleet import labels, receivers
         from fleet.services import rings
         from mirror.signals import collect_package_references, package_published, package_usage, package_withdrawn
 
