@@ -319,6 +319,8 @@ _ENDPOINT_COLUMNS = (
     # What a change record compares the report with (EndpointChange.TRACKED).
     *(name for name in EndpointChange.TRACKED),
 )
+
+
 @lru_cache(maxsize=1)
 def _endpoint_order() -> tuple[tuple[int, ...], frozenset]:
     """Where each loaded column of the model's field order sits in _SELECT_ENDPOINT's row, and their names:
