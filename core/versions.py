@@ -2,6 +2,7 @@
 way every app orders signature, engine and agent versions."""
 
 import re
+from functools import lru_cache
 
 _LEADING_DIGITS = re.compile(r"\d+")
 
@@ -10,6 +11,11 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     """``"101.24022.0001"`` → ``(101, 24022, 1)``; None when it is not a dotted number."""
     if not isinstance(text, str):
         return None
+    return _parsed(text)
+
+
+@lru_cache(maxsize=4096)  # a fleet reports a few dozen versions, compared several times in every report
+def _parsed(text: str) -> tuple[int, ...] | None:
     parts = []
     for part in text.strip().split("."):
         match = _LEADING_DIGITS.match(part)
