@@ -295,6 +295,9 @@ def main(argv=None) -> int:
     env.update(
         DATABASE_URL=args.database_url, DEBUG="false", FLEET_REPORT_BURST="100", ALLOWED_HOSTS="localhost,127.0.0.1"
     )
+    # Each worker keeps its PostgreSQL connection for the whole run: with the default 60 s a longer run replaced the
+    # backends midway, and an exited backend's CPU cannot be read from /proc (the PostgreSQL figure came out near 0).
+    env["DATABASE_CONN_MAX_AGE"] = str(args.duration + 600)
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     gunicorn = None
