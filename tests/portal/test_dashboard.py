@@ -166,12 +166,15 @@ def test_only_the_top_versions_are_listed(client, viewer, make_group, make_endpo
 def test_trend_sums_the_last_snapshot_of_each_day_over_groups(client, viewer, fleet):
     pilot, broad = fleet
     now = timezone.now()
+    # Yesterday's snapshots at fixed hours of that day (days are the portal's local days): "now - 1 day - 30 min"
+    # fell on the day before when the test ran in the first half hour after midnight.
+    yesterday = timezone.localtime(now).replace(hour=10, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    ComplianceSnapshot.objects.create(group=pilot, taken_at=yesterday, counts={"behind": 9}, total=9)
     ComplianceSnapshot.objects.create(
-        group=pilot, taken_at=now - timedelta(days=1, minutes=30), counts={"behind": 9}, total=9
+        group=pilot, taken_at=yesterday + timedelta(minutes=30), counts={"up_to_date": 4}, total=4
     )
-    ComplianceSnapshot.objects.create(group=pilot, taken_at=now - timedelta(days=1), counts={"up_to_date": 4}, total=4)
     ComplianceSnapshot.objects.create(
-        group=broad, taken_at=now - timedelta(days=1), counts={"up_to_date": 1, "failing": 2}, total=3
+        group=broad, taken_at=yesterday + timedelta(minutes=30), counts={"up_to_date": 1, "failing": 2}, total=3
     )
     ComplianceSnapshot.objects.create(group=pilot, taken_at=now, counts={"up_to_date": 3, "failing": 1}, total=4)
     ComplianceSnapshot.objects.create(
