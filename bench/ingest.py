@@ -172,6 +172,14 @@ for _ in range(5):
 print(json.dumps({"parse_us": best * 1e6}))
 """
 
+WEB_COMMAND = r"""
+import json, sys
+import django
+django.setup()
+from portal.management.commands.serve import web_command
+print(json.dumps(web_command(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])))
+"""
+
 COUNT = r"""
 import django, json
 django.setup()
@@ -341,25 +349,12 @@ def main(argv=None) -> int:
 
         port = free_port()
         log = open(work / "gunicorn.log", "wb")
-        # The same command line as portal/management/commands/serve.py uses for "web".
+        # Exactly what manage.py serve (and the web unit) starts, but for the access log's place.
+        command = run_django(
+            python, WEB_COMMAND, env, python, f"127.0.0.1:{port}", str(args.web_workers), str(work / "access.log")
+        )
         gunicorn = subprocess.Popen(
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "portal.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.web_workers),
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "10",
-                "--access-logfile",
-                str(work / "access.log"),
-                "--no-control-socket",
-            ],
+            command,
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -32,6 +32,30 @@ START_TIMEOUT = 90
 STARTED_MARKERS = {"web": b"Booting worker", "worker": b" ready.", "beat": b"beat: Starting"}
 
 
+def web_command(python: str, bind: str, workers: int, access_log: str = "-") -> list[str]:
+    """gunicorn serving the portal as serve starts it; the web unit runs the same (tests/deploy/test_systemd.py) and
+    bench/ingest.py times this one."""
+    # No control socket (gunicornc's): its default path, ~/.gunicorn/gunicorn.ctl, is one per user, so two portals
+    # (or a test run beside one) would take it from each other; nothing here uses it.
+    return [
+        python,
+        "-m",
+        "gunicorn",
+        "portal.wsgi:application",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        access_log,
+        "--no-control-socket",
+    ]
+
+
 class Command(BaseCommand):
     help = "Start web server, Celery worker and Celery beat together; Ctrl-C stops them all."
 
@@ -64,25 +88,7 @@ class Command(BaseCommand):
         (their output goes to ``output``, a file, when given; else to this command's)."""
         python = sys.executable
         commands = {
-            # No control socket (gunicornc's): its default path, ~/.gunicorn/gunicorn.ctl, is one per user, so
-            # two portals (or a test run beside one) would take it from each other; nothing here uses it.
-            "web": [
-                python,
-                "-m",
-                "gunicorn",
-                "portal.wsgi:application",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                str(web_workers),
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "10",
-                "--access-logfile",
-                "-",
-                "--no-control-socket",
-            ],
+            "web": web_command(python, f"{host}:{port}", web_workers),
             "worker": [
                 python,
                 "-m",
