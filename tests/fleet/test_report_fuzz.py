@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from core.text import BIDI_CONTROLS
 from fleet.health import TYPED_KEYS, Health, HealthParseError, parse_health
 from fleet.models import Endpoint, HealthReport
-from fleet.services import enrollment, rings
+from fleet.services import enrollment
 from tests.samples import DESIGN_SAMPLE
 
 FUZZ = settings(
@@ -154,22 +154,15 @@ def assert_storable_and_clean(health: Health) -> None:
 
 
 @pytest.fixture
-def ring(make_group, make_package):
-    group = make_group("pilot", 10)
-    rings.approve_package(group, make_package(definition="1.407.400.0"))
-    return group
-
-
-@pytest.fixture
 def agent():
     return APIClient()
 
 
 @pytest.fixture
-def token(agent, ring, settings):
-    """A real endpoint token, from POST /api/v1/enroll with a real enrollment secret of the ring."""
+def token(agent, pilot, settings):
+    """A real endpoint token, from POST /api/v1/enroll with a real enrollment secret of the pilot ring (conftest)."""
     settings.FLEET_REPORT_BURST = 100_000  # the fuzz posts hundreds of reports a minute from one endpoint
-    secret = enrollment.create_enrollment_secret(ring, "fuzz")[1]
+    secret = enrollment.create_enrollment_secret(pilot, "fuzz")[1]
     response = agent.post(
         "/api/v1/enroll",
         # Not a GUID on purpose: a report's machine_guid is then never "another machine's" (that 403 is tested elsewhere).
