@@ -20,6 +20,8 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from portal.management.commands.serve import web_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -98,17 +100,7 @@ def start_web(port: int, log, workers: int = 2, **env_overrides) -> subprocess.P
     once it answers /healthz; its own session, so ``os.killpg`` reaches the master and its workers."""
     env = child_env(**{"ALLOWED_HOSTS": "127.0.0.1,localhost", **env_overrides})
     web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "portal.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--no-control-socket",
-        ],
+        web_command(sys.executable, f"127.0.0.1:{port}", workers),
         cwd=ROOT,
         env=env,
         stdout=log,
